@@ -1,0 +1,144 @@
+"""Command-line entry points. They parse arguments and call the runner; no logic lives here.
+
+- ``mlflow-pipeline [overrides]`` / ``-m`` sweeps: the pipeline as a Hydra app.
+- ``python -m mlflow_pipeline.cli main|<stage> ...``: what the MLproject entry points call.
+- ``mlflow-pipeline-schema [overrides] --output FILE``: write an inferred data contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mlflow_pipeline.config import CONF_DIR, STAGE_NAMES, check_config, load_config
+from mlflow_pipeline.errors import ConfigError, PipelineError
+from mlflow_pipeline.tracking import ENV_RUN_ID
+
+# `mlflow run` hands its run over in MLFLOW_RUN_ID, and MLflow deletes that variable at the
+# first start_run(); read it once, at import.
+MLFLOW_RUN_ID = os.environ.get(ENV_RUN_ID) or None
+JOB_FAILED = "failed"
+
+
+def _fail(exc: PipelineError) -> None:
+    print(f"mlflow-pipeline: error: {exc}", file=sys.stderr)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _hydra_app(cfg: DictConfig) -> str | None:
+    from mlflow_pipeline.runner import describe, run_pipeline
+
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        check_config(cfg)
+        result = run_pipeline(cfg, overrides)
+    except PipelineError as exc:
+        _fail(exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
+        raise SystemExit(1) from None
+    print(describe(result))
+    return None
+
+
+def main() -> None:
+    """``mlflow-pipeline``: the pipeline as a Hydra app (``-m`` sweeps with multirun)."""
+    from mlflow_pipeline.runner import SweepRun
+
+    SweepRun.failures = 0
+    _hydra_app()
+    if SweepRun.failures:
+        print(f"mlflow-pipeline: {SweepRun.failures} sweep job(s) failed", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def split_options(hydra_options: str) -> list[str]:
+    """Hydra overrides from one MLproject parameter (a single shell-quoted word)."""
+    options = [o for o in shlex.split(hydra_options or "") if o and o != "''"]
+    if any(o in ("-m", "--multirun") for o in options):
+        raise ConfigError("hydra_options: sweeps (-m) run with `mlflow-pipeline -m ...`")
+    return options
+
+
+def steps_override(steps: str) -> list[str]:
+    """``all`` or a comma list -> a Hydra override for ``steps``."""
+    if not steps or steps.strip() == "all":
+        return []
+    names = [s.strip() for s in steps.split(",") if s.strip()]
+    return [f"steps=[{','.join(names)}]"]
+
+
+def project_main(argv: list[str] | None = None) -> int:
+    """Body of the MLproject entry points: ``main`` (whole pipeline) or one stage."""
+    parser = argparse.ArgumentParser(prog="python -m mlflow_pipeline.cli")
+    parser.add_argument("entry_point", choices=["main", *STAGE_NAMES])
+    parser.add_argument("--steps", default="all")
+    parser.add_argument("--hydra-options", default="")
+    parser.add_argument("--pipeline-run-id", default="")
+    parser.add_argument("--upstream-run-id", default="")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from mlflow_pipeline.runner import describe, run_pipeline, run_stage_project
+
+    try:
+        overrides = split_options(args.hydra_options)
+        if args.entry_point == "main":
+            overrides += steps_override(args.steps)
+            cfg = load_config(overrides)
+            print(describe(run_pipeline(cfg, overrides, run_id=MLFLOW_RUN_ID)))
+        else:
+            cfg = load_config(overrides)
+            run_stage_project(
+                args.entry_point,
+                cfg,
+                run_id=MLFLOW_RUN_ID,
+                pipeline_run_id=args.pipeline_run_id or None,
+                upstream_run_id=args.upstream_run_id or None,
+            )
+    except PipelineError as exc:
+        _fail(exc)
+        return 1
+    return 0
+
+
+def schema_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline-schema``: infer the data contract of the configured data to a file."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline-schema",
+        description="Write the data contract inferred from the configured data as pandera YAML.",
+    )
+    parser.add_argument("--output", "-o", required=True, help="file to write")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=csv data.path=x")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
+    from mlflow_pipeline.stages.ingest import ingest
+
+    try:
+        cfg = load_config(args.overrides)
+        raw = ingest(cfg)["raw"]
+        if cfg.data.target not in raw.columns:
+            raise ConfigError(f"data.target: no column '{cfg.data.target}' in the data")
+        contract = infer_contract(raw, cfg.data.target, cfg.data.task)
+    except PipelineError as exc:
+        _fail(exc)
+        return 1
+    with open(args.output, "w", encoding="utf-8") as fh:
+        fh.write(contract_to_yaml(contract))
+    print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
+    return 0
+
+
+def schema_entry() -> None:
+    raise SystemExit(schema_main())
+
+
+if __name__ == "__main__":
+    raise SystemExit(project_main())

@@ -1,0 +1,293 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore, and
+``load_config`` for code and tests (Hydra's compose API over ``conf/``).
+
+A typo in an override fails at composition with the key named; required values are ``???``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mlflow_pipeline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+STAGE_NAMES = ("ingest", "validate", "split", "train", "evaluate", "register")
+# Metrics the evaluate stage computes per task, and whether greater is better.
+METRICS: dict[str, dict[str, bool]] = {
+    "classification": {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+DEFAULT_PROMOTION_METRIC = {"classification": "roc_auc", "regression": "rmse"}
+
+
+class Task(Enum):
+    classification = "classification"
+    regression = "regression"
+
+
+@dataclass
+class DataConfig:
+    """Where the raw data comes from and what it means."""
+
+    name: str = MISSING
+    # "sklearn": a dataset bundled with scikit-learn (``loader`` names the function);
+    # "csv": a file at ``path``.
+    source: str = "csv"
+    loader: str | None = None
+    path: str | None = None
+    target: str = MISSING
+    task: Task = MISSING
+    # A pandera YAML schema (``pandera.io.from_yaml``); null: infer one from the data.
+    schema: str | None = None
+    # Extra keyword arguments for ``pandas.read_csv`` (e.g. ``sep``).
+    read_options: dict[str, Any] = field(default_factory=dict)
+    # Columns that are neither features nor target (ids, timestamps); kept in the data.
+    ignore_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FeaturesConfig:
+    """The feature transformation fitted with the estimator, as ``_target_`` nodes."""
+
+    name: str = MISSING
+    numeric_imputer: Any = None
+    numeric_scaler: Any = None
+    categorical_imputer: Any = None
+    categorical_encoder: Any = None
+
+
+@dataclass
+class ModelBase:
+    """Common part of every ``conf/model`` option: the estimator class per task.
+
+    Every other key of a model option is a constructor argument of that class.
+    """
+
+    name: str = MISSING
+    estimator: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LinearModelConfig(ModelBase):
+    C: float = 1.0
+    alpha: float = 1.0
+    max_iter: int = 1000
+
+
+@dataclass
+class RandomForestConfig(ModelBase):
+    n_estimators: int = 100
+    max_depth: int | None = None
+    min_samples_leaf: int = 1
+    n_jobs: int | None = None
+    random_state: int | None = None
+
+
+@dataclass
+class HistGradientBoostingConfig(ModelBase):
+    max_iter: int = 100
+    learning_rate: float = 0.1
+    max_depth: int | None = None
+    max_leaf_nodes: int | None = 31
+    random_state: int | None = None
+
+
+@dataclass
+class SplitConfig:
+    test_size: float = 0.2
+    stratify: bool = True
+    random_state: int | None = None
+
+
+@dataclass
+class Threshold:
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    # metric name -> bound. A metric the task does not compute is a config error.
+    thresholds: dict[str, Threshold] = field(default_factory=dict)
+
+
+@dataclass
+class PromotionConfig:
+    # "auto": roc_auc for classification, rmse for regression.
+    metric: str = "auto"
+    # The challenger must beat the champion by at least this much (and by more than 0).
+    min_delta: float = 0.0
+
+
+@dataclass
+class RegistryConfig:
+    model_name: str = MISSING
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    rollback_alias: str = "rollback"
+
+
+@dataclass
+class TrackingConfig:
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<root>/mlflow.db
+    uri: str | None = None
+    # Where the embedded store lives; null means the project root.
+    root: str | None = None
+    experiment_name: str = MISSING
+
+
+@dataclass
+class RunnerConfig:
+    # "in_process": every stage in this process (each its own child run);
+    # "projects": every stage through mlflow.projects.run of projects/<stage>.
+    mode: str = "in_process"
+    env_manager: str = "local"
+    # Run id of an earlier pipeline run whose stage outputs feed stages not run now.
+    upstream_run_id: str | None = None
+
+
+@dataclass
+class ValidationConfig:
+    # How many failure rows the error message quotes; the artifact has them all.
+    max_message_failures: int = 5
+
+
+@dataclass
+class PipelineConfig:
+    data: DataConfig = MISSING
+    features: FeaturesConfig = MISSING
+    model: Any = MISSING
+    split: SplitConfig = field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    steps: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
+    seed: int | None = 42
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="pipeline_schema", node=PipelineConfig)
+    cs.store(group="schema/model", name="linear", node=LinearModelConfig)
+    cs.store(group="schema/model", name="random_forest", node=RandomForestConfig)
+    cs.store(group="schema/model", name="hist_gradient_boosting", node=HistGradientBoostingConfig)
+
+
+register_configs()
+
+
+def load_config(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose ``conf/`` with Hydra overrides, as the CLI would, and check it.
+
+    Raises ConfigError naming the bad key or option.
+    """
+    overrides = list(overrides or [])
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Resolve every interpolation and check values that types alone cannot.
+
+    Raises ConfigError.
+    """
+    try:
+        OmegaConf.resolve(cfg)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    if missing:
+        raise ConfigError(f"missing required config value(s): {', '.join(missing)}")
+    unknown = [s for s in cfg.steps if s not in STAGE_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"unknown step(s) {unknown} in 'steps'; choose from {', '.join(STAGE_NAMES)}"
+        )
+    if cfg.runner.mode not in ("in_process", "projects"):
+        raise ConfigError(f"runner.mode={cfg.runner.mode!r} is not one of 'in_process', 'projects'")
+    if cfg.data.source not in ("csv", "sklearn"):
+        raise ConfigError(f"data.source={cfg.data.source!r} is not one of 'csv', 'sklearn'")
+    if cfg.data.source == "csv" and not cfg.data.path:
+        raise ConfigError("data.path is required when data.source=csv")
+    if cfg.data.source == "sklearn" and not cfg.data.loader:
+        raise ConfigError("data.loader is required when data.source=sklearn")
+    task = Task(cfg.data.task).value
+    if task not in cfg.model.estimator:
+        raise ConfigError(
+            f"model '{cfg.model.name}' has no estimator for task '{task}' (model.estimator)"
+        )
+    known = {m for metrics in METRICS.values() for m in metrics}
+    for metric in cfg.evaluation.thresholds:
+        if metric not in known:
+            raise ConfigError(
+                f"evaluation.thresholds.{metric}: unknown metric; known: {', '.join(sorted(known))}"
+            )
+    if cfg.promotion.metric != "auto" and cfg.promotion.metric not in METRICS[task]:
+        raise ConfigError(
+            f"promotion.metric={cfg.promotion.metric!r} is not a {task} metric; "
+            f"choose from auto, {', '.join(METRICS[task])}"
+        )
+    if not 0.0 < cfg.split.test_size < 1.0:
+        raise ConfigError(f"split.test_size={cfg.split.test_size} must be between 0 and 1")
+
+
+def promotion_metric(cfg: DictConfig) -> tuple[str, bool]:
+    """The metric promotion compares, and whether greater is better."""
+    task = Task(cfg.data.task).value
+    metric = cfg.promotion.metric
+    if metric == "auto":
+        metric = DEFAULT_PROMOTION_METRIC[task]
+    return metric, METRICS[task][metric]
+
+
+def stage_overrides_for(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """The overrides that reproduce ``cfg`` from another working directory.
+
+    Relative data paths were resolved against the caller's directory; pin them as absolute.
+    """
+    pinned = list(overrides)
+    for key in ("path", "schema"):
+        value = cfg.data.get(key)
+        if value:
+            pinned.append(f"data.{key}={Path(value).resolve()}")
+    return pinned
+
+
+def resolved_yaml(cfg: DictConfig) -> str:
+    """The fully resolved config as YAML text (what a run logs)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
+    """Flatten a config into ``a.b.c -> value`` pairs, for MLflow params."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        else:
+            flat[path] = str(node.value if isinstance(node, Enum) else node)
+
+    walk(container, prefix)
+    return flat

@@ -1,0 +1,109 @@
+"""The reference pipeline's stage specs, and stage order derived from declared inputs/outputs."""
+
+from __future__ import annotations
+
+from graphlib import CycleError, TopologicalSorter
+
+import pandera.pandas as pa
+from omegaconf import DictConfig
+
+from mlflow_pipeline import schemas
+from mlflow_pipeline.errors import ConfigError, StageError
+from mlflow_pipeline.stage import Dataset, Stage
+from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate
+from mlflow_pipeline.stages.ingest import ingest
+from mlflow_pipeline.stages.register import register
+from mlflow_pipeline.stages.split import split
+from mlflow_pipeline.stages.train import train
+from mlflow_pipeline.stages.validate import validate_data
+
+
+def _contract_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> pa.DataFrameSchema:
+    if contract is None:
+        raise StageError("no data contract to validate against (is 'contract' an input?)")
+    return schemas.with_task_checks(contract, cfg.data.target, cfg.data.task)
+
+
+RAW = Dataset("raw", schema=lambda cfg, _: schemas.raw_schema(cfg.data.target))
+CONTRACT = Dataset("contract", kind="text", filename="contract.yaml")
+VALIDATED = Dataset("validated", schema=_contract_schema)
+TRAIN = Dataset("train", schema=_contract_schema)
+TEST = Dataset("test", schema=_contract_schema)
+MODEL = Dataset("model", kind="model")
+METRICS = Dataset("metrics", schema=lambda *_: schemas.Metrics.to_schema(), log_as_metrics=True)
+PROMOTION = Dataset("promotion", kind="text", filename="promotion.json")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", ingest, outputs=(RAW,), config_keys=("data",)),
+    Stage(
+        "validate",
+        validate_data,
+        inputs=(RAW,),
+        outputs=(CONTRACT, VALIDATED),
+        config_keys=("data", "validation"),
+    ),
+    Stage(
+        "split",
+        split,
+        inputs=(VALIDATED,),
+        schema_inputs=(CONTRACT,),
+        outputs=(TRAIN, TEST),
+        config_keys=("data", "split"),
+    ),
+    Stage(
+        "train",
+        train,
+        inputs=(TRAIN,),
+        schema_inputs=(CONTRACT,),
+        outputs=(MODEL,),
+        config_keys=("data", "features", "model", "seed"),
+    ),
+    Stage(
+        "evaluate",
+        evaluate,
+        inputs=(MODEL, TEST),
+        schema_inputs=(CONTRACT,),
+        outputs=(METRICS,),
+        gate=check_thresholds,
+        config_keys=("data", "evaluation"),
+    ),
+    Stage(
+        "register",
+        register,
+        inputs=(MODEL, TEST, METRICS),
+        schema_inputs=(CONTRACT,),
+        outputs=(PROMOTION,),
+        services=("registry", "pipeline_run_id"),
+        config_keys=("data", "registry", "promotion"),
+    ),
+)
+
+
+def producers(stages: tuple[Stage, ...] = STAGES) -> dict[str, Stage]:
+    """Dataset name -> the stage that outputs it."""
+    return {d.name: s for s in stages for d in s.outputs}
+
+
+def order(steps: list[str] | tuple[str, ...], stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
+    """The selected stages in dependency order. Raises ConfigError for unknown names."""
+    by_name = {s.name: s for s in stages}
+    unknown = [s for s in steps if s not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown step(s) {unknown}; choose from {', '.join(by_name)}")
+    made_by = producers(stages)
+    graph = {
+        s.name: {made_by[d.name].name for d in (*s.inputs, *s.schema_inputs) if d.name in made_by}
+        for s in stages
+    }
+    try:
+        ordered = list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        raise ConfigError(f"stage dependencies form a cycle: {exc.args[1]}") from exc
+    return [by_name[name] for name in ordered if name in steps]
+
+
+def stage_named(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
+    for stage in stages:
+        if stage.name == name:
+            return stage
+    raise ConfigError(f"unknown stage '{name}'; choose from {', '.join(s.name for s in stages)}")

@@ -1,0 +1,347 @@
+"""Executes a pipeline: every stage in this process, or one ``mlflow.projects.run`` per stage.
+
+Either way the result is the same run tree: one pipeline run with one child run per stage, the
+same artifacts, the same registry outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.projects import ExecutionException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from mlflow_pipeline.config import PROJECT_ROOT, flatten, resolved_yaml, stage_overrides_for
+from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.io import save_text
+from mlflow_pipeline.pipeline import order, producers, stage_named
+from mlflow_pipeline.registry import ModelRegistry
+from mlflow_pipeline.stage import Handoff, RunContext, Stage, run_stage
+from mlflow_pipeline.tracking import (
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_PIPELINE_RUN,
+    TAG_RUNNER_MODE,
+    TAG_STAGE,
+    TAG_STEPS,
+    activate,
+    code_version,
+    ensure_experiment,
+    resolve_tracking,
+)
+
+log = logging.getLogger("mlflow_pipeline")
+
+# Set by SweepRun for the jobs of a Hydra multirun: the run every job's pipeline run nests under.
+ENV_SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
+PROJECTS_DIR = PROJECT_ROOT / "projects"
+
+
+@dataclass
+class PipelineResult:
+    pipeline_run_id: str
+    experiment_id: str
+    stage_run_ids: dict[str, str] = field(default_factory=dict)
+    promotion: dict[str, Any] | None = None
+
+
+def run_pipeline(
+    cfg: DictConfig,
+    overrides: list[str] | None = None,
+    *,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> PipelineResult:
+    """Run ``cfg.steps`` of the pipeline as one pipeline run with a child run per stage.
+
+    ``run_id`` resumes a run created for us (``mlflow run .``); ``parent_run_id`` nests the
+    pipeline run (a sweep job under its sweep run). Raises PipelineError after marking the
+    pipeline run FAILED.
+    """
+    tracking = resolve_tracking(cfg)
+    activate(tracking)
+    client = MlflowClient()
+    stages = order(list(cfg.steps))
+    parent_run_id = parent_run_id or os.environ.get(ENV_SWEEP_RUN_ID) or None
+    tags = {
+        TAG_KIND: "pipeline",
+        TAG_STEPS: ",".join(s.name for s in stages),
+        TAG_RUNNER_MODE: cfg.runner.mode,
+        **code_version(),
+    }
+    if run_id:
+        experiment_id = client.get_run(run_id).info.experiment_id
+        run = mlflow.start_run(run_id=run_id, tags=tags)
+    else:
+        experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name="pipeline",
+            parent_run_id=parent_run_id,
+            tags=tags,
+        )
+    pipeline_run_id = run.info.run_id
+    result = PipelineResult(pipeline_run_id=pipeline_run_id, experiment_id=experiment_id)
+    log.info("pipeline run %s (experiment %s) at %s", pipeline_run_id, experiment_id, tracking.uri)
+    try:
+        mlflow.log_params({k: v for k, v in flatten(cfg).items() if k != "steps"})
+        save_text(client, pipeline_run_id, "config.yaml", resolved_yaml(cfg))
+        ctx = RunContext(
+            client=client,
+            experiment_id=experiment_id,
+            pipeline_run_id=pipeline_run_id,
+            runner_mode=cfg.runner.mode,
+            upstream_run_id=cfg.runner.upstream_run_id,
+            services={
+                "registry": ModelRegistry(client, cfg),
+                "pipeline_run_id": pipeline_run_id,
+            },
+        )
+        if cfg.runner.mode == "projects":
+            _run_as_projects(stages, cfg, overrides or [], ctx, result)
+        else:
+            _run_in_process(stages, cfg, ctx, result)
+    except BaseException as exc:
+        client.set_tag(pipeline_run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
+        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+        mlflow.end_run(RunStatus.to_string(status))
+        raise
+    mlflow.end_run()
+    return result
+
+
+def _run_in_process(
+    stages: list[Stage], cfg: DictConfig, ctx: RunContext, result: PipelineResult
+) -> None:
+    available: dict[str, Handoff] = {}
+    for stage in stages:
+        log.info("stage %s: running", stage.name)
+        available.update(resolve_inputs(stage, ctx, available))
+        outputs = run_stage(stage, cfg, ctx, available)
+        available.update(outputs)
+        result.stage_run_ids[stage.name] = _run_of(outputs) or ""
+        if "promotion" in outputs:
+            result.promotion = json.loads(outputs["promotion"].value)
+
+
+def _run_of(outputs: dict[str, Handoff]) -> str | None:
+    return next((h.run_id for h in outputs.values()), None)
+
+
+def _run_as_projects(
+    stages: list[Stage],
+    cfg: DictConfig,
+    overrides: list[str],
+    ctx: RunContext,
+    result: PipelineResult,
+) -> None:
+    # `python` in each project's command must be this interpreter (env_manager=local).
+    bin_dir = os.path.dirname(sys.executable)
+    if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    hydra_options = shlex.join(stage_overrides_for(cfg, overrides))
+    for stage in stages:
+        log.info("stage %s: running as project %s", stage.name, PROJECTS_DIR / stage.name)
+        try:
+            submitted = mlflow.projects.run(
+                uri=str(PROJECTS_DIR / stage.name),
+                entry_point="main",
+                parameters={
+                    "hydra_options": hydra_options,
+                    "pipeline_run_id": ctx.pipeline_run_id,
+                    "upstream_run_id": ctx.upstream_run_id or "",
+                },
+                experiment_id=ctx.experiment_id,
+                env_manager=cfg.runner.env_manager,
+                run_name=stage.name,
+                synchronous=True,
+            )
+        except (ExecutionException, MlflowException) as exc:
+            raise StageError(_failed_stage_message(ctx, stage.name, exc), stage=stage.name) from exc
+        run_id = submitted.run_id
+        result.stage_run_ids[stage.name] = run_id
+        if stage.name == "register":
+            result.promotion = json.loads(
+                mlflow.artifacts.load_text(f"runs:/{run_id}/promotion.json")
+            )
+
+
+def _failed_stage_message(ctx: RunContext, stage_name: str, exc: Exception) -> str:
+    """The failed stage run's own error (its ``pipeline.error`` tag), else MLflow's."""
+    runs = ctx.client.search_runs(
+        [ctx.experiment_id],
+        f"tags.`{TAG_PIPELINE_RUN}` = '{ctx.pipeline_run_id}' "
+        f"and tags.`{TAG_STAGE}` = '{stage_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs and runs[0].data.tags.get(TAG_ERROR):
+        return runs[0].data.tags[TAG_ERROR]
+    return f"project run failed: {exc}"
+
+
+def resolve_inputs(
+    stage: Stage, ctx: RunContext, available: dict[str, Handoff]
+) -> dict[str, Handoff]:
+    """Find the run that produced each input of ``stage`` not already ``available``.
+
+    Looks in this pipeline run, then in ``ctx.upstream_run_id``, then at the newest FINISHED
+    run of the producing stage in the experiment. Raises StageError when there is none.
+    """
+    made_by = producers()
+    found: dict[str, Handoff] = {}
+    for dataset in (*stage.inputs, *stage.schema_inputs):
+        if dataset.name in available:
+            continue
+        producer = made_by[dataset.name].name
+        run_id = (
+            find_stage_run(ctx.client, ctx.experiment_id, producer, ctx.pipeline_run_id)
+            or (
+                ctx.upstream_run_id
+                and find_stage_run(ctx.client, None, producer, ctx.upstream_run_id)
+            )
+            or (not ctx.upstream_run_id and find_stage_run(ctx.client, ctx.experiment_id, producer))
+        )
+        if not run_id:
+            where = (
+                f"pipeline run {ctx.upstream_run_id}"
+                if ctx.upstream_run_id
+                else f"experiment {ctx.experiment_id}"
+            )
+            raise StageError(
+                f"input '{dataset.name}' comes from stage '{producer}', which has no FINISHED "
+                f"run in {where}; include '{producer}' in steps or set runner.upstream_run_id",
+                stage=stage.name,
+            )
+        log.info("stage %s: input '%s' from %s run %s", stage.name, dataset.name, producer, run_id)
+        found[dataset.name] = Handoff(run_id=run_id)
+    return found
+
+
+def find_stage_run(
+    client: MlflowClient,
+    experiment_id: str | None,
+    stage_name: str,
+    pipeline_run_id: str | None = None,
+) -> str | None:
+    """The newest FINISHED run of ``stage_name`` (within ``pipeline_run_id`` if given)."""
+    if pipeline_run_id is None and experiment_id is None:
+        return None
+    if experiment_id is None:
+        try:
+            experiment_id = client.get_run(pipeline_run_id).info.experiment_id
+        except MlflowException as exc:
+            raise StageError(f"runner.upstream_run_id: no run {pipeline_run_id}") from exc
+    query = f"tags.`{TAG_STAGE}` = '{stage_name}' and attributes.status = 'FINISHED'"
+    if pipeline_run_id:
+        query += f" and tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}'"
+    runs = client.search_runs(
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def run_stage_project(
+    stage_name: str,
+    cfg: DictConfig,
+    *,
+    run_id: str | None,
+    pipeline_run_id: str | None,
+    upstream_run_id: str | None,
+) -> dict[str, Handoff]:
+    """Run one stage on its own (the body of ``projects/<stage>``).
+
+    Nests under ``pipeline_run_id`` when given and reads inputs from it, else from
+    ``upstream_run_id``, else from the newest FINISHED runs of the producing stages.
+    """
+    tracking = resolve_tracking(cfg)
+    activate(tracking)
+    client = MlflowClient()
+    if run_id:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    elif pipeline_run_id:
+        experiment_id = client.get_run(pipeline_run_id).info.experiment_id
+    else:
+        experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
+    stage = stage_named(stage_name)
+    ctx = RunContext(
+        client=client,
+        experiment_id=experiment_id,
+        pipeline_run_id=pipeline_run_id,
+        runner_mode="projects",
+        upstream_run_id=upstream_run_id or cfg.runner.upstream_run_id,
+        services={"registry": ModelRegistry(client, cfg)},
+    )
+    available = resolve_inputs(stage, ctx, {})
+    if not pipeline_run_id:
+        # A stage run on its own: the stage run is its own pipeline run for registry tags.
+        ctx.services["pipeline_run_id"] = run_id or ""
+    else:
+        ctx.services["pipeline_run_id"] = pipeline_run_id
+    return run_stage(stage, cfg, ctx, available, run_id=run_id)
+
+
+class SweepRun(Callback):
+    """Hydra callback: one parent run for a multirun sweep; each job's pipeline nests under it.
+
+    ``failures`` counts failed jobs of the sweep in this process (the CLI's exit code).
+    """
+
+    failures = 0
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.run_id: str | None = None
+        self.failed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking = resolve_tracking(config)
+        activate(tracking)
+        self.client = MlflowClient()
+        experiment_id = ensure_experiment(self.client, config.tracking.experiment_name, tracking)
+        run = self.client.create_run(
+            experiment_id,
+            run_name="sweep",
+            tags={TAG_KIND: "sweep", **code_version()},
+        )
+        self.run_id = run.info.run_id
+        os.environ[ENV_SWEEP_RUN_ID] = self.run_id
+        overrides = list(config.hydra.overrides.task)
+        self.client.set_tag(self.run_id, "pipeline.sweep_overrides", " ".join(overrides))
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        status = getattr(job_return, "status", None)
+        failed = status is not None and status.name == "FAILED"
+        if failed or getattr(job_return, "_return_value", None) == "failed":
+            self.failed = True
+            SweepRun.failures += 1
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(ENV_SWEEP_RUN_ID, None)
+        if self.client and self.run_id:
+            self.client.set_terminated(self.run_id, "FAILED" if self.failed else "FINISHED")
+
+
+def describe(result: PipelineResult) -> str:
+    """A few lines for the terminal: where the runs are and what happened to the model."""
+    lines = [f"pipeline run {result.pipeline_run_id} finished (experiment {result.experiment_id})"]
+    promo = result.promotion
+    if promo:
+        champion = promo["champion_version_after"]
+        verdict = "promoted to champion" if promo["promote"] else "not promoted"
+        lines.append(
+            f"registered {promo['model_name']} v{promo['version']}: {verdict} "
+            f"({promo['reason']}); champion is v{champion}"
+        )
+    return "\n".join(lines)

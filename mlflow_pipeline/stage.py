@@ -1,0 +1,303 @@
+"""The Stage spec (name, function, typed inputs and outputs) and the ONE run wrapper.
+
+The wrapper starts the stage's MLflow run, tags it, logs its config slice, loads and validates
+its inputs, calls the pure stage function, validates and saves its outputs (with digests and row
+counts), runs the stage's gate, records wall time and peak memory, and on failure logs the error
+(and the failure table) before re-raising. It never swallows an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pandera.pandas as pa
+import psutil
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from mlflow_pipeline import io, schemas
+from mlflow_pipeline.config import flatten, resolved_yaml
+from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
+from mlflow_pipeline.tracking import (
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_PIPELINE_RUN,
+    TAG_RUNNER_MODE,
+    TAG_STAGE,
+    TAG_UPSTREAM_PREFIX,
+    code_version,
+)
+from mlflow_pipeline.validation import validate
+
+TAG_MODEL_URI = "pipeline.model_uri"
+SchemaFn = Callable[[DictConfig, "pa.DataFrameSchema | None"], pa.DataFrameSchema]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named thing that crosses a stage boundary.
+
+    kind: "frame" (parquet, validated by ``schema``), "text" (a file called ``filename``) or
+    "model" (an MLflow sklearn model).
+    """
+
+    name: str
+    kind: str = "frame"
+    schema: SchemaFn | None = None
+    filename: str | None = None
+    # Also log each (metric, value) row as an MLflow metric of the stage run.
+    log_as_metrics: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    func: Callable[..., dict[str, Any]]
+    inputs: tuple[Dataset, ...] = ()
+    outputs: tuple[Dataset, ...] = ()
+    # Read only to build the schemas of frame inputs (the data contract); not passed on.
+    schema_inputs: tuple[Dataset, ...] = ()
+    # The config groups the stage reads; logged as its params and config.yaml.
+    config_keys: tuple[str, ...] = ()
+    # Runs after the outputs are logged; raising stops the pipeline (e.g. thresholds).
+    gate: Callable[[DictConfig, dict[str, Any]], None] | None = None
+    # Extra keyword arguments the function takes from the run context ("registry", ...).
+    services: tuple[str, ...] = ()
+
+
+@dataclass
+class Handoff:
+    """A dataset's value in memory (if this process has it) and the run that logged it."""
+
+    run_id: str
+    value: Any = None
+
+
+@dataclass
+class RunContext:
+    client: MlflowClient
+    experiment_id: str
+    # None for a stage run on its own (a stage project run without a pipeline).
+    pipeline_run_id: str | None
+    runner_mode: str
+    # Read inputs not produced in this pipeline run from this earlier pipeline run.
+    upstream_run_id: str | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+def run_stage(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    *,
+    run_id: str | None = None,
+) -> dict[str, Handoff]:
+    """Run ``stage`` as a child run of the pipeline run and return its outputs.
+
+    ``available`` holds datasets already in memory; other inputs are read from the producing
+    stage's run. ``run_id`` resumes a run created for us (``mlflow run`` of a stage project).
+    Raises whatever the stage raised, after marking the run FAILED.
+    """
+    tags = {
+        TAG_KIND: "stage",
+        TAG_STAGE: stage.name,
+        TAG_RUNNER_MODE: ctx.runner_mode,
+        **code_version(),
+    }
+    if ctx.pipeline_run_id:
+        tags.update({TAG_PIPELINE_RUN: ctx.pipeline_run_id, TAG_PARENT: ctx.pipeline_run_id})
+    if run_id is None:
+        run = mlflow.start_run(
+            experiment_id=ctx.experiment_id,
+            run_name=stage.name,
+            nested=True,
+            parent_run_id=ctx.pipeline_run_id,
+            tags=tags,
+        )
+    else:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(tags)
+    stage_run_id = run.info.run_id
+    try:
+        outputs = _run_in_active_run(stage, cfg, ctx, available, stage_run_id)
+    except BaseException as exc:
+        _record_failure(ctx.client, stage, stage_run_id, exc)
+        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+        mlflow.end_run(RunStatus.to_string(status))
+        raise
+    mlflow.end_run()
+    return outputs
+
+
+def _run_in_active_run(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    run_id: str,
+) -> dict[str, Handoff]:
+    client = ctx.client
+    started = time.perf_counter()
+    config_slice = OmegaConf.masked_copy(cfg, list(stage.config_keys))
+    mlflow.log_params(flatten(config_slice))
+    io.save_text(client, run_id, "config.yaml", resolved_yaml(config_slice))
+
+    with PeakMemory() as memory:
+        inputs, contract = _load_inputs(stage, cfg, ctx, available)
+        kwargs = {name: ctx.services[name] for name in stage.services}
+        values = stage.func(cfg, **inputs, **kwargs)
+        missing = [d.name for d in stage.outputs if d.name not in values]
+        if missing:
+            raise StageError(f"stage function returned no {missing}", stage=stage.name)
+        outputs = _save_outputs(stage, cfg, client, run_id, values, _contract(values) or contract)
+        if stage.gate is not None:
+            stage.gate(cfg, values)
+
+    mlflow.log_metrics(
+        {"wall_time_s": time.perf_counter() - started, "peak_rss_mb": memory.peak_mb}
+    )
+    return outputs
+
+
+def _contract(values: dict[str, Any]) -> pa.DataFrameSchema | None:
+    """The data contract among ``values`` (pandera YAML text), if there is one."""
+    text = values.get("contract")
+    return schemas.contract_from_yaml(text) if text else None
+
+
+def _load_inputs(
+    stage: Stage, cfg: DictConfig, ctx: RunContext, available: dict[str, Handoff]
+) -> tuple[dict[str, Any], pa.DataFrameSchema | None]:
+    """The function's inputs, validated, and the data contract they were validated against."""
+    values: dict[str, Any] = {}
+    for dataset in (*stage.inputs, *stage.schema_inputs):
+        handoff = available.get(dataset.name)
+        if handoff is None:
+            raise StageError(f"input '{dataset.name}' has no producing run", stage=stage.name)
+        value = handoff.value
+        if value is None:
+            value = _load(dataset, handoff.run_id)
+        mlflow.set_tag(f"{TAG_UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
+        values[dataset.name] = value
+    contract = _contract(values)
+    for dataset in stage.inputs:
+        if dataset.kind == "frame":
+            frame = values[dataset.name]
+            if dataset.schema is not None:
+                frame = validate(
+                    frame,
+                    dataset.schema(cfg, contract),
+                    stage=stage.name,
+                    dataset=dataset.name,
+                    max_lines=cfg.validation.max_message_failures,
+                )
+                values[dataset.name] = frame
+            _log_frame_facts("input", dataset.name, frame)
+    return {d.name: values[d.name] for d in stage.inputs}, contract
+
+
+def _load(dataset: Dataset, run_id: str) -> Any:
+    if dataset.kind == "frame":
+        return io.load_frame(run_id, dataset.name)
+    if dataset.kind == "text":
+        return io.load_text(run_id, dataset.filename or dataset.name)
+    if dataset.kind == "model":
+        uri = mlflow.get_run(run_id).data.tags.get(TAG_MODEL_URI)
+        if not uri:
+            raise StageError(f"run {run_id} logged no model (tag {TAG_MODEL_URI} missing)")
+        return schemas.TrainedModel(
+            estimator=mlflow.sklearn.load_model(uri), input_example=None, uri=uri
+        )
+    raise StageError(f"unknown dataset kind {dataset.kind!r} for '{dataset.name}'")
+
+
+def _save_outputs(
+    stage: Stage,
+    cfg: DictConfig,
+    client: MlflowClient,
+    run_id: str,
+    values: dict[str, Any],
+    contract: pa.DataFrameSchema | None,
+) -> dict[str, Handoff]:
+    outputs: dict[str, Handoff] = {}
+    for dataset in stage.outputs:
+        value = values[dataset.name]
+        if dataset.kind == "frame":
+            if dataset.schema is not None:
+                value = validate(
+                    value,
+                    dataset.schema(cfg, contract),
+                    stage=stage.name,
+                    dataset=dataset.name,
+                    max_lines=cfg.validation.max_message_failures,
+                )
+            io.save_frame(client, run_id, dataset.name, value)
+            _log_frame_facts("output", dataset.name, value)
+            if dataset.log_as_metrics:
+                mlflow.log_metrics(dict(zip(value["metric"], value["value"], strict=True)))
+        elif dataset.kind == "text":
+            io.save_text(client, run_id, dataset.filename or dataset.name, value)
+            mlflow.set_tag(
+                f"pipeline.digest.output.{dataset.name}",
+                hashlib.sha256(value.encode()).hexdigest(),
+            )
+        elif dataset.kind == "model":
+            value.uri = io.log_model(value.estimator, value.input_example)
+            mlflow.set_tag(TAG_MODEL_URI, value.uri)
+        outputs[dataset.name] = Handoff(run_id=run_id, value=value)
+    return outputs
+
+
+def _log_frame_facts(direction: str, name: str, frame: pd.DataFrame) -> None:
+    mlflow.set_tag(f"pipeline.digest.{direction}.{name}", io.digest(frame))
+    mlflow.log_metric(f"rows.{direction}.{name}", len(frame))
+
+
+def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseException) -> None:
+    """Best effort: the error tag, the failure table, the traceback of a bug."""
+    if isinstance(exc, PipelineError) and exc.stage is None:
+        exc.stage = stage.name
+    try:
+        client.set_tag(run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
+        if isinstance(exc, DataValidationError):
+            io.save_table(client, run_id, f"failures/{exc.dataset}.csv", exc.failure_cases)
+        if not isinstance(exc, PipelineError):
+            io.save_text(client, run_id, "error.txt", traceback.format_exc())
+    except Exception:  # the store itself may be what failed; the original error matters more
+        pass
+
+
+class PeakMemory:
+    """Samples this process's RSS in a background thread; ``peak_mb`` after the block."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)

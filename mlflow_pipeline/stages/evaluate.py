@@ -1,0 +1,84 @@
+"""evaluate: score the model on the held-out test set and hold it to the thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from sklearn import metrics as skm
+
+from mlflow_pipeline.config import METRICS, Task
+from mlflow_pipeline.errors import ThresholdError
+from mlflow_pipeline.schemas import TrainedModel
+from mlflow_pipeline.stages.train import feature_columns
+
+STAGE = "evaluate"
+
+
+def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
+    """Every metric of the task for ``model`` on ``test`` (also used to re-score the champion)."""
+    features = test[feature_columns(cfg, test)]
+    y_true = test[cfg.data.target]
+    y_pred = model.predict(features)
+    if Task(cfg.data.task) is Task.regression:
+        return {
+            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
+            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+            "r2": float(skm.r2_score(y_true, y_pred)),
+        }
+    classes = list(model.classes_)
+    binary = len(classes) == 2
+    result = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "f1": float(
+            skm.f1_score(
+                y_true,
+                y_pred,
+                average="binary" if binary else "weighted",
+                pos_label=classes[-1] if binary else 1,
+            )
+        ),
+    }
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+        if binary:
+            result["roc_auc"] = float(skm.roc_auc_score(y_true, proba[:, 1]))
+        elif y_true.nunique() == len(classes):
+            result["roc_auc"] = float(
+                skm.roc_auc_score(
+                    y_true, proba, multi_class="ovr", average="weighted", labels=classes
+                )
+            )
+        result["log_loss"] = float(skm.log_loss(y_true, proba, labels=classes))
+    return result
+
+
+def evaluate(cfg: DictConfig, model: TrainedModel, test: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Returns ``{"metrics": frame of (metric, value)}`` for the test set."""
+    scores = score(model.estimator, test, cfg)
+    return {"metrics": pd.DataFrame({"metric": list(scores), "value": list(scores.values())})}
+
+
+def check_thresholds(cfg: DictConfig, outputs: dict[str, pd.DataFrame]) -> None:
+    """The evaluate gate: raise ThresholdError listing every metric that missed its bound."""
+    scores = dict(zip(outputs["metrics"]["metric"], outputs["metrics"]["value"], strict=True))
+    task = Task(cfg.data.task).value
+    missed = []
+    for metric, bound in cfg.evaluation.thresholds.items():
+        if metric not in METRICS[task]:
+            continue  # a threshold for the other task
+        if metric not in scores:
+            missed.append(f"{metric} could not be computed for this model")
+            continue
+        value = scores[metric]
+        if bound.min is not None and value < bound.min:
+            missed.append(f"{metric}={value:.4f} is below the minimum {bound.min}")
+        if bound.max is not None and value > bound.max:
+            missed.append(f"{metric}={value:.4f} is above the maximum {bound.max}")
+    if missed:
+        raise ThresholdError(
+            "model failed evaluation thresholds (conf/evaluation): "
+            + "; ".join(missed)
+            + ". Nothing was registered.",
+            stage=STAGE,
+        )

@@ -1,0 +1,147 @@
+"""register: register the challenger and move ``champion`` only when the rule says so.
+
+The rule: no champion yet, or the challenger beats the champion, both scored on the current
+test set, by at least ``promotion.min_delta`` (and by more than zero) on ``promotion.metric``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from mlflow_pipeline import registry as reg
+from mlflow_pipeline.config import promotion_metric
+from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.schemas import TrainedModel
+from mlflow_pipeline.stages.evaluate import score
+
+STAGE = "register"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    metric: str
+    greater_is_better: bool
+    challenger_score: float
+    champion_score: float | None = None
+    champion_version: str | None = None
+
+
+def decide(
+    *,
+    metric: str,
+    greater_is_better: bool,
+    challenger_score: float,
+    champion_score: float | None,
+    champion_version: str | None,
+    min_delta: float,
+) -> Decision:
+    """The champion/challenger rule as a pure function of the two scores."""
+    common = dict(
+        metric=metric,
+        greater_is_better=greater_is_better,
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        champion_version=champion_version,
+    )
+    if champion_version is None:
+        return Decision(promote=True, reason="no champion yet", **common)
+    if champion_score is None:
+        return Decision(
+            promote=False,
+            reason=f"champion v{champion_version} could not be scored on the current test set",
+            **common,
+        )
+    gain = challenger_score - champion_score
+    if not greater_is_better:
+        gain = -gain
+    direction = "higher" if greater_is_better else "lower"
+    if gain > 0 and gain >= min_delta:
+        return Decision(
+            promote=True,
+            reason=(
+                f"challenger {metric}={challenger_score:.6g} beats champion "
+                f"v{champion_version} {metric}={champion_score:.6g} by {gain:.6g} "
+                f"({direction} is better, min_delta={min_delta})"
+            ),
+            **common,
+        )
+    return Decision(
+        promote=False,
+        reason=(
+            f"challenger {metric}={challenger_score:.6g} does not beat champion "
+            f"v{champion_version} {metric}={champion_score:.6g} by more than 0 and at least "
+            f"min_delta={min_delta} ({direction} is better; gain {gain:.6g})"
+        ),
+        **common,
+    )
+
+
+def register(
+    cfg: DictConfig,
+    model: TrainedModel,
+    test: pd.DataFrame,
+    metrics: pd.DataFrame,
+    *,
+    registry: reg.ModelRegistry,
+    pipeline_run_id: str,
+) -> dict[str, str]:
+    """Register the challenger, apply the rule, tag the version.
+
+    Returns ``{"promotion": JSON report}``. Raises StageError when the model was never logged.
+    """
+    if not model.uri:
+        raise StageError(
+            "the trained model has no MLflow URI; was train's run logged?", stage=STAGE
+        )
+    metric, greater_is_better = promotion_metric(cfg)
+    scores = dict(zip(metrics["metric"], metrics["value"], strict=True))
+    if metric not in scores:
+        raise StageError(f"promotion.metric '{metric}' was not computed by evaluate", stage=STAGE)
+    champion = registry.champion()
+    champion_score = None
+    scoring_error = None
+    if champion is not None:
+        try:
+            champion_score = score(registry.load(champion.version), test, cfg)[metric]
+        except Exception as exc:  # any failure to score means: do not replace it blindly
+            scoring_error = f"{type(exc).__name__}: {exc}"
+    decision = decide(
+        metric=metric,
+        greater_is_better=greater_is_better,
+        challenger_score=float(scores[metric]),
+        champion_score=champion_score,
+        champion_version=champion.version if champion is not None else None,
+        min_delta=cfg.promotion.min_delta,
+    )
+    reason = decision.reason + (f" ({scoring_error})" if scoring_error else "")
+    tags = {
+        reg.TAG_DECISION: "promoted" if decision.promote else "not_promoted",
+        reg.TAG_REASON: reason[:5000],
+        reg.TAG_METRIC: metric,
+        reg.TAG_CHALLENGER_SCORE: repr(decision.challenger_score),
+        reg.TAG_CHAMPION_SCORE: repr(champion_score),
+        reg.TAG_CHAMPION_VERSION: str(decision.champion_version),
+        reg.TAG_PIPELINE_RUN: pipeline_run_id,
+    }
+    version = registry.register(model.uri, tags)
+    registry.set_alias(registry.aliases.challenger, version.version)
+    if decision.promote:
+        if champion is not None:
+            registry.set_alias(registry.aliases.rollback, champion.version)
+        registry.set_alias(registry.aliases.champion, version.version)
+    report = {
+        **asdict(decision),
+        "reason": reason,
+        "model_name": registry.name,
+        "version": version.version,
+        "champion_version_after": version.version
+        if decision.promote
+        else decision.champion_version,
+    }
+    return {"promotion": json.dumps(report, indent=2)}

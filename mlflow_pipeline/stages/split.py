@@ -1,0 +1,33 @@
+"""split: hold out a test set, stratified on the target for classification."""
+
+from __future__ import annotations
+
+import pandas as pd
+from omegaconf import DictConfig
+from sklearn.model_selection import train_test_split
+
+from mlflow_pipeline.config import Task
+from mlflow_pipeline.errors import StageError
+
+STAGE = "split"
+
+
+def split(cfg: DictConfig, validated: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Returns ``{"train": frame, "test": frame}`` with fresh 0..n-1 indexes.
+
+    Raises StageError when the data is too small to split as configured.
+    """
+    target = cfg.data.target
+    stratify = None
+    if cfg.split.stratify and Task(cfg.data.task) is Task.classification:
+        stratify = validated[target]
+    try:
+        train, test = train_test_split(
+            validated,
+            test_size=cfg.split.test_size,
+            random_state=cfg.split.random_state,
+            stratify=stratify,
+        )
+    except ValueError as exc:
+        raise StageError(f"cannot split {len(validated)} rows: {exc}", stage=STAGE) from exc
+    return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}

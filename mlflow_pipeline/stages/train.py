@@ -1,0 +1,97 @@
+"""train: fit the feature transformation and the estimator as one sklearn Pipeline.
+
+Serving then applies exactly the transformation that training fitted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pandas as pd
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from mlflow_pipeline.config import Task
+from mlflow_pipeline.errors import ConfigError, StageError
+from mlflow_pipeline.schemas import TrainedModel
+
+STAGE = "train"
+# Keys of a model option that describe it rather than configure the estimator.
+MODEL_META_KEYS = ("name", "estimator")
+
+
+def feature_columns(cfg: DictConfig, frame: pd.DataFrame) -> list[str]:
+    """Every column the model sees: all but the target and ``data.ignore_columns``."""
+    dropped = {cfg.data.target, *cfg.data.ignore_columns}
+    return [c for c in frame.columns if c not in dropped]
+
+
+def build_estimator(model: DictConfig, task: Task) -> BaseEstimator:
+    """Instantiate ``model.estimator[task]`` with the option's other keys that it accepts.
+
+    A model option may carry keys for its other task's estimator (``C`` for logistic
+    regression, ``alpha`` for ridge); each estimator takes only the keys it knows.
+    """
+    target = model.estimator.get(Task(task).value)
+    if not target:
+        raise ConfigError(f"model '{model.name}' has no estimator for task '{Task(task).value}'")
+    try:
+        accepted = set(inspect.signature(get_class(target)).parameters)
+    except Exception as exc:  # hydra wraps import failures in several types
+        raise ConfigError(f"model.estimator.{Task(task).value}: cannot import {target}") from exc
+    params: dict[str, Any] = {
+        k: v
+        for k, v in OmegaConf.to_container(model, resolve=True).items()
+        if k not in MODEL_META_KEYS and k in accepted
+    }
+    return instantiate({"_target_": target, **params})
+
+
+def build_features(features: DictConfig, numeric: list[str], categorical: list[str]):
+    """The ColumnTransformer from ``conf/features``: numeric and string columns apart."""
+    numeric_steps = [
+        instantiate(n) for n in (features.numeric_imputer, features.numeric_scaler) if n
+    ]
+    categorical_steps = [
+        instantiate(n) for n in (features.categorical_imputer, features.categorical_encoder) if n
+    ]
+    transformers = []
+    if numeric:
+        transformers.append(
+            ("numeric", make_pipeline(*numeric_steps) if numeric_steps else "passthrough", numeric)
+        )
+    if categorical:
+        if not categorical_steps:
+            raise ConfigError(
+                f"features '{features.name}' has no categorical encoder, but the data has "
+                f"string columns {categorical[:5]}"
+            )
+        transformers.append(("categorical", make_pipeline(*categorical_steps), categorical))
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+
+
+def build_pipeline(cfg: DictConfig, features: pd.DataFrame) -> Pipeline:
+    """Unfitted Pipeline(features -> estimator) for the columns of ``features``."""
+    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
+    categorical = [c for c in features.columns if c not in numeric]
+    return Pipeline(
+        [
+            ("features", build_features(cfg.features, numeric, categorical)),
+            ("model", build_estimator(cfg.model, cfg.data.task)),
+        ]
+    )
+
+
+def train(cfg: DictConfig, train: pd.DataFrame) -> dict[str, Any]:
+    """Returns ``{"model": TrainedModel}``. Raises StageError when fitting fails."""
+    features = train[feature_columns(cfg, train)]
+    pipeline = build_pipeline(cfg, features)
+    try:
+        pipeline.fit(features, train[cfg.data.target])
+    except ValueError as exc:
+        raise StageError(f"fitting {cfg.model.name} failed: {exc}", stage=STAGE) from exc
+    return {"model": TrainedModel(estimator=pipeline, input_example=features.head(5))}
