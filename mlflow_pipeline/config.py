@@ -179,7 +179,10 @@ class PipelineConfig:
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    """Put the schemas in Hydra's ConfigStore and our resolvers in OmegaConf (idempotent)."""
+    # ${stem:${.path}}: a dataset named after its file (customers.csv -> customers).
+    if not OmegaConf.has_resolver("stem"):
+        OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
     cs = ConfigStore.instance()
     cs.store(name="pipeline_schema", node=PipelineConfig)
     cs.store(group="schema/model", name="linear", node=LinearModelConfig)
@@ -200,7 +203,9 @@ def load_config(overrides: list[str] | None = None, config_name: str = "config")
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        # Hydra's "Error merging override x=y" keeps the reason (bad type/value) in its cause.
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        raise ConfigError(f"invalid configuration: {exc}{cause}") from exc
     check_config(cfg)
     return cfg
 
@@ -212,9 +217,14 @@ def check_config(cfg: DictConfig) -> None:
     """
     try:
         OmegaConf.resolve(cfg)
-        missing = sorted(OmegaConf.missing_keys(cfg))
+        missing = set(OmegaConf.missing_keys(cfg))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+    # `path: ???` in conf/data/csv.yaml cannot override the schema's default (None): report it
+    # with the other missing values rather than one error later.
+    if cfg.data.source == "csv" and not cfg.data.path:
+        missing.add("data.path")
+    missing = sorted(missing)
     if missing:
         raise ConfigError(f"missing required config value(s): {', '.join(missing)}")
     unknown = [s for s in cfg.steps if s not in STAGE_NAMES]
