@@ -31,6 +31,7 @@ from mlflow_pipeline.stage import Handoff, RunContext, Stage, run_stage
 from mlflow_pipeline.tracking import (
     TAG_ERROR,
     TAG_KIND,
+    TAG_OVERRIDES,
     TAG_PIPELINE_RUN,
     TAG_RUNNER_MODE,
     TAG_STAGE,
@@ -78,6 +79,7 @@ def run_pipeline(
         TAG_KIND: "pipeline",
         TAG_STEPS: ",".join(s.name for s in stages),
         TAG_RUNNER_MODE: cfg.runner.mode,
+        TAG_OVERRIDES: shlex.join(overrides or []),
         **code_version(),
     }
     if run_id:

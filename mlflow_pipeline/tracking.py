@@ -27,6 +27,7 @@ TAG_GIT_COMMIT = "pipeline.git_commit"
 TAG_GIT_DIRTY = "pipeline.git_dirty"
 TAG_ERROR = "pipeline.error"
 TAG_STEPS = "pipeline.steps"
+TAG_OVERRIDES = "pipeline.overrides"  # the Hydra overrides the pipeline was composed with
 TAG_UPSTREAM_PREFIX = "pipeline.upstream."  # + dataset name -> run id it was read from
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
