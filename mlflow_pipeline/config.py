@@ -110,15 +110,11 @@ class SplitConfig:
 
 
 @dataclass
-class Threshold:
-    min: float | None = None
-    max: float | None = None
-
-
-@dataclass
 class EvaluationConfig:
-    # metric name -> bound. A metric the task does not compute is a config error.
-    thresholds: dict[str, Threshold] = field(default_factory=dict)
+    # metric name -> {min: float|null, max: float|null}. A metric no task computes, or a key
+    # other than min/max, is a config error. (A plain dict, so the command line can add one:
+    # +evaluation.thresholds.accuracy.min=0.9.)
+    thresholds: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -246,11 +242,12 @@ def check_config(cfg: DictConfig) -> None:
             f"model '{cfg.model.name}' has no estimator for task '{task}' (model.estimator)"
         )
     known = {m for metrics in METRICS.values() for m in metrics}
-    for metric in cfg.evaluation.thresholds:
+    for metric, bound in cfg.evaluation.thresholds.items():
         if metric not in known:
             raise ConfigError(
                 f"evaluation.thresholds.{metric}: unknown metric; known: {', '.join(sorted(known))}"
             )
+        _check_bound(metric, bound)
     if cfg.promotion.metric != "auto" and cfg.promotion.metric not in METRICS[task]:
         raise ConfigError(
             f"promotion.metric={cfg.promotion.metric!r} is not a {task} metric; "
@@ -258,6 +255,18 @@ def check_config(cfg: DictConfig) -> None:
         )
     if not 0.0 < cfg.split.test_size < 1.0:
         raise ConfigError(f"split.test_size={cfg.split.test_size} must be between 0 and 1")
+
+
+def _check_bound(metric: str, bound: Any) -> None:
+    if not isinstance(bound, DictConfig) or set(bound) - {"min", "max"}:
+        raise ConfigError(
+            f"evaluation.thresholds.{metric} must be a mapping with keys min and/or max, "
+            f"got {bound!r}"
+        )
+    for key in ("min", "max"):
+        value = bound.get(key)
+        if value is not None and not isinstance(value, int | float):
+            raise ConfigError(f"evaluation.thresholds.{metric}.{key}={value!r} is not a number")
 
 
 def promotion_metric(cfg: DictConfig) -> tuple[str, bool]:
@@ -293,7 +302,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
 
     def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict) and node:
+        if isinstance(node, dict) and (node or not path):  # an empty root has no params
             for key, value in node.items():
                 walk(value, f"{path}.{key}" if path else str(key))
         else:

@@ -49,6 +49,8 @@ def validate(
 def normalise_failures(failures: pd.DataFrame) -> pd.DataFrame:
     """A failure table with the standard columns, as strings (safe to write anywhere)."""
     table = failures.reindex(columns=FAILURE_COLUMNS).copy()
+    # pandera puts the schema's name in `column` for dataset-level checks; it is not a column.
+    table.loc[table["schema_context"] == "DataFrameSchema", "column"] = None
     for name in FAILURE_COLUMNS:
         table[name] = table[name].map(lambda v: None if _is_missing(v) else str(v)).astype(object)
     return table.reset_index(drop=True)

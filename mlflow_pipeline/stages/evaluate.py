@@ -71,10 +71,11 @@ def check_thresholds(cfg: DictConfig, outputs: dict[str, pd.DataFrame]) -> None:
             missed.append(f"{metric} could not be computed for this model")
             continue
         value = scores[metric]
-        if bound.min is not None and value < bound.min:
-            missed.append(f"{metric}={value:.4f} is below the minimum {bound.min}")
-        if bound.max is not None and value > bound.max:
-            missed.append(f"{metric}={value:.4f} is above the maximum {bound.max}")
+        low, high = bound.get("min"), bound.get("max")
+        if low is not None and value < low:
+            missed.append(f"{metric}={value:.4f} is below the minimum {low}")
+        if high is not None and value > high:
+            missed.append(f"{metric}={value:.4f} is above the maximum {high}")
     if missed:
         raise ThresholdError(
             "model failed evaluation thresholds (conf/evaluation): "

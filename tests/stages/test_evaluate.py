@@ -1,0 +1,127 @@
+"""evaluate: metrics per task on the test set, and the threshold gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import LinearSVC
+
+from mlflow_pipeline.config import METRICS, load_config
+from mlflow_pipeline.errors import PipelineError, ThresholdError
+from mlflow_pipeline.schemas import TrainedModel
+from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate, score
+from mlflow_pipeline.stages.ingest import ingest
+from mlflow_pipeline.stages.split import split
+from mlflow_pipeline.stages.train import train
+from mlflow_pipeline.stages.validate import validate_data
+from tests.helpers import csv_overrides, mixed_frame
+
+
+def fitted(overrides: list[str], raw: pd.DataFrame | None = None):
+    cfg = load_config(overrides)
+    raw = ingest(cfg)["raw"] if raw is None else raw
+    parts = split(cfg, validate_data(cfg, raw)["validated"])
+    return cfg, train(cfg, parts["train"])["model"], parts["test"]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return fitted(["model=random_forest", "model.n_estimators=10"])
+
+
+@pytest.fixture(scope="module")
+def regressor():
+    return fitted(["data=diabetes", "model=random_forest", "model.n_estimators=10"])
+
+
+def metrics_of(frame: pd.DataFrame) -> dict[str, float]:
+    return dict(zip(frame["metric"], frame["value"], strict=True))
+
+
+def test_classification_metrics(classifier):
+    cfg, model, test = classifier
+    scores = metrics_of(evaluate(cfg, model, test)["metrics"])
+    assert set(scores) == set(METRICS["classification"])
+    assert scores["roc_auc"] > 0.9
+    assert 0.9 < scores["accuracy"] <= 1.0
+    assert scores["log_loss"] > 0
+
+
+def test_regression_metrics(regressor):
+    cfg, model, test = regressor
+    scores = metrics_of(evaluate(cfg, model, test)["metrics"])
+    assert set(scores) == set(METRICS["regression"])
+    assert scores["rmse"] >= scores["mae"] > 0
+    assert scores["r2"] > 0.2
+
+
+def test_string_categoricals_and_missing_values_through_train_and_evaluate():
+    cfg, model, test = fitted(
+        csv_overrides(
+            "customers.csv", "model=hist_gradient_boosting", "model.max_iter=20", "features=trees"
+        ),
+        raw=mixed_frame(200),
+    )
+    assert test["city"].isna().any()
+    scores = metrics_of(evaluate(cfg, model, test)["metrics"])
+    assert scores["accuracy"] > 0.7
+    assert 0.5 < scores["roc_auc"] <= 1.0
+
+
+def test_string_labels_and_multiclass():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    raw = pd.DataFrame({"x": x, "y": np.select([x < -0.5, x < 0.5], ["low", "mid"], "high")})
+    cfg, model, test = fitted(["data.target=y", "model=logistic_regression"], raw=raw)
+    scores = score(model.estimator, test, cfg)
+    assert set(scores) == set(METRICS["classification"])
+    assert scores["accuracy"] > 0.8
+
+
+def test_model_without_probabilities_has_no_roc_auc(classifier):
+    cfg, model, test = classifier
+    features = test.drop(columns="target")
+    svc = make_pipeline(LinearSVC(max_iter=50)).fit(features, test["target"])
+    assert set(score(svc, test, cfg)) == {"accuracy", "f1"}
+    outputs = evaluate(cfg, TrainedModel(svc, features.head()), test)
+    with pytest.raises(ThresholdError, match=r"roc_auc could not be computed for this model"):
+        check_thresholds(cfg, outputs)
+
+
+def metrics(**values: float) -> dict[str, pd.DataFrame]:
+    return {"metrics": pd.DataFrame({"metric": list(values), "value": list(values.values())})}
+
+
+def test_thresholds_pass():
+    cfg = load_config(["evaluation.thresholds.roc_auc.max=0.99"])
+    check_thresholds(cfg, metrics(roc_auc=0.8, accuracy=0.1))
+    assert cfg.evaluation.thresholds.roc_auc.min == 0.75
+
+
+def test_threshold_below_minimum_raises():
+    cfg = load_config()
+    with pytest.raises(
+        ThresholdError,
+        match=r"\[evaluate\] .*roc_auc=0\.7000 is below the minimum 0\.75\. Nothing was registered",
+    ) as info:
+        check_thresholds(cfg, metrics(roc_auc=0.7))
+    assert isinstance(info.value, PipelineError)
+    assert info.value.stage == "evaluate"
+
+
+def test_threshold_above_maximum_and_every_miss_is_listed():
+    cfg = load_config(
+        ["data=diabetes", "evaluation.thresholds.r2.max=0.5", "+evaluation.thresholds.rmse.max=10"]
+    )
+    with pytest.raises(
+        ThresholdError, match=r"r2=0\.9000 is above the maximum 0\.5; rmse=50\.0000"
+    ):
+        check_thresholds(cfg, metrics(r2=0.9, rmse=50.0, mae=1.0))
+
+
+def test_thresholds_of_the_other_task_are_ignored():
+    cfg = load_config(["data=diabetes"])  # default thresholds include roc_auc
+    check_thresholds(cfg, metrics(r2=0.1, rmse=1.0, mae=1.0))
+    assert "roc_auc" in cfg.evaluation.thresholds

@@ -1,0 +1,159 @@
+"""register: the champion/challenger rule (a pure function) and the stage on a real registry."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+
+from mlflow_pipeline import io
+from mlflow_pipeline import registry as reg
+from mlflow_pipeline.config import load_config
+from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.registry import ModelRegistry
+from mlflow_pipeline.schemas import TrainedModel
+from mlflow_pipeline.stages.evaluate import evaluate
+from mlflow_pipeline.stages.ingest import ingest
+from mlflow_pipeline.stages.register import decide, register
+from mlflow_pipeline.stages.split import split
+from mlflow_pipeline.stages.train import train
+from tests.helpers import alias_version
+
+
+def rule(challenger: float, champion: float | None, *, higher: bool = True, min_delta: float = 0.0):
+    return decide(
+        metric="roc_auc" if higher else "rmse",
+        greater_is_better=higher,
+        challenger_score=challenger,
+        champion_score=champion,
+        champion_version=None if champion is None else "3",
+        min_delta=min_delta,
+    )
+
+
+def test_first_model_is_promoted():
+    decision = rule(0.1, None)
+    assert decision.promote is True
+    assert decision.reason == "no champion yet"
+    assert decision.champion_version is None
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "higher", "min_delta", "promote"),
+    [
+        (0.95, 0.90, True, 0.0, True),  # better
+        (0.85, 0.90, True, 0.0, False),  # worse
+        (0.90, 0.90, True, 0.0, False),  # a tie never replaces the champion
+        (0.91, 0.90, True, 0.05, False),  # better, but by less than min_delta
+        (0.75, 0.50, True, 0.25, True),  # exactly min_delta is enough
+        (40.0, 50.0, False, 0.0, True),  # rmse: lower is better
+        (55.0, 50.0, False, 0.0, False),
+        (49.0, 50.0, False, 2.0, False),
+        (47.0, 50.0, False, 2.0, True),
+    ],
+)
+def test_rule(challenger: float, champion: float, higher: bool, min_delta: float, promote: bool):
+    decision = rule(challenger, champion, higher=higher, min_delta=min_delta)
+    assert decision.promote is promote
+    assert decision.champion_version == "3"
+    assert decision.challenger_score == challenger
+    assert f"min_delta={min_delta}" in decision.reason
+    assert ("beats champion v3" in decision.reason) is promote
+    assert ("higher is better" if higher else "lower is better") in decision.reason
+
+
+def test_champion_that_cannot_be_scored_is_kept():
+    decision = decide(
+        metric="roc_auc",
+        greater_is_better=True,
+        challenger_score=1.0,
+        champion_score=None,
+        champion_version="2",
+        min_delta=0.0,
+    )
+    assert decision.promote is False
+    assert decision.reason == "champion v2 could not be scored on the current test set"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small fitted model, its test set and its metrics (no MLflow yet)."""
+    cfg = load_config(["model=logistic_regression"])
+    parts = split(cfg, ingest(cfg)["raw"])
+    model = train(cfg, parts["train"])["model"]
+    return model, parts["test"], evaluate(cfg, model, parts["test"])["metrics"]
+
+
+def logged(model: TrainedModel) -> TrainedModel:
+    with mlflow.start_run():
+        uri = io.log_model(model.estimator, model.input_example)
+    return TrainedModel(model.estimator, model.input_example, uri=uri)
+
+
+def run_register(cfg, model, test, metrics, client) -> dict:
+    out = register(
+        cfg, model, test, metrics, registry=ModelRegistry(client, cfg), pipeline_run_id="p1"
+    )
+    return json.loads(out["promotion"])
+
+
+def test_register_first_then_a_tie(trained, tracking_store):
+    cfg = tracking_store.config("registry.model_name=m")
+    client = tracking_store.client()
+    model, test, metrics = trained
+    model = logged(model)
+
+    first = run_register(cfg, model, test, metrics, client)
+    assert first["promote"] is True
+    assert first["model_name"] == "m"
+    assert str(first["version"]) == "1"
+    assert str(first["champion_version_after"]) == "1"
+    assert alias_version(client, "m", "champion") == "1"
+    assert alias_version(client, "m", "challenger") == "1"
+    tags = client.get_model_version("m", "1").tags
+    assert tags[reg.TAG_DECISION] == "promoted"
+    assert tags[reg.TAG_METRIC] == "roc_auc"
+    assert tags[reg.TAG_CHAMPION_VERSION] == "None"
+    assert tags[reg.TAG_PIPELINE_RUN] == "p1"
+
+    # The same model again: the champion is re-scored on this test set and ties.
+    second = run_register(cfg, model, test, metrics, client)
+    assert second["promote"] is False
+    assert float(second["champion_score"]) == pytest.approx(float(second["challenger_score"]))
+    assert alias_version(client, "m", "champion") == "1"
+    assert alias_version(client, "m", "challenger") == "2"
+    tags = client.get_model_version("m", "2").tags
+    assert tags[reg.TAG_DECISION] == "not_promoted"
+    assert tags[reg.TAG_CHAMPION_VERSION] == "1"
+    assert float(tags[reg.TAG_CHAMPION_SCORE]) == pytest.approx(second["champion_score"])
+
+
+def test_champion_that_fails_on_the_new_test_set_is_not_replaced(trained, tracking_store):
+    cfg = tracking_store.config("registry.model_name=m")
+    client = tracking_store.client()
+    model, test, metrics = trained
+    model = logged(model)
+    run_register(cfg, model, test, metrics, client)
+    renamed = test.rename(columns={"mean radius": "radius"})
+    report = run_register(cfg, model, renamed, metrics, client)
+    assert report["promote"] is False
+    assert "could not be scored" in report["reason"]
+    assert alias_version(client, "m", "champion") == "1"
+
+
+def test_model_never_logged_is_a_stage_error(trained, tracking_store):
+    cfg = tracking_store.config("registry.model_name=m")
+    model, test, metrics = trained
+    with pytest.raises(StageError, match=r"\[register\] the trained model has no MLflow URI"):
+        run_register(cfg, model, test, metrics, tracking_store.client())
+
+
+def test_promotion_metric_not_computed_is_a_stage_error(trained, tracking_store):
+    cfg = tracking_store.config("registry.model_name=m", "promotion.metric=log_loss")
+    model, test, _ = trained
+    metrics = pd.DataFrame({"metric": ["accuracy"], "value": [0.9]})
+    model = TrainedModel(model.estimator, model.input_example, uri="runs:/x/model")
+    with pytest.raises(StageError, match=r"promotion\.metric 'log_loss' was not computed"):
+        run_register(cfg, model, test, metrics, tracking_store.client())
