@@ -37,9 +37,10 @@ def load_bundled(loader: str, target: str) -> pd.DataFrame:
 def read_csv(path: Path, read_options: dict) -> pd.DataFrame:
     """Read a CSV file, turning every way it can be unreadable into one DataError."""
     if not path.exists():
-        raise DataError(f"data.path: no file at {path}", stage=STAGE)
+        where = "" if path.is_absolute() else f" (resolved from {Path.cwd()})"
+        raise DataError(f"data.path: no file at {path.resolve()}{where}", stage=STAGE)
     if not path.is_file():
-        raise DataError(f"data.path: {path} is not a file", stage=STAGE)
+        raise DataError(f"data.path: {path.resolve()} is not a file", stage=STAGE)
     try:
         return pd.read_csv(path, **read_options)
     except pd.errors.EmptyDataError as exc:
