@@ -54,7 +54,10 @@ def main() -> None:
     from mlflow_pipeline.runner import SweepRun
 
     SweepRun.failures = 0
-    _hydra_app()
+    try:
+        _hydra_app()
+    finally:
+        SweepRun.close_abandoned()
     if SweepRun.failures:
         print(f"mlflow-pipeline: {SweepRun.failures} sweep job(s) failed", file=sys.stderr)
         raise SystemExit(1)

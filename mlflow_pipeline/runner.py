@@ -29,6 +29,7 @@ from mlflow_pipeline.pipeline import order, producers, stage_named
 from mlflow_pipeline.registry import ModelRegistry
 from mlflow_pipeline.stage import Handoff, RunContext, Stage, run_stage
 from mlflow_pipeline.tracking import (
+    ENV_RUN_ID,
     TAG_ERROR,
     TAG_KIND,
     TAG_OVERRIDES,
@@ -84,6 +85,9 @@ def run_pipeline(
     }
     if run_id:
         experiment_id = client.get_run(run_id).info.experiment_id
+        # start_run(run_id=...) leaves $MLFLOW_RUN_ID set (`mlflow run` sets it), and the first
+        # stage's start_run would then resume this run instead of starting a child run.
+        os.environ.pop(ENV_RUN_ID, None)
         run = mlflow.start_run(run_id=run_id, tags=tags)
     else:
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
@@ -333,6 +337,17 @@ class SweepRun(Callback):
         os.environ.pop(ENV_SWEEP_RUN_ID, None)
         if self.client and self.run_id:
             self.client.set_terminated(self.run_id, "FAILED" if self.failed else "FINISHED")
+
+    @staticmethod
+    def close_abandoned() -> None:
+        """Mark FAILED a sweep run whose multirun stopped before ``on_multirun_end``.
+
+        Hydra skips that callback when the sweep itself raises (a job's overrides do not
+        compose), which would leave the sweep run RUNNING forever.
+        """
+        run_id = os.environ.pop(ENV_SWEEP_RUN_ID, None)
+        if run_id:
+            MlflowClient().set_terminated(run_id, "FAILED")
 
 
 def describe(result: PipelineResult) -> str:
