@@ -77,10 +77,16 @@ class Stage:
 
 @dataclass
 class Handoff:
-    """A dataset's value in memory (if this process has it) and the run that logged it."""
+    """A dataset's value in memory (if this process has it) and the run that logged it.
+
+    For a frame that passed its schema on the way out, ``digest`` and ``schema_key`` let the
+    next stage skip validating it again when its content is provably unchanged.
+    """
 
     run_id: str
     value: Any = None
+    digest: str | None = None
+    schema_key: tuple | None = None
 
 
 @dataclass
@@ -193,18 +199,54 @@ def _load_inputs(
     contract = _contract(values)
     for dataset in stage.inputs:
         if dataset.kind == "frame":
-            frame = values[dataset.name]
-            if dataset.schema is not None:
-                frame = validate(
-                    frame,
-                    dataset.schema(cfg, contract),
-                    stage=stage.name,
-                    dataset=dataset.name,
-                    max_lines=cfg.validation.max_message_failures,
-                )
-                values[dataset.name] = frame
-            _log_frame_facts("input", dataset.name, frame)
+            values[dataset.name] = _checked_input(
+                stage, dataset, cfg, contract, values[dataset.name], available[dataset.name]
+            )
     return {d.name: values[d.name] for d in stage.inputs}, contract
+
+
+def _checked_input(
+    stage: Stage,
+    dataset: Dataset,
+    cfg: DictConfig,
+    contract: pa.DataFrameSchema | None,
+    frame: pd.DataFrame,
+    handoff: Handoff,
+) -> pd.DataFrame:
+    """Validate an input frame and log its digest and row count.
+
+    A frame handed over in memory that passed this very schema on the way out of its stage,
+    and whose digest (logged at every boundary anyway) is unchanged, is not validated again.
+    """
+    digest = None
+    if dataset.schema is not None:
+        key = _schema_key(dataset, cfg, contract)
+        if handoff.value is not None and handoff.schema_key == key:
+            digest = io.digest(frame)
+        if digest is not None and digest == handoff.digest:
+            # Shallow, copy-on-write: this stage still cannot change the producer's frame.
+            frame = frame.copy(deep=False)
+        else:
+            digest = None
+            frame = validate(
+                frame,
+                dataset.schema(cfg, contract),
+                stage=stage.name,
+                dataset=dataset.name,
+                max_lines=cfg.validation.max_message_failures,
+            )
+    _log_frame_facts("input", dataset.name, frame, digest)
+    return frame
+
+
+def _schema_key(dataset: Dataset, cfg: DictConfig, contract: pa.DataFrameSchema | None) -> tuple:
+    """What the schema of ``dataset`` is built from: its schema function, the data contract
+    and the config."""
+    return (
+        dataset.schema,
+        contract.to_yaml() if contract is not None else None,
+        resolved_yaml(cfg),
+    )
 
 
 def _load(dataset: Dataset, run_id: str) -> Any:
@@ -233,6 +275,7 @@ def _save_outputs(
     outputs: dict[str, Handoff] = {}
     for dataset in stage.outputs:
         value = values[dataset.name]
+        handoff = Handoff(run_id=run_id)
         if dataset.kind == "frame":
             if dataset.schema is not None:
                 value = validate(
@@ -242,8 +285,9 @@ def _save_outputs(
                     dataset=dataset.name,
                     max_lines=cfg.validation.max_message_failures,
                 )
+                handoff.schema_key = _schema_key(dataset, cfg, contract)
             io.save_frame(client, run_id, dataset.name, value)
-            _log_frame_facts("output", dataset.name, value)
+            handoff.digest = _log_frame_facts("output", dataset.name, value)
             if dataset.log_as_metrics:
                 mlflow.log_metrics(dict(zip(value["metric"], value["value"], strict=True)))
         elif dataset.kind == "text":
@@ -255,13 +299,20 @@ def _save_outputs(
         elif dataset.kind == "model":
             value.uri = io.log_model(value.estimator, value.input_example)
             mlflow.set_tag(TAG_MODEL_URI, value.uri)
-        outputs[dataset.name] = Handoff(run_id=run_id, value=value)
+        handoff.value = value
+        outputs[dataset.name] = handoff
     return outputs
 
 
-def _log_frame_facts(direction: str, name: str, frame: pd.DataFrame) -> None:
-    mlflow.set_tag(f"pipeline.digest.{direction}.{name}", io.digest(frame))
+def _log_frame_facts(
+    direction: str, name: str, frame: pd.DataFrame, digest: str | None = None
+) -> str:
+    """Tag the frame's digest (computed unless given) and log its row count; returns the
+    digest."""
+    digest = digest or io.digest(frame)
+    mlflow.set_tag(f"pipeline.digest.{direction}.{name}", digest)
     mlflow.log_metric(f"rows.{direction}.{name}", len(frame))
+    return digest
 
 
 def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseException) -> None:

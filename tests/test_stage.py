@@ -145,6 +145,24 @@ def test_invalid_input_fails_the_consuming_run(cfg, ctx: RunContext, client: Mlf
     assert "failures/numbers.csv" in artifacts(client, run.info.run_id)
 
 
+def test_unchanged_in_memory_input_keeps_the_producers_digest(cfg, ctx: RunContext, client):
+    produced = run_stage(produce([4, 5]), cfg, ctx, {})
+    run_stage(CONSUME, cfg, ctx, produced)
+    out = stage_run(client, ctx, "produce").data.tags["pipeline.digest.output.numbers"]
+    into = stage_run(client, ctx, "consume").data.tags["pipeline.digest.input.numbers"]
+    assert into == out
+
+
+def test_in_memory_input_changed_in_place_is_validated_again(cfg, ctx: RunContext, client):
+    produced = run_stage(produce([4, 5]), cfg, ctx, {})
+    produced["numbers"].value.loc[0, "n"] = -1  # a later stage mutated the shared frame
+    with pytest.raises(
+        DataValidationError, match=r"(?s)\[consume\] dataset 'numbers'.*greater_than_or_equal_to"
+    ):
+        run_stage(CONSUME, cfg, ctx, produced)
+    assert stage_run(client, ctx, "consume").info.status == "FAILED"
+
+
 def test_a_bug_in_a_stage_logs_its_traceback(cfg, ctx: RunContext, client: MlflowClient):
     def broken(cfg):
         raise RuntimeError("boom")
