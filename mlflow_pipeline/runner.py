@@ -16,7 +16,6 @@ from typing import Any
 
 import mlflow
 from hydra.experimental.callback import Callback
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.projects import ExecutionException
 from mlflow.tracking import MlflowClient
@@ -39,6 +38,7 @@ from mlflow_pipeline.tracking import (
     TAG_STEPS,
     activate,
     code_version,
+    end_active_run,
     ensure_experiment,
     resolve_tracking,
 )
@@ -120,10 +120,9 @@ def run_pipeline(
             _run_in_process(stages, cfg, ctx, result)
     except BaseException as exc:
         client.set_tag(pipeline_run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
-        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
-        mlflow.end_run(RunStatus.to_string(status))
+        end_active_run(exc)
         raise
-    mlflow.end_run()
+    end_active_run()
     return result
 
 

@@ -20,7 +20,6 @@ import mlflow
 import pandas as pd
 import pandera.pandas as pa
 import psutil
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,6 +35,7 @@ from mlflow_pipeline.tracking import (
     TAG_STAGE,
     TAG_UPSTREAM_PREFIX,
     code_version,
+    end_active_run,
 )
 from mlflow_pipeline.validation import validate
 
@@ -139,10 +139,9 @@ def run_stage(
         outputs = _run_in_active_run(stage, cfg, ctx, available, stage_run_id)
     except BaseException as exc:
         _record_failure(ctx.client, stage, stage_run_id, exc)
-        status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
-        mlflow.end_run(RunStatus.to_string(status))
+        end_active_run(exc)
         raise
-    mlflow.end_run()
+    end_active_run()
     return outputs
 
 
@@ -215,28 +214,37 @@ def _checked_input(
 ) -> pd.DataFrame:
     """Validate an input frame and log its digest and row count.
 
-    A frame handed over in memory that passed this very schema on the way out of its stage,
-    and whose digest (logged at every boundary anyway) is unchanged, is not validated again.
+    A frame handed over in memory that passed this very schema on its way out of the producing
+    stage is not validated again: the wrapper holds the only reference to that validated frame
+    (pandera returns a copy), and every consumer gets a shallow copy-on-write view of it, so no
+    stage can change it in place. Its content, and so its digest, is what was logged then.
     """
     digest = None
     if dataset.schema is not None:
         key = _schema_key(dataset, cfg, contract)
-        if handoff.value is not None and handoff.schema_key == key:
-            digest = io.digest(frame)
-        if digest is not None and digest == handoff.digest:
-            # Shallow, copy-on-write: this stage still cannot change the producer's frame.
+        if handoff.value is not None and handoff.schema_key == key and handoff.digest:
+            digest = handoff.digest
             frame = frame.copy(deep=False)
         else:
-            digest = None
-            frame = validate(
-                frame,
-                dataset.schema(cfg, contract),
-                stage=stage.name,
-                dataset=dataset.name,
-                max_lines=cfg.validation.max_message_failures,
-            )
+            frame = _validate(stage, dataset, cfg, contract, frame)
     _log_frame_facts("input", dataset.name, frame, digest)
     return frame
+
+
+def _validate(
+    stage: Stage,
+    dataset: Dataset,
+    cfg: DictConfig,
+    contract: pa.DataFrameSchema | None,
+    frame: pd.DataFrame,
+) -> pd.DataFrame:
+    return validate(
+        frame,
+        dataset.schema(cfg, contract),
+        stage=stage.name,
+        dataset=dataset.name,
+        max_lines=cfg.validation.max_message_failures,
+    )
 
 
 def _schema_key(dataset: Dataset, cfg: DictConfig, contract: pa.DataFrameSchema | None) -> tuple:
@@ -278,13 +286,7 @@ def _save_outputs(
         handoff = Handoff(run_id=run_id)
         if dataset.kind == "frame":
             if dataset.schema is not None:
-                value = validate(
-                    value,
-                    dataset.schema(cfg, contract),
-                    stage=stage.name,
-                    dataset=dataset.name,
-                    max_lines=cfg.validation.max_message_failures,
-                )
+                value = _validate(stage, dataset, cfg, contract, value)
                 handoff.schema_key = _schema_key(dataset, cfg, contract)
             io.save_frame(client, run_id, dataset.name, value)
             handoff.digest = _log_frame_facts("output", dataset.name, value)

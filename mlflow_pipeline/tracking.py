@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -90,6 +91,22 @@ def ensure_experiment(client: MlflowClient, name: str, tracking: Tracking) -> st
         return experiment.experiment_id
 
 
+def end_active_run(failure: BaseException | None = None) -> None:
+    """End the active run: FINISHED, KILLED after an interrupt, FAILED after any other error."""
+    if failure is None:
+        mlflow.end_run()
+    elif isinstance(failure, KeyboardInterrupt):
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "experiment"
 
@@ -98,22 +115,8 @@ def _slug(name: str) -> str:
 def code_version() -> dict[str, str]:
     """Git commit and dirty flag of the project, when it is a git checkout (else empty)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = _git("rev-parse", "HEAD")
+        status = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return {}
     return {

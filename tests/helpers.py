@@ -14,6 +14,16 @@ from mlflow_pipeline.config import load_config
 
 DB_NAME = "mlflow.db"
 
+# What every successful stage run logs, beyond config.yaml and its timing metrics.
+EXPECTED_ARTIFACTS = {
+    "ingest": {"config.yaml", "data/raw.parquet"},
+    "validate": {"config.yaml", "contract.yaml", "data/validated.parquet"},
+    "split": {"config.yaml", "data/train.parquet", "data/test.parquet"},
+    "train": {"config.yaml"},
+    "evaluate": {"config.yaml", "data/metrics.parquet"},
+    "register": {"config.yaml", "promotion.json"},
+}
+
 
 @dataclass(frozen=True)
 class TrackingStore:

@@ -20,17 +20,9 @@ from mlflow_pipeline.tracking import (
     TAG_STAGE,
     TAG_STEPS,
 )
-from tests.helpers import csv_overrides, mixed_frame
+from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
-STAGE_ARTIFACTS = {
-    "ingest": {"config.yaml", "data/raw.parquet"},
-    "validate": {"config.yaml", "contract.yaml", "data/validated.parquet"},
-    "split": {"config.yaml", "data/train.parquet", "data/test.parquet"},
-    "train": {"config.yaml"},
-    "evaluate": {"config.yaml", "data/metrics.parquet"},
-    "register": {"config.yaml", "promotion.json"},
-}
 
 
 def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -91,7 +83,7 @@ def test_pipeline_run_tree(runs):
     for name, run in children.items():
         assert run.info.status == "FINISHED", name
         assert run.data.tags[TAG_PARENT] == result.pipeline_run_id
-        assert STAGE_ARTIFACTS[name] <= artifacts(client, run.info.run_id), name
+        assert EXPECTED_ARTIFACTS[name] <= artifacts(client, run.info.run_id), name
         assert run.data.metrics["wall_time_s"] > 0
 
 

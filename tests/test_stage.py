@@ -153,13 +153,24 @@ def test_unchanged_in_memory_input_keeps_the_producers_digest(cfg, ctx: RunConte
     assert into == out
 
 
-def test_in_memory_input_changed_in_place_is_validated_again(cfg, ctx: RunContext, client):
+def test_a_stage_cannot_change_an_in_memory_input_for_the_next_stage(cfg, ctx: RunContext):
+    def vandal(cfg, numbers: pd.DataFrame) -> dict:
+        numbers.loc[0, "n"] = -1  # in place: must not leak into the producer's frame
+        return {"note": "changed"}
+
     produced = run_stage(produce([4, 5]), cfg, ctx, {})
-    produced["numbers"].value.loc[0, "n"] = -1  # a later stage mutated the shared frame
+    run_stage(Stage("vandal", vandal, inputs=(NUMBERS,), outputs=(NOTE,)), cfg, ctx, produced)
+    assert produced["numbers"].value["n"].tolist() == [4, 5]
+    assert run_stage(CONSUME, cfg, ctx, produced)["note"].value == "total=9"
+
+
+def test_a_frame_from_another_process_is_validated(cfg, ctx: RunContext, client):
+    produced = run_stage(produce([4, 5]), cfg, ctx, {})
+    foreign = Handoff(run_id=produced["numbers"].run_id, value=pd.DataFrame({"n": [-1]}))
     with pytest.raises(
         DataValidationError, match=r"(?s)\[consume\] dataset 'numbers'.*greater_than_or_equal_to"
     ):
-        run_stage(CONSUME, cfg, ctx, produced)
+        run_stage(CONSUME, cfg, ctx, {"numbers": foreign})
     assert stage_run(client, ctx, "consume").info.status == "FAILED"
 
 

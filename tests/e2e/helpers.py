@@ -18,19 +18,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import EXPECTED_ARTIFACTS
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 STAGES = ("ingest", "validate", "split", "train", "evaluate", "register")
 
-# What every successful stage run logs, beyond config.yaml and its timing metrics.
-EXPECTED_ARTIFACTS = {
-    "ingest": {"config.yaml", "data/raw.parquet"},
-    "validate": {"config.yaml", "contract.yaml", "data/validated.parquet"},
-    "split": {"config.yaml", "data/train.parquet", "data/test.parquet"},
-    "train": {"config.yaml"},
-    "evaluate": {"config.yaml", "data/metrics.parquet"},
-    "register": {"config.yaml", "promotion.json"},
-}
 EXPECTED_ROW_METRICS = {
     "ingest": {"rows.output.raw"},
     "validate": {"rows.input.raw", "rows.output.validated"},
