@@ -36,6 +36,7 @@ from mlflow_pipeline.tracking import (
     TAG_RUNNER_MODE,
     TAG_STAGE,
     TAG_STEPS,
+    TAG_UPSTREAM_PREFIX,
     activate,
     code_version,
     end_active_run,
@@ -201,53 +202,104 @@ def resolve_inputs(
 ) -> dict[str, Handoff]:
     """Find the run that produced each input of ``stage`` not already ``available``.
 
-    Looks in this pipeline run, then in ``ctx.upstream_run_id``, then at the newest FINISHED
-    run of the producing stage in the experiment. Raises StageError when there is none.
+    An input produced in this pipeline run comes from it. All other inputs come from ONE
+    earlier pipeline run: ``ctx.upstream_run_id``, else the newest pipeline run in the
+    experiment in which every stage producing them FINISHED (a failed or half-run pipeline is
+    never a source). Then checks that the inputs belong together (see check_lineage).
+    Raises StageError when there is no such run or the inputs do not belong together.
     """
     made_by = producers()
     found: dict[str, Handoff] = {}
+    elsewhere: list[str] = []
     for dataset in (*stage.inputs, *stage.schema_inputs):
         if dataset.name in available:
             continue
         producer = made_by[dataset.name].name
-        run_id = (
-            find_stage_run(ctx.client, ctx.experiment_id, producer, ctx.pipeline_run_id)
-            or (
-                ctx.upstream_run_id
-                and find_stage_run(ctx.client, None, producer, ctx.upstream_run_id)
-            )
-            or (not ctx.upstream_run_id and find_stage_run(ctx.client, ctx.experiment_id, producer))
+        run_id = ctx.pipeline_run_id and find_stage_run(
+            ctx.client, ctx.experiment_id, producer, ctx.pipeline_run_id
         )
-        if not run_id:
-            where = (
-                f"pipeline run {ctx.upstream_run_id}"
-                if ctx.upstream_run_id
-                else f"experiment {ctx.experiment_id}"
-            )
+        if run_id:
+            found[dataset.name] = Handoff(run_id=run_id)
+        else:
+            elsewhere.append(dataset.name)
+    if elsewhere:
+        runs = _upstream_stage_runs(stage, ctx, sorted({made_by[n].name for n in elsewhere}))
+        for name in elsewhere:
+            found[name] = Handoff(run_id=runs[made_by[name].name])
+    for name, handoff in found.items():
+        log.info("stage %s: input '%s' from run %s", stage.name, name, handoff.run_id)
+    names = [d.name for d in (*stage.inputs, *stage.schema_inputs)]
+    check_lineage(stage, {n: (found.get(n) or available[n]).run_id for n in names}, ctx.client)
+    return found
+
+
+def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> dict[str, str]:
+    """Stage name -> FINISHED run of it, all within one earlier pipeline run."""
+    client = ctx.client
+    if ctx.upstream_run_id:
+        try:
+            experiment_id = client.get_run(ctx.upstream_run_id).info.experiment_id
+        except MlflowException as exc:
             raise StageError(
-                f"input '{dataset.name}' comes from stage '{producer}', which has no FINISHED "
-                f"run in {where}; include '{producer}' in steps or set runner.upstream_run_id",
+                f"runner.upstream_run_id: no run {ctx.upstream_run_id}", stage=stage.name
+            ) from exc
+        runs = {p: find_stage_run(client, experiment_id, p, ctx.upstream_run_id) for p in needed}
+        missing = [p for p, run_id in runs.items() if not run_id]
+        if missing:
+            raise StageError(
+                f"pipeline run {ctx.upstream_run_id} has no FINISHED run of stage(s) "
+                f"{', '.join(missing)}; include them in steps or pick another upstream run",
                 stage=stage.name,
             )
-        log.info("stage %s: input '%s' from %s run %s", stage.name, dataset.name, producer, run_id)
-        found[dataset.name] = Handoff(run_id=run_id)
-    return found
+        return runs
+    first, *others = needed
+    candidates = client.search_runs(
+        [ctx.experiment_id],
+        f"tags.`{TAG_STAGE}` = '{first}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=100,
+    )
+    for candidate in candidates:
+        pipeline_run_id = candidate.data.tags.get(TAG_PIPELINE_RUN)
+        if not pipeline_run_id or pipeline_run_id == ctx.pipeline_run_id:
+            continue
+        runs = {first: candidate.info.run_id}
+        runs.update(
+            {p: find_stage_run(client, ctx.experiment_id, p, pipeline_run_id) for p in others}
+        )
+        if all(runs.values()):
+            return runs
+    raise StageError(
+        f"no earlier pipeline run in experiment {ctx.experiment_id} has FINISHED runs of "
+        f"stage(s) {', '.join(needed)}; include them in steps or set runner.upstream_run_id",
+        stage=stage.name,
+    )
+
+
+def check_lineage(stage: Stage, run_ids: dict[str, str], client: MlflowClient) -> None:
+    """The inputs of a stage must belong together: when one input was itself computed from
+    another of them (tag ``pipeline.upstream.<name>`` on its run), it must be from the very
+    run that provides that other input now. Raises StageError naming both runs."""
+    tags = {run_id: client.get_run(run_id).data.tags for run_id in set(run_ids.values())}
+    for name, run_id in run_ids.items():
+        for other, other_run_id in run_ids.items():
+            recorded = tags[run_id].get(f"{TAG_UPSTREAM_PREFIX}{other}")
+            if other != name and recorded and recorded != other_run_id:
+                raise StageError(
+                    f"inputs do not belong together: '{name}' (run {run_id}) was computed from "
+                    f"'{other}' of run {recorded}, but '{other}' now comes from run "
+                    f"{other_run_id}; rerun the stages that produce them together",
+                    stage=stage.name,
+                )
 
 
 def find_stage_run(
     client: MlflowClient,
-    experiment_id: str | None,
+    experiment_id: str,
     stage_name: str,
     pipeline_run_id: str | None = None,
 ) -> str | None:
     """The newest FINISHED run of ``stage_name`` (within ``pipeline_run_id`` if given)."""
-    if pipeline_run_id is None and experiment_id is None:
-        return None
-    if experiment_id is None:
-        try:
-            experiment_id = client.get_run(pipeline_run_id).info.experiment_id
-        except MlflowException as exc:
-            raise StageError(f"runner.upstream_run_id: no run {pipeline_run_id}") from exc
     query = f"tags.`{TAG_STAGE}` = '{stage_name}' and attributes.status = 'FINISHED'"
     if pipeline_run_id:
         query += f" and tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}'"

@@ -141,7 +141,7 @@ def test_find_stage_run(runs):
     assert (
         find_stage_run(client, full.experiment_id, "train") == runs["sliced"].stage_run_ids["train"]
     )
-    assert find_stage_run(client, None, "train", None) is None
+    assert find_stage_run(client, full.experiment_id, "train", "no-such-pipeline") is None
 
 
 def test_regression_pipeline_promotes_on_rmse(runs):
@@ -217,7 +217,8 @@ def test_bad_data_fails_validate_with_the_failure_table(
 def test_slice_without_upstream_runs_is_a_stage_error(make_config):
     with pytest.raises(
         StageError,
-        match=r"\[train\] input 'train' comes from stage 'split', which has no FINISHED run",
+        match=r"\[train\] no earlier pipeline run in experiment \d+ has FINISHED runs of "
+        r"stage\(s\) split, validate; include them in steps or set runner\.upstream_run_id",
     ):
         run_pipeline(make_config("steps=[train]"))
 
