@@ -10,17 +10,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shlex
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from mlflow_pipeline.config import CONF_DIR, STAGE_NAMES, check_config, load_config
+from mlflow_pipeline.config import (
+    CONF_DIR,
+    STAGE_NAMES,
+    check_config,
+    load_config,
+    split_overrides,
+)
 from mlflow_pipeline.errors import ConfigError, PipelineError
-from mlflow_pipeline.tracking import ENV_RUN_ID
+from mlflow_pipeline.tracking import ENV_RUN_ID, record_error
 
 # `mlflow run` hands its run over in MLFLOW_RUN_ID, and MLflow deletes that variable at the
 # first start_run(); read it once, at import.
@@ -28,8 +34,15 @@ MLFLOW_RUN_ID = os.environ.get(ENV_RUN_ID) or None
 JOB_FAILED = "failed"
 
 
-def _fail(exc: PipelineError) -> None:
-    print(f"mlflow-pipeline: error: {exc}", file=sys.stderr)
+# What the CLI reports as one paragraph and exit 1, without a traceback: our own errors, and
+# MLflow refusing or failing to reach the store (bad URI, store down, unknown run id).
+EXPECTED_ERRORS = (PipelineError, MlflowException)
+
+
+def _fail(exc: Exception) -> None:
+    message = exc.message if isinstance(exc, MlflowException) else str(exc)
+    prefix = "MLflow: " if isinstance(exc, MlflowException) else ""
+    print(f"mlflow-pipeline: error: {prefix}{message}", file=sys.stderr)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -40,7 +53,7 @@ def _hydra_app(cfg: DictConfig) -> str | None:
     try:
         check_config(cfg)
         result = run_pipeline(cfg, overrides)
-    except PipelineError as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(exc)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
@@ -64,8 +77,8 @@ def main() -> None:
 
 
 def split_options(hydra_options: str) -> list[str]:
-    """Hydra overrides from one MLproject parameter (a single shell-quoted word)."""
-    options = [o for o in shlex.split(hydra_options or "") if o and o != "''"]
+    """Hydra overrides from one MLproject parameter; a sweep is refused here."""
+    options = split_overrides(hydra_options)
     if any(o in ("-m", "--multirun") for o in options):
         raise ConfigError("hydra_options: sweeps (-m) run with `mlflow-pipeline -m ...`")
     return options
@@ -106,8 +119,10 @@ def project_main(argv: list[str] | None = None) -> int:
                 pipeline_run_id=args.pipeline_run_id or None,
                 upstream_run_id=args.upstream_run_id or None,
             )
-    except PipelineError as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(exc)
+        if MLFLOW_RUN_ID:  # the run `mlflow run` made for us shows why it failed
+            record_error(MLFLOW_RUN_ID, exc)
         return 1
     return 0
 
@@ -133,8 +148,12 @@ def schema_main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         _fail(exc)
         return 1
-    with open(args.output, "w", encoding="utf-8") as fh:
-        fh.write(contract_to_yaml(contract))
+    try:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(contract_to_yaml(contract))
+    except OSError as exc:
+        _fail(ConfigError(f"--output: cannot write {args.output}: {exc.strerror}"))
+        return 1
     print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
     return 0
 

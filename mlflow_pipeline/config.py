@@ -278,17 +278,37 @@ def promotion_metric(cfg: DictConfig) -> tuple[str, bool]:
     return metric, METRICS[task][metric]
 
 
-def stage_overrides_for(cfg: DictConfig, overrides: list[str]) -> list[str]:
-    """The overrides that reproduce ``cfg`` from another working directory.
-
-    Relative data paths were resolved against the caller's directory; pin them as absolute.
+def split_overrides(text: str) -> list[str]:
+    """Hydra overrides from one string (an MLproject parameter), split on whitespace outside
+    quotes. Quotes are kept, because Hydra's grammar needs them (``+data.read_options.sep=';'``,
+    ``data.path='/my data/x.csv'``); empty words (an empty default arrives as ``''``) are dropped.
+    Raises ConfigError for an unclosed quote.
     """
-    pinned = list(overrides)
-    for key in ("path", "schema"):
-        value = cfg.data.get(key)
-        if value:
-            pinned.append(f"data.{key}={Path(value).resolve()}")
-    return pinned
+    words: list[str] = []
+    word, quote, escaped = "", None, False
+    for char in text or "":
+        if escaped:
+            escaped = False
+        elif quote and char == "\\":
+            escaped = True
+        elif quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char.isspace():
+            words.append(word)
+            word = ""
+            continue
+        word += char
+    if quote:
+        raise ConfigError(f"hydra_options: unclosed {quote} in {text!r}")
+    words.append(word)
+    return [w for w in words if w and w not in ("''", '""')]
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as a quoted Hydra override value (paths with commas, spaces, brackets)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def resolved_yaml(cfg: DictConfig) -> str:

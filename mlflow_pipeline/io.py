@@ -28,6 +28,11 @@ def digest(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def text_digest(text: str) -> str:
+    """SHA-256 of a text dataset (e.g. the data contract)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def frame_path(name: str) -> str:
     """Artifact path of dataset ``name`` inside its producing run."""
     return f"{FRAME_DIR}/{name}.parquet"

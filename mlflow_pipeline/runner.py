@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -21,7 +21,7 @@ from mlflow.projects import ExecutionException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mlflow_pipeline.config import PROJECT_ROOT, flatten, resolved_yaml, stage_overrides_for
+from mlflow_pipeline.config import PROJECT_ROOT, flatten, hydra_quote, resolved_yaml
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.io import save_text
 from mlflow_pipeline.pipeline import order, producers, stage_named
@@ -41,6 +41,7 @@ from mlflow_pipeline.tracking import (
     code_version,
     end_active_run,
     ensure_experiment,
+    record_error,
     resolve_tracking,
 )
 
@@ -81,7 +82,7 @@ def run_pipeline(
         TAG_KIND: "pipeline",
         TAG_STEPS: ",".join(s.name for s in stages),
         TAG_RUNNER_MODE: cfg.runner.mode,
-        TAG_OVERRIDES: shlex.join(overrides or []),
+        TAG_OVERRIDES: " ".join(overrides or []),
         **code_version(),
     }
     if run_id:
@@ -91,7 +92,10 @@ def run_pipeline(
         os.environ.pop(ENV_RUN_ID, None)
         run = mlflow.start_run(run_id=run_id, tags=tags)
     else:
-        experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
+        if parent_run_id:  # a sweep job: next to its sweep run, whatever data it uses
+            experiment_id = client.get_run(parent_run_id).info.experiment_id
+        else:
+            experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
         run = mlflow.start_run(
             experiment_id=experiment_id,
             run_name="pipeline",
@@ -120,7 +124,7 @@ def run_pipeline(
         else:
             _run_in_process(stages, cfg, ctx, result)
     except BaseException as exc:
-        client.set_tag(pipeline_run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
+        record_error(pipeline_run_id, exc)
         end_active_run(exc)
         raise
     end_active_run()
@@ -156,7 +160,7 @@ def _run_as_projects(
     bin_dir = os.path.dirname(sys.executable)
     if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    hydra_options = shlex.join(stage_overrides_for(cfg, overrides))
+    hydra_options = " ".join(_pinned_overrides(cfg, overrides))
     for stage in stages:
         log.info("stage %s: running as project %s", stage.name, PROJECTS_DIR / stage.name)
         try:
@@ -181,6 +185,21 @@ def _run_as_projects(
             result.promotion = json.loads(
                 mlflow.artifacts.load_text(f"runs:/{run_id}/promotion.json")
             )
+
+
+def _pinned_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """The overrides that reproduce ``cfg`` in a stage project, which runs in another directory
+    (``projects/<stage>``): relative data paths and the tracking store pinned as absolute."""
+    tracking = resolve_tracking(cfg)
+    pinned = [*overrides, f"tracking.uri={hydra_quote(tracking.uri)}"]
+    pinned.append(
+        f"tracking.root={hydra_quote(str(Path(cfg.tracking.root or PROJECT_ROOT).resolve()))}"
+    )
+    for key in ("path", "schema"):
+        value = cfg.data.get(key)
+        if value:
+            pinned.append(f"data.{key}={hydra_quote(str(Path(value).resolve()))}")
+    return pinned
 
 
 def _failed_stage_message(ctx: RunContext, stage_name: str, exc: Exception) -> str:

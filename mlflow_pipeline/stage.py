@@ -8,7 +8,6 @@ counts), runs the stage's gate, records wall time and peak memory, and on failur
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import traceback
@@ -194,6 +193,10 @@ def _load_inputs(
         if value is None:
             value = _load(dataset, handoff.run_id)
         mlflow.set_tag(f"{TAG_UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
+        if dataset.kind == "text":
+            mlflow.set_tag(f"pipeline.digest.input.{dataset.name}", io.text_digest(value))
+        elif dataset.kind == "model":
+            mlflow.set_tag(f"pipeline.input.{dataset.name}.uri", value.uri)
         values[dataset.name] = value
     contract = _contract(values)
     for dataset in stage.inputs:
@@ -294,10 +297,7 @@ def _save_outputs(
                 mlflow.log_metrics(dict(zip(value["metric"], value["value"], strict=True)))
         elif dataset.kind == "text":
             io.save_text(client, run_id, dataset.filename or dataset.name, value)
-            mlflow.set_tag(
-                f"pipeline.digest.output.{dataset.name}",
-                hashlib.sha256(value.encode()).hexdigest(),
-            )
+            mlflow.set_tag(f"pipeline.digest.output.{dataset.name}", io.text_digest(value))
         elif dataset.kind == "model":
             value.uri = io.log_model(value.estimator, value.input_example)
             mlflow.set_tag(TAG_MODEL_URI, value.uri)

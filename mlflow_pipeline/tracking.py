@@ -18,7 +18,6 @@ from mlflow_pipeline.config import PROJECT_ROOT
 
 # Tags this framework writes. mlflow.* tags are MLflow's own and drive the UI.
 TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
 TAG_GIT_COMMIT_MLFLOW = "mlflow.source.git.commit"
 TAG_KIND = "pipeline.kind"  # "pipeline", "stage" or "sweep"
 TAG_STAGE = "pipeline.stage"
@@ -99,6 +98,14 @@ def end_active_run(failure: BaseException | None = None) -> None:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+
+
+def record_error(run_id: str, error: BaseException) -> None:
+    """Best effort: tag ``run_id`` with the error's message (the store may be what failed)."""
+    try:
+        MlflowClient().set_tag(run_id, TAG_ERROR, str(error)[:5000] or type(error).__name__)
+    except Exception:  # the original error matters more than this tag
+        pass
 
 
 def _git(*args: str) -> str:

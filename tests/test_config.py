@@ -16,10 +16,11 @@ from mlflow_pipeline.config import (
     Task,
     check_config,
     flatten,
+    hydra_quote,
     load_config,
     promotion_metric,
     resolved_yaml,
-    stage_overrides_for,
+    split_overrides,
 )
 from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.stages.train import build_estimator
@@ -264,13 +265,38 @@ def test_promotion_metric(overrides: list[str], expected: tuple[str, bool]):
     assert promotion_metric(load_config(overrides)) == expected
 
 
-def test_stage_overrides_pin_relative_data_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.chdir(tmp_path)
-    overrides = ["data=csv", "data.path=rel/data.csv", "data.target=y", "data.task=regression"]
-    cfg = load_config(overrides)
-    pinned = stage_overrides_for(cfg, overrides)
-    assert pinned[: len(overrides)] == overrides
-    assert pinned[-1] == f"data.path={tmp_path / 'rel' / 'data.csv'}"
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", []),
+        ("''", []),
+        (
+            "model=random_forest  model.n_estimators=50",
+            ["model=random_forest", "model.n_estimators=50"],
+        ),
+        ("+data.read_options.sep=';' seed=1", ["+data.read_options.sep=';'", "seed=1"]),
+        ("data.path='/my data/x.csv'", ["data.path='/my data/x.csv'"]),
+        ('data.path="/a b"', ['data.path="/a b"']),
+    ],
+)
+def test_split_overrides_keeps_the_quotes_hydra_needs(text: str, expected: list[str]):
+    assert split_overrides(text) == expected
+
+
+def test_split_overrides_rejects_an_unclosed_quote():
+    with pytest.raises(ConfigError, match=r"hydra_options: unclosed ' in"):
+        split_overrides("data.path='/x")
+
+
+def test_quoted_paths_compose_back_to_the_same_value():
+    path = "/tmp/a,b/c (1)'s [x].csv"
+    overrides = [
+        "data=csv",
+        f"data.path={hydra_quote(path)}",
+        "data.target=y",
+        "data.task=regression",
+    ]
+    assert load_config(split_overrides(" ".join(overrides))).data.path == path
 
 
 def test_flatten_and_resolved_yaml():

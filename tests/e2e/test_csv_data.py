@@ -153,3 +153,33 @@ def test_inferred_schema_file_is_enforced(store: Store) -> None:
     )
     assert store.version_numbers("customers") == ["1"]
     assert store.alias("customers", "champion") == "1"
+
+
+def test_quoted_hydra_options_survive_mlflow_run(store: Store) -> None:
+    """`-P hydra_options` keeps the quotes Hydra needs: a ';'-separated file in a folder whose
+    name has a space and a comma."""
+    folder = store.root / "my data, v2"
+    comma = write_classification_csv(folder / "comma.csv")
+    semicolon = folder / "semicolon.csv"
+    pd.read_csv(comma).to_csv(semicolon, sep=";", index=False)
+    result = store.mlflow_run(
+        hydra_options=" ".join(
+            (
+                *CUSTOMERS,
+                f"data.path='{semicolon}'",
+                "+data.read_options.sep=';'",
+                "model=logistic_regression",
+                "model.max_iter=200",
+            )
+        ),
+        experiment_name="quoted",
+    )
+    assert_ok(result)
+    stages = _only_pipeline(store)
+    assert set(stages) == set(STAGES)
+    assert store.alias("semicolon", "champion") == "1"
+
+
+def test_mlflow_refusing_the_store_is_one_clean_message(store: Store) -> None:
+    result = store.pipeline(*CUSTOMERS, "data.path=x.csv", "tracking.uri=nosuchscheme://x")
+    assert_clean_failure(result, "mlflow-pipeline: error: MLflow:", "nosuchscheme")
