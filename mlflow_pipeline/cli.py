@@ -32,6 +32,13 @@ from mlflow_pipeline.tracking import ENV_RUN_ID, record_error
 # first start_run(); read it once, at import.
 MLFLOW_RUN_ID = os.environ.get(ENV_RUN_ID) or None
 JOB_FAILED = "failed"
+DRY_RUN_FLAGS = ("--dry-run", "--plan")
+
+
+class _Flags:
+    """Options of ``mlflow-pipeline`` that are not Hydra overrides (read by the Hydra app)."""
+
+    dry_run = False
 
 
 # What the CLI reports as one paragraph and exit 1, without a traceback: our own errors, and
@@ -47,11 +54,14 @@ def _fail(exc: Exception) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> str | None:
-    from mlflow_pipeline.runner import describe, run_pipeline
+    from mlflow_pipeline.runner import describe, describe_plan, plan, run_pipeline
 
     overrides = list(HydraConfig.get().overrides.task)
     try:
         check_config(cfg)
+        if _Flags.dry_run:
+            print(describe_plan(plan(cfg)))
+            return None
         result = run_pipeline(cfg, overrides)
     except EXPECTED_ERRORS as exc:
         _fail(exc)
@@ -63,9 +73,17 @@ def _hydra_app(cfg: DictConfig) -> str | None:
 
 
 def main() -> None:
-    """``mlflow-pipeline``: the pipeline as a Hydra app (``-m`` sweeps with multirun)."""
+    """``mlflow-pipeline``: the pipeline as a Hydra app (``-m`` sweeps with multirun).
+
+    ``--dry-run`` (or ``--plan``) prints, per stage, cache hit or miss and why, running nothing.
+    ``mlflow-pipeline reproduce MODEL_URI`` re-runs what produced a registered model version.
+    """
+    if len(sys.argv) > 1 and sys.argv[1] == "reproduce":
+        raise SystemExit(reproduce_main(sys.argv[2:]))
     from mlflow_pipeline.runner import SweepRun
 
+    _Flags.dry_run = any(flag in sys.argv for flag in DRY_RUN_FLAGS)
+    sys.argv = [a for a in sys.argv if a not in DRY_RUN_FLAGS]
     SweepRun.failures = 0
     try:
         _hydra_app()
@@ -156,6 +174,36 @@ def schema_main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
     return 0
+
+
+def reproduce_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline reproduce MODEL_URI``: exit 0 when the re-run is identical."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline reproduce",
+        description="Re-run the pipeline that produced a registered model version from its "
+        "recorded config and data, with the cache disabled, and compare data digests, metrics "
+        "and predictions on the recorded test set. Exit 0 if identical, 1 if not.",
+    )
+    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
+        "embedded store)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from mlflow_pipeline.reproduce import describe, reproduce
+    from mlflow_pipeline.tracking import resolve_tracking
+
+    try:
+        uri = args.tracking_uri or resolve_tracking(load_config([])).uri
+        report = reproduce(args.model_uri, uri)
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        return 1
+    print(describe(report))
+    return 0 if report.identical else 1
 
 
 def schema_entry() -> None:

@@ -27,6 +27,9 @@ METRICS: dict[str, dict[str, bool]] = {
     "classification": {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
+# use: reuse a stage's earlier result with the same cache key; recompute: always run (the
+# result can be reused later); off: always run, never reused.
+CACHE_POLICIES = ("use", "recompute", "off")
 DEFAULT_PROMOTION_METRIC = {"classification": "roc_auc", "regression": "rmse"}
 
 
@@ -153,6 +156,14 @@ class RunnerConfig:
 
 
 @dataclass
+class CacheConfig:
+    # One of CACHE_POLICIES, for every stage.
+    policy: str = "use"
+    # Per-stage policy, overriding ``policy``: e.g. ``+cache.stages.train=recompute``.
+    stages: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ValidationConfig:
     # How many failure rows the error message quotes; the artifact has them all.
     max_message_failures: int = 5
@@ -170,6 +181,7 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     steps: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
     seed: int | None = 42
 
@@ -230,6 +242,14 @@ def check_config(cfg: DictConfig) -> None:
         )
     if cfg.runner.mode not in ("in_process", "projects"):
         raise ConfigError(f"runner.mode={cfg.runner.mode!r} is not one of 'in_process', 'projects'")
+    for where, policy in [("cache.policy", cfg.cache.policy)] + [
+        (f"cache.stages.{name}", value) for name, value in cfg.cache.stages.items()
+    ]:
+        if policy not in CACHE_POLICIES:
+            raise ConfigError(f"{where}={policy!r} is not one of {', '.join(CACHE_POLICIES)}")
+    unknown = [name for name in cfg.cache.stages if name not in STAGE_NAMES]
+    if unknown:
+        raise ConfigError(f"cache.stages: unknown stage(s) {unknown}")
     if cfg.data.source not in ("csv", "sklearn"):
         raise ConfigError(f"data.source={cfg.data.source!r} is not one of 'csv', 'sklearn'")
     if cfg.data.source == "csv" and not cfg.data.path:

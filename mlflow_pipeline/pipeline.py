@@ -32,15 +32,24 @@ TEST = Dataset("test", schema=_contract_schema)
 MODEL = Dataset("model", kind="model")
 METRICS = Dataset("metrics", schema=lambda *_: schemas.Metrics.to_schema(), log_as_metrics=True)
 PROMOTION = Dataset("promotion", kind="text", filename="promotion.json")
+LINEAGE = Dataset("lineage", kind="text", filename="lineage.json")
 
 STAGES: tuple[Stage, ...] = (
-    Stage("ingest", ingest, outputs=(RAW,), config_keys=("data",)),
+    Stage(
+        "ingest",
+        ingest,
+        outputs=(RAW,),
+        config_keys=("data",),
+        file_keys=("data.path",),
+        packages=("scikit-learn",),  # bundled datasets
+    ),
     Stage(
         "validate",
         validate_data,
         inputs=(RAW,),
         outputs=(CONTRACT, VALIDATED),
         config_keys=("data", "validation"),
+        file_keys=("data.path", "data.schema"),
     ),
     Stage(
         "split",
@@ -49,6 +58,9 @@ STAGES: tuple[Stage, ...] = (
         schema_inputs=(CONTRACT,),
         outputs=(TRAIN, TEST),
         config_keys=("data", "split"),
+        file_keys=("data.path", "data.schema"),
+        seed_keys=("split.random_state",),
+        packages=("scikit-learn",),
     ),
     Stage(
         "train",
@@ -57,6 +69,9 @@ STAGES: tuple[Stage, ...] = (
         schema_inputs=(CONTRACT,),
         outputs=(MODEL,),
         config_keys=("data", "features", "model", "seed"),
+        file_keys=("data.path", "data.schema"),
+        seed_keys=("model.random_state",),
+        packages=("scikit-learn", "scipy", "skops", "mlflow"),
     ),
     Stage(
         "evaluate",
@@ -66,15 +81,19 @@ STAGES: tuple[Stage, ...] = (
         outputs=(METRICS,),
         gate=check_thresholds,
         config_keys=("data", "evaluation"),
+        file_keys=("data.path", "data.schema"),
+        packages=("scikit-learn", "scipy"),
     ),
     Stage(
         "register",
         register,
         inputs=(MODEL, TEST, METRICS),
         schema_inputs=(CONTRACT,),
-        outputs=(PROMOTION,),
-        services=("registry", "pipeline_run_id"),
+        outputs=(PROMOTION, LINEAGE),
+        services=("registry", "pipeline_run_id", "lineage"),
         config_keys=("data", "registry", "promotion"),
+        file_keys=("data.path", "data.schema"),
+        packages=("scikit-learn", "scipy", "mlflow"),
     ),
 )
 

@@ -62,6 +62,16 @@ class ModelRegistry:
         """The sklearn model of ``version``."""
         return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
 
+    def version_of(self, model_uri: str) -> ModelVersion | None:
+        """The version already registered from ``model_uri``, if any (a rerun after a crash
+        between registering and finishing must not register the same model twice)."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException:
+            return None
+        matches = [v for v in versions if v.source == model_uri]
+        return max(matches, key=lambda v: int(v.version)) if matches else None
+
     def register(self, model_uri: str, tags: dict[str, str]) -> ModelVersion:
         """Register ``model_uri`` as a new version of this model."""
         try:

@@ -21,12 +21,13 @@ from mlflow.projects import ExecutionException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from mlflow_pipeline import cache
 from mlflow_pipeline.config import PROJECT_ROOT, flatten, hydra_quote, resolved_yaml
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.io import save_text
 from mlflow_pipeline.pipeline import order, producers, stage_named
 from mlflow_pipeline.registry import ModelRegistry
-from mlflow_pipeline.stage import Handoff, RunContext, Stage, run_stage
+from mlflow_pipeline.stage import Handoff, RunContext, Stage, decide, record_hit, run_stage
 from mlflow_pipeline.tracking import (
     ENV_RUN_ID,
     TAG_ERROR,
@@ -41,14 +42,19 @@ from mlflow_pipeline.tracking import (
     code_version,
     end_active_run,
     ensure_experiment,
+    owner_tags,
+    reap_dead_runs,
     record_error,
     resolve_tracking,
+    retry_transient,
 )
 
 log = logging.getLogger("mlflow_pipeline")
 
 # Set by SweepRun for the jobs of a Hydra multirun: the run every job's pipeline run nests under.
 ENV_SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
+# On the pipeline run: "ingest=hit validate=hit split=miss ..." (the cache outcome per stage).
+TAG_CACHE_SUMMARY = "pipeline.cache.summary"
 PROJECTS_DIR = PROJECT_ROOT / "projects"
 
 
@@ -56,7 +62,9 @@ PROJECTS_DIR = PROJECT_ROOT / "projects"
 class PipelineResult:
     pipeline_run_id: str
     experiment_id: str
+    # Stage name -> its run in this pipeline run (computed, or a cache hit).
     stage_run_ids: dict[str, str] = field(default_factory=dict)
+    decisions: dict[str, cache.Decision] = field(default_factory=dict)
     promotion: dict[str, Any] | None = None
 
 
@@ -84,9 +92,11 @@ def run_pipeline(
         TAG_RUNNER_MODE: cfg.runner.mode,
         TAG_OVERRIDES: " ".join(overrides or []),
         **code_version(),
+        **owner_tags(),
     }
     if run_id:
-        experiment_id = client.get_run(run_id).info.experiment_id
+        experiment_id = retry_transient(lambda: client.get_run(run_id).info.experiment_id)
+        retry_transient(lambda: reap_dead_runs(client, experiment_id))
         # start_run(run_id=...) leaves $MLFLOW_RUN_ID set (`mlflow run` sets it), and the first
         # stage's start_run would then resume this run instead of starting a child run.
         os.environ.pop(ENV_RUN_ID, None)
@@ -95,7 +105,10 @@ def run_pipeline(
         if parent_run_id:  # a sweep job: next to its sweep run, whatever data it uses
             experiment_id = client.get_run(parent_run_id).info.experiment_id
         else:
-            experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
+            experiment_id = retry_transient(
+                lambda: ensure_experiment(client, cfg.tracking.experiment_name, tracking)
+            )
+        retry_transient(lambda: reap_dead_runs(client, experiment_id))
         run = mlflow.start_run(
             experiment_id=experiment_id,
             run_name="pipeline",
@@ -119,10 +132,15 @@ def run_pipeline(
                 "pipeline_run_id": pipeline_run_id,
             },
         )
-        if cfg.runner.mode == "projects":
-            _run_as_projects(stages, cfg, overrides or [], ctx, result)
-        else:
-            _run_in_process(stages, cfg, ctx, result)
+        try:
+            if cfg.runner.mode == "projects":
+                _run_as_projects(stages, cfg, overrides or [], ctx, result)
+            else:
+                _run_in_process(stages, cfg, ctx, result)
+        finally:
+            result.stage_run_ids.update(ctx.stage_runs)
+            result.decisions.update(ctx.decisions)
+            mlflow.set_tag(TAG_CACHE_SUMMARY, cache_summary(ctx.decisions))
     except BaseException as exc:
         record_error(pipeline_run_id, exc)
         end_active_run(exc)
@@ -136,17 +154,18 @@ def _run_in_process(
 ) -> None:
     available: dict[str, Handoff] = {}
     for stage in stages:
-        log.info("stage %s: running", stage.name)
         available.update(resolve_inputs(stage, ctx, available))
         outputs = run_stage(stage, cfg, ctx, available)
         available.update(outputs)
-        result.stage_run_ids[stage.name] = _run_of(outputs) or ""
         if "promotion" in outputs:
-            result.promotion = json.loads(outputs["promotion"].value)
+            result.promotion = _promotion(outputs["promotion"])
 
 
-def _run_of(outputs: dict[str, Handoff]) -> str | None:
-    return next((h.run_id for h in outputs.values()), None)
+def _promotion(handoff: Handoff) -> dict[str, Any]:
+    text = handoff.value
+    if text is None:  # reused from an earlier run
+        text = mlflow.artifacts.load_text(f"runs:/{handoff.run_id}/promotion.json")
+    return json.loads(text)
 
 
 def _run_as_projects(
@@ -162,6 +181,16 @@ def _run_as_projects(
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     hydra_options = " ".join(_pinned_overrides(cfg, overrides))
     for stage in stages:
+        # Decide here: a hit costs a look-up, not a project run (~8 s of process start).
+        available = resolve_inputs(stage, ctx, {})
+        decision = decide(stage, cfg, ctx, available)
+        if decision.hit:
+            log.info(decision.describe())
+            ctx.decisions[stage.name] = decision
+            outputs = record_hit(stage, ctx, decision, available)
+            if "promotion" in outputs:
+                result.promotion = _promotion(outputs["promotion"])
+            continue
         log.info("stage %s: running as project %s", stage.name, PROJECTS_DIR / stage.name)
         try:
             submitted = mlflow.projects.run(
@@ -180,7 +209,8 @@ def _run_as_projects(
         except (ExecutionException, MlflowException) as exc:
             raise StageError(_failed_stage_message(ctx, stage.name, exc), stage=stage.name) from exc
         run_id = submitted.run_id
-        result.stage_run_ids[stage.name] = run_id
+        ctx.stage_runs[stage.name] = run_id
+        ctx.decisions[stage.name] = decision
         if stage.name == "register":
             result.promotion = json.loads(
                 mlflow.artifacts.load_text(f"runs:/{run_id}/promotion.json")
@@ -298,18 +328,24 @@ def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> di
 def check_lineage(stage: Stage, run_ids: dict[str, str], client: MlflowClient) -> None:
     """The inputs of a stage must belong together: when one input was itself computed from
     another of them (tag ``pipeline.upstream.<name>`` on its run), it must be from the very
-    run that provides that other input now. Raises StageError naming both runs."""
+    run that provides that other input now, or have exactly the same content (equal digests,
+    as when that other input was recomputed identically). Raises StageError naming both runs.
+    """
     tags = {run_id: client.get_run(run_id).data.tags for run_id in set(run_ids.values())}
     for name, run_id in run_ids.items():
         for other, other_run_id in run_ids.items():
             recorded = tags[run_id].get(f"{TAG_UPSTREAM_PREFIX}{other}")
-            if other != name and recorded and recorded != other_run_id:
-                raise StageError(
-                    f"inputs do not belong together: '{name}' (run {run_id}) was computed from "
-                    f"'{other}' of run {recorded}, but '{other}' now comes from run "
-                    f"{other_run_id}; rerun the stages that produce them together",
-                    stage=stage.name,
-                )
+            if other == name or not recorded or recorded == other_run_id:
+                continue
+            used = tags[run_id].get(cache.DIGEST_INPUT + other)
+            if used and used == tags[other_run_id].get(cache.DIGEST_OUTPUT + other):
+                continue
+            raise StageError(
+                f"inputs do not belong together: '{name}' (run {run_id}) was computed from "
+                f"'{other}' of run {recorded}, but '{other}' now comes from run "
+                f"{other_run_id}; rerun the stages that produce them together",
+                stage=stage.name,
+            )
 
 
 def find_stage_run(
@@ -318,14 +354,17 @@ def find_stage_run(
     stage_name: str,
     pipeline_run_id: str | None = None,
 ) -> str | None:
-    """The newest FINISHED run of ``stage_name`` (within ``pipeline_run_id`` if given)."""
+    """The newest FINISHED run of ``stage_name`` (within ``pipeline_run_id`` if given); for a
+    cache hit, the run it reused (which holds the outputs)."""
     query = f"tags.`{TAG_STAGE}` = '{stage_name}' and attributes.status = 'FINISHED'"
     if pipeline_run_id:
         query += f" and tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}'"
     runs = client.search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
     )
-    return runs[0].info.run_id if runs else None
+    if not runs:
+        return None
+    return runs[0].data.tags.get(cache.TAG_SOURCE) or runs[0].info.run_id
 
 
 def run_stage_project(
@@ -350,6 +389,8 @@ def run_stage_project(
         experiment_id = client.get_run(pipeline_run_id).info.experiment_id
     else:
         experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, tracking)
+    if not pipeline_run_id:  # inside a pipeline, the pipeline run did this already
+        retry_transient(lambda: reap_dead_runs(client, experiment_id))
     stage = stage_named(stage_name)
     ctx = RunContext(
         client=client,
@@ -389,7 +430,7 @@ class SweepRun(Callback):
         run = self.client.create_run(
             experiment_id,
             run_name="sweep",
-            tags={TAG_KIND: "sweep", **code_version()},
+            tags={TAG_KIND: "sweep", **code_version(), **owner_tags()},
         )
         self.run_id = run.info.run_id
         os.environ[ENV_SWEEP_RUN_ID] = self.run_id
@@ -420,15 +461,89 @@ class SweepRun(Callback):
             MlflowClient().set_terminated(run_id, "FAILED")
 
 
+def cache_summary(decisions: dict[str, cache.Decision]) -> str:
+    return " ".join(f"{name}={d.status}" for name, d in decisions.items())
+
+
 def describe(result: PipelineResult) -> str:
-    """A few lines for the terminal: where the runs are and what happened to the model."""
+    """A few lines for the terminal: where the runs are, what the cache did, and what happened
+    to the model."""
     lines = [f"pipeline run {result.pipeline_run_id} finished (experiment {result.experiment_id})"]
+    if result.decisions:
+        hits = [n for n, d in result.decisions.items() if d.hit]
+        ran = [n for n, d in result.decisions.items() if not d.hit]
+        lines.append(
+            f"cache: {len(hits)} hit(s) [{', '.join(hits)}], {len(ran)} ran [{', '.join(ran)}]"
+        )
     promo = result.promotion
-    if promo:
+    register = result.decisions.get("register")
+    if promo and register is not None and register.hit:
+        lines.append(
+            f"register: reused run {register.source_run_id}; nothing registered, no alias "
+            f"moved ({promo['model_name']} v{promo['version']} came from that run)"
+        )
+    elif promo:
         champion = promo["champion_version_after"]
         verdict = "promoted to champion" if promo["promote"] else "not promoted"
         lines.append(
             f"registered {promo['model_name']} v{promo['version']}: {verdict} "
             f"({promo['reason']}); champion is v{champion}"
         )
+    return "\n".join(lines)
+
+
+def plan(cfg: DictConfig) -> list[cache.Decision]:
+    """What running ``cfg.steps`` would do, stage by stage, without running anything: a hit
+    (and the run it reuses) or a miss and why. Stages downstream of a miss are 'pending'."""
+    tracking = resolve_tracking(cfg)
+    activate(tracking)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    experiment_id = experiment.experiment_id if experiment else None
+    ctx = RunContext(
+        client=client,
+        experiment_id=experiment_id or "",
+        pipeline_run_id=None,
+        runner_mode=cfg.runner.mode,
+        upstream_run_id=cfg.runner.upstream_run_id,
+    )
+    made_by = producers()
+    available: dict[str, Handoff] = {}
+    recomputed: set[str] = set()
+    decisions = []
+    for stage in order(list(cfg.steps)):
+        names = [d.name for d in (*stage.inputs, *stage.schema_inputs)]
+        pending = tuple(n for n in names if made_by[n].name in recomputed)
+        if experiment_id is None:
+            decision = cache.Decision(stage.name, "miss", None, ["no earlier run (new experiment)"])
+        elif pending:
+            decision = cache.decide(stage, cfg, client, experiment_id, {}, pending=pending)
+        else:
+            try:
+                available.update(resolve_inputs(stage, ctx, available))
+                decision = decide(stage, cfg, ctx, available)
+            except StageError as exc:
+                decision = cache.Decision(stage.name, "error", None, [str(exc)])
+        decisions.append(decision)
+        if decision.hit:
+            outputs = {d.name: d for d in stage.outputs}
+            source = client.get_run(decision.source_run_id)
+            for name in outputs:
+                available[name] = Handoff(
+                    run_id=source.info.run_id,
+                    digest=source.data.tags.get(cache.DIGEST_OUTPUT + name),
+                )
+        else:
+            recomputed.add(stage.name)
+    return decisions
+
+
+def describe_plan(decisions: list[cache.Decision]) -> str:
+    lines = []
+    for decision in decisions:
+        if decision.hit:
+            lines.append(f"{decision.stage:<9} hit   reuses run {decision.source_run_id}")
+        else:
+            status = "runs" if decision.status == "pending" else decision.status
+            lines.append(f"{decision.stage:<9} {status:<5} {'; '.join(decision.reasons)}")
     return "\n".join(lines)

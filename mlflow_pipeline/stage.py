@@ -8,6 +8,10 @@ counts), runs the stage's gate, records wall time and peak memory, and on failur
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import signal
 import threading
 import time
 import traceback
@@ -19,10 +23,12 @@ import mlflow
 import pandas as pd
 import pandera.pandas as pa
 import psutil
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline import io, schemas
+from mlflow_pipeline import cache, io, lineage, schemas
 from mlflow_pipeline.config import flatten, resolved_yaml
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
 from mlflow_pipeline.tracking import (
@@ -35,10 +41,15 @@ from mlflow_pipeline.tracking import (
     TAG_UPSTREAM_PREFIX,
     code_version,
     end_active_run,
+    owner_tags,
 )
 from mlflow_pipeline.validation import validate
 
+log = logging.getLogger("mlflow_pipeline")
 TAG_MODEL_URI = "pipeline.model_uri"
+# See _failpoint.
+ENV_FAILPOINT = "MLFLOW_PIPELINE_FAILPOINT"
+_failpoint_counts: dict[str, int] = {}
 SchemaFn = Callable[[DictConfig, "pa.DataFrameSchema | None"], pa.DataFrameSchema]
 
 
@@ -72,14 +83,21 @@ class Stage:
     gate: Callable[[DictConfig, dict[str, Any]], None] | None = None
     # Extra keyword arguments the function takes from the run context ("registry", ...).
     services: tuple[str, ...] = ()
+    # Config keys naming files the stage reads: their content is part of the cache key.
+    file_keys: tuple[str, ...] = ()
+    # Config keys that seed randomness: when one is present and null, the stage is not cacheable.
+    seed_keys: tuple[str, ...] = ()
+    # Packages (besides cache.BASE_PACKAGES) whose version is part of the cache key.
+    packages: tuple[str, ...] = ()
 
 
 @dataclass
 class Handoff:
     """A dataset's value in memory (if this process has it) and the run that logged it.
 
-    For a frame that passed its schema on the way out, ``digest`` and ``schema_key`` let the
-    next stage skip validating it again when its content is provably unchanged.
+    ``digest`` is its content digest (a model's stands for the run that trained it). For a frame
+    that passed its schema on the way out, ``digest`` and ``schema_key`` let the next stage skip
+    validating it again when its content is provably unchanged.
     """
 
     run_id: str
@@ -98,6 +116,10 @@ class RunContext:
     # Read inputs not produced in this pipeline run from this earlier pipeline run.
     upstream_run_id: str | None = None
     services: dict[str, Any] = field(default_factory=dict)
+    # Filled as stages run: stage name -> its run in this pipeline (computed or hit), and the
+    # cache decision taken for it.
+    stage_runs: dict[str, str] = field(default_factory=dict)
+    decisions: dict[str, cache.Decision] = field(default_factory=dict)
 
 
 def run_stage(
@@ -107,21 +129,29 @@ def run_stage(
     available: dict[str, Handoff],
     *,
     run_id: str | None = None,
+    decision: cache.Decision | None = None,
 ) -> dict[str, Handoff]:
-    """Run ``stage`` as a child run of the pipeline run and return its outputs.
+    """Run ``stage`` as a child run of the pipeline run and return its outputs, or reuse the
+    outputs of an earlier run with the same cache key (a hit: the child run records that).
 
     ``available`` holds datasets already in memory; other inputs are read from the producing
     stage's run. ``run_id`` resumes a run created for us (``mlflow run`` of a stage project).
+    ``decision``: the cache decision when the caller made it already.
     Raises whatever the stage raised, after marking the run FAILED.
     """
+    if decision is None:
+        decision = decide(stage, cfg, ctx, available)
+    log.info(decision.describe())
+    ctx.decisions[stage.name] = decision
+    if decision.hit:
+        return record_hit(stage, ctx, decision, available, run_id=run_id)
     tags = {
-        TAG_KIND: "stage",
-        TAG_STAGE: stage.name,
-        TAG_RUNNER_MODE: ctx.runner_mode,
-        **code_version(),
+        **stage_tags(stage, ctx),
+        cache.TAG_STATUS: decision.status,
+        cache.TAG_REASON: "; ".join(decision.reasons)[:5000],
     }
-    if ctx.pipeline_run_id:
-        tags.update({TAG_PIPELINE_RUN: ctx.pipeline_run_id, TAG_PARENT: ctx.pipeline_run_id})
+    if decision.key:
+        tags[cache.TAG_KEY] = decision.key
     if run_id is None:
         run = mlflow.start_run(
             experiment_id=ctx.experiment_id,
@@ -134,8 +164,9 @@ def run_stage(
         run = mlflow.start_run(run_id=run_id)
         mlflow.set_tags(tags)
     stage_run_id = run.info.run_id
+    ctx.stage_runs[stage.name] = stage_run_id
     try:
-        outputs = _run_in_active_run(stage, cfg, ctx, available, stage_run_id)
+        outputs = _run_in_active_run(stage, cfg, ctx, available, stage_run_id, decision)
     except BaseException as exc:
         _record_failure(ctx.client, stage, stage_run_id, exc)
         end_active_run(exc)
@@ -144,34 +175,168 @@ def run_stage(
     return outputs
 
 
+def stage_tags(stage: Stage, ctx: RunContext) -> dict[str, str]:
+    """The tags of every run of ``stage``: what it is, where it belongs, who runs it."""
+    tags = {
+        TAG_KIND: "stage",
+        TAG_STAGE: stage.name,
+        TAG_RUNNER_MODE: ctx.runner_mode,
+        **code_version(),
+        **owner_tags(),
+    }
+    if ctx.pipeline_run_id:
+        tags.update({TAG_PIPELINE_RUN: ctx.pipeline_run_id, TAG_PARENT: ctx.pipeline_run_id})
+    return tags
+
+
+def decide(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    *,
+    pending: tuple[str, ...] = (),
+) -> cache.Decision:
+    """The cache decision for ``stage`` with these inputs (see cache.decide)."""
+    tags: dict[str, dict[str, str]] = {}
+
+    def tags_of(run_id: str) -> dict[str, str]:
+        if run_id not in tags:
+            try:
+                tags[run_id] = ctx.client.get_run(run_id).data.tags
+            except MlflowException:  # not in this store: its digest is unknown
+                tags[run_id] = {}
+        return tags[run_id]
+
+    names = [d.name for d in (*stage.inputs, *stage.schema_inputs)]
+    digests = cache.input_digests(
+        stage,
+        {n: available[n].run_id for n in names if n in available},
+        {n: available[n].digest for n in names if n in available},
+        tags_of,
+    )
+    return cache.decide(stage, cfg, ctx.client, ctx.experiment_id, digests, pending=pending)
+
+
+def record_hit(
+    stage: Stage,
+    ctx: RunContext,
+    decision: cache.Decision,
+    available: dict[str, Handoff],
+    *,
+    run_id: str | None = None,
+) -> dict[str, Handoff]:
+    """Record a cache hit as this pipeline's run of ``stage`` and return the reused outputs.
+
+    The hit run carries the source's params, metrics and digests (so the UI compares it like
+    any run), points at the source (``pipeline.cache.source_run``) and at the runs its inputs
+    come from now. Its outputs are read from the source run.
+    """
+    started = time.perf_counter()
+    client = ctx.client
+    source = client.get_run(decision.source_run_id)
+    tags = {
+        **stage_tags(stage, ctx),
+        cache.TAG_STATUS: "hit",
+        cache.TAG_KEY: decision.key,
+        cache.TAG_SOURCE: source.info.run_id,
+        cache.TAG_REASON: f"same cache key as run {source.info.run_id}",
+    }
+    tags.update({k: v for k, v in source.data.tags.items() if k.startswith("pipeline.digest.")})
+    if TAG_MODEL_URI in source.data.tags:
+        tags[TAG_MODEL_URI] = source.data.tags[TAG_MODEL_URI]
+    for dataset in (*stage.inputs, *stage.schema_inputs):
+        if dataset.name in available:
+            tags[f"{TAG_UPSTREAM_PREFIX}{dataset.name}"] = available[dataset.name].run_id
+    if run_id is None:
+        run_id = client.create_run(ctx.experiment_id, run_name=stage.name, tags=tags).info.run_id
+        finish = True
+    else:
+        finish = False  # `mlflow run` ends the run it made when this process exits
+    ctx.stage_runs[stage.name] = run_id
+    now = int(time.time() * 1000)
+    own = {"wall_time_s", "peak_rss_mb"}
+    metrics = [Metric(k, v, now, 0) for k, v in source.data.metrics.items() if k not in own]
+    metrics.append(Metric("wall_time_s", time.perf_counter() - started, now, 0))
+    params = [Param(k, v) for k, v in source.data.params.items()]
+    for start in range(0, max(len(params), len(metrics), 1), 100):
+        client.log_batch(
+            run_id,
+            metrics=metrics[start : start + 100],
+            params=params[start : start + 100],
+            tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
+        )
+    if finish:
+        client.set_terminated(run_id, "FINISHED")
+    return {
+        d.name: Handoff(
+            run_id=source.info.run_id,
+            digest=source.data.tags.get(cache.DIGEST_OUTPUT + d.name),
+        )
+        for d in stage.outputs
+    }
+
+
 def _run_in_active_run(
     stage: Stage,
     cfg: DictConfig,
     ctx: RunContext,
     available: dict[str, Handoff],
     run_id: str,
+    decision: cache.Decision,
 ) -> dict[str, Handoff]:
     client = ctx.client
     started = time.perf_counter()
     config_slice = OmegaConf.masked_copy(cfg, list(stage.config_keys))
     mlflow.log_params(flatten(config_slice))
     io.save_text(client, run_id, "config.yaml", resolved_yaml(config_slice))
+    if decision.manifest is not None:
+        io.save_text(client, run_id, cache.MANIFEST, decision.manifest.to_json())
 
     with PeakMemory() as memory:
         inputs, contract = _load_inputs(stage, cfg, ctx, available)
-        kwargs = {name: ctx.services[name] for name in stage.services}
+        kwargs = {
+            name: _service(name, stage, cfg, ctx, available, run_id) for name in stage.services
+        }
         values = stage.func(cfg, **inputs, **kwargs)
         missing = [d.name for d in stage.outputs if d.name not in values]
         if missing:
             raise StageError(f"stage function returned no {missing}", stage=stage.name)
-        outputs = _save_outputs(stage, cfg, client, run_id, values, _contract(values) or contract)
+        model_digest = _sha(f"model:{decision.key if decision.storable else run_id}")
+        outputs = _save_outputs(
+            stage, cfg, client, run_id, values, _contract(values) or contract, model_digest
+        )
         if stage.gate is not None:
             stage.gate(cfg, values)
 
     mlflow.log_metrics(
         {"wall_time_s": time.perf_counter() - started, "peak_rss_mb": memory.peak_mb}
     )
+    if decision.storable:
+        # Last: only a run whose outputs are all logged and checked can ever be reused.
+        mlflow.set_tag(cache.TAG_STORED, "true")
     return outputs
+
+
+def _service(
+    name: str,
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    run_id: str,
+) -> Any:
+    """A keyword argument from the run context; ``lineage`` is built for this very run."""
+    if name == "lineage":
+        return lineage.collect(
+            ctx.client,
+            {d.name: available[d.name].run_id for d in (*stage.inputs, *stage.schema_inputs)},
+            cfg,
+            pipeline_run_id=ctx.pipeline_run_id,
+            record_run_id=run_id,
+            stage_runs=ctx.stage_runs,
+        )
+    return ctx.services[name]
 
 
 def _contract(values: dict[str, Any]) -> pa.DataFrameSchema | None:
@@ -197,6 +362,12 @@ def _load_inputs(
             mlflow.set_tag(f"pipeline.digest.input.{dataset.name}", io.text_digest(value))
         elif dataset.kind == "model":
             mlflow.set_tag(f"pipeline.input.{dataset.name}.uri", value.uri)
+            if handoff.digest is None:
+                handoff.digest = ctx.client.get_run(handoff.run_id).data.tags.get(
+                    cache.DIGEST_OUTPUT + dataset.name
+                )
+            if handoff.digest:
+                mlflow.set_tag(cache.DIGEST_INPUT + dataset.name, handoff.digest)
         values[dataset.name] = value
     contract = _contract(values)
     for dataset in stage.inputs:
@@ -282,9 +453,12 @@ def _save_outputs(
     run_id: str,
     values: dict[str, Any],
     contract: pa.DataFrameSchema | None,
+    model_digest: str,
 ) -> dict[str, Handoff]:
     outputs: dict[str, Handoff] = {}
-    for dataset in stage.outputs:
+    for index, dataset in enumerate(stage.outputs):
+        if index:
+            _failpoint(stage.name)
         value = values[dataset.name]
         handoff = Handoff(run_id=run_id)
         if dataset.kind == "frame":
@@ -297,13 +471,35 @@ def _save_outputs(
                 mlflow.log_metrics(dict(zip(value["metric"], value["value"], strict=True)))
         elif dataset.kind == "text":
             io.save_text(client, run_id, dataset.filename or dataset.name, value)
-            mlflow.set_tag(f"pipeline.digest.output.{dataset.name}", io.text_digest(value))
+            handoff.digest = io.text_digest(value)
+            mlflow.set_tag(cache.DIGEST_OUTPUT + dataset.name, handoff.digest)
         elif dataset.kind == "model":
             value.uri = io.log_model(value.estimator, value.input_example)
             mlflow.set_tag(TAG_MODEL_URI, value.uri)
+            handoff.digest = model_digest
+            mlflow.set_tag(cache.DIGEST_OUTPUT + dataset.name, model_digest)
         handoff.value = value
         outputs[dataset.name] = handoff
+    _failpoint(stage.name)
     return outputs
+
+
+def _failpoint(stage_name: str) -> None:
+    """Testing aid: ``MLFLOW_PIPELINE_FAILPOINT=<stage>`` kills this process with SIGKILL in
+    the middle of that stage (outputs partly logged, run still RUNNING), as a crash or the
+    OOM killer would; ``<stage>:<n>`` after its n-th output (default: after the first)."""
+    point = os.environ.get(ENV_FAILPOINT)
+    if not point:
+        return
+    name, _, after = point.partition(":")
+    count = _failpoint_counts.get(stage_name, 0) + 1
+    _failpoint_counts[stage_name] = count
+    if name == stage_name and count == int(after or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _log_frame_facts(

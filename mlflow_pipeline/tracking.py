@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
+import socket
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
+import psutil
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -29,9 +35,30 @@ TAG_ERROR = "pipeline.error"
 TAG_STEPS = "pipeline.steps"
 TAG_OVERRIDES = "pipeline.overrides"  # the Hydra overrides the pipeline was composed with
 TAG_UPSTREAM_PREFIX = "pipeline.upstream."  # + dataset name -> run id it was read from
+# The process that owns a RUNNING run: lets a later pipeline mark it FAILED once that process
+# is gone (killed, crashed), instead of leaving it RUNNING forever.
+TAG_HOST = "pipeline.host"
+TAG_PID = "pipeline.pid"
+TAG_PID_STARTED = "pipeline.pid_started"
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_RUN_ID = "MLFLOW_RUN_ID"
+
+log = logging.getLogger("mlflow_pipeline")
+T = TypeVar("T")
+# Messages of store errors worth retrying: the store briefly locked, busy or unreachable.
+TRANSIENT_MARKERS = (
+    "database is locked",
+    "database table is locked",
+    "connection refused",
+    "could not connect",
+    "connection reset",
+    "temporarily unavailable",
+    "timed out",
+    "server closed the connection",
+    "too many requests",
+    "503",
+)
 
 
 @dataclass(frozen=True)
@@ -131,3 +158,91 @@ def code_version() -> dict[str, str]:
         TAG_GIT_COMMIT_MLFLOW: commit,
         TAG_GIT_DIRTY: str(bool(status)).lower(),
     }
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the owner of a run (see reap_dead_runs)."""
+    me = psutil.Process()
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(me.pid), TAG_PID_STARTED: _started(me)}
+
+
+def _started(process: psutil.Process) -> str:
+    return f"{process.create_time():.2f}"
+
+
+def _alive(pid: str, started: str) -> bool:
+    try:
+        process = psutil.Process(int(pid))
+        return _started(process) == started and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):
+        return False
+
+
+def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED every RUNNING run of ``experiment_id`` owned by a process of this host that
+    no longer exists (killed with SIGKILL, crashed, machine rebooted). Returns their ids.
+
+    Runs owned by live processes, by other hosts, or without owner tags are left alone.
+    """
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'",
+        max_results=1000,
+    )
+    reaped = []
+    for run in runs:
+        tags = run.data.tags
+        if _alive(tags.get(TAG_PID, ""), tags.get(TAG_PID_STARTED, "")):
+            continue
+        message = (
+            f"process {tags.get(TAG_PID)} on {host} ended while this run was RUNNING "
+            "(killed or crashed); marked FAILED by a later pipeline run"
+        )
+        client.set_tag(run.info.run_id, TAG_ERROR, message)
+        client.set_terminated(run.info.run_id, "FAILED")
+        reaped.append(run.info.run_id)
+    if reaped:
+        log.info("marked %d abandoned run(s) FAILED: %s", len(reaped), ", ".join(reaped))
+    return reaped
+
+
+def is_transient(error: BaseException) -> bool:
+    """Is ``error`` the store being briefly locked, busy or unreachable?"""
+    text = " ".join(str(e) for e in _chain(error)).lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def retry_transient(
+    call: Callable[[], T], *, attempts: int = 5, first_delay_s: float = 0.5, what: str = "store"
+) -> T:
+    """``call()``, retried with exponential backoff (0.5, 1, 2, 4 s) while it fails with a
+    transient store error; any other error, or the last attempt's, is raised at once."""
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            log.warning(
+                "%s: transient error (attempt %d/%d), retrying in %.1f s: %s",
+                what,
+                attempt,
+                attempts,
+                delay,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")

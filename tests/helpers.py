@@ -16,12 +16,12 @@ DB_NAME = "mlflow.db"
 
 # What every successful stage run logs, beyond config.yaml and its timing metrics.
 EXPECTED_ARTIFACTS = {
-    "ingest": {"config.yaml", "data/raw.parquet"},
-    "validate": {"config.yaml", "contract.yaml", "data/validated.parquet"},
-    "split": {"config.yaml", "data/train.parquet", "data/test.parquet"},
-    "train": {"config.yaml"},
-    "evaluate": {"config.yaml", "data/metrics.parquet"},
-    "register": {"config.yaml", "promotion.json"},
+    "ingest": {"config.yaml", "cache.json", "data/raw.parquet"},
+    "validate": {"config.yaml", "cache.json", "contract.yaml", "data/validated.parquet"},
+    "split": {"config.yaml", "cache.json", "data/train.parquet", "data/test.parquet"},
+    "train": {"config.yaml", "cache.json"},
+    "evaluate": {"config.yaml", "cache.json", "data/metrics.parquet"},
+    "register": {"config.yaml", "cache.json", "promotion.json", "lineage.json"},
 }
 
 

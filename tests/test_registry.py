@@ -59,6 +59,9 @@ def test_alias_on_a_missing_version(make_config, tracking_store):
         registry.set_alias("champion", "9")
 
 
+RECOMPUTE = "cache.policy=recompute"
+
+
 def snapshot(client: MlflowClient, result) -> dict:
     aliases = {
         alias: alias_version(client, MODEL, alias)
@@ -78,17 +81,18 @@ def snapshot(client: MlflowClient, result) -> dict:
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory, open_store) -> dict:
+    # Every run trains afresh (the cache would reuse the first MEDIUM run's result).
     with open_store(tmp_path_factory.mktemp("registry-story")) as store:
         client = store.client()
         steps = {}
         for name, overrides in (("first", MEDIUM), ("worse", WEAK), ("better", STRONG)):
-            steps[name] = snapshot(client, run_pipeline(store.config(*overrides)))
+            steps[name] = snapshot(client, run_pipeline(store.config(*overrides, RECOMPUTE)))
         # A human rolls the champion back to the weak v2 in the UI.
         client.set_registered_model_alias(MODEL, "champion", "2")
-        steps["after_human"] = snapshot(client, run_pipeline(store.config(*MEDIUM)))
+        steps["after_human"] = snapshot(client, run_pipeline(store.config(*MEDIUM, RECOMPUTE)))
         # min_delta larger than any possible gain: nothing is promoted.
         steps["min_delta"] = snapshot(
-            client, run_pipeline(store.config(*STRONG, "promotion.min_delta=0.5"))
+            client, run_pipeline(store.config(*STRONG, "promotion.min_delta=0.5", RECOMPUTE))
         )
         steps["promotion_json"] = {
             name: json.loads(

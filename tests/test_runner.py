@@ -23,6 +23,7 @@ from mlflow_pipeline.tracking import (
 from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
+RECOMPUTE = "cache.policy=recompute"
 
 
 def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -41,13 +42,14 @@ def stage_runs(client: MlflowClient, result) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, open_store):
-    """Successful pipelines sharing one store: full, sliced, regression, CSV."""
+    """Successful pipelines sharing one store: full, sliced, regression, CSV (every stage
+    computed: the cache would make the sliced run all hits)."""
     root = tmp_path_factory.mktemp("runner")
     csv = root / "customers.csv"
     mixed_frame(200).to_csv(csv, index=False)
     with open_store(root) as store:
         full = run_pipeline(store.config(*FAST))
-        sliced = run_pipeline(store.config(*FAST, "steps=[evaluate,train]"))
+        sliced = run_pipeline(store.config(*FAST, "steps=[evaluate,train]", RECOMPUTE))
         diabetes = run_pipeline(
             store.config("data=diabetes", "model=random_forest", "model.n_estimators=10")
         )

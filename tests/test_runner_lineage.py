@@ -26,7 +26,8 @@ def history(tmp_path_factory: pytest.TempPathFactory, open_store):
     """A complete pipeline, a newer complete one, then one whose evaluate failed."""
     with open_store(tmp_path_factory.mktemp("lineage")) as store:
         first = run_pipeline(store.config(*FAST))
-        second = run_pipeline(store.config(*FAST, "model.C=0.5"))
+        # Recomputed, so that its upstream stages are its own runs rather than cache hits.
+        second = run_pipeline(store.config(*FAST, "model.C=0.5", "cache.policy=recompute"))
         with pytest.raises(ThresholdError, match=r"roc_auc=.* is below the minimum 0\.9999"):
             run_pipeline(
                 store.config(*FAST, "model.C=0.1", "evaluation.thresholds.roc_auc.min=0.9999")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -15,6 +16,8 @@ from omegaconf import DictConfig
 from mlflow_pipeline import registry as reg
 from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.lineage import to_json as lineage_json
+from mlflow_pipeline.lineage import version_tags as lineage_tags
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import score
 
@@ -90,10 +93,15 @@ def register(
     *,
     registry: reg.ModelRegistry,
     pipeline_run_id: str,
+    lineage: dict[str, Any],
 ) -> dict[str, str]:
-    """Register the challenger, apply the rule, tag the version.
+    """Register the challenger, apply the rule, tag the version with the decision and its
+    lineage.
 
-    Returns ``{"promotion": JSON report}``. Raises StageError when the model was never logged.
+    Idempotent: a model already registered (a rerun after a crash in this stage) is not
+    registered again, and a version that already holds ``champion`` stays there.
+    Returns ``{"promotion": JSON report, "lineage": JSON}``. Raises StageError when the model
+    was never logged.
     """
     if not model.uri:
         raise StageError(
@@ -103,6 +111,7 @@ def register(
     scores = dict(zip(metrics["metric"], metrics["value"], strict=True))
     if metric not in scores:
         raise StageError(f"promotion.metric '{metric}' was not computed by evaluate", stage=STAGE)
+    existing = registry.version_of(model.uri)
     champion = registry.champion()
     champion_score = None
     scoring_error = None
@@ -120,6 +129,8 @@ def register(
         min_delta=cfg.promotion.min_delta,
     )
     reason = decision.reason + (f" ({scoring_error})" if scoring_error else "")
+    if existing is not None and champion is not None and existing.version == champion.version:
+        reason = f"v{existing.version} (this model) is already the champion"
     tags = {
         reg.TAG_DECISION: "promoted" if decision.promote else "not_promoted",
         reg.TAG_REASON: reason[:5000],
@@ -128,20 +139,24 @@ def register(
         reg.TAG_CHAMPION_SCORE: repr(champion_score),
         reg.TAG_CHAMPION_VERSION: str(decision.champion_version),
         reg.TAG_PIPELINE_RUN: pipeline_run_id,
+        **lineage_tags(lineage),
     }
-    version = registry.register(model.uri, tags)
+    if existing is None:
+        version = registry.register(model.uri, tags)
+    else:
+        version = existing
+        registry.tag_version(version.version, tags)
     registry.set_alias(registry.aliases.challenger, version.version)
     if decision.promote:
         if champion is not None:
             registry.set_alias(registry.aliases.rollback, champion.version)
         registry.set_alias(registry.aliases.champion, version.version)
+    champion_after = version.version if decision.promote else decision.champion_version
     report = {
         **asdict(decision),
         "reason": reason,
         "model_name": registry.name,
         "version": version.version,
-        "champion_version_after": version.version
-        if decision.promote
-        else decision.champion_version,
+        "champion_version_after": champion_after,
     }
-    return {"promotion": json.dumps(report, indent=2)}
+    return {"promotion": json.dumps(report, indent=2), "lineage": lineage_json(lineage)}

@@ -92,10 +92,30 @@ def logged(model: TrainedModel) -> TrainedModel:
     return TrainedModel(model.estimator, model.input_example, uri=uri)
 
 
+# What lineage.collect returns, for a register call outside a pipeline run.
+LINEAGE = {
+    "pipeline_run_id": "p1",
+    "record_run_id": "r1",
+    "stages": {"train": {"run_id": "t1"}, "split": {"run_id": "s1"}},
+    "data_digests": {"test": "d" * 64},
+    "config": "seed: 42\n",
+    "config_digest": "c" * 64,
+    "code_version": {"commit": "abc", "dirty": False},
+    "packages": {"scikit-learn": "1.9.1"},
+}
+
+
 def run_register(cfg, model, test, metrics, client) -> dict:
     out = register(
-        cfg, model, test, metrics, registry=ModelRegistry(client, cfg), pipeline_run_id="p1"
+        cfg,
+        model,
+        test,
+        metrics,
+        registry=ModelRegistry(client, cfg),
+        pipeline_run_id="p1",
+        lineage=LINEAGE,
     )
+    assert json.loads(out["lineage"]) == LINEAGE
     return json.loads(out["promotion"])
 
 
@@ -117,9 +137,15 @@ def test_register_first_then_a_tie(trained, tracking_store):
     assert tags[reg.TAG_METRIC] == "roc_auc"
     assert tags[reg.TAG_CHAMPION_VERSION] == "None"
     assert tags[reg.TAG_PIPELINE_RUN] == "p1"
+    assert tags["lineage.run.train"] == "t1"
+    assert tags["lineage.digest.test"] == "d" * 64
+    assert tags["lineage.git_commit"] == "abc"
+    assert tags["lineage.git_dirty"] == "false"
+    assert tags["lineage.packages"] == "scikit-learn==1.9.1"
+    assert tags["lineage.artifact"] == "runs:/r1/lineage.json"
 
-    # The same model again: the champion is re-scored on this test set and ties.
-    second = run_register(cfg, model, test, metrics, client)
+    # An equal model logged again: the champion is re-scored on this test set and ties.
+    second = run_register(cfg, logged(trained[0]), test, metrics, client)
     assert second["promote"] is False
     assert float(second["champion_score"]) == pytest.approx(float(second["challenger_score"]))
     assert alias_version(client, "m", "champion") == "1"
@@ -130,14 +156,26 @@ def test_register_first_then_a_tie(trained, tracking_store):
     assert float(tags[reg.TAG_CHAMPION_SCORE]) == pytest.approx(second["champion_score"])
 
 
+def test_registering_the_same_model_again_adds_no_version(trained, tracking_store):
+    """A rerun after a crash inside register: the model is registered already."""
+    cfg = tracking_store.config("registry.model_name=m")
+    client = tracking_store.client()
+    model = logged(trained[0])
+    run_register(cfg, model, trained[1], trained[2], client)
+    again = run_register(cfg, model, trained[1], trained[2], client)
+    assert str(again["version"]) == "1"
+    assert str(again["champion_version_after"]) == "1"
+    assert again["reason"] == "v1 (this model) is already the champion"
+    assert [str(v.version) for v in client.search_model_versions("name = 'm'")] == ["1"]
+
+
 def test_champion_that_fails_on_the_new_test_set_is_not_replaced(trained, tracking_store):
     cfg = tracking_store.config("registry.model_name=m")
     client = tracking_store.client()
     model, test, metrics = trained
-    model = logged(model)
-    run_register(cfg, model, test, metrics, client)
+    run_register(cfg, logged(model), test, metrics, client)
     renamed = test.rename(columns={"mean radius": "radius"})
-    report = run_register(cfg, model, renamed, metrics, client)
+    report = run_register(cfg, logged(model), renamed, metrics, client)
     assert report["promote"] is False
     assert "could not be scored" in report["reason"]
     assert alias_version(client, "m", "champion") == "1"
