@@ -83,7 +83,7 @@ def run_pipeline(
     """
     tracking = resolve_tracking(cfg)
     activate(tracking)
-    client = MlflowClient()
+    client = retry_transient(MlflowClient)
     stages = order(list(cfg.steps))
     parent_run_id = parent_run_id or os.environ.get(ENV_SWEEP_RUN_ID) or None
     tags = {
@@ -382,7 +382,7 @@ def run_stage_project(
     """
     tracking = resolve_tracking(cfg)
     activate(tracking)
-    client = MlflowClient()
+    client = retry_transient(MlflowClient)
     if run_id:
         experiment_id = client.get_run(run_id).info.experiment_id
     elif pipeline_run_id:
@@ -425,7 +425,7 @@ class SweepRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         tracking = resolve_tracking(config)
         activate(tracking)
-        self.client = MlflowClient()
+        self.client = retry_transient(MlflowClient)
         experiment_id = ensure_experiment(self.client, config.tracking.experiment_name, tracking)
         run = self.client.create_run(
             experiment_id,
@@ -497,7 +497,7 @@ def plan(cfg: DictConfig) -> list[cache.Decision]:
     (and the run it reuses) or a miss and why. Stages downstream of a miss are 'pending'."""
     tracking = resolve_tracking(cfg)
     activate(tracking)
-    client = MlflowClient()
+    client = retry_transient(MlflowClient)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
     experiment_id = experiment.experiment_id if experiment else None
     ctx = RunContext(
