@@ -100,7 +100,11 @@ def test_successful_stage_run(cfg, ctx: RunContext, client: MlflowClient):
     assert metrics["rows.output.numbers"] == 3
     assert metrics["wall_time_s"] > 0
     assert metrics["peak_rss_mb"] > 10
-    assert artifacts(client, run.info.run_id) == {"config.yaml", "cache.json", "data/numbers.parquet"}
+    assert artifacts(client, run.info.run_id) == {
+        "config.yaml",
+        "cache.json",
+        "data/numbers.parquet",
+    }
     assert "seed: 42" in io.load_text(run.info.run_id, "config.yaml")
 
 
@@ -125,7 +129,11 @@ def test_invalid_output_fails_the_run_with_the_failure_table(
     run = stage_run(client, ctx, "produce")
     assert run.info.status == "FAILED"
     assert "column 'n', check greater_than_or_equal_to(0): 2 row(s)" in run.data.tags[TAG_ERROR]
-    assert artifacts(client, run.info.run_id) == {"config.yaml", "cache.json", "failures/numbers.csv"}
+    assert artifacts(client, run.info.run_id) == {
+        "config.yaml",
+        "cache.json",
+        "failures/numbers.csv",
+    }
     logged = pd.read_csv(
         client.download_artifacts(run.info.run_id, "failures/numbers.csv", str(tmp_path))
     )
