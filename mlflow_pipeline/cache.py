@@ -363,9 +363,11 @@ def decide(
     inputs: dict[str, str | None],
     *,
     pending: Iterable[str] = (),
+    label: Callable[[str], str] = str,
 ) -> Decision:
     """Hit or miss, and why. ``inputs``: digest of each input (None when unknown); ``pending``:
-    inputs whose producing stage runs first in this pipeline (their digests are not known yet).
+    inputs whose producing stage runs first in this pipeline (their digests are not known yet);
+    ``label``: how a miss reason names an input (``split/train``).
     """
     policy = policy_of(cfg, stage.name)
     unset = [k for k in stage.seed_keys if _present(cfg, k) and OmegaConf.select(cfg, k) is None]
@@ -394,7 +396,7 @@ def decide(
     if source is not None:
         return Decision(stage.name, "hit", manifest, source_run_id=source.info.run_id)
     previous = previous_manifest(client, experiment_id, stage.name)
-    return Decision(stage.name, "miss", manifest, explain(previous, manifest))
+    return Decision(stage.name, "miss", manifest, explain(previous, manifest, label))
 
 
 def _present(cfg: DictConfig, key: str) -> bool:
@@ -434,7 +436,9 @@ def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> M
     return None
 
 
-def explain(previous: Manifest | None, current: Manifest) -> list[str]:
+def explain(
+    previous: Manifest | None, current: Manifest, label: Callable[[str], str] = str
+) -> list[str]:
     """Why ``current`` misses, compared with the stage's previous manifest, in words."""
     if previous is None:
         return ["no earlier run"]
@@ -447,7 +451,7 @@ def explain(previous: Manifest | None, current: Manifest) -> list[str]:
     for key, before, after in _changed(previous.files, current.files):
         reasons.append(f"file changed: {key} digest {_short(before)} -> {_short(after)}")
     for name, before, after in _changed(previous.inputs, current.inputs):
-        reasons.append(f"input changed: {name} digest {_short(before)} -> {_short(after)}")
+        reasons.append(f"input changed: {label(name)} digest {_short(before)} -> {_short(after)}")
     code = _changed(previous.code, current.code)
     if code:
         files: dict[str, list[str]] = {}

@@ -215,7 +215,14 @@ def decide(
         {n: available[n].digest for n in names if n in available},
         tags_of,
     )
-    return cache.decide(stage, cfg, ctx.client, ctx.experiment_id, digests, pending=pending)
+
+    def label(name: str) -> str:
+        producer = tags_of(available[name].run_id).get(TAG_STAGE) if name in available else None
+        return f"{producer}/{name}" if producer else name
+
+    return cache.decide(
+        stage, cfg, ctx.client, ctx.experiment_id, digests, pending=pending, label=label
+    )
 
 
 def record_hit(

@@ -110,8 +110,8 @@ def test_model_config_change_reruns_train_and_what_follows(scenario):
     result = scenario("model.C=0.5")
     expect(result, {"train", "evaluate", "register"})
     assert reasons(result, "train") == "config changed: model.C 1.0 -> 0.5"
-    assert reasons(result, "evaluate").startswith("input changed: model digest")
-    assert "input changed: metrics digest" in reasons(result, "register")
+    assert reasons(result, "evaluate").startswith("input changed: train/model digest")
+    assert "input changed: evaluate/metrics digest" in reasons(result, "register")
     assert versions(scenario.client) == ["1", "2"]
 
 
@@ -119,7 +119,7 @@ def test_split_config_change_reruns_split_and_everything_after(scenario):
     result = scenario("split.test_size=0.3")
     expect(result, {"split", "train", "evaluate", "register"})
     assert reasons(result, "split") == "config changed: split.test_size 0.2 -> 0.3"
-    assert reasons(result, "train").startswith("input changed: train digest")
+    assert reasons(result, "train").startswith("input changed: split/train digest")
 
 
 def test_changed_data_file_reruns_everything(scenario, baseline, tmp_path: Path):
@@ -131,7 +131,7 @@ def test_changed_data_file_reruns_everything(scenario, baseline, tmp_path: Path)
     expect(result, set(STAGES))
     assert reasons(result, "ingest").startswith("file changed: data.path digest")
     assert reasons(result, "validate").startswith("file changed: data.path digest")
-    assert "input changed: raw digest" in reasons(result, "validate")
+    assert "input changed: ingest/raw digest" in reasons(result, "validate")
 
 
 def test_same_data_at_another_path_is_all_hits(scenario, baseline, tmp_path: Path):
