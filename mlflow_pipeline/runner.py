@@ -183,7 +183,7 @@ def _run_as_projects(
     for stage in stages:
         # Decide here: a hit costs a look-up, not a project run (~8 s of process start).
         available = resolve_inputs(stage, ctx, {})
-        decision = decide(stage, cfg, ctx, available)
+        decision = retry_transient(decide, stage, cfg, ctx, available, what="cache")
         if decision.hit:
             log.info(decision.describe())
             ctx.decisions[stage.name] = decision

@@ -42,6 +42,7 @@ from mlflow_pipeline.tracking import (
     code_version,
     end_active_run,
     owner_tags,
+    retry_transient,
 )
 from mlflow_pipeline.validation import validate
 
@@ -140,7 +141,7 @@ def run_stage(
     Raises whatever the stage raised, after marking the run FAILED.
     """
     if decision is None:
-        decision = decide(stage, cfg, ctx, available)
+        decision = retry_transient(decide, stage, cfg, ctx, available, what="cache")
     log.info(decision.describe())
     ctx.decisions[stage.name] = decision
     if decision.hit:
@@ -265,6 +266,8 @@ def record_hit(
     own = {"wall_time_s", "peak_rss_mb"}
     metrics = [Metric(k, v, now, 0) for k, v in source.data.metrics.items() if k not in own]
     metrics.append(Metric("wall_time_s", time.perf_counter() - started, now, 0))
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    metrics.append(Metric("peak_rss_mb", rss_mb, now, 0))
     params = [Param(k, v) for k, v in source.data.params.items()]
     for start in range(0, max(len(params), len(metrics), 1), 100):
         client.log_batch(

@@ -224,14 +224,18 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 
 def retry_transient(
-    call: Callable[[], T], *, attempts: int = 5, first_delay_s: float = 0.5, what: str = "store"
+    call: Callable[..., T],
+    *args: object,
+    attempts: int = 5,
+    first_delay_s: float = 0.5,
+    what: str = "store",
 ) -> T:
-    """``call()``, retried with exponential backoff (0.5, 1, 2, 4 s) while it fails with a
+    """``call(*args)``, retried with exponential backoff (0.5, 1, 2, 4 s) while it fails with a
     transient store error; any other error, or the last attempt's, is raised at once."""
     delay = first_delay_s
     for attempt in range(1, attempts + 1):
         try:
-            return call()
+            return call(*args)
         except Exception as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
