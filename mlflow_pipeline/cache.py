@@ -395,6 +395,13 @@ def decide(
     source = find_stored(client, experiment_id, stage.name, manifest.key)
     if source is not None:
         return Decision(stage.name, "hit", manifest, source_run_id=source.info.run_id)
+    unfinished = _unfinished(client, experiment_id, stage.name, manifest.key)
+    if unfinished is not None:
+        reason = (
+            f"the earlier run with this key ({unfinished.info.run_id}) did not complete "
+            f"({unfinished.info.status}); running it again"
+        )
+        return Decision(stage.name, "miss", manifest, [reason])
     previous = previous_manifest(client, experiment_id, stage.name)
     return Decision(stage.name, "miss", manifest, explain(previous, manifest, label))
 
@@ -411,6 +418,18 @@ def find_stored(client: MlflowClient, experiment_id: str, stage: str, key: str) 
         [experiment_id],
         f"tags.`{TAG_KEY}` = '{key}' and tags.`{TAG_STORED}` = 'true' "
         f"and tags.`pipeline.stage` = '{stage}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _unfinished(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
+    """The newest run of ``stage`` with this key that did not complete (failed, killed)."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{TAG_KEY}` = '{key}' and tags.`pipeline.stage` = '{stage}' "
+        "and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

@@ -129,14 +129,22 @@ def register(
         min_delta=cfg.promotion.min_delta,
     )
     reason = decision.reason + (f" ({scoring_error})" if scoring_error else "")
-    if existing is not None and champion is not None and existing.version == champion.version:
+    already_champion = (
+        existing is not None and champion is not None and existing.version == champion.version
+    )
+    recorded = _recorded_promotion(existing, decision) if already_champion else None
+    if recorded is not None:
+        # A run that crashed in this stage registered and promoted this very model: its
+        # decision stands (comparing the champion with itself would record "not promoted").
+        decision, reason = recorded, recorded.reason
+    elif already_champion:
         reason = f"v{existing.version} (this model) is already the champion"
     tags = {
         reg.TAG_DECISION: "promoted" if decision.promote else "not_promoted",
         reg.TAG_REASON: reason[:5000],
         reg.TAG_METRIC: metric,
         reg.TAG_CHALLENGER_SCORE: repr(decision.challenger_score),
-        reg.TAG_CHAMPION_SCORE: repr(champion_score),
+        reg.TAG_CHAMPION_SCORE: repr(decision.champion_score),
         reg.TAG_CHAMPION_VERSION: str(decision.champion_version),
         reg.TAG_PIPELINE_RUN: pipeline_run_id,
         **lineage_tags(lineage),
@@ -147,7 +155,7 @@ def register(
         version = existing
         registry.tag_version(version.version, tags)
     registry.set_alias(registry.aliases.challenger, version.version)
-    if decision.promote:
+    if decision.promote and recorded is None:  # a recorded promotion moved its aliases already
         if champion is not None:
             registry.set_alias(registry.aliases.rollback, champion.version)
         registry.set_alias(registry.aliases.champion, version.version)
@@ -160,3 +168,26 @@ def register(
         "champion_version_after": champion_after,
     }
     return {"promotion": json.dumps(report, indent=2), "lineage": lineage_json(lineage)}
+
+
+def _recorded_promotion(existing: Any, decision: Decision) -> Decision | None:
+    """The promotion recorded on ``existing`` (a version that holds ``champion``) by the run
+    that registered it, if that run promoted it; else None."""
+    tags = existing.tags or {}
+    if tags.get(reg.TAG_DECISION) != "promoted":
+        return None
+
+    def value(key: str) -> str | None:
+        text = tags.get(key)
+        return None if text in (None, "None") else text
+
+    score = value(reg.TAG_CHAMPION_SCORE)
+    return Decision(
+        promote=True,
+        reason=tags.get(reg.TAG_REASON) or decision.reason,
+        metric=decision.metric,
+        greater_is_better=decision.greater_is_better,
+        challenger_score=decision.challenger_score,
+        champion_score=float(score) if score else None,
+        champion_version=value(reg.TAG_CHAMPION_VERSION),
+    )

@@ -165,7 +165,11 @@ def test_registering_the_same_model_again_adds_no_version(trained, tracking_stor
     again = run_register(cfg, model, trained[1], trained[2], client)
     assert str(again["version"]) == "1"
     assert str(again["champion_version_after"]) == "1"
-    assert again["reason"] == "v1 (this model) is already the champion"
+    # The decision recorded when it was registered and promoted stands.
+    assert again["promote"] is True
+    assert again["reason"] == "no champion yet"
+    assert client.get_model_version("m", "1").tags[reg.TAG_DECISION] == "promoted"
+    assert alias_version(client, "m", "champion") == "1"
     assert [str(v.version) for v in client.search_model_versions("name = 'm'")] == ["1"]
 
 
