@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline.config import flatten
+from mlflow_pipeline.config import config_slice, flatten
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -290,7 +290,7 @@ def stage_code(stage: Stage) -> list[Any]:
 
 def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None]) -> Manifest:
     """The manifest of running ``stage`` with ``cfg`` on inputs with these digests."""
-    config = flatten(OmegaConf.masked_copy(cfg, list(stage.config_keys)))
+    config = flatten(config_slice(cfg, stage.config_keys))
     files = {}
     for key in stage.file_keys:
         value = OmegaConf.select(cfg, key)

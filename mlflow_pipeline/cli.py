@@ -31,8 +31,10 @@ from mlflow_pipeline.tracking import ENV_RUN_ID, record_error
 # `mlflow run` hands its run over in MLFLOW_RUN_ID, and MLflow deletes that variable at the
 # first start_run(); read it once, at import.
 MLFLOW_RUN_ID = os.environ.get(ENV_RUN_ID) or None
-JOB_FAILED = "failed"
+# What a failed sweep job returns: a search (Optuna) records the trial as failed.
+JOB_FAILED = float("nan")
 DRY_RUN_FLAGS = ("--dry-run", "--plan")
+SWEEP_FLAGS = ("-m", "--multirun")
 
 
 class _Flags:
@@ -53,23 +55,39 @@ def _fail(exc: Exception) -> None:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def _hydra_app(cfg: DictConfig) -> str | None:
-    from mlflow_pipeline.runner import describe, describe_plan, plan, run_pipeline
+def _hydra_app(cfg: DictConfig) -> float | None:
+    """One pipeline run; in a sweep, returns the job's objective (see runner.objective)."""
+    from mlflow_pipeline.runner import (
+        describe,
+        describe_plan,
+        objective,
+        plan,
+        record_failed_job,
+        run_pipeline,
+    )
 
     overrides = list(HydraConfig.get().overrides.task)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         check_config(cfg)
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        if multirun:
+            record_failed_job(overrides, exc)  # no pipeline run exists to show it
+            return JOB_FAILED
+        raise SystemExit(1) from None
+    try:
         if _Flags.dry_run:
             print(describe_plan(plan(cfg)))
             return None
         result = run_pipeline(cfg, overrides)
     except EXPECTED_ERRORS as exc:
         _fail(exc)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
         raise SystemExit(1) from None
     print(describe(result))
-    return None
+    return objective(result, cfg) if multirun else None
 
 
 def main() -> None:
@@ -94,11 +112,11 @@ def main() -> None:
         raise SystemExit(1)
 
 
-def split_options(hydra_options: str) -> list[str]:
-    """Hydra overrides from one MLproject parameter; a sweep is refused here."""
+def split_options(hydra_options: str, *, sweep_allowed: bool = False) -> list[str]:
+    """Hydra overrides from one MLproject parameter; ``-m`` only where a sweep can run."""
     options = split_overrides(hydra_options)
-    if any(o in ("-m", "--multirun") for o in options):
-        raise ConfigError("hydra_options: sweeps (-m) run with `mlflow-pipeline -m ...`")
+    if not sweep_allowed and any(o in SWEEP_FLAGS for o in options):
+        raise ConfigError("hydra_options: a sweep (-m) runs from the main entry point only")
     return options
 
 
@@ -123,7 +141,9 @@ def project_main(argv: list[str] | None = None) -> int:
     from mlflow_pipeline.runner import describe, run_pipeline, run_stage_project
 
     try:
-        overrides = split_options(args.hydra_options)
+        overrides = split_options(args.hydra_options, sweep_allowed=args.entry_point == "main")
+        if any(o in SWEEP_FLAGS for o in overrides):
+            return _sweep_from_project(overrides + steps_override(args.steps))
         if args.entry_point == "main":
             overrides += steps_override(args.steps)
             cfg = load_config(overrides)
@@ -142,6 +162,21 @@ def project_main(argv: list[str] | None = None) -> int:
         if MLFLOW_RUN_ID:  # the run `mlflow run` made for us shows why it failed
             record_error(MLFLOW_RUN_ID, exc)
         return 1
+    return 0
+
+
+def _sweep_from_project(overrides: list[str]) -> int:
+    """``mlflow run . -P hydra_options="-m ..."``: the Hydra multirun, with the run that
+    ``mlflow run`` made as the sweep run (so the jobs nest under it in the UI)."""
+    from mlflow_pipeline.runner import ENV_SWEEP_PARENT
+
+    if MLFLOW_RUN_ID:
+        os.environ[ENV_SWEEP_PARENT] = MLFLOW_RUN_ID
+    sys.argv = ["mlflow-pipeline", *overrides]
+    try:
+        main()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
     return 0
 
 

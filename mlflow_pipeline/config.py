@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -208,8 +209,11 @@ def load_config(overrides: list[str] | None = None, config_name: str = "config")
     """
     overrides = list(overrides or [])
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        if GlobalHydra.instance().is_initialized():  # inside the Hydra app (a sweep callback)
             cfg = compose(config_name=config_name, overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         # Hydra's "Error merging override x=y" keeps the reason (bad type/value) in its cause.
         cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
@@ -329,6 +333,20 @@ def split_overrides(text: str) -> list[str]:
 def hydra_quote(value: str) -> str:
     """``value`` as a quoted Hydra override value (paths with commas, spaces, brackets)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def config_slice(cfg: DictConfig, keys: list[str] | tuple[str, ...]) -> DictConfig:
+    """The top-level ``keys`` of ``cfg``, resolved (interpolations such as ``${seed}`` may
+    point outside the slice)."""
+    return OmegaConf.create(
+        {
+            key: OmegaConf.to_container(cfg[key], resolve=True)
+            if OmegaConf.is_config(cfg[key])
+            else cfg[key]
+            for key in keys
+            if key in cfg
+        }
+    )
 
 
 def resolved_yaml(cfg: DictConfig) -> str:

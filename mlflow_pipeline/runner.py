@@ -15,15 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from hydra.experimental.callback import Callback
 from mlflow.exceptions import MlflowException
 from mlflow.projects import ExecutionException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline import cache
-from mlflow_pipeline.config import PROJECT_ROOT, flatten, hydra_quote, resolved_yaml
-from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.config import (
+    METRICS,
+    PROJECT_ROOT,
+    Task,
+    flatten,
+    hydra_quote,
+    load_config,
+    promotion_metric,
+    resolved_yaml,
+    split_overrides,
+)
+from mlflow_pipeline.errors import PipelineError, StageError
 from mlflow_pipeline.io import save_text
 from mlflow_pipeline.pipeline import order, producers, stage_named
 from mlflow_pipeline.registry import ModelRegistry
@@ -48,6 +59,9 @@ from mlflow_pipeline.tracking import (
     resolve_tracking,
     retry_transient,
 )
+from mlflow_pipeline.tracking import (
+    TAG_PARENT as TAG_PARENT_RUN,
+)
 
 log = logging.getLogger("mlflow_pipeline")
 
@@ -55,6 +69,14 @@ log = logging.getLogger("mlflow_pipeline")
 ENV_SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
 # On the pipeline run: "ingest=hit validate=hit split=miss ..." (the cache outcome per stage).
 TAG_CACHE_SUMMARY = "pipeline.cache.summary"
+# A pipeline run's part in a sweep: "shared" (stages every job shares, run once first),
+# "job", or "register" (the best job's model, registered after all jobs).
+TAG_SWEEP_ROLE = "pipeline.sweep.role"
+TAG_SWEEP_BEST = "pipeline.sweep.best_run"
+TAG_SWEEP_BEST_OVERRIDES = "pipeline.sweep.best_overrides"
+SWEEP_SUMMARY = "sweep_summary.csv"
+# Set by `mlflow run . -P hydra_options="-m ..."`: the run `mlflow run` made becomes the sweep run.
+ENV_SWEEP_PARENT = "MLFLOW_PIPELINE_SWEEP_PARENT"
 PROJECTS_DIR = PROJECT_ROOT / "projects"
 
 
@@ -74,18 +96,24 @@ def run_pipeline(
     *,
     run_id: str | None = None,
     parent_run_id: str | None = None,
+    role: str | None = None,
 ) -> PipelineResult:
     """Run ``cfg.steps`` of the pipeline as one pipeline run with a child run per stage.
 
     ``run_id`` resumes a run created for us (``mlflow run .``); ``parent_run_id`` nests the
-    pipeline run (a sweep job under its sweep run). Raises PipelineError after marking the
-    pipeline run FAILED.
+    pipeline run (a sweep job under its sweep run). Inside a sweep (``role``: ``job`` by
+    default there, ``shared`` or ``register``) a job leaves ``register`` to the sweep, which
+    registers only its best job. Raises PipelineError after marking the pipeline run FAILED.
     """
     tracking = resolve_tracking(cfg)
     activate(tracking)
     client = retry_transient(MlflowClient)
+    sweep_run_id = os.environ.get(ENV_SWEEP_RUN_ID) or None
+    parent_run_id = parent_run_id or sweep_run_id
+    role = role or ("job" if sweep_run_id else None)
     stages = order(list(cfg.steps))
-    parent_run_id = parent_run_id or os.environ.get(ENV_SWEEP_RUN_ID) or None
+    if role == "job":
+        stages = [s for s in stages if s.name != "register"]
     tags = {
         TAG_KIND: "pipeline",
         TAG_STEPS: ",".join(s.name for s in stages),
@@ -94,6 +122,8 @@ def run_pipeline(
         **code_version(),
         **owner_tags(),
     }
+    if role:
+        tags[TAG_SWEEP_ROLE] = role
     if run_id:
         experiment_id = retry_transient(lambda: client.get_run(run_id).info.experiment_id)
         retry_transient(lambda: reap_dead_runs(client, experiment_id))
@@ -410,9 +440,16 @@ def run_stage_project(
 
 
 class SweepRun(Callback):
-    """Hydra callback: one parent run for a multirun sweep; each job's pipeline nests under it.
+    """Hydra callback: one parent run for a multirun sweep, with every job's pipeline nested
+    under it, whatever the launcher (in-process, joblib processes, a Ray cluster).
 
-    ``failures`` counts failed jobs of the sweep in this process (the CLI's exit code).
+    Before the jobs: the store and experiment are created once (a brand-new database must not
+    be created by parallel jobs at once), and the stages no swept key touches (ingest, validate,
+    split when only the model is swept) run once, so that every job's cache hits them. After
+    the jobs: a summary table (job config -> metrics) on the sweep run, the best job on the
+    promotion metric, and one ``register`` pipeline run for that job only.
+
+    ``failures`` counts the sweep's failed jobs (the CLI's exit code).
     """
 
     failures = 0
@@ -423,31 +460,76 @@ class SweepRun(Callback):
         self.failed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        tracking = resolve_tracking(config)
+        SweepRun.failures = 0
+        cfg = task_config(config)
+        tracking = resolve_tracking(cfg)
         activate(tracking)
         self.client = retry_transient(MlflowClient)
-        experiment_id = ensure_experiment(self.client, config.tracking.experiment_name, tracking)
-        run = self.client.create_run(
-            experiment_id,
-            run_name="sweep",
-            tags={TAG_KIND: "sweep", **code_version(), **owner_tags()},
+        experiment_id = retry_transient(
+            ensure_experiment, self.client, cfg.tracking.experiment_name, tracking
         )
-        self.run_id = run.info.run_id
-        os.environ[ENV_SWEEP_RUN_ID] = self.run_id
         overrides = list(config.hydra.overrides.task)
-        self.client.set_tag(self.run_id, "pipeline.sweep_overrides", " ".join(overrides))
+        tags = {
+            TAG_KIND: "sweep",
+            **code_version(),
+            **owner_tags(),
+            "pipeline.sweep_overrides": " ".join(overrides),
+            "pipeline.sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
+            "pipeline.sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+        }
+        adopted = os.environ.pop(ENV_SWEEP_PARENT, None)
+        if adopted:  # `mlflow run . -P hydra_options="-m ..."`: its run is the sweep run
+            os.environ.pop(ENV_RUN_ID, None)
+            self.run_id = adopted
+            for key, value in tags.items():
+                self.client.set_tag(adopted, key, value)
+        else:
+            run = self.client.create_run(experiment_id, run_name="sweep", tags=tags)
+            self.run_id = run.info.run_id
+        self.client.log_text(self.run_id, json.dumps(_sweep_grid(config), indent=2), "grid.json")
+        os.environ[ENV_SWEEP_RUN_ID] = self.run_id
+        shared = shared_stages(cfg, swept_keys(config))
+        if shared:
+            log.info("sweep: running the stages every job shares once: %s", ", ".join(shared))
+            shared_cfg = cfg.copy()
+            shared_cfg.steps = shared
+            try:
+                run_pipeline(shared_cfg, overrides, parent_run_id=self.run_id, role="shared")
+            except PipelineError as exc:
+                # The jobs will run (and report) these stages themselves.
+                log.warning("sweep: the shared stages failed: %s", exc)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         status = getattr(job_return, "status", None)
-        failed = status is not None and status.name == "FAILED"
-        if failed or getattr(job_return, "_return_value", None) == "failed":
+        if status is not None and status.name == "FAILED":
             self.failed = True
-            SweepRun.failures += 1
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        os.environ.pop(ENV_SWEEP_RUN_ID, None)
-        if self.client and self.run_id:
-            self.client.set_terminated(self.run_id, "FAILED" if self.failed else "FINISHED")
+        if not (self.client and self.run_id):
+            return
+        try:
+            self._finish(task_config(config))
+        except Exception as exc:  # the sweep run must not stay RUNNING, whatever happened
+            self.failed = True
+            record_error(self.run_id, exc)
+            log.error("sweep: %s", exc)
+        finally:
+            os.environ.pop(ENV_SWEEP_RUN_ID, None)
+            failed = self.failed or SweepRun.failures > 0
+            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+
+    def _finish(self, cfg: DictConfig) -> None:
+        """The summary, then the best job registered (a ``register`` run under the sweep)."""
+        summary = summarize_sweep(self.client, self.run_id, cfg)
+        SweepRun.failures = sum(row["status"] != "FINISHED" for row in summary.rows)
+        if summary.best is None or "register" not in cfg.steps:
+            return
+        overrides = split_overrides(summary.best["overrides"])
+        best_cfg = load_config(
+            [*overrides, "steps=[register]", f"runner.upstream_run_id={summary.best['run_id']}"]
+        )
+        result = run_pipeline(best_cfg, overrides, parent_run_id=self.run_id, role="register")
+        print(describe(result))
 
     @staticmethod
     def close_abandoned() -> None:
@@ -459,6 +541,143 @@ class SweepRun(Callback):
         run_id = os.environ.pop(ENV_SWEEP_RUN_ID, None)
         if run_id:
             MlflowClient().set_terminated(run_id, "FAILED")
+
+
+def record_failed_job(overrides: list[str], error: BaseException) -> None:
+    """A sweep job that failed before its pipeline run existed (its config did not check):
+    a FAILED pipeline run under the sweep run says so, in the UI and in the summary."""
+    sweep_run_id = os.environ.get(ENV_SWEEP_RUN_ID)
+    if not sweep_run_id:
+        return
+    client = retry_transient(MlflowClient)
+    experiment_id = client.get_run(sweep_run_id).info.experiment_id
+    tags = {
+        TAG_KIND: "pipeline",
+        TAG_SWEEP_ROLE: "job",
+        TAG_PARENT_RUN: sweep_run_id,
+        TAG_OVERRIDES: " ".join(overrides),
+        TAG_ERROR: str(error)[:5000],
+    }
+    run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
+    client.set_terminated(run.info.run_id, "FAILED")
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The pipeline config inside a Hydra callback's config (without the ``hydra`` node)."""
+    cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    cfg.pop("hydra", None)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def swept_keys(config: DictConfig) -> set[str]:
+    """The config keys a sweep varies: sweep overrides (``model=a,b``, ``model.C=0.1,1``) and
+    the search space of a sweeper (``hydra.sweeper.params``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys: set[str] = set()
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys |= {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+    params = config.hydra.sweeper.get("params") or {}
+    keys |= {str(k) for k in params}
+    return keys
+
+
+def shared_stages(cfg: DictConfig, keys: set[str]) -> list[str]:
+    """The stages (in order) whose config no swept key reaches, nor that of a stage they read
+    from: every job would compute them identically. ``seed`` reaches every stage with a
+    ``seed_keys`` entry (split, train). Only an optimisation: the cache, not this list, decides
+    what a job reuses."""
+    groups = {key.split(".")[0].split("/")[0] for key in keys}
+    made_by = producers()
+    shared: list[str] = []
+    for stage in order(list(cfg.steps)):
+        if stage.name == "register" or groups & set(stage.config_keys):
+            continue
+        if "seed" in groups and stage.seed_keys:
+            continue
+        inputs = (*stage.inputs, *stage.schema_inputs)
+        if all(made_by[d.name].name in shared for d in inputs):
+            shared.append(stage.name)
+    return shared
+
+
+def _sweep_grid(config: DictConfig) -> dict[str, Any]:
+    params = config.hydra.sweeper.get("params") or {}
+    return {
+        "overrides": list(config.hydra.overrides.task),
+        "search_space": {str(k): str(v) for k, v in params.items()},
+        "sweeper": str(config.hydra.sweeper.get("_target_", "")),
+        "launcher": str(config.hydra.launcher.get("_target_", "")),
+    }
+
+
+@dataclass
+class SweepSummary:
+    metric: str
+    greater_is_better: bool
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+
+
+def summarize_sweep(client: MlflowClient, sweep_run_id: str, cfg: DictConfig) -> SweepSummary:
+    """Every job of the sweep with its config and metrics, logged as ``sweep_summary.csv`` on
+    the sweep run, and the best FINISHED job on the promotion metric (tags
+    ``pipeline.sweep.best_run`` / ``best_overrides``, metric ``best_<metric>``)."""
+    sweep = client.get_run(sweep_run_id)
+    experiment_id = sweep.info.experiment_id
+    metric, greater_is_better = promotion_metric(cfg)
+    jobs = client.search_runs(
+        [experiment_id],
+        f"tags.`{TAG_PARENT_RUN}` = '{sweep_run_id}' and tags.`{TAG_SWEEP_ROLE}` = 'job'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
+    rows: list[dict[str, Any]] = []
+    for job in jobs:
+        evaluate = find_stage_run(client, experiment_id, "evaluate", job.info.run_id)
+        metrics = client.get_run(evaluate).data.metrics if evaluate else {}
+        rows.append(
+            {
+                "run_id": job.info.run_id,
+                "overrides": job.data.tags.get(TAG_OVERRIDES, ""),
+                "status": job.info.status,
+                **{m: metrics.get(m) for m in METRICS[Task(cfg.data.task).value]},
+            }
+        )
+    scored = [r for r in rows if r["status"] == "FINISHED" and r.get(metric) is not None]
+    best = None
+    if scored:
+        pick = max if greater_is_better else min
+        best = pick(scored, key=lambda r: r[metric])
+        client.set_tag(sweep_run_id, TAG_SWEEP_BEST, best["run_id"])
+        client.set_tag(sweep_run_id, TAG_SWEEP_BEST_OVERRIDES, best["overrides"])
+        client.log_metric(sweep_run_id, f"best_{metric}", best[metric])
+    client.log_metric(sweep_run_id, "jobs", len(rows))
+    client.log_metric(sweep_run_id, "jobs_failed", sum(r["status"] != "FINISHED" for r in rows))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["best"] = table["run_id"] == (best or {}).get("run_id")
+    save_text(client, sweep_run_id, SWEEP_SUMMARY, table.to_csv(index=False))
+    for row in rows:
+        mark = "*" if best and row["run_id"] == best["run_id"] else " "
+        log.info(
+            "sweep %s %s %s=%s %s", mark, row["status"], metric, row.get(metric), row["overrides"]
+        )
+    return SweepSummary(metric, greater_is_better, rows, best)
+
+
+def objective(result: PipelineResult, cfg: DictConfig) -> float | None:
+    """The value a hyperparameter search maximises for a finished job: the promotion metric
+    of its evaluate run, negated when lower is better."""
+    run_id = result.stage_run_ids.get("evaluate")
+    if not run_id:
+        return None
+    metric, greater_is_better = promotion_metric(cfg)
+    value = MlflowClient().get_run(run_id).data.metrics.get(metric)
+    if value is None:
+        return None
+    return float(value) if greater_is_better else -float(value)
 
 
 def cache_summary(decisions: dict[str, cache.Decision]) -> str:

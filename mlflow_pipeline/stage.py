@@ -26,10 +26,10 @@ import psutil
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mlflow_pipeline import cache, io, lineage, schemas
-from mlflow_pipeline.config import flatten, resolved_yaml
+from mlflow_pipeline.config import config_slice, flatten, resolved_yaml
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
 from mlflow_pipeline.tracking import (
     TAG_ERROR,
@@ -297,9 +297,9 @@ def _run_in_active_run(
 ) -> dict[str, Handoff]:
     client = ctx.client
     started = time.perf_counter()
-    config_slice = OmegaConf.masked_copy(cfg, list(stage.config_keys))
-    mlflow.log_params(flatten(config_slice))
-    io.save_text(client, run_id, "config.yaml", resolved_yaml(config_slice))
+    own_config = config_slice(cfg, stage.config_keys)
+    mlflow.log_params(flatten(own_config))
+    io.save_text(client, run_id, "config.yaml", resolved_yaml(own_config))
     if decision.manifest is not None:
         io.save_text(client, run_id, cache.MANIFEST, decision.manifest.to_json())
 

@@ -97,6 +97,8 @@ def activate(tracking: Tracking) -> None:
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.uri)
     os.environ[ENV_TRACKING_URI] = tracking.uri
+    # A progress bar per artifact read floods the log of every stage that reads one.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking: Tracking) -> str:

@@ -42,7 +42,7 @@ def group_options() -> list[tuple[str, str]]:
 
 
 def option_overrides(group: str, option: str) -> list[str]:
-    selector = f"+{group}={option}" if group == "experiment" else f"{group}={option}"
+    selector = f"+{group}={option}" if group in ("experiment", "search") else f"{group}={option}"
     return [selector, *REQUIRED_FOR.get((group, option), [])]
 
 
@@ -77,7 +77,7 @@ def test_every_group_option_composes_and_its_targets_instantiate(group: str, opt
         assert {p for p, _ in nodes} == {
             f"features.{k}" for k in keys if cfg.features[k] is not None
         }
-    if group == "experiment":
+    if group in ("experiment", "search"):  # global packages: no node of their own
         return
     # Every plain value the option file sets is what the composed config holds.
     raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
@@ -90,6 +90,24 @@ def test_every_group_option_composes_and_its_targets_instantiate(group: str, opt
     }
     composed = OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True)
     assert {k: composed[k] for k in plain} == plain
+
+
+@pytest.mark.parametrize("option", [o for g, o in group_options() if g == "search"])
+def test_every_search_space_is_an_optuna_sweep_over_its_model(option: str):
+    """The search space names keys of the model it selects (a typo would fail every trial)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config", overrides=[f"+search={option}"], return_hydra_config=True
+        )
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.model.name == option
+    for key in cfg.hydra.sweeper.params:
+        group, _, name = key.partition(".")
+        assert group == "model", key
+        assert name in cfg.model, key
 
 
 @pytest.mark.parametrize("option", [o for g, o in group_options() if g == "model"])
