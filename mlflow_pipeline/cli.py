@@ -172,7 +172,9 @@ def _sweep_from_project(overrides: list[str]) -> int:
 
     if MLFLOW_RUN_ID:
         os.environ[ENV_SWEEP_PARENT] = MLFLOW_RUN_ID
-    sys.argv = ["mlflow-pipeline", *overrides]
+    # Hydra's parser wants -m before the overrides.
+    rest = [o for o in overrides if o not in SWEEP_FLAGS]
+    sys.argv = ["mlflow-pipeline", "-m", *rest]
     try:
         main()
     except SystemExit as exit_:

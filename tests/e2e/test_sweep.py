@@ -1,44 +1,149 @@
-"""`mlflow-pipeline -m`: a Hydra multirun sweep is one sweep run with a pipeline run per job."""
+"""`mlflow-pipeline -m`: a Hydra multirun sweep is one sweep run with a pipeline run per job;
+shared stages run once, only the best job is registered; in parallel (joblib) on a brand-new
+store, as an Optuna search, and through `mlflow run`."""
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
+
 import pytest
 
-from .helpers import STAGES, Store, assert_clean_failure, assert_ok, assert_stage_run_complete
+from .helpers import (
+    REPO,
+    STAGES,
+    Store,
+    assert_clean_failure,
+    assert_ok,
+    assert_stage_run_complete,
+)
 
 pytestmark = pytest.mark.slow
 
+MODEL = "breast_cancer"
 
-def test_sweep_nests_one_pipeline_run_per_job_under_one_sweep_run(store: Store) -> None:
+
+def _roles(store: Store, sweep_id: str) -> dict[str, list]:
+    roles: dict[str, list] = {}
+    for run in store.children(sweep_id):
+        roles.setdefault(run.data.tags.get("pipeline.sweep.role"), []).append(run)
+    return roles
+
+
+def _summary(store: Store, sweep_id: str) -> list[dict]:
+    path = store.client.download_artifacts(sweep_id, "sweep_summary.csv", str(store.root))
+    with open(path, encoding="utf-8") as fh:
+        return list(csv.DictReader(io.StringIO(fh.read())))
+
+
+def _check_sweep(store: Store, jobs: int) -> dict:
+    """One FINISHED sweep run; under it one `shared` run (ingest, validate, split), ``jobs``
+    FINISHED job runs that reused the shared stages and did not register, and one `register`
+    run that registered the best job's model. Returns the runs by role and the summary."""
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "FINISHED", sweep.data.tags.get("pipeline.error")
+    sweep_id = sweep.info.run_id
+    roles = _roles(store, sweep_id)
+    assert sorted(roles) == ["job", "register", "shared"]
+    assert len(roles["job"]) == jobs
+    [shared] = roles["shared"]
+    shared_stages = store.stage_runs(shared.info.run_id)
+    assert sorted(shared_stages) == ["ingest", "split", "validate"]
+    for job in roles["job"]:
+        assert job.info.status == "FINISHED"
+        assert job.info.experiment_id == sweep.info.experiment_id
+        stages = store.stage_runs(job.info.run_id)
+        assert sorted(stages) == sorted(s for s in STAGES if s != "register")
+        for name, run in stages.items():
+            assert_stage_run_complete(store, run, job.info.run_id)
+            if name in shared_stages:  # computed once, by the shared run
+                assert run.data.tags["pipeline.cache.status"] == "hit"
+                source = run.data.tags["pipeline.cache.source_run"]
+                assert source == shared_stages[name].info.run_id
+    computed = store.runs(
+        "tags.`pipeline.stage` = 'ingest' and tags.`pipeline.cache.status` != 'hit'"
+    )
+    assert len(computed) == 1
+
+    summary = _summary(store, sweep_id)
+    assert len(summary) == jobs
+    best = sweep.data.tags["pipeline.sweep.best_run"]
+    scores = {row["run_id"]: float(row["roc_auc"]) for row in summary}
+    assert scores[best] == max(scores.values())
+    assert sweep.data.metrics["best_roc_auc"] == max(scores.values())
+    assert [row["run_id"] for row in summary if row["best"] == "True"] == [best]
+
+    [register] = roles["register"]
+    assert register.info.status == "FINISHED"
+    register_stage = store.stage_runs(register.info.run_id)["register"]
+    best_train = store.stage_runs(best)["train"]
+    assert register_stage.data.tags["pipeline.upstream.model"] in (
+        best_train.info.run_id,
+        best_train.data.tags.get("pipeline.cache.source_run"),
+    )
+    assert store.version_numbers(MODEL) == ["1"]
+    assert store.alias(MODEL, "champion") == "1"
+    return {"sweep": sweep, "roles": roles, "summary": summary}
+
+
+def test_sweep_nests_jobs_runs_shared_stages_once_and_registers_the_best(store: Store) -> None:
     # Both models are small at their defaults on 569 rows; a sweep cannot shrink them with one
     # override (max_iter is not a random forest key, a typo the config schema rejects).
     result = store.pipeline("-m", "model=logistic_regression,random_forest")
     assert_ok(result)
     assert (store.root / "multirun").is_dir()
-
-    [sweep] = store.runs_of_kind("sweep")
-    assert sweep.info.status == "FINISHED"
-    sweep_id = sweep.info.run_id
-
-    pipelines = store.runs_of_kind("pipeline")
-    assert len(pipelines) == 2
-    assert {p.data.tags["mlflow.parentRunId"] for p in pipelines} == {sweep_id}
-    assert {r.info.run_id for r in store.children(sweep_id)} == {p.info.run_id for p in pipelines}
-    models = set()
-    for pipeline in pipelines:
-        assert pipeline.info.status == "FINISHED"
-        assert pipeline.info.experiment_id == sweep.info.experiment_id
-        stages = store.stage_runs(pipeline.info.run_id)
-        assert sorted(stages) == sorted(STAGES)
-        for run in stages.values():
-            assert_stage_run_complete(store, run, pipeline.info.run_id)
-        models.add(stages["train"].data.params["model.name"])
+    found = _check_sweep(store, jobs=2)
+    models = {
+        store.stage_runs(job.info.run_id)["train"].data.params["model.name"]
+        for job in found["roles"]["job"]
+    }
     assert models == {"logistic_regression", "random_forest"}
+    assert "registered breast_cancer v1" in result.stdout
 
-    # Every job registers a version; the first becomes champion, the rule decides the second.
-    assert store.version_numbers("breast_cancer") == ["1", "2"]
-    assert store.alias("breast_cancer", "challenger") == "2"
-    assert store.alias("breast_cancer", "champion") in {"1", "2"}
+
+def test_eight_jobs_four_in_parallel_on_a_brand_new_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new")
+    store.root.mkdir()
+    assert not (store.root / "mlflow.db").exists()
+    result = store.pipeline(
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=4",
+        "model=logistic_regression",
+        "model.C=0.01,0.03,0.1,0.3,1.0,3.0,10.0,30.0",
+    )
+    assert_ok(result)
+    assert "Error" not in result.stderr.replace("UserWarning", "")
+    found = _check_sweep(store, jobs=8)
+    assert (
+        "hydra_plugins.hydra_joblib_launcher" in found["sweep"].data.tags["pipeline.sweep.launcher"]
+    )
+    pids = {job.data.tags["pipeline.pid"] for job in found["roles"]["job"]}
+    assert len(pids) > 1  # the jobs ran in several processes
+    assert store.runs("attributes.status != 'FINISHED'") == []
+
+
+def test_optuna_search_registers_its_best_trial(store: Store) -> None:
+    result = store.pipeline("-m", "+search=logistic_regression", "hydra.sweeper.n_trials=3")
+    assert_ok(result)
+    found = _check_sweep(store, jobs=3)
+    assert "OptunaSweeper" in found["sweep"].data.tags["pipeline.sweep.sweeper"]
+    tried = {row["overrides"] for row in found["summary"]}
+    assert len(tried) == 3
+    assert all("model.C=" in overrides for overrides in tried)
+
+
+def test_a_sweep_through_mlflow_run_nests_under_the_run_it_made(store: Store) -> None:
+    result = store.mlflow_run(
+        REPO,
+        hydra_options="-m model=logistic_regression model.C=0.1,1.0",
+        experiment_name=MODEL,
+    )
+    assert_ok(result)
+    found = _check_sweep(store, jobs=2)
+    # The sweep run is the one `mlflow run` created (an MLflow project run).
+    assert found["sweep"].data.tags["mlflow.source.type"] == "PROJECT"
 
 
 def test_sweep_with_a_job_that_does_not_compose_fails_cleanly(store: Store) -> None:
@@ -49,3 +154,14 @@ def test_sweep_with_a_job_that_does_not_compose_fails_cleanly(store: Store) -> N
     # Whatever ran, no run is left RUNNING (a sweep run would show as live in the UI forever).
     assert [r.info.run_name for r in store.runs() if r.info.status == "RUNNING"] == []
     assert all(r.info.status == "FAILED" for r in store.runs_of_kind("sweep"))
+
+
+def test_a_failed_job_fails_the_sweep_but_the_others_run(store: Store) -> None:
+    result = store.pipeline(
+        "-m", "model=logistic_regression", "model.C=0.1,1.0", "+evaluation.thresholds.f1.min=2.0"
+    )
+    assert result.returncode == 1
+    assert "2 sweep job(s) failed" in result.stderr
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "FAILED"
+    assert store.version_numbers(MODEL) == []  # no passing job: nothing registered
