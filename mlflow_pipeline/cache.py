@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import functools
 import hashlib
 import inspect
 import json
@@ -155,6 +156,12 @@ def _parse(obj: Any) -> tuple[ast.AST | None, str]:
     except (OSError, TypeError):  # no source (built at runtime): its bytecode stands in
         code = getattr(inspect.unwrap(obj), "__code__", None)
         return None, _sha(repr(code.co_code) if code else repr(obj))
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> tuple[ast.AST | None, str]:
+    """Parsed once per process per source text (every stage reaches the same helpers)."""
     try:
         tree = ast.parse(text)
     except SyntaxError:

@@ -342,7 +342,8 @@ def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> di
         pipeline_run_id = candidate.data.tags.get(TAG_PIPELINE_RUN)
         if not pipeline_run_id or pipeline_run_id == ctx.pipeline_run_id:
             continue
-        runs = {first: candidate.info.run_id}
+        # A cache hit holds no outputs; the run it reused does (as in find_stage_run).
+        runs = {first: candidate.data.tags.get(cache.TAG_SOURCE) or candidate.info.run_id}
         runs.update(
             {p: find_stage_run(client, ctx.experiment_id, p, pipeline_run_id) for p in others}
         )

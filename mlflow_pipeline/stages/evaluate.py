@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
-from sklearn import metrics as skm
 
 from mlflow_pipeline.config import METRICS, Task
 from mlflow_pipeline.errors import ThresholdError
@@ -17,6 +16,8 @@ STAGE = "evaluate"
 
 def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
     """Every metric of the task for ``model`` on ``test`` (also used to re-score the champion)."""
+    from sklearn import metrics as skm  # here, not at import: see stages/train.py
+
     features = test[feature_columns(cfg, test)]
     y_true = test[cfg.data.target]
     y_pred = model.predict(features)

@@ -125,7 +125,8 @@ def register(
         greater_is_better=greater_is_better,
         challenger_score=float(scores[metric]),
         champion_score=champion_score,
-        champion_version=champion.version if champion is not None else None,
+        # MLflow gives versions as int from a SQL store and as str over REST: one type here.
+        champion_version=str(champion.version) if champion is not None else None,
         min_delta=cfg.promotion.min_delta,
     )
     reason = decision.reason + (f" ({scoring_error})" if scoring_error else "")
@@ -159,12 +160,12 @@ def register(
         if champion is not None:
             registry.set_alias(registry.aliases.rollback, champion.version)
         registry.set_alias(registry.aliases.champion, version.version)
-    champion_after = version.version if decision.promote else decision.champion_version
+    champion_after = str(version.version) if decision.promote else decision.champion_version
     report = {
         **asdict(decision),
         "reason": reason,
         "model_name": registry.name,
-        "version": version.version,
+        "version": str(version.version),
         "champion_version_after": champion_after,
     }
     return {"promotion": json.dumps(report, indent=2), "lineage": lineage_json(lineage)}

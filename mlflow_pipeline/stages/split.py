@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 from omegaconf import DictConfig
-from sklearn.model_selection import train_test_split
 
 from mlflow_pipeline.config import Task
 from mlflow_pipeline.errors import StageError
@@ -17,6 +16,8 @@ def split(cfg: DictConfig, validated: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
     Raises StageError when the data is too small to split as configured.
     """
+    from sklearn.model_selection import train_test_split  # here: see stages/train.py
+
     target = cfg.data.target
     stratify = None
     if cfg.split.stratify and Task(cfg.data.task) is Task.classification:

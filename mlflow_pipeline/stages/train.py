@@ -6,19 +6,23 @@ Serving then applies exactly the transformation that training fitted.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from sklearn.base import BaseEstimator
-from sklearn.compose import ColumnTransformer
-from sklearn.pipeline import Pipeline, make_pipeline
 
 from mlflow_pipeline.config import Task
 from mlflow_pipeline.errors import ConfigError, StageError
 from mlflow_pipeline.schemas import TrainedModel
 
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+# scikit-learn is imported where it is used: a rerun that is all cache hits never needs it
+# (it is about a second of the start-up of every command).
 STAGE = "train"
 # Keys of a model option that describe it rather than configure the estimator.
 MODEL_META_KEYS = ("name", "estimator")
@@ -51,8 +55,13 @@ def build_estimator(model: DictConfig, task: Task) -> BaseEstimator:
     return instantiate({"_target_": target, **params})
 
 
-def build_features(features: DictConfig, numeric: list[str], categorical: list[str]):
+def build_features(
+    features: DictConfig, numeric: list[str], categorical: list[str]
+) -> ColumnTransformer:
     """The ColumnTransformer from ``conf/features``: numeric and string columns apart."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+
     numeric_steps = [
         instantiate(n) for n in (features.numeric_imputer, features.numeric_scaler) if n
     ]
@@ -76,6 +85,8 @@ def build_features(features: DictConfig, numeric: list[str], categorical: list[s
 
 def build_pipeline(cfg: DictConfig, features: pd.DataFrame) -> Pipeline:
     """Unfitted Pipeline(features -> estimator) for the columns of ``features``."""
+    from sklearn.pipeline import Pipeline
+
     numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
     categorical = [c for c in features.columns if c not in numeric]
     return Pipeline(

@@ -1,0 +1,272 @@
+"""The shared tracking stack (scripts/stack.py: PostgreSQL + moto S3 + `mlflow server`, all on
+loopback) runs the same pipeline as the embedded SQLite store, with the same results."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .helpers import (
+    CLASSIFICATION_METRICS,
+    STAGES,
+    TIMING_METRICS,
+    Store,
+    assert_ok,
+    assert_stage_run_complete,
+)
+from .stack import ServerStore, Stack, is_running, remove_folder, stack_folder
+
+pytestmark = pytest.mark.slow
+
+# A fast model: the comparison is about the backends, not the model.
+PIPELINE = ("model=logistic_regression", "model.max_iter=200")
+MODEL_NAME = "breast_cancer"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """A stack started by the script in a fresh folder; always stopped, nothing left running."""
+    root = stack_folder()
+    stack = Stack(root / "stack")
+    try:
+        stack.start()
+        yield stack
+    finally:
+        processes = stack.processes()
+        stopped = stack.script("stop")
+        remove_folder(root)
+        assert_ok(stopped)
+        left = [p.pid for p in processes if is_running(p)]
+        assert left == [], f"stack processes still running after stop: {left}"
+
+
+@pytest.fixture(scope="module")
+def server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> ServerStore:
+    return ServerStore(tmp_path_factory.mktemp("server-client"), stack=stack)
+
+
+@pytest.fixture(scope="module")
+def sqlite(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return Store(tmp_path_factory.mktemp("sqlite"))
+
+
+@pytest.fixture(scope="module")
+def first_runs(server: ServerStore, sqlite: Store) -> dict[str, tuple[Store, str]]:
+    """The same pipeline once on each backend: backend -> (store, pipeline run id)."""
+    runs = {}
+    for name, store in (("server", server), ("sqlite", sqlite)):
+        result = store.pipeline(*PIPELINE)
+        assert_ok(result)
+        runs[name] = (store, _pipeline_run_id(result))
+    return runs
+
+
+def _pipeline_run_id(result: subprocess.CompletedProcess[str]) -> str:
+    match = re.search(r"^pipeline run (\w+) finished", result.stdout, re.MULTILINE)
+    assert match, result.stdout[-2000:]
+    return match.group(1)
+
+
+def _outcome(store: Store, pipeline_run_id: str) -> dict:
+    """What must not depend on the backend: statuses, metrics, data digests, registry."""
+    pipeline = store.client.get_run(pipeline_run_id)
+    stages = store.stage_runs(pipeline_run_id)
+    assert sorted(stages) == sorted(STAGES)
+    for run in stages.values():
+        assert_stage_run_complete(store, run, pipeline_run_id)
+    digests = {
+        stage: {
+            tag: value
+            for tag, value in run.data.tags.items()
+            # lineage.json names run ids, which differ by construction.
+            if tag.startswith("pipeline.digest.") and not tag.endswith(".lineage")
+        }
+        for stage, run in stages.items()
+    }
+    return {
+        "status": {stage: run.info.status for stage, run in stages.items()},
+        "pipeline_status": pipeline.info.status,
+        "metrics": {
+            stage: {k: v for k, v in run.data.metrics.items() if k not in TIMING_METRICS}
+            for stage, run in stages.items()
+        },
+        "digests": digests,
+        "cache_keys": {s: r.data.tags.get("pipeline.cache.key") for s, r in stages.items()},
+        "versions": store.version_numbers(MODEL_NAME),
+        "champion": store.alias(MODEL_NAME, "champion"),
+        "promotion": store.promotion(stages["register"].info.run_id),
+    }
+
+
+def test_same_pipeline_gives_the_same_results_on_the_server_and_on_sqlite(first_runs) -> None:
+    server = _outcome(*first_runs["server"])
+    sqlite = _outcome(*first_runs["sqlite"])
+
+    assert set(server["status"].values()) == {"FINISHED"}
+    assert server["pipeline_status"] == "FINISHED"
+    assert server["metrics"]["evaluate"].keys() >= CLASSIFICATION_METRICS
+    assert server["digests"]["split"].keys() >= {
+        "pipeline.digest.output.train",
+        "pipeline.digest.output.test",
+    }
+    assert server["versions"] == ["1"]
+    assert server["champion"] == "1"
+    # Exactly equal: same data, same digests, same metrics to the last bit, same decision.
+    assert _differences(server, sqlite) == {}
+
+
+def test_promotion_report_is_identical_on_both_backends(first_runs) -> None:
+    reports = {}
+    for name, (store, pipeline_run_id) in first_runs.items():
+        register = store.stage_runs(pipeline_run_id)["register"]
+        reports[name] = (
+            store.promotion(register.info.run_id),
+            register.data.tags["pipeline.digest.output.promotion"],
+        )
+    assert reports["server"] == reports["sqlite"]
+
+
+def _differences(left: dict, right: dict, prefix: str = "") -> dict[str, tuple]:
+    """``key path -> (left value, right value)`` for every leaf that differs."""
+    found: dict[str, tuple] = {}
+    for key in sorted(set(left) | set(right), key=str):
+        a, b = left.get(key), right.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found |= _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found[f"{prefix}{key}"] = (a, b)
+    return found
+
+
+def test_artifacts_live_in_s3_behind_the_server(stack: Stack, first_runs) -> None:
+    store, pipeline_run_id = first_runs["server"]
+    stages = store.stage_runs(pipeline_run_id)
+    # Clients see proxied artifacts only: they need no S3 credentials.
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in stages.values())
+
+    keys = stack.s3_keys()
+    for stage, path in (
+        ("ingest", "data/raw.parquet"),
+        ("split", "data/train.parquet"),
+        ("evaluate", "data/metrics.parquet"),
+        ("register", "lineage.json"),
+    ):
+        run_id = stages[stage].info.run_id
+        assert any(
+            k.startswith("artifacts/") and k.endswith(f"{run_id}/artifacts/{path}") for k in keys
+        ), (stage, path, keys)
+    # The registered model's files (a logged model, under the experiment's models/ folder).
+    assert any(k.endswith("/MLmodel") for k in keys), keys
+    assert any(k.endswith("/model.skops") for k in keys), keys
+
+
+def test_rerun_on_the_server_is_all_cache_hits(server: ServerStore, first_runs) -> None:
+    result = server.pipeline(*PIPELINE)
+    assert_ok(result)
+    assert "cache: 6 hit(s)" in result.stdout, result.stdout[-2000:]
+    assert "nothing registered, no alias moved" in result.stdout
+    assert server.version_numbers(MODEL_NAME) == ["1"]
+
+
+def test_the_stack_listens_on_loopback_only(stack: Stack) -> None:
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for process in stack.processes()
+        for conn in _connections(process)
+        if conn.status == psutil.CONN_LISTEN
+    }
+    ports = stack.state["ports"]
+    assert {port for _, port in listening} == {ports["mlflow"], ports["s3"], ports["pg"]}
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+
+
+def _connections(process: psutil.Process) -> list:
+    try:
+        return process.net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_start_and_status_report_a_running_stack(stack: Stack) -> None:
+    again = stack.start()
+    assert again.stdout.startswith("already running")
+    assert again.stdout.splitlines()[-1] == stack.tracking_uri
+
+    status = stack.script("status")
+    assert_ok(status)
+    for component in ("postgres", "s3", "mlflow"):
+        assert re.search(rf"^{component}\s+pid \d+\s+127\.0\.0\.1:\d+", status.stdout, re.M)
+    assert "(health: OK)" in status.stdout
+
+
+def test_sweep_on_the_server_nests_its_jobs_under_one_sweep_run(server: ServerStore) -> None:
+    result = server.pipeline(
+        "-m",
+        *PIPELINE,
+        "model.C=0.1,1.0",
+        "tracking.experiment_name=server_sweep",
+        "registry.model_name=server_sweep",
+    )
+    assert_ok(result)
+
+    experiment = server.client.get_experiment_by_name("server_sweep")
+    in_sweep = [r for r in server.runs() if r.info.experiment_id == experiment.experiment_id]
+    [sweep] = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "sweep"]
+    jobs = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "pipeline"]
+    assert len(jobs) >= 2
+    assert {j.data.tags.get("mlflow.parentRunId") for j in jobs} == {sweep.info.run_id}
+    assert {r.info.status for r in in_sweep} == {"FINISHED"}, [
+        (r.info.run_name, r.info.status) for r in in_sweep
+    ]
+
+
+def test_stop_then_start_keeps_runs_registry_and_artifacts(
+    stack: Stack, first_runs, tmp_path: Path
+) -> None:
+    # Last in this module: it restarts the stack (on new free ports).
+    # Over 8 MB, boto3 uploads in parts: the replay must map the recorded upload ids.
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * 2**20))
+    before = MlflowClient(stack.tracking_uri)
+    big_run = before.create_run(before.create_experiment("server_big_artifact")).info.run_id
+    before.log_artifact(big_run, str(big))
+    before.set_terminated(big_run)
+    stopped = stack.script("stop")
+    assert_ok(stopped)
+    assert stopped.stdout.startswith("stopped ")
+    assert stack.script("status").returncode == 3  # nothing running
+    assert "not running" in stack.script("stop").stdout  # stop is idempotent
+
+    stack.start()
+    # A new client: the old one's URI names the old port.
+    after = ServerStore(tmp_path, stack=stack)
+    assert after.alias(MODEL_NAME, "champion") == "1"
+    # The artifacts came back from the S3 recording: evaluate, forced to recompute, reads the
+    # model and the test set through the server and gets the same metrics.
+    _, first_id = first_runs["server"]
+    result = after.pipeline(
+        *PIPELINE,
+        "steps=[evaluate]",
+        "+cache.stages.evaluate=recompute",
+        f"runner.upstream_run_id={first_id}",
+    )
+    assert_ok(result)
+    assert "1 ran [evaluate]" in result.stdout, result.stdout[-2000:]
+    evaluate = after.stage_runs(_pipeline_run_id(result))["evaluate"]
+    first = after.stage_runs(first_id)["evaluate"]
+    restored = after.client.download_artifacts(big_run, "big.bin", str(tmp_path / "restored"))
+    assert Path(restored).read_bytes() == big.read_bytes()
+    assert evaluate.info.status == "FINISHED"
+    assert evaluate.data.tags["pipeline.cache.status"] != "hit"
+    assert _model_metrics(evaluate) == _model_metrics(first)
+
+
+def _model_metrics(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k in CLASSIFICATION_METRICS}
