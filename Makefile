@@ -4,7 +4,7 @@ BIN := $(abspath $(VENV))/bin
 # `python` in MLproject commands must be this venv's (mlflow run --env-manager local).
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint ui bench clean stack-start stack-stop stack-status
+.PHONY: setup run test lint ui bench clean stack-start stack-stop stack-status ray-start ray-stop
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	python3 -m venv $(VENV)
@@ -39,6 +39,12 @@ stack-status:
 
 stack-stop:  ## stop it; runs and artifacts stay in .stack/ (rm -rf .stack forgets them)
 	$(BIN)/python scripts/stack.py stop
+
+ray-start:  ## a one-machine Ray cluster on 127.0.0.1 for hydra/launcher=ray_cluster
+	scripts/ray.sh start
+
+ray-stop:
+	scripts/ray.sh stop
 
 clean:  ## remove the embedded store, artifacts and Hydra outputs (not .venv)
 	rm -rf mlflow.db mlruns outputs multirun

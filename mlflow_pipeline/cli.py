@@ -11,6 +11,7 @@ import argparse
 import gc
 import logging
 import os
+import shlex
 import sys
 
 import hydra
@@ -105,6 +106,10 @@ def main() -> None:
     _gc_after_imports()
 
     _Flags.dry_run = any(flag in sys.argv for flag in DRY_RUN_FLAGS)
+    if _Flags.dry_run and any(a in SWEEP_FLAGS for a in sys.argv):
+        # Launcher workers (joblib, Ray, SLURM) would not see the flag and run for real.
+        _fail(ConfigError("--dry-run plans one pipeline run: drop -m and plan one job's overrides"))
+        raise SystemExit(1)
     sys.argv = [a for a in sys.argv if a not in DRY_RUN_FLAGS]
     SweepRun.failures = 0
     try:
@@ -130,10 +135,24 @@ def _gc_after_imports() -> None:
 
 def split_options(hydra_options: str, *, sweep_allowed: bool = False) -> list[str]:
     """Hydra overrides from one MLproject parameter; ``-m`` only where a sweep can run."""
-    options = split_overrides(hydra_options)
+    options = split_overrides(_unquote_word(hydra_options))
     if not sweep_allowed and any(o in SWEEP_FLAGS for o in options):
         raise ConfigError("hydra_options: a sweep (-m) runs from the main entry point only")
     return options
+
+
+def _unquote_word(text: str) -> str:
+    """MLflow's Kubernetes backend quotes each command word as for a shell but runs it without
+    one: a value that is exactly one shell-quoted word is unquoted once (no Hydra override
+    starts with a quote)."""
+    stripped = (text or "").strip()
+    if len(stripped) < 2 or stripped[0] not in "'\"":
+        return text
+    try:
+        words = shlex.split(stripped)
+    except ValueError:
+        return text
+    return words[0] if len(words) == 1 else text
 
 
 def steps_override(steps: str) -> list[str]:

@@ -462,6 +462,11 @@ class SweepRun(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         SweepRun.failures = 0
+        launcher = config.hydra.launcher
+        if str(launcher.get("_target_", "")).endswith("RayLauncher"):
+            host = str(OmegaConf.select(launcher, "ray.init.address") or "").split(":")[0]
+            if host in ("127.0.0.1", "localhost"):  # else Ray swaps in the network IP and hangs
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         cfg = task_config(config)
         tracking = resolve_tracking(cfg)
         activate(tracking)
