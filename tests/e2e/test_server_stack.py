@@ -206,25 +206,33 @@ def test_start_and_status_report_a_running_stack(stack: Stack) -> None:
     assert "(health: OK)" in status.stdout
 
 
-def test_sweep_on_the_server_nests_its_jobs_under_one_sweep_run(server: ServerStore) -> None:
+def test_eight_jobs_four_in_parallel_on_the_server(server: ServerStore) -> None:
     result = server.pipeline(
         "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=4",
         *PIPELINE,
-        "model.C=0.1,1.0",
+        "model.C=0.01,0.03,0.1,0.3,1.0,3.0,10.0,30.0",
         "tracking.experiment_name=server_sweep",
         "registry.model_name=server_sweep",
     )
     assert_ok(result)
+    assert "Traceback" not in result.stderr
 
     experiment = server.client.get_experiment_by_name("server_sweep")
     in_sweep = [r for r in server.runs() if r.info.experiment_id == experiment.experiment_id]
     [sweep] = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "sweep"]
-    jobs = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "pipeline"]
-    assert len(jobs) >= 2
-    assert {j.data.tags.get("mlflow.parentRunId") for j in jobs} == {sweep.info.run_id}
+    pipelines = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "pipeline"]
+    roles = sorted(r.data.tags.get("pipeline.sweep.role") for r in pipelines)
+    assert roles == ["job"] * 8 + ["register", "shared"]
+    assert {j.data.tags.get("mlflow.parentRunId") for j in pipelines} == {sweep.info.run_id}
     assert {r.info.status for r in in_sweep} == {"FINISHED"}, [
         (r.info.run_name, r.info.status) for r in in_sweep
     ]
+    assert len({j.data.tags["pipeline.pid"] for j in pipelines}) > 1  # parallel processes
+    assert sweep.data.metrics["jobs"] == 8
+    assert sweep.data.metrics["jobs_failed"] == 0
+    assert server.version_numbers("server_sweep") == ["1"]  # the best job only
 
 
 def test_stop_then_start_keeps_runs_registry_and_artifacts(
