@@ -206,21 +206,21 @@ def test_start_and_status_report_a_running_stack(stack: Stack) -> None:
     assert "(health: OK)" in status.stdout
 
 
-def test_eight_jobs_four_in_parallel_on_the_server(server: ServerStore) -> None:
-    result = server.pipeline(
-        "-m",
-        "hydra/launcher=parallel",
-        "hydra.launcher.n_jobs=4",
-        *PIPELINE,
-        "model.C=0.01,0.03,0.1,0.3,1.0,3.0,10.0,30.0",
-        "tracking.experiment_name=server_sweep",
-        "registry.model_name=server_sweep",
-    )
-    assert_ok(result)
-    assert "Traceback" not in result.stderr
+SWEEP = (
+    "-m",
+    "hydra/launcher=parallel",
+    "hydra.launcher.n_jobs=4",
+    *PIPELINE,
+    "model.C=0.01,0.03,0.1,0.3,1.0,3.0,10.0,30.0",
+    "tracking.experiment_name=server_sweep",
+    "registry.model_name=server_sweep",
+)
 
-    experiment = server.client.get_experiment_by_name("server_sweep")
-    in_sweep = [r for r in server.runs() if r.info.experiment_id == experiment.experiment_id]
+
+def _sweep_outcome(store: Store) -> dict:
+    """Per job config: status and metrics; the best config; the registered versions."""
+    experiment = store.client.get_experiment_by_name("server_sweep")
+    in_sweep = store.client.search_runs([experiment.experiment_id], max_results=1000)
     [sweep] = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "sweep"]
     pipelines = [r for r in in_sweep if r.data.tags.get("pipeline.kind") == "pipeline"]
     roles = sorted(r.data.tags.get("pipeline.sweep.role") for r in pipelines)
@@ -230,9 +230,37 @@ def test_eight_jobs_four_in_parallel_on_the_server(server: ServerStore) -> None:
         (r.info.run_name, r.info.status) for r in in_sweep
     ]
     assert len({j.data.tags["pipeline.pid"] for j in pipelines}) > 1  # parallel processes
-    assert sweep.data.metrics["jobs"] == 8
-    assert sweep.data.metrics["jobs_failed"] == 0
-    assert server.version_numbers("server_sweep") == ["1"]  # the best job only
+    jobs = {}
+    for job in (p for p in pipelines if p.data.tags["pipeline.sweep.role"] == "job"):
+        config = next(o for o in job.data.tags["pipeline.overrides"].split() if "model.C=" in o)
+        [evaluate] = store.client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`pipeline.run_id` = '{job.info.run_id}' and tags.`pipeline.stage` = 'evaluate'",
+        )
+        jobs[config] = {k: v for k, v in evaluate.data.metrics.items() if k in ("roc_auc", "f1")}
+    best = sweep.data.tags["pipeline.sweep.best_overrides"]
+    return {
+        "jobs": jobs,
+        "best": next(o for o in best.split() if "model.C=" in o),
+        "counts": (sweep.data.metrics["jobs"], sweep.data.metrics["jobs_failed"]),
+        "versions": store.version_numbers("server_sweep"),
+    }
+
+
+def test_eight_jobs_four_in_parallel_same_on_the_server_and_on_sqlite(
+    server: ServerStore, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sqlite = Store(tmp_path_factory.mktemp("sqlite-sweep"))  # a brand-new store
+    outcomes = {}
+    for name, store in (("server", server), ("sqlite", sqlite)):
+        result = store.pipeline(*SWEEP)
+        assert_ok(result)
+        assert "Traceback" not in result.stderr
+        outcomes[name] = _sweep_outcome(store)
+    assert len(outcomes["server"]["jobs"]) == 8
+    assert outcomes["server"]["counts"] == (8, 0)
+    assert outcomes["server"]["versions"] == ["1"]  # the best job only
+    assert outcomes["server"] == outcomes["sqlite"]
 
 
 def test_stop_then_start_keeps_runs_registry_and_artifacts(
