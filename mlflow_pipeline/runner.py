@@ -535,7 +535,7 @@ class SweepRun(Callback):
             [*overrides, "steps=[register]", f"runner.upstream_run_id={summary.best['run_id']}"]
         )
         result = run_pipeline(best_cfg, overrides, parent_run_id=self.run_id, role="register")
-        print(describe(result))
+        log.info("sweep: %s", describe(result))
 
     @staticmethod
     def close_abandoned() -> None:

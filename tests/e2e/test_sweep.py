@@ -99,7 +99,7 @@ def test_sweep_nests_jobs_runs_shared_stages_once_and_registers_the_best(store: 
         for job in found["roles"]["job"]
     }
     assert models == {"logistic_regression", "random_forest"}
-    assert "registered breast_cancer v1" in result.stdout
+    assert "registered breast_cancer v1" in result.stdout + result.stderr
 
 
 def test_eight_jobs_four_in_parallel_on_a_brand_new_store(tmp_path: Path) -> None:
