@@ -329,9 +329,13 @@ PROFILED = [
 def profile_breakdown(path: Path) -> list[tuple[str, int, float]]:
     import pstats
 
-    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    return summed_calls(pstats.Stats(str(path)).stats, PROFILED)  # type: ignore[attr-defined]
+
+
+def summed_calls(stats: dict, profiled: list[tuple[str, str, str]]) -> list[tuple[str, int, float]]:
+    """(label, calls, cumulative s) of each (label, file suffix, function) in a cProfile dump."""
     rows = []
-    for label, suffix, func in PROFILED:
+    for label, suffix, func in profiled:
         calls, cum = 0, 0.0
         for (filename, _line, name), (_cc, nc, _tt, ct, _callers) in stats.items():
             if name == func and filename.endswith(suffix):
@@ -811,14 +815,7 @@ def noop_profile(store: CacheStore) -> dict:
     check_noop(store, m)
     stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
     own = sorted(stats.items(), key=lambda kv: -kv[1][2])[:15]
-    steps = []
-    for label, suffix, func in NOOP_PROFILED:
-        calls, cum = 0, 0.0
-        for (filename, _line, name), (_cc, nc, _tt, ct, _callers) in stats.items():
-            if name == func and filename.endswith(suffix):
-                calls += nc
-                cum += ct
-        steps.append((label, calls, cum))
+    steps = summed_calls(stats, NOOP_PROFILED)
     return {
         "wall_s": m.wall_s,
         "top": [(_where(key), nc, tt, ct) for key, (_cc, nc, tt, ct, _c) in own],

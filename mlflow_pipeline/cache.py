@@ -421,24 +421,27 @@ def _present(cfg: DictConfig, key: str) -> bool:
 
 def find_stored(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
     """The newest complete, reusable FINISHED run of ``stage`` with cache key ``key``."""
-    runs = client.search_runs(
-        [experiment_id],
+    return _newest(
+        client,
+        experiment_id,
         f"tags.`{TAG_KEY}` = '{key}' and tags.`{TAG_STORED}` = 'true' "
         f"and tags.`pipeline.stage` = '{stage}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
     )
-    return runs[0] if runs else None
 
 
 def _unfinished(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
     """The newest run of ``stage`` with this key that did not complete (failed, killed)."""
-    runs = client.search_runs(
-        [experiment_id],
+    return _newest(
+        client,
+        experiment_id,
         f"tags.`{TAG_KEY}` = '{key}' and tags.`pipeline.stage` = '{stage}' "
         "and attributes.status != 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    )
+
+
+def _newest(client: MlflowClient, experiment_id: str, query: str) -> Run | None:
+    runs = client.search_runs(
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
     )
     return runs[0] if runs else None
 
