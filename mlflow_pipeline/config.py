@@ -15,14 +15,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mlflow_pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
-STAGE_NAMES = ("ingest", "validate", "split", "train", "evaluate", "register")
+STAGE_NAMES = ("ingest", "profile", "validate", "split", "train", "evaluate", "register")
 # Metrics the evaluate stage computes per task, and whether greater is better.
 METRICS: dict[str, dict[str, bool]] = {
     "classification": {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
@@ -164,10 +164,79 @@ class CacheConfig:
     stages: dict[str, str] = field(default_factory=dict)
 
 
+SEVERITIES = ("error", "warning")
+# Checks the gates run besides the contract's types, by the name `validation.severity` uses.
+GATE_CHECKS = (
+    "coerce_dtype",
+    "not_nullable",
+    "in_range",
+    "allowed_categories",
+    "unique",
+    "null_fraction",
+    "finite",
+    "max_abs_value",
+    "duplicate_rows",
+)
+DRIFT_POLICIES = ("warn", "fail", "off")
+DRIFT_METHODS = {"numeric": ("psi", "ks"), "categorical": ("psi", "chi2")}
+
+
+@dataclass
+class QuarantineConfig:
+    # Drop rows that fail row-level checks at the validate gate (logged as quarantine/raw.csv)
+    # instead of failing, as long as they are at most ``max_fraction`` of the rows.
+    enabled: bool = False
+    max_fraction: float = 0.01
+
+
+@dataclass
+class DriftConfig:
+    """Drift of today's data against the champion's training data profile (profile stage)."""
+
+    # warn: flag the run and continue; fail: stop before validate/training; off: do not check.
+    policy: str = "warn"
+    # psi | ks for numeric features; psi | chi2 for categorical ones.
+    numeric_method: str = "psi"
+    categorical_method: str = "psi"
+    # PSI at or above this is drift (0.1: moderate, 0.2: significant, by convention).
+    psi_threshold: float = 0.2
+    # KS / chi-square: drift when p < pvalue AND the effect size reaches the minimum (a large
+    # sample makes any tiny difference significant).
+    ks_pvalue: float = 0.01
+    ks_min_statistic: float = 0.1
+    chi2_pvalue: float = 0.01
+    chi2_min_cramers_v: float = 0.1
+    # Histogram bins of a numeric profile (quantile bins of the reference for PSI).
+    bins: int = 10
+    # Features not compared (ids, timestamps); data.ignore_columns are never compared.
+    ignore: list[str] = field(default_factory=list)
+
+
 @dataclass
 class ValidationConfig:
     # How many failure rows the error message quotes; the artifact has them all.
     max_message_failures: int = 5
+    # check name (see GATE_CHECKS) -> error | warning. A warning is reported and logged
+    # (warnings/<dataset>.csv) but does not stop the pipeline.
+    severity: dict[str, str] = field(default_factory=dict)
+    # column -> {min: x, max: y} (either may be null): values outside fail ``in_range``.
+    ranges: dict[str, Any] = field(default_factory=dict)
+    # column -> [allowed values]: anything else fails ``allowed_categories``.
+    categories: dict[str, Any] = field(default_factory=dict)
+    # Columns whose values must be unique (ids): duplicates fail ``unique``.
+    unique: list[str] = field(default_factory=list)
+    # Largest fraction of missing values in any column (``null_fraction``), and per column.
+    max_null_fraction: float = 0.99
+    null_fractions: dict[str, float] = field(default_factory=dict)
+    # Numeric columns must hold no +/-inf (``finite``) and no value beyond +/-max_abs_value.
+    finite: bool = True
+    max_abs_value: float | None = 1.0e15
+    # Largest fraction of rows that repeat an earlier row (``duplicate_rows``); null: no check.
+    max_duplicate_fraction: float | None = 0.25
+    # Columns added or missing compared with the champion's training data (profile stage).
+    schema_changes: str = "error"
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 @dataclass
@@ -277,8 +346,57 @@ def check_config(cfg: DictConfig) -> None:
             f"promotion.metric={cfg.promotion.metric!r} is not a {task} metric; "
             f"choose from auto, {', '.join(METRICS[task])}"
         )
+    _check_validation(cfg.validation)
     if not 0.0 < cfg.split.test_size < 1.0:
         raise ConfigError(f"split.test_size={cfg.split.test_size} must be between 0 and 1")
+
+
+def _check_validation(validation: DictConfig) -> None:
+    """Values of ``conf/validation`` that types alone cannot check."""
+    for check, severity in validation.severity.items():
+        if check not in GATE_CHECKS:
+            raise ConfigError(
+                f"validation.severity.{check}: unknown check; known: {', '.join(GATE_CHECKS)}"
+            )
+        if severity not in SEVERITIES:
+            raise ConfigError(
+                f"validation.severity.{check}={severity!r} is not one of error, warning"
+            )
+    if validation.schema_changes not in SEVERITIES:
+        raise ConfigError(
+            f"validation.schema_changes={validation.schema_changes!r} is not one of error, warning"
+        )
+    for column, bound in validation.ranges.items():
+        if not isinstance(bound, DictConfig) or set(bound) - {"min", "max"}:
+            raise ConfigError(
+                f"validation.ranges.{column} must be a mapping with keys min and/or max, "
+                f"got {bound!r}"
+            )
+    for column, values in validation.categories.items():
+        if not isinstance(values, ListConfig) or not values:
+            raise ConfigError(f"validation.categories.{column} must be a non-empty list")
+    fractions = {
+        "validation.max_null_fraction": validation.max_null_fraction,
+        "validation.quarantine.max_fraction": validation.quarantine.max_fraction,
+        "validation.max_duplicate_fraction": validation.max_duplicate_fraction,
+        **{f"validation.null_fractions.{c}": f for c, f in validation.null_fractions.items()},
+    }
+    for where, value in fractions.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}={value} must be between 0 and 1")
+    drift = validation.drift
+    if drift.policy not in DRIFT_POLICIES:
+        raise ConfigError(
+            f"validation.drift.policy={drift.policy!r} is not one of {', '.join(DRIFT_POLICIES)}"
+        )
+    for kind, methods in DRIFT_METHODS.items():
+        method = drift[f"{kind}_method"]
+        if method not in methods:
+            raise ConfigError(
+                f"validation.drift.{kind}_method={method!r} is not one of {', '.join(methods)}"
+            )
+    if drift.bins < 2:
+        raise ConfigError(f"validation.drift.bins={drift.bins} must be at least 2")
 
 
 def _check_bound(metric: str, bound: Any) -> None:

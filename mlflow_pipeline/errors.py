@@ -6,7 +6,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,10 +44,22 @@ class DataValidationError(PipelineError):
         stage: str | None,
         dataset: str,
         failure_cases: pd.DataFrame,
+        report: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message, stage=stage)
         self.dataset = dataset
         self.failure_cases = failure_cases
+        # The validation report's data (every check and its status), when a gate knows it.
+        self.report = report
+
+
+class DriftError(PipelineError):
+    """Today's data drifted from the champion's training data and the policy is ``fail``
+    (or its columns changed). ``drift`` is the drift result."""
+
+    def __init__(self, message: str, *, stage: str | None, drift: dict[str, Any]) -> None:
+        super().__init__(message, stage=stage)
+        self.drift = drift
 
 
 class StageError(PipelineError):

@@ -12,20 +12,38 @@ from mlflow_pipeline.errors import ConfigError, StageError
 from mlflow_pipeline.stage import Dataset, Stage
 from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate
 from mlflow_pipeline.stages.ingest import ingest
+from mlflow_pipeline.stages.profile import check_drift, profile_data
+from mlflow_pipeline.stages.profile import reference as champion_profile
 from mlflow_pipeline.stages.register import register
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
 from mlflow_pipeline.stages.validate import validate_data
 
 
-def _contract_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> pa.DataFrameSchema:
+def _contract_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> schemas.Gate:
     if contract is None:
         raise StageError("no data contract to validate against (is 'contract' an input?)")
-    return schemas.with_task_checks(contract, cfg.data.target, cfg.data.task)
+    return schemas.gate(contract, cfg)
+
+
+def _champion_profile(cfg: DictConfig, services: dict) -> dict[str, str]:
+    """The profile stage reads the champion's training profile: part of its cache key."""
+    if cfg.validation.drift.policy == "off":
+        return {}
+    return {"champion profile": champion_profile(services["registry"]).key}
 
 
 RAW = Dataset("raw", schema=lambda cfg, _: schemas.raw_schema(cfg.data.target))
+PROFILE = Dataset("profile", kind="text", filename="profile.json")
+DRIFT = Dataset("drift", kind="text", filename="drift.json")
+DRIFT_METRICS = Dataset(
+    "drift_metrics", schema=lambda *_: schemas.Metrics.to_schema(), log_as_metrics=True
+)
+PROFILE_REPORT = Dataset("profile_report", kind="text", filename="reports/profile.html")
 CONTRACT = Dataset("contract", kind="text", filename="contract.yaml")
+VALIDATION_REPORT = Dataset("validation_report", kind="text", filename="reports/validation.html")
+QUARANTINE = Dataset("quarantine", kind="text", filename="quarantine/raw.csv", optional=True)
+WARNINGS = Dataset("warnings", kind="text", filename="warnings/raw.csv", optional=True)
 VALIDATED = Dataset("validated", schema=_contract_schema)
 TRAIN = Dataset("train", schema=_contract_schema)
 TEST = Dataset("test", schema=_contract_schema)
@@ -33,6 +51,8 @@ MODEL = Dataset("model", kind="model")
 METRICS = Dataset("metrics", schema=lambda *_: schemas.Metrics.to_schema(), log_as_metrics=True)
 PROMOTION = Dataset("promotion", kind="text", filename="promotion.json")
 LINEAGE = Dataset("lineage", kind="text", filename="lineage.json")
+EVALUATION_REPORT = Dataset("evaluation_report", kind="text", filename="reports/evaluation.html")
+PROMOTION_REPORT = Dataset("promotion_report", kind="text", filename="reports/promotion.html")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -44,10 +64,24 @@ STAGES: tuple[Stage, ...] = (
         packages=("scikit-learn",),  # bundled datasets
     ),
     Stage(
+        "profile",
+        profile_data,
+        inputs=(RAW,),
+        outputs=(PROFILE, DRIFT, DRIFT_METRICS, PROFILE_REPORT),
+        gate=check_drift,
+        services=("registry",),
+        context=_champion_profile,
+        config_keys=("data", "validation", "registry"),
+        file_keys=("data.path",),
+        packages=("scipy", "matplotlib"),
+    ),
+    Stage(
         "validate",
         validate_data,
         inputs=(RAW,),
-        outputs=(CONTRACT, VALIDATED),
+        # Not read: validate runs after profile's drift gate, and lineage reaches the profile.
+        schema_inputs=(PROFILE,),
+        outputs=(CONTRACT, VALIDATED, VALIDATION_REPORT, QUARANTINE, WARNINGS),
         config_keys=("data", "validation"),
         file_keys=("data.path", "data.schema"),
     ),
@@ -78,7 +112,7 @@ STAGES: tuple[Stage, ...] = (
         evaluate,
         inputs=(MODEL, TEST),
         schema_inputs=(CONTRACT,),
-        outputs=(METRICS,),
+        outputs=(METRICS, EVALUATION_REPORT),
         gate=check_thresholds,
         config_keys=("data", "evaluation"),
         file_keys=("data.path", "data.schema"),
@@ -89,7 +123,7 @@ STAGES: tuple[Stage, ...] = (
         register,
         inputs=(MODEL, TEST, METRICS),
         schema_inputs=(CONTRACT,),
-        outputs=(PROMOTION, LINEAGE),
+        outputs=(PROMOTION, LINEAGE, PROMOTION_REPORT),
         services=("registry", "pipeline_run_id", "lineage"),
         config_keys=("data", "registry", "promotion"),
         file_keys=("data.path", "data.schema"),

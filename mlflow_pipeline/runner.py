@@ -34,7 +34,7 @@ from mlflow_pipeline.config import (
     resolved_yaml,
     split_overrides,
 )
-from mlflow_pipeline.errors import PipelineError, StageError
+from mlflow_pipeline.errors import DriftError, PipelineError, StageError
 from mlflow_pipeline.io import save_text
 from mlflow_pipeline.pipeline import order, producers, stage_named
 from mlflow_pipeline.registry import ModelRegistry
@@ -69,6 +69,9 @@ log = logging.getLogger("mlflow_pipeline")
 ENV_SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
 # On the pipeline run: "ingest=hit validate=hit split=miss ..." (the cache outcome per stage).
 TAG_CACHE_SUMMARY = "pipeline.cache.summary"
+# On the pipeline run: detected | none | not checked (the profile stage's drift result).
+TAG_DRIFT = "pipeline.drift"
+TAG_DRIFTED = "pipeline.drift.features"
 # A pipeline run's part in a sweep: "shared" (stages every job shares, run once first),
 # "job", or "register" (the best job's model, registered after all jobs).
 TAG_SWEEP_ROLE = "pipeline.sweep.role"
@@ -88,6 +91,8 @@ class PipelineResult:
     stage_run_ids: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, cache.Decision] = field(default_factory=dict)
     promotion: dict[str, Any] | None = None
+    # The profile stage's drift result (drift.json), when profile ran or was reused.
+    drift: dict[str, Any] | None = None
 
 
 def run_pipeline(
@@ -185,17 +190,41 @@ def _run_in_process(
     available: dict[str, Handoff] = {}
     for stage in stages:
         available.update(resolve_inputs(stage, ctx, available))
-        outputs = run_stage(stage, cfg, ctx, available)
+        try:
+            outputs = run_stage(stage, cfg, ctx, available)
+        except DriftError as exc:
+            _flag_drift(result, exc.drift)
+            raise
         available.update(outputs)
-        if "promotion" in outputs:
-            result.promotion = _promotion(outputs["promotion"])
+        _collect(result, outputs)
 
 
-def _promotion(handoff: Handoff) -> dict[str, Any]:
-    text = handoff.value
-    if text is None:  # reused from an earlier run
-        text = mlflow.artifacts.load_text(f"runs:/{handoff.run_id}/promotion.json")
-    return json.loads(text)
+def _collect(result: PipelineResult, outputs: dict[str, Handoff]) -> None:
+    """Keep the promotion report and the drift result for the summary; flag drift."""
+    if "promotion" in outputs:
+        result.promotion = json.loads(_text(outputs["promotion"], "promotion.json"))
+    if "drift" in outputs:
+        _flag_drift(result, json.loads(_text(outputs["drift"], "drift.json")))
+
+
+def _text(handoff: Handoff, filename: str) -> str:
+    if handoff.value is not None:
+        return handoff.value
+    # reused from an earlier run
+    return mlflow.artifacts.load_text(f"runs:/{handoff.run_id}/{filename}")
+
+
+def _flag_drift(result: PipelineResult, drift: dict[str, Any]) -> None:
+    """Flag the pipeline run: tag pipeline.drift (detected | none | not checked)."""
+    result.drift = drift
+    status = (
+        "not checked"
+        if not drift.get("checked")
+        else ("detected" if drift.get("detected") else "none")
+    )
+    mlflow.set_tag(TAG_DRIFT, status)
+    if drift.get("detected"):
+        mlflow.set_tag(TAG_DRIFTED, ",".join(drift.get("drifted", []))[:5000])
 
 
 def _run_as_projects(
@@ -217,9 +246,7 @@ def _run_as_projects(
         if decision.hit:
             log.info(decision.describe())
             ctx.decisions[stage.name] = decision
-            outputs = record_hit(stage, ctx, decision, available)
-            if "promotion" in outputs:
-                result.promotion = _promotion(outputs["promotion"])
+            _collect(result, record_hit(stage, ctx, decision, available))
             continue
         log.info("stage %s: running as project %s", stage.name, PROJECTS_DIR / stage.name)
         try:
@@ -241,10 +268,14 @@ def _run_as_projects(
         run_id = submitted.run_id
         ctx.stage_runs[stage.name] = run_id
         ctx.decisions[stage.name] = decision
-        if stage.name == "register":
-            result.promotion = json.loads(
-                mlflow.artifacts.load_text(f"runs:/{run_id}/promotion.json")
-            )
+        _collect(
+            result,
+            {
+                d.name: Handoff(run_id=run_id)
+                for d in stage.outputs
+                if d.name in ("promotion", "drift")
+            },
+        )
 
 
 def _pinned_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -700,6 +731,10 @@ def describe(result: PipelineResult) -> str:
         lines.append(
             f"cache: {len(hits)} hit(s) [{', '.join(hits)}], {len(ran)} ran [{', '.join(ran)}]"
         )
+    if result.drift is not None:
+        from mlflow_pipeline.drift import summary
+
+        lines.append(summary(result.drift))
     promo = result.promotion
     register = result.decisions.get("register")
     if promo and register is not None and register.hit:
@@ -731,6 +766,7 @@ def plan(cfg: DictConfig) -> list[cache.Decision]:
         pipeline_run_id=None,
         runner_mode=cfg.runner.mode,
         upstream_run_id=cfg.runner.upstream_run_id,
+        services={"registry": ModelRegistry(client, cfg)},
     )
     made_by = producers()
     available: dict[str, Handoff] = {}

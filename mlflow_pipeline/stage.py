@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mlflow_pipeline import cache, io, lineage, schemas
+from mlflow_pipeline import cache, io, lineage, reports, schemas
 from mlflow_pipeline.config import config_slice, flatten, resolved_yaml
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
 from mlflow_pipeline.tracking import (
@@ -44,7 +44,7 @@ from mlflow_pipeline.tracking import (
     owner_tags,
     retry_transient,
 )
-from mlflow_pipeline.validation import validate
+from mlflow_pipeline.validation import check
 
 log = logging.getLogger("mlflow_pipeline")
 TAG_MODEL_URI = "pipeline.model_uri"
@@ -68,6 +68,8 @@ class Dataset:
     filename: str | None = None
     # Also log each (metric, value) row as an MLflow metric of the stage run.
     log_as_metrics: bool = False
+    # The stage may return None for it (nothing is logged then).
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class Stage:
     seed_keys: tuple[str, ...] = ()
     # Packages (besides cache.BASE_PACKAGES) whose version is part of the cache key.
     packages: tuple[str, ...] = ()
+    # What the stage reads from outside the pipeline (the champion's profile), as
+    # name -> digest given (cfg, run context services): part of its cache key.
+    context: Callable[[DictConfig, dict[str, Any]], dict[str, str]] | None = None
 
 
 @dataclass
@@ -221,6 +226,8 @@ def decide(
         producer = tags_of(available[name].run_id).get(TAG_STAGE) if name in available else None
         return f"{producer}/{name}" if producer else name
 
+    if stage.context is not None:
+        digests.update(stage.context(cfg, ctx.services))
     return cache.decide(
         stage, cfg, ctx.client, ctx.experiment_id, digests, pending=pending, label=label
     )
@@ -422,13 +429,21 @@ def _validate(
     contract: pa.DataFrameSchema | None,
     frame: pd.DataFrame,
 ) -> pd.DataFrame:
-    return validate(
+    result = check(
         frame,
         dataset.schema(cfg, contract),
         stage=stage.name,
         dataset=dataset.name,
         max_lines=cfg.validation.max_message_failures,
     )
+    if not result.warnings.empty:
+        # Reported once, at the validate stage; every later boundary only records them.
+        run_id = mlflow.active_run().info.run_id
+        io.save_table(
+            mlflow.tracking.MlflowClient(), run_id, f"warnings/{dataset.name}.csv", result.warnings
+        )
+        mlflow.set_tag(f"pipeline.warnings.{dataset.name}", str(len(result.warnings)))
+    return result.frame
 
 
 def _schema_key(dataset: Dataset, cfg: DictConfig, contract: pa.DataFrameSchema | None) -> tuple:
@@ -471,6 +486,8 @@ def _save_outputs(
             _failpoint(stage.name)
         value = values[dataset.name]
         handoff = Handoff(run_id=run_id)
+        if value is None and dataset.optional:
+            continue
         if dataset.kind == "frame":
             if dataset.schema is not None:
                 value = _validate(stage, dataset, cfg, contract, value)
@@ -531,6 +548,9 @@ def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseEx
         client.set_tag(run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
         if isinstance(exc, DataValidationError):
             io.save_table(client, run_id, f"failures/{exc.dataset}.csv", exc.failure_cases)
+            if exc.report is not None:
+                html = reports.validation_report(exc.report)
+                io.save_text(client, run_id, "reports/validation.html", html)
         if not isinstance(exc, PipelineError):
             io.save_text(client, run_id, "error.txt", traceback.format_exc())
     except Exception:  # the store itself may be what failed; the original error matters more

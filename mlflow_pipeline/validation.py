@@ -1,49 +1,290 @@
-"""The pandera gate: validate lazily, report briefly, keep the full failure table."""
+"""The pandera gates: validate lazily, quarantine what may be dropped, report briefly, keep the
+full failure table and the warnings."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
 
 from mlflow_pipeline.errors import DataValidationError
+from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate
 
 FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
+# Check statuses in a validation report.
+PASSED, FAILED, WARNING, QUARANTINED = "passed", "failed", "warning", "quarantined"
+
+
+@dataclass
+class GateResult:
+    """What a gate did to a dataset: the validated frame, the warnings it reported, the rows it
+    quarantined, and every check with its status (for the validation report)."""
+
+    frame: pd.DataFrame
+    stage: str
+    dataset: str
+    rows: int
+    checks: list[dict[str, Any]]
+    warnings: pd.DataFrame
+    quarantined: pd.DataFrame | None = None
+    quarantine_max: float | None = None
+    # The failures of quarantined rows (their checks show as "quarantined").
+    quarantine_failures: pd.DataFrame | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The validation report's input (see reports.validation_report)."""
+        return report_data(
+            self.stage,
+            self.dataset,
+            self.rows,
+            self.checks,
+            quarantined=self.quarantine_failures,
+            warnings=self.warnings,
+            quarantined_rows=None if self.quarantined is None else len(self.quarantined),
+            quarantine_max=self.quarantine_max,
+            rows_out=len(self.frame),
+        )
 
 
 def validate(
     df: pd.DataFrame,
-    schema: pa.DataFrameSchema,
+    schema: pa.DataFrameSchema | Gate,
     *,
     stage: str,
     dataset: str,
     max_lines: int = 5,
 ) -> pd.DataFrame:
-    """Validate (and coerce) ``df`` against ``schema``, collecting every failure.
+    """Validate (and coerce) ``df`` against ``schema`` (or a Gate), collecting every failure.
 
     Returns the validated frame. Raises DataValidationError whose message names the stage,
     dataset, column, check and the number of failing rows, capped at ``max_lines`` lines; the
     error carries the full failure table.
     """
-    try:
-        return schema.validate(df, lazy=True)
-    except pa_errors.SchemaErrors as exc:
-        failures = normalise_failures(exc.failure_cases)
-    except pa_errors.SchemaError as exc:  # raised even with lazy=True for some frame-level checks
-        failures = normalise_failures(
-            pd.DataFrame(
-                [
-                    {
-                        "schema_context": type(exc.schema).__name__,
-                        "column": getattr(exc.schema, "name", None),
-                        "check": str(exc.check) if exc.check is not None else str(exc),
-                        "failure_case": str(exc),
-                    }
-                ]
-            )
+    return check(df, schema, stage=stage, dataset=dataset, max_lines=max_lines).frame
+
+
+def check(
+    df: pd.DataFrame,
+    gate: pa.DataFrameSchema | Gate,
+    *,
+    stage: str,
+    dataset: str,
+    max_lines: int = 5,
+) -> GateResult:
+    """Run ``gate`` on ``df``: its error checks (quarantining the failing rows when the gate
+    allows it and they are few enough), then its warning checks on what passed.
+
+    Raises DataValidationError (message, failure table, report data) when an error check
+    fails and its rows cannot be quarantined.
+    """
+    if not isinstance(gate, Gate):
+        gate = Gate(schema=gate)
+    checks = describe(gate)
+
+    def fail(failures: pd.DataFrame, note: str = "") -> DataValidationError:
+        table = normalise_failures(failures)
+        message = summarize(table, stage=stage, dataset=dataset, max_lines=max_lines)
+        return DataValidationError(
+            message + (f"\n  {note}" if note else ""),
+            stage=stage,
+            dataset=dataset,
+            failure_cases=table,
+            report=report_data(
+                stage, dataset, len(df), checks, failures=table, quarantine_max=gate.quarantine
+            ),
         )
-    message = summarize(failures, stage=stage, dataset=dataset, max_lines=max_lines)
-    raise DataValidationError(message, stage=stage, dataset=dataset, failure_cases=failures)
+
+    validated, failures = _run(gate.schema, df)
+    quarantined = quarantine_failures = None
+    if failures is not None:
+        if gate.quarantine is None:
+            raise fail(failures)
+        rows = _quarantinable(failures)
+        if rows is None:
+            raise fail(
+                failures,
+                "Not quarantined: a failing check is about a whole column "
+                "or the whole dataset, not about rows.",
+            )
+        if len(rows) > gate.quarantine * len(df):
+            raise fail(
+                failures,
+                f"Not quarantined: {len(rows)} of {len(df)} row(s) ({len(rows) / len(df):.1%}) "
+                f"fail, above validation.quarantine.max_fraction={gate.quarantine:g}.",
+            )
+        quarantine_failures = normalise_failures(failures)
+        quarantined = _quarantine_table(df, quarantine_failures, rows)
+        validated, again = _run(gate.schema, df.drop(index=rows))
+        if again is not None:  # e.g. a frame-level check fails without the quarantined rows
+            raise fail(again, f"(after quarantining {len(rows)} row(s))")
+    warnings = normalise_failures(pd.DataFrame())
+    if gate.warnings is not None:
+        _, found = _run(gate.warnings, validated)
+        if found is not None:
+            warnings = normalise_failures(found)
+    return GateResult(
+        frame=validated,
+        stage=stage,
+        dataset=dataset,
+        rows=len(df),
+        checks=checks,
+        warnings=warnings,
+        quarantined=quarantined,
+        quarantine_max=gate.quarantine,
+        quarantine_failures=quarantine_failures,
+    )
+
+
+def _run(
+    schema: pa.DataFrameSchema, df: pd.DataFrame
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(validated frame, None) or (None, raw failure table)."""
+    try:
+        return schema.validate(df, lazy=True), None
+    except pa_errors.SchemaErrors as exc:
+        return None, _enrich(exc.failure_cases, df)
+    except pa_errors.SchemaError as exc:  # raised even with lazy=True for some frame checks
+        return None, pd.DataFrame(
+            [
+                {
+                    "schema_context": type(exc.schema).__name__,
+                    "column": getattr(exc.schema, "name", None),
+                    "check": str(exc.check) if exc.check is not None else str(exc),
+                    "failure_case": str(exc),
+                }
+            ]
+        )
+
+
+def _enrich(failures: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate checks report ``False``: replace it with the measured fraction."""
+    failures = failures.copy()
+    failures["failure_case"] = failures["failure_case"].astype(object)
+    for position, row in failures.iterrows():
+        check_text = str(row.get("check"))
+        column = row.get("column")
+        if check_text.startswith("null_fraction") and column in df.columns:
+            nulls = int(df[column].isna().sum())
+            failures.at[position, "failure_case"] = (
+                f"{nulls} of {len(df)} missing ({nulls / max(len(df), 1):.1%})"
+            )
+        elif check_text.startswith("duplicate_rows"):
+            duplicated = int(df.duplicated().sum())
+            failures.at[position, "failure_case"] = (
+                f"{duplicated} of {len(df)} rows repeat an earlier row "
+                f"({duplicated / max(len(df), 1):.1%})"
+            )
+    return failures
+
+
+def _quarantinable(failures: pd.DataFrame) -> list | None:
+    """The index labels of the failing rows, or None when a failure is not about rows."""
+    rows = []
+    for check_text, index in zip(failures["check"], failures["index"], strict=True):
+        if _is_missing(index) or str(check_text).startswith(AGGREGATE_CHECKS):
+            return None
+        rows.append(index)
+    return list(dict.fromkeys(rows))
+
+
+def _quarantine_table(df: pd.DataFrame, failures: pd.DataFrame, rows: list) -> pd.DataFrame:
+    """The quarantined rows as they arrived, with the checks each one failed."""
+    reasons = (
+        failures.assign(reason=failures["column"].fillna("<dataframe>") + ": " + failures["check"])
+        .groupby("index", sort=False)["reason"]
+        .agg("; ".join)
+    )
+    table = df.loc[rows].copy()
+    table.insert(0, "quarantine_reason", [reasons.get(str(r), "") for r in rows])
+    table.insert(0, "row", rows)
+    return table.reset_index(drop=True)
+
+
+def describe(gate: Gate) -> list[dict[str, Any]]:
+    """Every check of ``gate`` as {column, check, severity}, in schema order."""
+    found: list[dict[str, Any]] = []
+    for severity, schema in (("error", gate.schema), ("warning", gate.warnings)):
+        if schema is None:
+            continue
+        for name, column in schema.columns.items():
+            if severity == "error":
+                dtype = str(column.dtype)
+                if column.dtype is not None:
+                    kind = "coerce_dtype" if (column.coerce or schema.coerce) else "dtype"
+                    found.append(_entry(name, f"{kind}('{dtype}')", severity))
+                if not column.nullable:
+                    found.append(_entry(name, "not_nullable", severity))
+            for item in column.checks:
+                found.append(_entry(name, _check_name(item), severity))
+        for item in schema.checks or []:
+            found.append(_entry(None, _check_name(item), severity))
+    return found
+
+
+def _entry(column: str | None, check_text: str, severity: str) -> dict[str, Any]:
+    return {"column": column, "check": check_text, "severity": severity}
+
+
+def _check_name(item: pa.Check) -> str:
+    return str(item.error or item.name)
+
+
+def report_data(
+    stage: str,
+    dataset: str,
+    rows: int,
+    checks: list[dict[str, Any]],
+    *,
+    failures: pd.DataFrame | None = None,
+    warnings: pd.DataFrame | None = None,
+    quarantined: pd.DataFrame | None = None,
+    quarantined_rows: int | None = None,
+    quarantine_max: float | None = None,
+    rows_out: int | None = None,
+) -> dict[str, Any]:
+    """The validation report's input: every check with its status and failing rows."""
+    entries = [dict(c) for c in checks]
+    index = {(c["column"], c["check"]): c for c in entries}
+    for c in entries:
+        c.update(status=PASSED, failing_rows=0, examples=[])
+    for table, status in ((failures, FAILED), (quarantined, QUARANTINED), (warnings, WARNING)):
+        if table is None or table.empty:
+            continue
+        grouped = table.groupby(["column", "check"], sort=False, dropna=False)["failure_case"]
+        for (column, check_text), cases in grouped:
+            column = None if _is_missing(column) else column
+            entry = index.get((column, check_text))
+            if entry is None:  # a built-in check (column_in_schema, ...) not in the gate
+                entry = _entry(column, check_text, "error" if status != WARNING else "warning")
+                entry.update(status=PASSED, failing_rows=0, examples=[])
+                entries.append(entry)
+                index[(column, check_text)] = entry
+            entry["status"] = status
+            entry["failing_rows"] = len(cases)
+            entry["examples"] = list(dict.fromkeys(cases.dropna()))[:3]
+    passed = failures is None or failures.empty
+    quarantine = None
+    if quarantine_max is not None:
+        n = quarantined_rows or 0
+        quarantine = {
+            "enabled": True,
+            "max_fraction": quarantine_max,
+            "rows": n,
+            "fraction": n / rows if rows else 0.0,
+            "artifact": f"quarantine/{dataset}.csv" if n else None,
+        }
+    return {
+        "stage": stage,
+        "dataset": dataset,
+        "rows": rows,
+        "rows_out": rows_out if passed else None,
+        "passed": passed,
+        "checks": entries,
+        "quarantine": quarantine,
+    }
 
 
 def normalise_failures(failures: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +297,15 @@ def normalise_failures(failures: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def summarize(failures: pd.DataFrame, *, stage: str, dataset: str, max_lines: int = 5) -> str:
+def summarize(
+    failures: pd.DataFrame,
+    *,
+    stage: str,
+    dataset: str,
+    max_lines: int = 5,
+    what: str = "failed validation",
+    artifact: str = "failures",
+) -> str:
     """One header line plus one line per (column, check), most failures first, capped."""
     grouped = (
         failures.assign(column=failures["column"].fillna("<dataframe>"))
@@ -66,7 +315,7 @@ def summarize(failures: pd.DataFrame, *, stage: str, dataset: str, max_lines: in
         .sort_values("count", ascending=False, kind="stable")
     )
     header = (
-        f"[{stage}] dataset '{dataset}' failed validation: {len(grouped)} check(s), "
+        f"[{stage}] dataset '{dataset}' {what}: {len(grouped)} check(s), "
         f"{len(failures)} failing value(s)"
     )
     lines = [header]
@@ -76,7 +325,11 @@ def summarize(failures: pd.DataFrame, *, stage: str, dataset: str, max_lines: in
         lines.append(f"  - column '{row.column}', check {row.check}: {row.count} row(s){suffix}")
     if len(grouped) > max_lines:
         lines.append(f"  ... and {len(grouped) - max_lines} more check(s)")
-    lines.append(f"  The full failure table is logged as failures/{dataset}.csv on the stage run.")
+    lines.append(
+        f"  The full table is logged as {artifact}/{dataset}.csv on the stage run."
+        if artifact == "warnings"
+        else f"  The full failure table is logged as {artifact}/{dataset}.csv on the stage run."
+    )
     return "\n".join(lines)
 
 

@@ -17,11 +17,31 @@ DB_NAME = "mlflow.db"
 # What every successful stage run logs, beyond config.yaml and its timing metrics.
 EXPECTED_ARTIFACTS = {
     "ingest": {"config.yaml", "cache.json", "data/raw.parquet"},
-    "validate": {"config.yaml", "cache.json", "contract.yaml", "data/validated.parquet"},
+    "profile": {
+        "config.yaml",
+        "cache.json",
+        "profile.json",
+        "drift.json",
+        "data/drift_metrics.parquet",
+        "reports/profile.html",
+    },
+    "validate": {
+        "config.yaml",
+        "cache.json",
+        "contract.yaml",
+        "data/validated.parquet",
+        "reports/validation.html",
+    },
     "split": {"config.yaml", "cache.json", "data/train.parquet", "data/test.parquet"},
     "train": {"config.yaml", "cache.json"},
-    "evaluate": {"config.yaml", "cache.json", "data/metrics.parquet"},
-    "register": {"config.yaml", "cache.json", "promotion.json", "lineage.json"},
+    "evaluate": {"config.yaml", "cache.json", "data/metrics.parquet", "reports/evaluation.html"},
+    "register": {
+        "config.yaml",
+        "cache.json",
+        "promotion.json",
+        "lineage.json",
+        "reports/promotion.html",
+    },
 }
 
 

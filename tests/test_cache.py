@@ -21,25 +21,27 @@ from mlflow_pipeline.stages import evaluate as evaluate_module
 from mlflow_pipeline.stages import train as train_module
 from tests.helpers import DB_NAME, csv_overrides, mixed_frame
 
-STAGES = ["ingest", "validate", "split", "train", "evaluate", "register"]
+STAGES = ["ingest", "profile", "validate", "split", "train", "evaluate", "register"]
 FAST = ["model=logistic_regression", "model.max_iter=200", "registry.model_name=customers"]
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory, open_store):
-    """A finished pipeline on a small CSV: the store every scenario starts from."""
+    """The store every scenario starts from: a first pipeline run on a small CSV (it made v1
+    the champion), then the same run again, whose profile stage checked drift against v1."""
     root = tmp_path_factory.mktemp("cache-baseline")
     data = root / "customers.csv"
     mixed_frame(200).to_csv(data, index=False)
     with open_store(root) as store:
-        result = run_pipeline(store.config(*csv_overrides(data, *FAST)))
-    return root, data, result
+        first = run_pipeline(store.config(*csv_overrides(data, *FAST)))
+        second = run_pipeline(store.config(*csv_overrides(data, *FAST)))
+    return root, data, first, second
 
 
 @pytest.fixture
 def scenario(baseline, tmp_path: Path):
     """``run(*overrides)`` on a private copy of the baseline store; returns (result, client)."""
-    root, data, _ = baseline
+    root, data, *_ = baseline
     db = tmp_path / "copy" / DB_NAME
     db.parent.mkdir()
     shutil.copyfile(root / DB_NAME, db)
@@ -85,6 +87,23 @@ def test_first_run_misses_everything_with_no_earlier_run(baseline):
     assert all(reasons(result, s) == "no earlier run" for s in STAGES)
 
 
+def test_a_new_champion_reruns_only_the_profile(baseline):
+    """The profile stage compares with the champion's training data: when the champion
+    changes (here: the first run made v1 champion), only profile runs again."""
+    first, second = baseline[2], baseline[3]
+    expect(second, {"profile"})
+    assert reasons(second, "profile").startswith("input changed: champion profile")
+    assert first.drift == {"checked": False, "reason": "no champion yet"}
+    assert second.drift["checked"]
+    assert not second.drift["detected"]
+    assert second.drift["reference"]["version"] == "1"
+
+
+def _computed_by(client: MlflowClient, run_id: str) -> str:
+    """The run that computed a stage's outputs: itself, or the source of a hit."""
+    return client.get_run(run_id).data.tags.get(cache.TAG_SOURCE, run_id)
+
+
 def test_unchanged_rerun_is_all_hits_and_registers_nothing(scenario, baseline):
     before = scenario.client.get_registered_model("customers").aliases
     result = scenario()
@@ -92,7 +111,9 @@ def test_unchanged_rerun_is_all_hits_and_registers_nothing(scenario, baseline):
     for stage in STAGES:
         run = scenario.client.get_run(result.stage_run_ids[stage])
         assert run.data.tags[cache.TAG_STATUS] == "hit"
-        assert run.data.tags[cache.TAG_SOURCE] == baseline[2].stage_run_ids[stage]
+        assert run.data.tags[cache.TAG_SOURCE] == _computed_by(
+            scenario.client, baseline[3].stage_run_ids[stage]
+        )
         assert run.data.tags["mlflow.parentRunId"] == result.pipeline_run_id
         assert run.info.status == "FINISHED"
     # The hit run of evaluate shows the same metrics as the run it reused.
@@ -201,7 +222,7 @@ def test_package_upgrade_reruns_the_stages_that_depend_on_it(scenario, monkeypat
         lambda name: "99.0" if name == "scikit-learn" else real(name),
     )
     result = scenario()
-    # validate does not use scikit-learn, and ingest's output is unchanged: validate hits.
+    # profile and validate do not use scikit-learn, and ingest's output is unchanged.
     expect(result, {"ingest", "split", "train", "evaluate", "register"})
     assert reasons(result, "ingest").startswith("packages changed: scikit-learn ")
     assert reasons(result, "ingest").endswith(" -> 99.0")
@@ -260,7 +281,15 @@ def test_plan_shows_hits_misses_and_pending_without_running(scenario):
     experiment = scenario.client.get_experiment_by_name("customers").experiment_id
     runs_before = len(scenario.client.search_runs([experiment], max_results=1000))
     decisions = plan(cfg)
-    assert [d.status for d in decisions] == ["hit", "hit", "hit", "miss", "pending", "pending"]
+    assert [d.status for d in decisions] == [
+        "hit",
+        "hit",
+        "hit",
+        "hit",
+        "miss",
+        "pending",
+        "pending",
+    ]
     text = describe_plan(decisions)
     assert "train     miss  config changed: model.C 1.0 -> 0.5" in text
     assert "evaluate  runs  input(s) model are recomputed first" in text

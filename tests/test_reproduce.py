@@ -59,7 +59,8 @@ def test_reproduce_a_champion_is_identical_and_registers_nothing(tracking_store,
     reproduction = client.get_run(report.pipeline_run_id)
     assert reproduction.data.tags[TAG_REPRODUCES] == "models:/customers@champion (v1)"
     assert reproduction.data.tags["pipeline.cache.summary"] == (
-        "ingest=recompute validate=recompute split=recompute train=recompute evaluate=recompute"
+        "ingest=recompute profile=recompute validate=recompute split=recompute "
+        "train=recompute evaluate=recompute"
     )
     assert [str(v.version) for v in client.search_model_versions("name = 'customers'")] == ["1"]
     assert describe(report).endswith("result: IDENTICAL")

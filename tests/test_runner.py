@@ -205,7 +205,7 @@ def test_bad_data_fails_validate_with_the_failure_table(
     client = tracking_store.client()
     experiment = client.get_experiment_by_name("bad")
     runs = {r.data.tags.get(TAG_STAGE): r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {None, "ingest", "validate"}
+    assert set(runs) == {None, "ingest", "profile", "validate"}
     failed = runs["validate"]
     assert failed.info.status == "FAILED"
     assert "failures/raw.csv" in artifacts(client, failed.info.run_id)

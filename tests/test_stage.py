@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pandera.pandas as pa
 import pytest
@@ -133,7 +135,14 @@ def test_invalid_output_fails_the_run_with_the_failure_table(
         "config.yaml",
         "cache.json",
         "failures/numbers.csv",
+        # Every check of the gate and its status, with a chart of the failing rows.
+        "reports/validation.html",
     }
+    html = Path(
+        client.download_artifacts(run.info.run_id, "reports/validation.html", str(tmp_path))
+    ).read_text()
+    assert "greater_than_or_equal_to(0)" in html
+    assert "data:image/png;base64," in html
     logged = pd.read_csv(
         client.download_artifacts(run.info.run_id, "failures/numbers.csv", str(tmp_path))
     )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from mlflow_pipeline import reports
 from mlflow_pipeline.config import METRICS, Task
 from mlflow_pipeline.errors import ThresholdError
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.train import feature_columns
 
 STAGE = "evaluate"
+# Permutation importance is computed on a sample of the test set at most this large.
+IMPORTANCE_ROWS = 2000
 
 
 def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
@@ -54,10 +59,59 @@ def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
     return result
 
 
-def evaluate(cfg: DictConfig, model: TrainedModel, test: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Returns ``{"metrics": frame of (metric, value)}`` for the test set."""
+def evaluate(cfg: DictConfig, model: TrainedModel, test: pd.DataFrame) -> dict[str, Any]:
+    """Returns ``{"metrics": frame of (metric, value), "evaluation_report": HTML}`` for the
+    test set."""
     scores = score(model.estimator, test, cfg)
-    return {"metrics": pd.DataFrame({"metric": list(scores), "value": list(scores.values())})}
+    return {
+        "metrics": pd.DataFrame({"metric": list(scores), "value": list(scores.values())}),
+        "evaluation_report": reports.evaluation_report(
+            report_data(model.estimator, test, cfg, scores)
+        ),
+    }
+
+
+def report_data(
+    model: Any, test: pd.DataFrame, cfg: DictConfig, scores: dict[str, float]
+) -> dict[str, Any]:
+    """The evaluation report's input: predictions, probabilities and feature importance."""
+    features = test[feature_columns(cfg, test)]
+    classification = Task(cfg.data.task) is Task.classification
+    proba = None
+    if classification and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features).tolist()
+    thresholds = {
+        metric: dict(bound)
+        for metric, bound in cfg.evaluation.thresholds.items()
+        if metric in METRICS[Task(cfg.data.task).value]
+    }
+    return {
+        "task": Task(cfg.data.task).value,
+        "model": type(model[-1]).__name__ if hasattr(model, "steps") else type(model).__name__,
+        "metrics": scores,
+        "thresholds": thresholds,
+        "y_true": test[cfg.data.target].tolist(),
+        "y_pred": model.predict(features).tolist(),
+        "proba": proba,
+        "classes": list(model.classes_) if classification else None,
+        "feature_importance": feature_importance(model, features, test[cfg.data.target], cfg),
+    }
+
+
+def feature_importance(
+    model: Any, features: pd.DataFrame, target: pd.Series, cfg: DictConfig
+) -> dict[str, float]:
+    """Permutation importance of each input column on (at most IMPORTANCE_ROWS rows of) the
+    test set: how much the score drops when the column is shuffled."""
+    from sklearn.inspection import permutation_importance
+
+    if len(features) > IMPORTANCE_ROWS:
+        features = features.sample(IMPORTANCE_ROWS, random_state=0)
+        target = target.loc[features.index]
+    found = permutation_importance(
+        model, features, target, n_repeats=3, random_state=cfg.seed or 0, n_jobs=1
+    )
+    return {str(c): float(v) for c, v in zip(features.columns, found.importances_mean, strict=True)}
 
 
 def check_thresholds(cfg: DictConfig, outputs: dict[str, pd.DataFrame]) -> None:

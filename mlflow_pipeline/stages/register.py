@@ -14,6 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from mlflow_pipeline import registry as reg
+from mlflow_pipeline import reports
 from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.lineage import to_json as lineage_json
@@ -100,8 +101,8 @@ def register(
 
     Idempotent: a model already registered (a rerun after a crash in this stage) is not
     registered again, and a version that already holds ``champion`` stays there.
-    Returns ``{"promotion": JSON report, "lineage": JSON}``. Raises StageError when the model
-    was never logged.
+    Returns ``{"promotion": JSON report, "lineage": JSON, "promotion_report": HTML}``.
+    Raises StageError when the model was never logged.
     """
     if not model.uri:
         raise StageError(
@@ -168,7 +169,11 @@ def register(
         "version": str(version.version),
         "champion_version_after": champion_after,
     }
-    return {"promotion": json.dumps(report, indent=2), "lineage": lineage_json(lineage)}
+    return {
+        "promotion": json.dumps(report, indent=2),
+        "lineage": lineage_json(lineage),
+        "promotion_report": reports.promotion_report(report),
+    }
 
 
 def _recorded_promotion(existing: Any, decision: Decision) -> Decision | None:

@@ -22,10 +22,11 @@ from tests.helpers import EXPECTED_ARTIFACTS
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
-STAGES = ("ingest", "validate", "split", "train", "evaluate", "register")
+STAGES = ("ingest", "profile", "validate", "split", "train", "evaluate", "register")
 
 EXPECTED_ROW_METRICS = {
     "ingest": {"rows.output.raw"},
+    "profile": {"rows.input.raw", "rows.output.drift_metrics"},
     "validate": {"rows.input.raw", "rows.output.validated"},
     "split": {"rows.input.validated", "rows.output.train", "rows.output.test"},
     "train": {"rows.input.train"},

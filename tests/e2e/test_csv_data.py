@@ -143,7 +143,7 @@ def test_inferred_schema_file_is_enforced(store: Store) -> None:
     failed = [p for p in store.runs_of_kind("pipeline") if p.info.status == "FAILED"]
     assert len(failed) == 1
     failed_stages = store.stage_runs(failed[0].info.run_id)
-    assert sorted(failed_stages) == ["ingest", "validate"]
+    assert sorted(failed_stages) == ["ingest", "profile", "validate"]
     validate = failed_stages["validate"]
     assert validate.info.status == "FAILED"
     assert "'income'" in validate.data.tags["pipeline.error"]

@@ -221,7 +221,7 @@ def test_unchanged_rerun_is_all_hits_and_dry_run_plans_a_change(clean_run: Clean
 
     rerun = _pipeline(store)
     assert_ok(rerun)
-    assert f"cache: 6 hit(s) [{', '.join(STAGES)}], 0 ran []" in rerun.stdout, tail(rerun.stdout)
+    assert f"cache: 7 hit(s) [{', '.join(STAGES)}], 0 ran []" in rerun.stdout, tail(rerun.stdout)
     assert "nothing registered, no alias moved" in rerun.stdout, tail(rerun.stdout)
     assert store.version_numbers(MODEL) == ["1"]
     assert _aliases(store) == aliases

@@ -170,7 +170,7 @@ def test_artifacts_live_in_s3_behind_the_server(stack: Stack, first_runs) -> Non
 def test_rerun_on_the_server_is_all_cache_hits(server: ServerStore, first_runs) -> None:
     result = server.pipeline(*PIPELINE)
     assert_ok(result)
-    assert "cache: 6 hit(s)" in result.stdout, result.stdout[-2000:]
+    assert "cache: 7 hit(s)" in result.stdout, result.stdout[-2000:]
     assert "nothing registered, no alias moved" in result.stdout
     assert server.version_numbers(MODEL_NAME) == ["1"]
 

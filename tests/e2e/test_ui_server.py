@@ -83,7 +83,7 @@ def test_ui_shows_pipeline_runs_artifacts_and_aliases(ui) -> None:
         next(t["value"] for t in r["data"]["tags"] if t["key"] == "mlflow.runName") for r in runs
     )
     assert names == sorted(
-        ["pipeline", "ingest", "validate", "split", "train", "evaluate", "register"]
+        ["pipeline", "ingest", "profile", "validate", "split", "train", "evaluate", "register"]
     )
     register_run = result.stage_run_ids["register"]
     artifact = requests.get(
