@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pytest
@@ -92,3 +95,147 @@ def test_summarize_groups_by_column_and_check():
     text = summarize(failures, stage="validate", dataset="raw")
     assert "column 'a', check isin: 2 row(s) (e.g. 'x', 'y')" in text
     assert "column 'b', check ge: 1 row(s) (e.g. '-1')" in text
+
+
+# ------------------------------------------------------------- gates from conf/validation
+
+
+def _gate_config(*overrides: str):
+    from mlflow_pipeline.config import load_config
+    from tests.helpers import csv_overrides
+
+    return load_config(csv_overrides(Path("customers.csv"), *overrides))
+
+
+def _customers(rows: int = 200) -> pd.DataFrame:
+    from tests.helpers import mixed_frame
+
+    return mixed_frame(rows)
+
+
+def _gate(df: pd.DataFrame, *overrides: str):
+    from mlflow_pipeline import schemas
+
+    cfg = _gate_config(*overrides)
+    contract = schemas.infer_contract(df, "churned", "classification")
+    return schemas.gate(contract, cfg)
+
+
+@pytest.mark.parametrize(
+    ("edit", "overrides", "expected"),
+    [
+        (
+            lambda df: df.assign(age=df["age"].where(df.index >= 3, 250.0)),
+            ("+validation.ranges.age={min: 0, max: 120}",),
+            "column 'age', check in_range(0, 120): 3 row(s) (e.g. '250.0')",
+        ),
+        (
+            lambda df: df.assign(city=df["city"].where(df.index >= 2, "Atlantis")),
+            ("+validation.categories.city=[paris, lyon, nice]",),
+            "column 'city', check allowed_categories(['paris', 'lyon', 'nice']): 2 row(s)",
+        ),
+        (
+            lambda df: df.assign(customer_id=df["customer_id"].where(df.index >= 2, 7)),
+            ("validation.unique=[customer_id]",),
+            "column 'customer_id', check unique: 3 row(s)",
+        ),
+        (
+            lambda df: df.assign(age=np.nan),
+            (),
+            "column 'age', check null_fraction <= 0.99: 1 row(s) (e.g. '200 of 200 missing",
+        ),
+        (
+            lambda df: df.assign(income=df["income"].where(df.index >= 2, np.inf)),
+            (),
+            "column 'income', check finite: 2 row(s) (e.g. 'inf')",
+        ),
+        (
+            lambda df: df.assign(income=df["income"].where(df.index >= 1, 1e300)),
+            (),
+            "column 'income', check max_abs_value(1e+15): 1 row(s) (e.g. '1e+300')",
+        ),
+        (
+            lambda df: pd.concat([df, df.iloc[:100]], ignore_index=True),
+            (),
+            "check duplicate_rows <= 0.25: 1 row(s) (e.g. '100 of 300 rows repeat",
+        ),
+    ],
+    ids=["range", "categories", "unique", "all_null", "infinity", "huge", "duplicates"],
+)
+def test_rules_fail_naming_column_check_rows_and_examples(edit, overrides, expected):
+    from mlflow_pipeline.validation import check
+
+    df = edit(_customers())
+    with pytest.raises(DataValidationError) as info:
+        check(df, _gate(df, *overrides), stage="validate", dataset="raw")
+    assert expected in str(info.value), str(info.value)
+    report = info.value.report
+    assert report["passed"] is False
+    assert any(c["status"] == "failed" for c in report["checks"])
+
+
+def test_the_rules_pass_on_clean_data_and_every_check_is_reported():
+    from mlflow_pipeline.validation import check
+
+    df = _customers()
+    gate = _gate(df, "+validation.ranges.age={min: 0, max: 120}", "validation.unique=[customer_id]")
+    result = check(df, gate, stage="validate", dataset="raw")
+    report = result.report()
+    assert report["passed"] is True
+    names = {(c["column"], c["check"]) for c in report["checks"]}
+    assert ("age", "in_range(0, 120)") in names
+    assert ("customer_id", "unique") in names
+    assert (None, "duplicate_rows <= 0.25") in names
+    assert {c["status"] for c in report["checks"]} == {"passed"}
+
+
+def test_a_warning_check_is_reported_but_does_not_stop():
+    from mlflow_pipeline.validation import check
+
+    df = _customers()
+    df.loc[:4, "age"] = 250.0
+    gate = _gate(
+        df, "+validation.ranges.age={min: 0, max: 120}", "+validation.severity.in_range=warning"
+    )
+    result = check(df, gate, stage="validate", dataset="raw")
+    assert len(result.frame) == len(df)
+    assert len(result.warnings) == 5
+    assert set(result.warnings["check"]) == {"in_range(0, 120)"}
+    statuses = {c["check"]: c["status"] for c in result.report()["checks"]}
+    assert statuses["in_range(0, 120)"] == "warning"
+
+
+def test_quarantine_drops_failing_rows_up_to_the_maximum():
+    from mlflow_pipeline.validation import check
+
+    df = _customers()
+    df.loc[[3, 7], "age"] = -1.0
+    gate = _gate(df, "+validation.ranges.age={min: 0, max: 120}")
+    gate.quarantine = 0.01
+    result = check(df, gate, stage="validate", dataset="raw")
+    assert len(result.frame) == len(df) - 2
+    assert list(result.quarantined["row"]) == [3, 7]
+    assert set(result.quarantined["quarantine_reason"]) == {"age: in_range(0, 120)"}
+    assert result.report()["quarantine"]["rows"] == 2
+
+    df.loc[[10, 11], "age"] = -1.0  # 4 of 200 rows: 2 % > 1 %
+    with pytest.raises(DataValidationError, match=r"Not quarantined: 4 of 200 row\(s\) \(2\.0%\)"):
+        check(df, gate, stage="validate", dataset="raw")
+
+
+def test_quarantine_never_drops_rows_for_a_column_or_dataset_check():
+    from mlflow_pipeline.validation import check
+
+    df = _customers().assign(age=np.nan)
+    gate = _gate(df)
+    gate.quarantine = 0.5
+    with pytest.raises(DataValidationError, match="about a whole column or the whole dataset"):
+        check(df, gate, stage="validate", dataset="raw")
+
+
+def test_a_rule_for_an_unknown_column_is_a_config_error():
+    from mlflow_pipeline.errors import ConfigError
+
+    df = _customers()
+    with pytest.raises(ConfigError, match=r"validation.ranges: no column 'agee'"):
+        _gate(df, "+validation.ranges.agee={min: 0}")
