@@ -4,7 +4,7 @@ BIN := $(abspath $(VENV))/bin
 # `python` in MLproject commands must be this venv's (mlflow run --env-manager local).
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint ui bench clean stack-start stack-stop stack-status ray-start ray-stop
+.PHONY: setup run test lint ui bench bench-gates clean stack-start stack-stop stack-status ray-start ray-stop
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	python3 -m venv $(VENV)
@@ -30,6 +30,9 @@ ui: setup  ## the MLflow UI over the embedded store, on http://127.0.0.1:5000
 
 bench: setup  ## the 1M-row benchmark; writes docs/benchmarks.md
 	$(BIN)/python bench/run.py
+
+bench-gates: setup  ## the data gates against plain pandas checks (1M rows x 32 columns, in-process)
+	$(BIN)/python bench/run.py --gates
 
 stack-start: setup  ## the shared tracking server (PostgreSQL + S3 + mlflow server) on 127.0.0.1:5055
 	$(BIN)/python scripts/stack.py start

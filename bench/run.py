@@ -4,6 +4,7 @@
                         [--context-rows 100000] [--profile]
     python bench/run.py --cache [--rows 1000000] [--repeat 1] [--out docs/benchmarks.md]
     python bench/run.py --sweep [--sweep-rows 100000] [--repeat 1] [--out docs/benchmarks.md]
+    python bench/run.py --gates [--rows 1000000] [--repeat 5] [--out docs/benchmarks.md]
 
 1. Generates a deterministic CSV (30 float columns with missing values, 2 string categorical
    columns with missing values, a binary target that depends on them) under bench/results/.
@@ -26,6 +27,10 @@ parameter changed, on the ``--rows`` CSV and on the bundled default data; then s
 rerun's time (start-up and imports as whole processes, the pipeline run's span from the store,
 an instrumented run with ``bench/noop_split.py`` under ``-X importtime``, and a cProfile run).
 It writes between the ``bench-cache:begin`` / ``bench-cache:end`` markers (appended if absent).
+
+``--gates`` runs ``bench/gates.py`` (in this process): the data gates against hand-written pandas
+checks of the same rules on 1M x 32 columns; ``--repeat`` defaults to 5 there. It writes between
+the ``bench-gates:begin`` / ``bench-gates:end`` markers (appended if absent).
 
 ``--sweep`` times an 8-job sweep (a single-threaded random forest on the ``--sweep-rows`` CSV)
 with the basic launcher and with ``hydra/launcher=parallel`` (joblib, 2 workers), each on a
@@ -1497,7 +1502,9 @@ def render_sweep(results: dict[str, list[Measured]], args: argparse.Namespace, c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per variant and size")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="runs per variant and size (1; --gates: 5)"
+    )
     parser.add_argument(
         "--context-rows", type=int, default=100_000, help="a second, smaller size (0: skip)"
     )
@@ -1521,7 +1528,19 @@ def main() -> None:
     parser.add_argument(
         "--sweep-rows", type=int, default=SWEEP_ROWS, help="rows of the sweep's CSV"
     )
+    parser.add_argument(
+        "--gates",
+        action="store_true",
+        help="measure the data gates against plain pandas checks (bench/gates.py) instead",
+    )
     args = parser.parse_args()
+    if args.gates:
+        from gates import GATES_REPEAT, run_gates  # bench/gates.py, which imports this module
+
+        run_gates(args.rows, GATES_REPEAT if args.repeat is None else args.repeat, args.out)
+        return
+    if args.repeat is None:
+        args.repeat = 1
     if args.cache:
         run_cache(args)
         return

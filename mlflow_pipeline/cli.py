@@ -97,9 +97,15 @@ def main() -> None:
 
     ``--dry-run`` (or ``--plan``) prints, per stage, cache hit or miss and why, running nothing.
     ``mlflow-pipeline reproduce MODEL_URI`` re-runs what produced a registered model version.
+    ``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv`` scores a file;
+    ``mlflow-pipeline serve MODEL_URI`` serves a version over HTTP (see serving.py).
     """
     if len(sys.argv) > 1 and sys.argv[1] == "reproduce":
         raise SystemExit(reproduce_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "score":
+        raise SystemExit(score_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        raise SystemExit(serve_main(sys.argv[2:]))
     _quiet_gc_during_imports()
     from mlflow_pipeline.runner import SweepRun
 
@@ -276,6 +282,95 @@ def reproduce_main(argv: list[str] | None = None) -> int:
         return 1
     print(describe(report))
     return 0 if report.identical else 1
+
+
+SCORE_EPILOG = """\
+The input is held to the version's training data contract first (the target column is
+optional; no unexpected columns; types coerced as in training) and every value of a
+categorical feature must have been seen in its training data. The output holds the input
+rows plus `prediction`, `proba_<class>` (classifiers) and `model_version`; nothing is
+written unless every row scores. Exit 0 on success, 1 with one message otherwise.
+"""
+
+SERVE_EPILOG = """\
+Equivalent to resolving MODEL_URI to models:/NAME/VERSION, then:
+  PATH="<venv>/bin:$PATH" MLFLOW_TRACKING_URI=<uri> MLFLOW_REGISTRY_URI=<uri> \\
+    mlflow models serve -m models:/NAME/VERSION --env-manager local --host 127.0.0.1 -p 5001
+(mlflow models serve starts `uvicorn` from PATH). Then:
+  curl http://127.0.0.1:5001/health
+  curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+    -d '{"dataframe_split": {"columns": ["income", "age", "plan"], "data": [[52.0, 40, "plus"]]}}'
+Ctrl-C (SIGINT) or SIGTERM stops the server (exit 130 or 143); otherwise the exit code is
+the server's.
+"""
+
+
+def _tracking_uri(given: str | None) -> str:
+    from mlflow_pipeline.tracking import absolute_sqlite_uri, resolve_tracking
+
+    return absolute_sqlite_uri(given) if given else resolve_tracking(load_config([])).uri
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
+        "embedded store)",
+    )
+
+
+def score_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline score",
+        description="Score a CSV file with a registered model version, in this process.",
+        epilog=SCORE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    parser.add_argument("--input", "-i", required=True, help="CSV file of rows to score")
+    parser.add_argument("--output", "-o", required=True, help="CSV file to write")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.serving import describe_score, score
+
+    try:
+        result = score(
+            args.model_uri, args.input, args.output, tracking_uri=_tracking_uri(args.tracking_uri)
+        )
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        return 1
+    if result.warning:
+        print(f"mlflow-pipeline: warning: {result.warning}", file=sys.stderr)
+    print(describe_score(result))
+    return 0
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline serve MODEL_URI [--port 5001] [--host 127.0.0.1]``."""
+    from mlflow_pipeline.serving import DEFAULT_HOST, DEFAULT_PORT
+
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline serve",
+        description="Serve a registered model version over HTTP (POST /invocations) with\n"
+        "`mlflow models serve`, in this Python environment.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    parser.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="default: 5001")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="default: 127.0.0.1 (loopback)")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.serving import serve
+
+    try:
+        uri = _tracking_uri(args.tracking_uri)
+        return serve(args.model_uri, tracking_uri=uri, host=args.host, port=args.port)
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        return 1
 
 
 def schema_entry() -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import Task
+from mlflow_pipeline.schemas import mostly_numbers
 
 PROFILE_FORMAT = 1
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -61,10 +62,16 @@ def _column_profile(values: pd.Series, bins: int, *, categorical: bool = False) 
         "distinct": int(present.nunique()),
     }
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if not numeric and not categorical and mostly_numbers(values):
+        # Numbers stored as text with a little junk: numeric, as the data contract infers it.
+        present = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").dropna()
+        numeric = True
     if numeric and not categorical:
         data = present.to_numpy(dtype="float64")
         data = data[np.isfinite(data)]
-        return {"kind": "numeric", **common, **_numeric_stats(data, bins)}
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e300 squared: std is inf
+            stats = _numeric_stats(data, bins)
+        return {"kind": "numeric", **common, **stats}
     counts = present.astype(str).value_counts()
     kept = counts.head(KEPT_CATEGORIES)
     return {
@@ -148,6 +155,8 @@ def compare(
 
 
 def _numeric_drift(ref: dict[str, Any], values: pd.Series, settings: DictConfig) -> dict[str, Any]:
+    if not pd.api.types.is_numeric_dtype(values):
+        values = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
     data = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
     data = data[np.isfinite(data)]
     if ref.get("bins") is None or data.size == 0:

@@ -55,7 +55,7 @@ def infer_contract(df: pd.DataFrame, target: str, task: Task) -> pa.DataFrameSch
             continue
         if pd.api.types.is_bool_dtype(df[name]):
             columns[name] = pa.Column(STRING_DTYPE, nullable=True, coerce=True)
-        elif pd.api.types.is_numeric_dtype(df[name]) or _mostly_numbers(df[name]):
+        elif pd.api.types.is_numeric_dtype(df[name]) or mostly_numbers(df[name]):
             columns[name] = pa.Column(NUMERIC_DTYPE, nullable=True, coerce=True)
         else:
             columns[name] = pa.Column(STRING_DTYPE, nullable=True, coerce=True)
@@ -63,12 +63,13 @@ def infer_contract(df: pd.DataFrame, target: str, task: Task) -> pa.DataFrameSch
     return pa.DataFrameSchema(columns, strict=True, coerce=True, name="contract")
 
 
-def _mostly_numbers(values: pd.Series) -> bool:
-    present = values.dropna()
-    if present.empty:
+def mostly_numbers(values: pd.Series) -> bool:
+    """True when at least NUMERIC_TEXT_FRACTION of the values present parse as numbers."""
+    counts = values.value_counts(dropna=True)  # each distinct text parsed once
+    if counts.empty:
         return False
-    parsed = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
-    return bool(parsed.notna().mean() >= NUMERIC_TEXT_FRACTION)
+    parsed = pd.to_numeric(counts.index.astype(str).str.strip(), errors="coerce")
+    return bool(counts[parsed.notna()].sum() >= NUMERIC_TEXT_FRACTION * counts.sum())
 
 
 def target_column(target: pd.Series, task: Task) -> pa.Column:
@@ -91,6 +92,9 @@ def load_contract(path: str | Path, target: str) -> pa.DataFrameSchema:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.schema: no schema file at {path}")
+    problem = _schema_file_problem(path)
+    if problem:
+        raise ConfigError(f"data.schema: {path} is not a valid pandera YAML schema: {problem}")
     try:
         schema = pa.DataFrameSchema.from_yaml(path)
     except Exception as exc:  # pandera raises many kinds for a bad file
@@ -98,6 +102,30 @@ def load_contract(path: str | Path, target: str) -> pa.DataFrameSchema:
     if target not in schema.columns:
         raise ConfigError(f"data.schema: {path} does not declare the target column '{target}'")
     return schema
+
+
+def _schema_file_problem(path: Path) -> str | None:
+    """What is structurally wrong with a schema file, in words (None: let pandera judge)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return f"it is not YAML ({exc})"
+    if not isinstance(document, dict):
+        return f"expected a mapping with 'schema_type' and 'columns', got {type(document).__name__}"
+    columns = document.get("columns")
+    if not isinstance(columns, dict):
+        return (
+            "'columns' must be a mapping of column name to its spec (dtype, nullable, checks), "
+            f"got {type(columns).__name__}"
+        )
+    bad = [
+        name for name, spec in columns.items() if spec is not None and not isinstance(spec, dict)
+    ]
+    if bad:
+        return f"the spec of column(s) {', '.join(map(repr, bad))} must be a mapping"
+    return None
 
 
 def contract_to_yaml(schema: pa.DataFrameSchema) -> str:
@@ -136,13 +164,19 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
     """
     rules = cfg.validation
     target = cfg.data.target
-    task_gate = with_task_checks(contract, target, cfg.data.task)
-    errors = copy.deepcopy(task_gate)
+    # A deep copy of the contract already: the rules are added to it, not to the contract.
+    errors = with_task_checks(contract, target, cfg.data.task)
     warning_columns: dict[str, list[pa.Check]] = {}
     warning_frame: list[pa.Check] = []
+    # Plain copies of the rules: the loop below looks them up a few times per column, and a
+    # DictConfig look-up (a missing key most of all) costs about a hundred times a dict's.
+    severities = dict(rules.severity)
+    ranges, categories, unique = dict(rules.ranges), dict(rules.categories), list(rules.unique)
+    null_fractions, max_null_fraction = dict(rules.null_fractions), rules.max_null_fraction
+    finite, max_abs_value = rules.finite, rules.max_abs_value
 
     def severity(name: str) -> str:
-        return rules.severity.get(name, "error")
+        return severities.get(name, "error")
 
     def add(column: str | None, name: str, check: pa.Check) -> None:
         if column is None:
@@ -154,10 +188,10 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
             warning_columns.setdefault(column, []).append(check)
 
     for key, names in (
-        ("ranges", rules.ranges),
-        ("categories", rules.categories),
-        ("unique", rules.unique),
-        ("null_fractions", rules.null_fractions),
+        ("ranges", ranges),
+        ("categories", categories),
+        ("unique", unique),
+        ("null_fractions", null_fractions),
     ):
         unknown = [n for n in names if n not in contract.columns]
         if unknown:
@@ -167,65 +201,72 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
             )
     for name, column in errors.columns.items():
         numeric = str(column.dtype) in (NUMERIC_DTYPE, "int64")
-        if numeric and rules.finite:
-            add(name, "finite", pa.Check(_finite, name="finite", error="finite"))
-        if numeric and rules.max_abs_value is not None:
-            limit = float(rules.max_abs_value)
+        if numeric and finite:
+            add(
+                name,
+                "finite",
+                pa.Check(_finite, ignore_na=False, name="finite", error="finite"),
+            )
+        if numeric and max_abs_value is not None:
+            limit = float(max_abs_value)
             add(
                 name,
                 "max_abs_value",
                 pa.Check(
                     lambda s, m=limit: _within(s, m),
+                    ignore_na=False,
                     name="max_abs_value",
                     error=f"max_abs_value({limit:g})",
                 ),
             )
-        limit = rules.null_fractions.get(name, rules.max_null_fraction)
+        limit = null_fractions.get(name, max_null_fraction)
         if name != target and limit is not None and limit < 1.0:
             add(
                 name,
                 "null_fraction",
                 pa.Check(
-                    lambda s, m=limit: bool(s.isna().mean() <= m),
+                    lambda s, m=limit: _null_fraction_within(s, m),
                     element_wise=False,
                     ignore_na=False,
                     name="null_fraction",
                     error=f"null_fraction <= {limit:g}",
                 ),
             )
-        if name in rules.ranges and not numeric:
+        if name in ranges and not numeric:
             raise ConfigError(
                 f"validation.ranges.{name}: column '{name}' is not numeric ({column.dtype})"
             )
-        if name in rules.ranges:
-            low, high = rules.ranges[name].get("min"), rules.ranges[name].get("max")
+        if name in ranges:
+            low, high = ranges[name].get("min"), ranges[name].get("max")
             add(
                 name,
                 "in_range",
                 pa.Check(
                     lambda s, lo=low, hi=high: _in_range(s, lo, hi),
+                    ignore_na=False,
                     name="in_range",
                     error=f"in_range({low}, {high})",
                 ),
             )
-        if name in rules.categories:
-            allowed = list(rules.categories[name])
+        if name in categories:
+            allowed = list(categories[name])
             if not numeric:
                 allowed = [str(v) for v in allowed]
             add(
                 name,
                 "allowed_categories",
                 pa.Check(
-                    lambda s, a=tuple(allowed): s.isin(a),
+                    lambda s, a=tuple(allowed): _allowed(s, a),
+                    ignore_na=False,
                     name="allowed_categories",
                     error=f"allowed_categories({allowed})",
                 ),
             )
-        if name in rules.unique:
+        if name in unique:
             add(
                 name,
                 "unique",
-                pa.Check(lambda s: ~s.duplicated(keep=False), name="unique", error="unique"),
+                pa.Check(_distinct, ignore_na=False, name="unique", error="unique"),
             )
     if rules.max_duplicate_fraction is not None:
         limit = float(rules.max_duplicate_fraction)
@@ -233,7 +274,7 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
             None,
             "duplicate_rows",
             pa.Check(
-                lambda df, m=limit: bool(df.duplicated().mean() <= m),
+                lambda df, m=limit: _duplicate_fraction_within(df, m),
                 element_wise=False,
                 name="duplicate_rows",
                 error=f"duplicate_rows <= {limit:g}",
@@ -252,6 +293,12 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
     return Gate(schema=errors, warnings=warnings)
 
 
+# The rules below are pandera checks with ignore_na=False: a missing value passes by how each
+# is written, so pandera need not copy every column without its missing values first. Each
+# returns True when every value passes, and the per-value result (for the failure cases)
+# only when some value fails.
+
+
 def _numbers(values: pd.Series) -> pd.Series:
     """A numeric column as numbers: values that failed coercion are reported by
     ``coerce_dtype`` already and count as missing here."""
@@ -260,23 +307,76 @@ def _numbers(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce")
 
 
-def _finite(values: pd.Series) -> pd.Series:
-    return ~np.isinf(_numbers(values))
+def _finite(values: pd.Series) -> bool | pd.Series:
+    infinite = np.isinf(_numbers(values))
+    return True if not infinite.any() else ~infinite
 
 
-def _within(values: pd.Series, limit: float) -> pd.Series:
+def _within(values: pd.Series, limit: float) -> bool | pd.Series:
     numbers = _numbers(values)
-    return ~(numbers.abs() > limit) | np.isinf(numbers)
+    beyond = numbers.abs() > limit  # missing: False; +/-inf is the finite check's to report
+    return True if not beyond.any() else ~beyond | np.isinf(numbers)
 
 
-def _in_range(values: pd.Series, low: float | None, high: float | None) -> pd.Series:
+def _in_range(values: pd.Series, low: float | None, high: float | None) -> bool | pd.Series:
     numbers = _numbers(values)
-    ok = pd.Series(True, index=values.index)
+    outside = pd.Series(False, index=values.index)
     if low is not None:
-        ok &= ~(numbers < low)
+        outside |= numbers < low
     if high is not None:
-        ok &= ~(numbers > high)
-    return ok
+        outside |= numbers > high
+    return True if not outside.any() else ~outside
+
+
+def _null_fraction_within(values: pd.Series, limit: float) -> bool:
+    return bool(values.isna().mean() <= limit)
+
+
+def _allowed(values: pd.Series, allowed: tuple) -> bool | pd.Series:
+    ok = values.isin(allowed) | values.isna()
+    return True if ok.all() else ok
+
+
+def _distinct(values: pd.Series) -> bool | pd.Series:
+    repeated = values.duplicated(keep=False) & values.notna()
+    return True if not repeated.any() else ~repeated
+
+
+def _duplicate_fraction_within(df: pd.DataFrame, limit: float) -> bool:
+    # As df.duplicated().mean() <= limit: an empty frame's mean is NaN, which fails.
+    return bool(duplicate_rows(df) / len(df) <= limit) if len(df) else False
+
+
+def duplicate_rows(df: pd.DataFrame) -> int:
+    """How many rows repeat an earlier row: ``df.duplicated().sum()``, with the same
+    equality (by ``factorize``: missing values equal each other).
+
+    Column by column (numbers first), only rows that still share every value so far with
+    another row go on: a column of distinct or nearly distinct values (an id, a measurement)
+    settles it after one column, where ``df.duplicated()`` factorizes every column of every
+    row.
+    """
+    if df.shape[1] < 2 or len(df) == 0:
+        return int(df.duplicated().sum())
+    numeric = [pd.api.types.is_numeric_dtype(dtype) for dtype in df.dtypes]
+    order = [i for i, n in enumerate(numeric) if n] + [i for i, n in enumerate(numeric) if not n]
+    rows: np.ndarray | None = None  # positions of the rows still in play (None: all)
+    groups = np.zeros(len(df), dtype="int64")  # rows equal in every column so far share one
+    counts = np.zeros(0, dtype="int64")
+    for position in order:
+        column = df.iloc[:, position]
+        codes, uniques = (column if rows is None else column.take(rows)).factorize()
+        key = groups * (len(uniques) + 1) + codes + 1  # missing values: code -1 -> 0
+        groups = key if counts.size == 0 else pd.factorize(key)[0]
+        counts = np.bincount(groups)
+        shared = counts[groups] > 1
+        if not shared.all():
+            rows = np.flatnonzero(shared) if rows is None else rows[shared]
+            groups = groups[shared]
+            if rows.size == 0:
+                return 0
+    # Every row left shares its values with at least one other: all but one per group repeat.
+    return int(groups.size - np.count_nonzero(counts > 1))
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pandera.errors as pa_errors
 import pandera.pandas as pa
 
 from mlflow_pipeline.errors import DataValidationError
-from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate
+from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, duplicate_rows
 
 FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
 # Check statuses in a validation report.
@@ -143,7 +143,11 @@ def _run(
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """(validated frame, None) or (None, raw failure table)."""
     try:
-        return schema.validate(df, lazy=True), None
+        if schema.strict == "filter":  # pandera deprecates filtering in place
+            return schema.validate(df, lazy=True), None
+        # pandera would deep-copy the frame first; a shallow copy is enough: copy-on-write
+        # keeps ``df`` as it is when pandera replaces a column with its coerced version.
+        return schema.validate(df.copy(deep=False), lazy=True, inplace=True), None
     except pa_errors.SchemaErrors as exc:
         return None, _enrich(exc.failure_cases, df)
     except pa_errors.SchemaError as exc:  # raised even with lazy=True for some frame checks
@@ -160,19 +164,37 @@ def _run(
 
 
 def _enrich(failures: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate checks report ``False``: replace it with the measured fraction."""
+    """Aggregate checks report ``False``: replace it with the measured fraction. Values that
+    failed coercion are not reported a second time as of the wrong dtype."""
+    coerced = failures["check"].astype(str).str.startswith("coerce_dtype(")
+    if coerced.any():
+        # A value that could not be coerced is also reported as of the wrong dtype: once is enough.
+        same = failures["column"].isin(failures.loc[coerced, "column"])
+        failures = failures[~(same & failures["check"].astype(str).str.startswith("dtype("))]
     failures = failures.copy()
     failures["failure_case"] = failures["failure_case"].astype(object)
     for position, row in failures.iterrows():
         check_text = str(row.get("check"))
         column = row.get("column")
+        if check_text in _FRAME_CHECKS:  # the failure case names the column
+            failures.at[position, "column"] = row.get("failure_case")
+        elif check_text.startswith("target "):
+            target = check_text.split("'")[1] if check_text.count("'") >= 2 else None
+            if target in df.columns:
+                values = df[target].dropna().unique()
+                shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in values[:5])
+                failures.at[position, "failure_case"] = (
+                    f"{len(values)} distinct value(s) in {len(df)} row(s): {shown}"
+                    if len(values)
+                    else f"no values in {len(df)} row(s)"
+                )
         if check_text.startswith("null_fraction") and column in df.columns:
             nulls = int(df[column].isna().sum())
             failures.at[position, "failure_case"] = (
                 f"{nulls} of {len(df)} missing ({nulls / max(len(df), 1):.1%})"
             )
         elif check_text.startswith("duplicate_rows"):
-            duplicated = int(df.duplicated().sum())
+            duplicated = duplicate_rows(df)
             failures.at[position, "failure_case"] = (
                 f"{duplicated} of {len(df)} rows repeat an earlier row "
                 f"({duplicated / max(len(df), 1):.1%})"
@@ -291,10 +313,20 @@ def normalise_failures(failures: pd.DataFrame) -> pd.DataFrame:
     """A failure table with the standard columns, as strings (safe to write anywhere)."""
     table = failures.reindex(columns=FAILURE_COLUMNS).copy()
     # pandera puts the schema's name in `column` for dataset-level checks; it is not a column.
-    table.loc[table["schema_context"] == "DataFrameSchema", "column"] = None
+    # (A missing or unexpected column is the exception: the column is what failed.)
+    frame_level = table["schema_context"] == "DataFrameSchema"
+    table.loc[frame_level & ~table["check"].isin(list(_FRAME_CHECKS)), "column"] = None
     for name in FAILURE_COLUMNS:
         table[name] = table[name].map(lambda v: None if _is_missing(v) else str(v)).astype(object)
     return table.reset_index(drop=True)
+
+
+# What a failed check about a whole column or the dataset means, when its failure case is the
+# column's name.
+_FRAME_CHECKS = {
+    "column_in_dataframe": "missing from the data",
+    "column_in_schema": "not in the schema (an unexpected column)",
+}
 
 
 def summarize(
@@ -304,13 +336,22 @@ def summarize(
     dataset: str,
     max_lines: int = 5,
     what: str = "failed validation",
-    artifact: str = "failures",
+    artifact: str | None = "failures",
 ) -> str:
-    """One header line plus one line per (column, check), most failures first, capped."""
+    """One header line plus one line per (column, check), most failures first, capped.
+
+    A row-level check shows its failing rows and example values; a check about a whole column
+    or the dataset shows what was measured (``column 'age', check null_fraction <= 0.99: 300
+    of 300 missing (100.0%)``). ``artifact``: where the full table is logged (None: nowhere).
+    """
     grouped = (
         failures.assign(column=failures["column"].fillna("<dataframe>"))
-        .groupby(["column", "check"], sort=False, dropna=False)["failure_case"]
-        .agg(count="size", examples=lambda s: list(dict.fromkeys(s.dropna()))[:3])
+        .groupby(["column", "check"], sort=False, dropna=False)
+        .agg(
+            count=("failure_case", "size"),
+            examples=("failure_case", lambda s: list(dict.fromkeys(s.dropna()))[:3]),
+            rows=("index", lambda s: bool(s.notna().any())),
+        )
         .reset_index()
         .sort_values("count", ascending=False, kind="stable")
     )
@@ -320,16 +361,24 @@ def summarize(
     )
     lines = [header]
     for row in grouped.head(max_lines).itertuples(index=False):
-        examples = ", ".join(repr(e) for e in row.examples if e != row.check)
-        suffix = f" (e.g. {examples})" if examples else ""
-        lines.append(f"  - column '{row.column}', check {row.check}: {row.count} row(s){suffix}")
+        examples = [e for e in row.examples if e != row.check]
+        prefix = f"  - column '{row.column}', check {row.check}"
+        if row.check in _FRAME_CHECKS:
+            lines.append(f"{prefix}: {_FRAME_CHECKS[row.check]}")
+        elif not row.rows and str(row.check).startswith(AGGREGATE_CHECKS) and examples:
+            lines.append(f"{prefix}: {examples[0]}")
+        else:
+            quoted = ", ".join(repr(e) for e in examples)
+            suffix = f" (e.g. {quoted})" if quoted else ""
+            lines.append(f"{prefix}: {row.count} row(s){suffix}")
     if len(grouped) > max_lines:
         lines.append(f"  ... and {len(grouped) - max_lines} more check(s)")
-    lines.append(
-        f"  The full table is logged as {artifact}/{dataset}.csv on the stage run."
-        if artifact == "warnings"
-        else f"  The full failure table is logged as {artifact}/{dataset}.csv on the stage run."
-    )
+    if artifact == "warnings":
+        lines.append(f"  The full table is logged as {artifact}/{dataset}.csv on the stage run.")
+    elif artifact is not None:
+        lines.append(
+            f"  The full failure table is logged as {artifact}/{dataset}.csv on the stage run."
+        )
     return "\n".join(lines)
 
 

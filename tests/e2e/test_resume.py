@@ -219,9 +219,14 @@ def test_unchanged_rerun_is_all_hits_and_dry_run_plans_a_change(clean_run: Clean
     aliases = _aliases(store)
     assert aliases["champion"] == "1"
 
+    # The clean run made v1 champion: profile checks the data against it now (only profile).
     rerun = _pipeline(store)
     assert_ok(rerun)
-    assert f"cache: 7 hit(s) [{', '.join(STAGES)}], 0 ran []" in rerun.stdout, tail(rerun.stdout)
+    others = [s for s in STAGES if s != "profile"]
+    assert f"cache: 6 hit(s) [{', '.join(others)}], 1 ran [profile]" in rerun.stdout, tail(
+        rerun.stdout
+    )
+    assert f"no drift against {MODEL} v1 (@champion)" in rerun.stdout, tail(rerun.stdout)
     assert "nothing registered, no alias moved" in rerun.stdout, tail(rerun.stdout)
     assert store.version_numbers(MODEL) == ["1"]
     assert _aliases(store) == aliases
@@ -230,20 +235,24 @@ def test_unchanged_rerun_is_all_hits_and_dry_run_plans_a_change(clean_run: Clean
     assert clean.info.run_id == clean_run.pipeline_run_id
     stages = _stage_runs(store, rerun_pipeline)
     assert sorted(stages) == sorted(STAGES)
+    profile = stages.pop("profile")
+    assert profile.data.tags["pipeline.cache.reason"].startswith("input changed: champion profile")
     for name, run in stages.items():
         assert run.info.status == "FINISHED", name
         assert run.data.tags["pipeline.cache.status"] == "hit", name
         assert run.data.tags["pipeline.cache.source_run"] == clean_run.stage_run_ids[name]
     assert _model_metrics(stages) == clean_run.metrics
 
-    # --dry-run runs nothing: every stage reuses the clean run's...
+    # --dry-run runs nothing: every stage reuses an earlier run...
     runs_before = len(store.runs())
     plan = _plan(_pipeline(store, "--dry-run", *OVERRIDES))
-    assert plan == {name: ("hit", f"reuses run {clean_run.stage_run_ids[name]}") for name in STAGES}
+    computed = {**clean_run.stage_run_ids, "profile": profile.info.run_id}
+    assert plan == {name: ("hit", f"reuses run {computed[name]}") for name in STAGES}
     # ...and a changed train parameter reruns train and what depends on it.
     changed = _plan(_pipeline(store, "--dry-run", OVERRIDES[0], "model.max_iter=300"))
     assert {name: status for name, (status, _) in changed.items()} == {
         "ingest": "hit",
+        "profile": "hit",
         "validate": "hit",
         "split": "hit",
         "train": "miss",

@@ -80,8 +80,114 @@ def test_file_that_is_not_utf8(tmp_path: Path):
     assert read_csv(path, {"encoding": "latin-1"})["name"][0] == "Jos\xe9"
 
 
-def test_file_that_cannot_be_parsed(tmp_path: Path):
-    path = tmp_path / "ragged.csv"
-    path.write_text('a,b\n1,"unterminated\n')
-    with pytest.raises(DataError, match=r"cannot parse .*ragged\.csv as CSV"):
+def test_bad_byte_is_located_in_the_file_not_in_a_block(tmp_path: Path):
+    # pandas decodes in blocks and reports the position inside the block.
+    path = tmp_path / "late.csv"
+    body = "name,y\n" + "\xe9t\xe9,1\n" * 200_000
+    path.write_bytes(body.encode("utf-8") + "Jos\xe9,1\n".encode("latin-1"))
+    offset = len(body.encode("utf-8")) + 3
+    with pytest.raises(
+        DataError,
+        match=rf"byte 0xe9 on line 200002, offset {offset}: invalid continuation byte",
+    ):
         read_csv(path, {})
+
+
+def test_unknown_encoding_or_option_is_a_config_error(tmp_path: Path):
+    path = tmp_path / "ok.csv"
+    path.write_text("a,y\n1,0\n")
+    with pytest.raises(ConfigError, match=r"data\.read_options\.encoding: unknown encoding"):
+        read_csv(path, {"encoding": "klingon"})
+    with pytest.raises(ConfigError, match=r"data\.read_options: .*'bogus'"):
+        read_csv(path, {"bogus": 1})
+
+
+def test_header_without_rows(tmp_path: Path):
+    path = tmp_path / "header.csv"
+    path.write_text("a,b,y\n")
+    with pytest.raises(DataError, match=r"header\.csv has a header but no data rows"):
+        read_csv(path, {})
+
+
+@pytest.mark.parametrize(("sep", "typed"), [(";", ";"), ("\t", "\\t"), ("|", "|")])
+def test_other_separator_is_named(tmp_path: Path, sep: str, typed: str):
+    path = tmp_path / "other.csv"
+    path.write_text(f"a{sep}b{sep}y\n1{sep}2{sep}0\n")
+    with pytest.raises(DataError, match=r"has one column") as caught:
+        read_csv(path, {})
+    assert str(caught.value) == (
+        f"[ingest] data.path: {path} has one column {f'a{sep}b{sep}y'!r}: it looks "
+        f"'{typed}'-separated; set data.read_options.sep='{typed}' "
+        f"(+data.read_options.sep='{typed}' on the command line)"
+    )
+    # As the override types it: a tab arrives as backslash + t.
+    assert read_csv(path, {"sep": typed}).columns.tolist() == ["a", "b", "y"]
+
+
+def test_separator_set_by_the_user_is_not_second_guessed(tmp_path: Path):
+    path = tmp_path / "one.csv"
+    path.write_text("a;b\n1;2\n")
+    assert read_csv(path, {"sep": ","}).columns.tolist() == ["a;b"]
+
+
+def test_duplicate_column_names(tmp_path: Path):
+    # pandas alone would rename them to a.1, b.1, a.2.
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,y,a,b,a\n1,2,0,3,4,5\n")
+    with pytest.raises(
+        DataError,
+        match=r"has duplicate column names: 'a' \(columns 1, 4 and 6\), 'b' \(columns 2 and 5\)$",
+    ):
+        read_csv(path, {})
+
+
+def test_file_cut_inside_a_quoted_field(tmp_path: Path):
+    path = tmp_path / "ragged.csv"
+    path.write_text('a,b\n1,2\n3,"unterminated\n4,5\n')
+    with pytest.raises(
+        DataError,
+        match=r"cannot parse .*ragged\.csv as CSV: the file is truncated or malformed: "
+        r"the quoted field opened on line 3 is never closed",
+    ):
+        read_csv(path, {})
+
+
+def test_row_with_more_fields_than_the_header(tmp_path: Path):
+    path = tmp_path / "long.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(
+        DataError, match=r"truncated or malformed: Expected 2 fields in line 3, saw 3"
+    ):
+        read_csv(path, {})
+
+
+def test_file_cut_in_its_last_row(tmp_path: Path):
+    path = tmp_path / "cut.csv"
+    path.write_text("a,b,y\n1,2,0\n3,4,1\n5,6")
+    with pytest.raises(
+        DataError,
+        match=r"cut\.csv looks truncated: its last line \(data row 3\) has 2 of 3 fields "
+        r"and no line break at the end",
+    ):
+        read_csv(path, {})
+
+
+def test_last_row_without_a_line_break_is_fine_when_complete(tmp_path: Path):
+    path = tmp_path / "whole.csv"
+    path.write_text("a,b,y\n1,2,0\n5,6,")
+    assert read_csv(path, {}).shape == (2, 3)
+
+
+def test_last_row_with_a_quoted_line_break_is_not_mistaken_for_a_cut(tmp_path: Path):
+    path = tmp_path / "notes.csv"
+    path.write_text('a,note,y\n1,"one\ntwo",0\n2,"three\nfour",1')
+    assert read_csv(path, {})["note"].tolist() == ["one\ntwo", "three\nfour"]
+
+
+def test_checks_work_with_the_pyarrow_engine(tmp_path: Path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,a,y\n1,2,0\n")
+    with pytest.raises(DataError, match=r"duplicate column names: 'a' \(columns 1 and 2\)"):
+        read_csv(path, {"engine": "pyarrow", "header": 0})
+    path.write_text("a,b,y\n1,2,0\n")
+    assert read_csv(path, {"engine": "pyarrow"}).shape == (1, 3)

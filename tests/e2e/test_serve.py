@@ -1,0 +1,376 @@
+"""The champion in use, through the real CLI: ``mlflow-pipeline serve`` (a real
+``mlflow models serve`` on loopback, answering like the model loaded in-process, refusing
+malformed payloads with 4xx, stopping on SIGTERM) and ``mlflow-pipeline score``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from .helpers import (
+    CHAMPION_DATA,
+    CHAMPION_MODEL,
+    TIMEOUT_S,
+    VENV_BIN,
+    Store,
+    assert_clean_failure,
+    assert_ok,
+    tail,
+)
+
+pytestmark = pytest.mark.slow
+
+CHAMPION_URI = f"models:/{CHAMPION_MODEL}@champion"
+FEATURES = ["income", "age", "plan"]
+READY_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 30
+
+
+@pytest.fixture(scope="module")
+def model_store(champion_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A copy of the session's champion store (v1 of ``customers`` holds ``champion``)."""
+    root = tmp_path_factory.mktemp("serve")
+    shutil.copy2(champion_template / "mlflow.db", root / "mlflow.db")
+    shutil.copy2(champion_template / CHAMPION_DATA, root / CHAMPION_DATA)
+    return Store(root)
+
+
+@pytest.fixture(scope="module")
+def champion(model_store: Store) -> Any:
+    """The champion loaded in this process, as a user would load it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", model_store.uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", model_store.uri)
+        try:
+            return mlflow.sklearn.load_model(f"models:/{CHAMPION_MODEL}/1")
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="module")
+def data(model_store: Store) -> pd.DataFrame:
+    """The rows the champion was trained from (numeric and categorical gaps included)."""
+    return pd.read_csv(model_store.root / CHAMPION_DATA)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on ``port`` and a new server could bind it (as uvicorn does, with
+    SO_REUSEADDR: the stopped server's closed connections may linger in TIME_WAIT)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Server:
+    """``mlflow-pipeline serve`` running as a subprocess, with its output in files."""
+
+    def __init__(self, store: Store, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.out = store.root / "serve.out"
+        self.err = store.root / "serve.err"
+        env = store.env()
+        env.pop("PYTHONUNBUFFERED", None)  # its lines must come promptly without it
+        # Without the venv on PATH: `serve` must find uvicorn by itself.
+        env["PATH"] = os.pathsep.join(
+            p for p in env["PATH"].split(os.pathsep) if Path(p) != VENV_BIN
+        )
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.process = subprocess.Popen(
+                [VENV_BIN / "mlflow-pipeline", "serve", CHAMPION_URI, "--port", str(port)],
+                cwd=store.root,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+        self.descendants: list[psutil.Process] = []
+
+    def logs(self) -> str:
+        return f"--- stdout\n{tail(self.out.read_text())}\n--- stderr\n{tail(self.err.read_text())}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"serve exited early\n{self.logs()}"
+            if self.health() == 200:
+                self.descendants = psutil.Process(self.process.pid).children(recursive=True)
+                return
+            time.sleep(0.5)
+        pytest.fail(f"no /health within {READY_TIMEOUT_S} s\n{self.logs()}")
+
+    def health(self) -> int | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                return response.status
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def post(self, body: bytes | dict) -> tuple[int, Any]:
+        """POST /invocations; (HTTP status, decoded JSON answer)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/invocations",
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def kill(self) -> None:
+        for process in [*self.descendants, psutil.Process(self.process.pid)]:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def server(model_store: Store) -> Iterator[Server]:
+    running = Server(model_store, free_port())
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.kill()
+
+
+def split_payload(frame: pd.DataFrame) -> dict:
+    """``{"dataframe_split": ...}`` with missing values as JSON null."""
+    return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+
+
+def assert_served_like_in_process(server: Server, champion: Any, frame: pd.DataFrame) -> None:
+    status, answer = server.post(split_payload(frame))
+    assert status == 200, answer
+    expected = champion.predict(frame[FEATURES])
+    assert answer["predictions"] == expected.tolist()
+
+
+# ---- serve -----------------------------------------------------------------------------------
+
+
+def test_serve_names_the_version_and_url(server):
+    out = server.out.read_text()
+    assert f"serving {CHAMPION_MODEL} v1 ({CHAMPION_URI} -> models:/{CHAMPION_MODEL}/1)" in out
+    assert f"at {server.url}" in out
+    deadline = time.monotonic() + 10
+    while "ready:" not in server.out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"ready: {server.url} serves {CHAMPION_MODEL} v1" in server.out.read_text()
+
+
+def test_one_row_is_predicted_like_in_process(server, champion, data):
+    assert_served_like_in_process(server, champion, data[FEATURES].iloc[[3]])
+
+
+def test_a_batch_of_50_is_predicted_like_in_process(server, champion, data):
+    assert_served_like_in_process(server, champion, data[FEATURES].iloc[50:100])
+
+
+def test_missing_values_are_predicted_like_in_process(server, champion, data):
+    frame = data[FEATURES].iloc[:4].copy()
+    frame["income"] = frame["income"].astype(float)
+    frame.loc[frame.index[0], "income"] = np.nan
+    frame.loc[frame.index[1], "plan"] = None
+    frame.loc[frame.index[2], ["income", "age", "plan"]] = [np.nan, np.nan, None]
+    payload = split_payload(frame)
+    assert [None, None, None] in payload["dataframe_split"]["data"]
+    assert_served_like_in_process(server, champion, frame)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"this is not json",
+        {"bogus": 1},
+        {"dataframe_split": {"columns": ["income"], "data": [[1.0, 2.0, 3.0]]}},
+    ],
+    ids=["not_json", "no_input_field", "ragged_rows"],
+)
+def test_a_malformed_payload_gets_4xx_and_the_server_keeps_serving(server, champion, data, body):
+    status, answer = server.post(body)
+    assert 400 <= status < 500, (status, answer)
+    assert server.health() == 200
+    assert_served_like_in_process(server, champion, data[FEATURES].iloc[[0]])
+
+
+def test_sigterm_stops_the_server_and_frees_the_port(server):
+    """Last in the module: it stops the module's server."""
+    assert server.descendants, "mlflow models serve started no server process"
+    code = server.stop()
+    assert code == 128 + signal.SIGTERM, server.logs()
+    assert "Traceback" not in server.err.read_text()
+    alive = [p.pid for p in server.descendants if p.is_running() and p.status() != "zombie"]
+    assert not alive, f"left running: {alive}"
+    assert port_is_free(server.port)
+
+
+def test_serve_an_unknown_alias_fails_cleanly(scored):
+    result = scored["serve_unknown_alias"].result
+    assert_clean_failure(result, f"models:/{CHAMPION_MODEL}@nope", "no such model version")
+    assert result.returncode == 1
+
+
+# ---- score -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreCase:
+    model_uri: str
+    rows: Callable[[pd.DataFrame], pd.DataFrame]
+
+
+SCORE_CASES = {
+    # The target is optional at scoring time.
+    "good": ScoreCase(CHAMPION_URI, lambda d: d.drop(columns=["label"]).iloc[:40]),
+    "unseen": ScoreCase(
+        CHAMPION_URI, lambda d: d.iloc[:20].assign(plan=lambda f: _unseen(f["plan"]))
+    ),
+    "no_age": ScoreCase(CHAMPION_URI, lambda d: d.drop(columns=["label", "age"]).iloc[:10]),
+    "unknown_alias": ScoreCase(f"models:/{CHAMPION_MODEL}@nope", lambda d: d.iloc[:5]),
+}
+
+
+def _unseen(plan: pd.Series) -> pd.Series:
+    """Three rows of a plan the champion never saw in training."""
+    plan = plan.copy()
+    plan.iloc[[2, 5, 11]] = "enterprise"
+    return plan
+
+
+@dataclass
+class Scored:
+    input: pd.DataFrame | None
+    output: Path | None
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def scored(model_store: Store, data: pd.DataFrame) -> dict[str, Scored]:
+    """Every ``mlflow-pipeline score`` case and ``serve`` of an unknown alias, run at the same
+    time (each is its own process with its own files; most of their time is imports)."""
+    started = {}
+    for name, case in SCORE_CASES.items():
+        rows = case.rows(data)
+        source = model_store.root / f"{name}.csv"
+        rows.to_csv(source, index=False)
+        output = model_store.root / f"{name}-pred.csv"
+        args = [
+            str(VENV_BIN / "mlflow-pipeline"),
+            "score",
+            case.model_uri,
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+        ]
+        process = subprocess.Popen(
+            args,
+            cwd=model_store.root,
+            env=model_store.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started[name] = (rows, output, args, process)
+    serve_args = [str(VENV_BIN / "mlflow-pipeline"), "serve", f"models:/{CHAMPION_MODEL}@nope"]
+    started["serve_unknown_alias"] = (
+        None,
+        None,
+        serve_args,
+        subprocess.Popen(
+            serve_args,
+            cwd=model_store.root,
+            env=model_store.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+    )
+    done = {}
+    for name, (rows, output, args, process) in started.items():
+        out, err = process.communicate(timeout=TIMEOUT_S)
+        result = subprocess.CompletedProcess(args, process.returncode, out, err)
+        done[name] = Scored(input=rows, output=output, result=result)
+    return done
+
+
+def test_score_a_good_file(scored, champion):
+    case = scored["good"]
+    assert_ok(case.result)
+    assert f"scored 40 row(s) with {CHAMPION_MODEL} v1 ({CHAMPION_URI})" in case.result.stdout
+    rows = case.input
+    output = pd.read_csv(case.output)
+    assert len(output) == len(rows)
+    pd.testing.assert_frame_equal(output[FEATURES], rows[FEATURES], check_dtype=False)
+    assert output["prediction"].tolist() == champion.predict(rows[FEATURES]).tolist()
+    proba = champion.predict_proba(rows[FEATURES])
+    np.testing.assert_allclose(output[["proba_0", "proba_1"]].to_numpy(), proba, rtol=1e-12)
+    assert set(output["model_version"]) == {1}
+
+
+def test_score_an_unseen_category_fails_and_writes_nothing(scored, model_store):
+    case = scored["unseen"]
+    assert_clean_failure(
+        case.result,
+        "mlflow-pipeline: error: [score] dataset 'input' failed validation",
+        "column 'plan', check seen_in_training: 3 row(s) (e.g. 'enterprise')",
+    )
+    assert case.result.returncode == 1
+    assert not case.output.exists()
+    assert not list(model_store.root.glob(f".{case.output.name}*")), "a temporary file was left"
+
+
+def test_score_a_file_missing_a_column_fails_naming_it(scored):
+    case = scored["no_age"]
+    assert_clean_failure(case.result, "[score] dataset 'input'", "missing column(s): 'age'")
+    assert case.result.returncode == 1
+    assert not case.output.exists()
+
+
+def test_score_with_an_unknown_alias_fails_cleanly(scored):
+    case = scored["unknown_alias"]
+    assert_clean_failure(case.result, f"models:/{CHAMPION_MODEL}@nope: no such model version")
+    assert case.result.returncode == 1
+    assert not case.output.exists()
