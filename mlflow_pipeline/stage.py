@@ -407,8 +407,9 @@ def _checked_input(
 
     A frame handed over in memory that passed this very schema on its way out of the producing
     stage is not validated again: the wrapper holds the only reference to that validated frame
-    (pandera returns a copy), and every consumer gets a shallow copy-on-write view of it, so no
-    stage can change it in place. Its content, and so its digest, is what was logged then.
+    (the gate validates a shallow copy, a frame of its own under copy-on-write), and every
+    consumer gets a shallow copy-on-write view of it, so no stage can change it in place. Its
+    content, and so its digest, is what was logged then.
     """
     digest = None
     if dataset.schema is not None:

@@ -38,7 +38,7 @@ def _summary(store: Store, sweep_id: str) -> list[dict]:
 
 
 def _check_sweep(store: Store, jobs: int) -> dict:
-    """One FINISHED sweep run; under it one `shared` run (ingest, validate, split), ``jobs``
+    """One FINISHED sweep run; under it one `shared` run (ingest, profile, validate, split), ``jobs``
     FINISHED job runs that reused the shared stages and did not register, and one `register`
     run that registered the best job's model. Returns the runs by role and the summary."""
     [sweep] = store.runs_of_kind("sweep")
@@ -49,7 +49,7 @@ def _check_sweep(store: Store, jobs: int) -> dict:
     assert len(roles["job"]) == jobs
     [shared] = roles["shared"]
     shared_stages = store.stage_runs(shared.info.run_id)
-    assert sorted(shared_stages) == ["ingest", "split", "validate"]
+    assert sorted(shared_stages) == ["ingest", "profile", "split", "validate"]
     for job in roles["job"]:
         assert job.info.status == "FINISHED"
         assert job.info.experiment_id == sweep.info.experiment_id
