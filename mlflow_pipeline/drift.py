@@ -59,7 +59,6 @@ def _column_profile(values: pd.Series, bins: int, *, categorical: bool = False) 
         "count": int(len(present)),
         "missing": missing,
         "missing_fraction": missing / len(values) if len(values) else 0.0,
-        "distinct": int(present.nunique()),
     }
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if not numeric and not categorical and mostly_numbers(values):
@@ -67,12 +66,15 @@ def _column_profile(values: pd.Series, bins: int, *, categorical: bool = False) 
         present = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").dropna()
         numeric = True
     if numeric and not categorical:
-        data = present.to_numpy(dtype="float64")
+        # Sorted once: distinct values, percentiles and bins all read from it.
+        data = np.sort(present.to_numpy(dtype="float64"))
+        distinct = int(np.count_nonzero(np.diff(data))) + 1 if data.size else 0
         data = data[np.isfinite(data)]
         with np.errstate(over="ignore", invalid="ignore"):  # 1e300 squared: std is inf
             stats = _numeric_stats(data, bins)
-        return {"kind": "numeric", **common, **stats}
+        return {"kind": "numeric", **common, "distinct": distinct, **stats}
     counts = present.astype(str).value_counts()
+    common["distinct"] = len(counts)
     kept = counts.head(KEPT_CATEGORIES)
     return {
         "kind": "categorical",
@@ -84,16 +86,26 @@ def _column_profile(values: pd.Series, bins: int, *, categorical: bool = False) 
     }
 
 
+def _sorted_quantiles(data: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(data, q)`` (linear interpolation) of an already sorted array."""
+    position = q * (data.size - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, data.size - 1)
+    return data[low] + (position - low) * (data[high] - data[low])
+
+
 def _numeric_stats(data: np.ndarray, bins: int) -> dict[str, Any]:
+    """Statistics of a sorted array of finite values."""
     if data.size == 0:
         empty = {"min": None, "max": None, "mean": None, "std": None}
         return {**empty, "quantiles": None, "histogram": None, "percentiles": None, "bins": None}
-    percentiles = np.percentile(data, np.arange(101))
-    low, high = float(data.min()), float(data.max())
+    percentiles = _sorted_quantiles(data, np.arange(101) / 100)
+    low, high = float(data[0]), float(data[-1])
     counts, edges = np.histogram(data, bins=bins, range=(low, high) if high > low else None)
     # PSI bins: the reference's own quantiles, so each holds about 1/bins of it.
-    inner = np.unique(np.percentile(data, np.linspace(0, 100, bins + 1)[1:-1]))
-    fractions = np.bincount(np.searchsorted(inner, data, side="right"), minlength=inner.size + 1)
+    inner = np.unique(_sorted_quantiles(data, np.linspace(0, 1, bins + 1)[1:-1]))
+    # Bin i holds edge[i-1] <= x < edge[i], as compare() bins today's data.
+    fractions = np.diff(np.searchsorted(data, inner, side="left"), prepend=0, append=data.size)
     return {
         "min": low,
         "max": high,

@@ -262,8 +262,17 @@ def evaluation_report(evaluation: dict) -> str:
     summary = f"{task} · {model} · {_fmt(len(y_true))} test rows" + (
         f" · {headline}" if headline else ""
     )
+    total = evaluation.get("test_rows")
+    sampled = []
+    if isinstance(total, int) and total > len(y_true):
+        sampled = [
+            f"<p class='note'>Metrics: all {_fmt(total)} test rows. Plots and the confusion "
+            f"matrix: a random sample of {_fmt(len(y_true))} of them.</p>"
+        ]
+        summary = summary.replace(f"{_fmt(len(y_true))} test rows", f"{_fmt(total)} test rows")
     body = [
         banner,
+        *sampled,
         "<h2>Metrics</h2>",
         _table(
             ["Metric", "Value", "Min", "Max", "Threshold"],

@@ -17,15 +17,29 @@ from mlflow_pipeline.stages.train import feature_columns
 STAGE = "evaluate"
 # Permutation importance is computed on a sample of the test set at most this large.
 IMPORTANCE_ROWS = 2000
+# The report's plots are drawn from at most this many test rows.
+REPORT_ROWS = 50_000
 
 
 def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
     """Every metric of the task for ``model`` on ``test`` (also used to re-score the champion)."""
+    y_pred, proba = predict(model, test[feature_columns(cfg, test)], cfg)
+    return metrics_of(model, test[cfg.data.target], y_pred, proba, cfg)
+
+
+def predict(model, features: pd.DataFrame, cfg: DictConfig) -> tuple[Any, Any]:
+    """Predictions, and class probabilities for a classifier that has them (else None)."""
+    y_pred = model.predict(features)
+    proba = None
+    if Task(cfg.data.task) is Task.classification and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+    return y_pred, proba
+
+
+def metrics_of(model, y_true: pd.Series, y_pred, proba, cfg: DictConfig) -> dict[str, float]:
+    """The task's metrics from predictions (and probabilities) already made."""
     from sklearn import metrics as skm  # here, not at import: see stages/train.py
 
-    features = test[feature_columns(cfg, test)]
-    y_true = test[cfg.data.target]
-    y_pred = model.predict(features)
     if Task(cfg.data.task) is Task.regression:
         return {
             "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
@@ -45,8 +59,7 @@ def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
             )
         ),
     }
-    if hasattr(model, "predict_proba"):
-        proba = model.predict_proba(features)
+    if proba is not None:
         if binary:
             result["roc_auc"] = float(skm.roc_auc_score(y_true, proba[:, 1]))
         elif y_true.nunique() == len(classes):
@@ -62,24 +75,34 @@ def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig, model: TrainedModel, test: pd.DataFrame) -> dict[str, Any]:
     """Returns ``{"metrics": frame of (metric, value), "evaluation_report": HTML}`` for the
     test set."""
-    scores = score(model.estimator, test, cfg)
+    estimator = model.estimator
+    features = test[feature_columns(cfg, test)]
+    y_pred, proba = predict(estimator, features, cfg)
+    scores = metrics_of(estimator, test[cfg.data.target], y_pred, proba, cfg)
     return {
         "metrics": pd.DataFrame({"metric": list(scores), "value": list(scores.values())}),
         "evaluation_report": reports.evaluation_report(
-            report_data(model.estimator, test, cfg, scores)
+            report_data(estimator, test, cfg, scores, y_pred, proba)
         ),
     }
 
 
 def report_data(
-    model: Any, test: pd.DataFrame, cfg: DictConfig, scores: dict[str, float]
+    model: Any,
+    test: pd.DataFrame,
+    cfg: DictConfig,
+    scores: dict[str, float],
+    y_pred: Any,
+    proba: Any,
 ) -> dict[str, Any]:
-    """The evaluation report's input: predictions, probabilities and feature importance."""
+    """The evaluation report's input. Plots are drawn from at most REPORT_ROWS test rows (a
+    seeded random sample); the metrics are those of the whole test set."""
     features = test[feature_columns(cfg, test)]
+    target = test[cfg.data.target]
+    shown = np.arange(len(test))
+    if len(test) > REPORT_ROWS:
+        shown = np.sort(np.random.default_rng(cfg.seed or 0).choice(len(test), REPORT_ROWS, False))
     classification = Task(cfg.data.task) is Task.classification
-    proba = None
-    if classification and hasattr(model, "predict_proba"):
-        proba = model.predict_proba(features).tolist()
     thresholds = {
         metric: dict(bound)
         for metric, bound in cfg.evaluation.thresholds.items()
@@ -90,11 +113,12 @@ def report_data(
         "model": type(model[-1]).__name__ if hasattr(model, "steps") else type(model).__name__,
         "metrics": scores,
         "thresholds": thresholds,
-        "y_true": test[cfg.data.target].tolist(),
-        "y_pred": model.predict(features).tolist(),
-        "proba": proba,
+        "test_rows": len(test),
+        "y_true": target.iloc[shown].tolist(),
+        "y_pred": np.asarray(y_pred)[shown].tolist(),
+        "proba": None if proba is None else np.asarray(proba)[shown].tolist(),
         "classes": list(model.classes_) if classification else None,
-        "feature_importance": feature_importance(model, features, test[cfg.data.target], cfg),
+        "feature_importance": feature_importance(model, features, target, cfg),
     }
 
 
