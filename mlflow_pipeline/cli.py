@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
+from mlflow_pipeline.alerts import alert_failure
 from mlflow_pipeline.config import (
     CONF_DIR,
     STAGE_NAMES,
@@ -74,6 +75,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         check_config(cfg)
     except EXPECTED_ERRORS as exc:
         _fail(exc)
+        alert_failure(cfg, exc)
         if multirun:
             record_failed_job(overrides, exc)  # no pipeline run exists to show it
             return JOB_FAILED
@@ -85,9 +87,13 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         result = run_pipeline(cfg, overrides)
     except EXPECTED_ERRORS as exc:
         _fail(exc)
+        alert_failure(cfg, exc)
         if multirun:
             return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
         raise SystemExit(1) from None
+    except Exception as exc:  # a bug: alert, then keep its traceback
+        alert_failure(cfg, exc)
+        raise
     print(describe(result))
     return objective(result, cfg) if multirun else None
 
@@ -99,6 +105,10 @@ def main() -> None:
     ``mlflow-pipeline reproduce MODEL_URI`` re-runs what produced a registered model version.
     ``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv`` scores a file;
     ``mlflow-pipeline serve MODEL_URI`` serves a version over HTTP (see serving.py).
+    ``mlflow-pipeline simulate --data F.csv --target T --task K --days N`` simulates daily
+    retraining (see retrain.py).
+    ``mlflow-pipeline schedule cron|systemd|airflow|k8s [--at HH:MM] [--install] [overrides]``
+    prints (or installs) what runs the pipeline daily (see schedule.py).
     """
     if len(sys.argv) > 1 and sys.argv[1] == "reproduce":
         raise SystemExit(reproduce_main(sys.argv[2:]))
@@ -106,6 +116,10 @@ def main() -> None:
         raise SystemExit(score_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         raise SystemExit(serve_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "simulate":
+        raise SystemExit(simulate_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "schedule":
+        raise SystemExit(schedule_main(sys.argv[2:]))
     _quiet_gc_during_imports()
     from mlflow_pipeline.runner import SweepRun
 
@@ -181,6 +195,9 @@ def project_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from mlflow_pipeline.runner import describe, run_pipeline, run_stage_project
 
+    cfg = None
+    # A stage project started by the runner (runner=projects) leaves alerts to that runner.
+    alerts_here = args.entry_point == "main" or not args.pipeline_run_id
     try:
         overrides = split_options(args.hydra_options, sweep_allowed=args.entry_point == "main")
         if any(o in SWEEP_FLAGS for o in overrides):
@@ -202,7 +219,13 @@ def project_main(argv: list[str] | None = None) -> int:
         _fail(exc)
         if MLFLOW_RUN_ID:  # the run `mlflow run` made for us shows why it failed
             record_error(MLFLOW_RUN_ID, exc)
+        if alerts_here:
+            alert_failure(cfg, exc, pipeline_run_id=MLFLOW_RUN_ID)
         return 1
+    except Exception as exc:  # a bug: alert, then keep its traceback
+        if alerts_here:
+            alert_failure(cfg, exc, pipeline_run_id=MLFLOW_RUN_ID)
+        raise
     return 0
 
 
@@ -371,6 +394,139 @@ def serve_main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as exc:
         _fail(exc)
         return 1
+
+
+SIMULATE_EPILOG = """\
+Day n trains on its batch and the --window days before it, written to DIR/day-<n>/data.csv,
+with the whole pipeline in this process (model and experiment NAME). From --shift-day on,
+every row of a day's data has --shift-column moved by --shift-by standard deviations (the
+source changed), so the drift check flags that day. A failed day is recorded and the next day
+runs. Prints the per-day table and writes it to DIR/simulation.csv. Tracking: tracking.uri,
+else $MLFLOW_TRACKING_URI, else DIR/mlflow.db. Exit 0 when every day ran (failed days
+included), 1 with one message otherwise.
+"""
+
+
+def simulate_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline simulate --data F.csv --target T --task K --days N [overrides]``."""
+    from mlflow_pipeline.retrain import DEFAULT_SHIFT_STD, DEFAULT_WINDOW
+
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline simulate",
+        description="Simulate daily retraining on a CSV file: daily batches, a shift on "
+        "purpose, drift, evaluation and promotion by the real pipeline, day by day.",
+        epilog=SIMULATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="the CSV file to cut into days")
+    parser.add_argument("--target", required=True, help="the target column")
+    parser.add_argument("--task", required=True, choices=["classification", "regression"])
+    parser.add_argument("--days", required=True, type=int, help="number of days")
+    parser.add_argument(
+        "--rows-per-day", type=int, default=None, help="default: the file in --days equal parts"
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help="earlier days each day also trains on (default: 2)",
+    )
+    parser.add_argument("--shift-day", type=int, default=None, help="first shifted day")
+    parser.add_argument("--shift-column", default=None, help="default: the first numeric feature")
+    parser.add_argument(
+        "--shift-by",
+        type=float,
+        default=DEFAULT_SHIFT_STD,
+        help="standard deviations (default: 1.5)",
+    )
+    parser.add_argument("--workdir", default=None, help="default: ./simulation-<name>")
+    parser.add_argument("--name", default=None, help="model and experiment (default: file stem)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=random_forest")
+    args = parser.parse_intermixed_args(argv)
+    from mlflow_pipeline.retrain import describe_day, describe_simulation, simulate
+
+    try:
+        results = simulate(
+            args.data,
+            args.target,
+            args.task,
+            args.days,
+            rows_per_day=args.rows_per_day,
+            window=args.window,
+            shift_day=args.shift_day,
+            shift_column=args.shift_column,
+            shift_by=args.shift_by,
+            workdir=args.workdir,
+            name=args.name,
+            overrides=args.overrides,
+            on_day=lambda day: print(describe_day(day, args.days), file=sys.stderr, flush=True),
+        )
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        return 1
+    print(describe_simulation(results))
+    return 0
+
+
+SCHEDULE_EPILOG = """\
+Every form runs the same command: the venv's absolute `mlflow-pipeline` with the overrides
+(or, with --launcher mlflow-run, `mlflow run <project> --env-manager local -P hydra_options=...`),
+in --workdir, with MLFLOW_TRACKING_URI pinned to the store the config resolves to now.
+  cron     one crontab line (log: DIR/<name>.log); --install adds it with `crontab -`, keeping
+           the other lines and replacing an earlier line of the same job
+  systemd  <name>.service + <name>.timer (OnCalendar, Persistent=true); --install writes them to
+           ~/.config/systemd/user/ and prints the systemctl command that enables the timer
+  airflow  a DAG file (BashOperator, no catch-up, no retries); --install writes it to
+           $AIRFLOW_HOME/dags (default ~/airflow/dags)
+  k8s      a batch/v1 CronJob in the image of projects/k8s (concurrencyPolicy Forbid)
+--output writes the file (a directory for systemd) instead of printing it. The times are the
+machine's local time (its time zone is written into the Airflow DAG and the CronJob).
+"""
+
+
+def schedule_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline schedule ENGINE [--at HH:MM] [--install] [overrides]``."""
+    from mlflow_pipeline.schedule import DEFAULT_AT, ENGINES, LAUNCHERS
+
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline schedule",
+        description="Print (or install) what runs this pipeline daily on an existing scheduler.",
+        epilog=SCHEDULE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("engine", choices=ENGINES)
+    parser.add_argument("--at", default=DEFAULT_AT, help="HH:MM, 24-hour (default: 06:00)")
+    parser.add_argument("--workdir", default=None, help="where the job runs (default: here)")
+    parser.add_argument("--install", action="store_true", help="cron, systemd, airflow")
+    parser.add_argument("--output", "-o", default=None, help="write to this file instead")
+    parser.add_argument("--name", default=None, help="job name (default: mlflow-pipeline-<model>)")
+    parser.add_argument("--log", default=None, help="cron's log file (default: DIR/<name>.log)")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="cli")
+    parser.add_argument("--image", default=None, help="k8s: default projects/k8s's image")
+    parser.add_argument("--namespace", default=None, help="k8s: default projects/k8s's namespace")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the pipeline")
+    args = parser.parse_intermixed_args(argv)
+    from mlflow_pipeline import schedule
+
+    try:
+        job = schedule.scheduled_job(
+            args.overrides,
+            at=args.at,
+            workdir=args.workdir,
+            launcher=args.launcher,
+            name=args.name,
+            log=args.log,
+        )
+        rendering = schedule.render(args.engine, job, image=args.image, namespace=args.namespace)
+        for note in rendering.notes:
+            print(f"mlflow-pipeline: note: {note}", file=sys.stderr)
+        print(
+            schedule.deliver(args.engine, job, rendering, install=args.install, output=args.output)
+        )
+    except PipelineError as exc:
+        _fail(exc)
+        return 1
+    return 0
 
 
 def schema_entry() -> None:

@@ -239,6 +239,24 @@ class ValidationConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
 
 
+ALERT_KINDS = ("failure", "drift")
+
+
+@dataclass
+class AlertsConfig:
+    """Who hears about a failed pipeline run or a drift flag (``mlflow_pipeline/alerts.py``)."""
+
+    # A shell command, run with the alert in MLFLOW_PIPELINE_ALERT_* environment variables.
+    command: str | None = None
+    # An http(s) URL the alert is POSTed to as JSON; null: $MLFLOW_PIPELINE_ALERT_WEBHOOK if
+    # set (keeps a secret URL out of the run's logged params and config).
+    webhook: str | None = None
+    # Which events alert: failure (a pipeline run failed), drift (the drift check fired).
+    kinds: list[str] = field(default_factory=lambda: list(ALERT_KINDS))
+    # Seconds each hook may take before it is given up.
+    timeout_s: float = 10.0
+
+
 @dataclass
 class PipelineConfig:
     data: DataConfig = MISSING
@@ -252,6 +270,7 @@ class PipelineConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     steps: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
     seed: int | None = 42
 
@@ -349,6 +368,20 @@ def check_config(cfg: DictConfig) -> None:
     _check_validation(cfg.validation)
     if not 0.0 < cfg.split.test_size < 1.0:
         raise ConfigError(f"split.test_size={cfg.split.test_size} must be between 0 and 1")
+    _check_alerts(cfg.alerts)
+
+
+def _check_alerts(alerts: DictConfig) -> None:
+    """Values of ``conf/alerts`` that types alone cannot check."""
+    unknown = [kind for kind in alerts.kinds if kind not in ALERT_KINDS]
+    if unknown:
+        raise ConfigError(
+            f"alerts.kinds: unknown kind(s) {unknown}; choose from {', '.join(ALERT_KINDS)}"
+        )
+    if alerts.webhook and not str(alerts.webhook).startswith(("http://", "https://")):
+        raise ConfigError(f"alerts.webhook={alerts.webhook!r} is not an http(s) URL")
+    if not alerts.timeout_s > 0:
+        raise ConfigError(f"alerts.timeout_s={alerts.timeout_s} must be positive")
 
 
 def _check_validation(validation: DictConfig) -> None:

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline import cache
+from mlflow_pipeline.alerts import alert_drift, note_failed_run
 from mlflow_pipeline.config import (
     METRICS,
     PROJECT_ROOT,
@@ -176,7 +177,18 @@ def run_pipeline(
             result.stage_run_ids.update(ctx.stage_runs)
             result.decisions.update(ctx.decisions)
             mlflow.set_tag(TAG_CACHE_SUMMARY, cache_summary(ctx.decisions))
+            # Drift the pipeline went on with (policy warn) alerts here, once: from the run
+            # that computed it, not from the runs that reuse it (sweep jobs, reruns).
+            profile = result.decisions.get("profile")
+            alert_drift(
+                cfg,
+                result.drift,
+                pipeline_run_id=pipeline_run_id,
+                experiment_id=experiment_id,
+                computed=profile is not None and not profile.hit,
+            )
     except BaseException as exc:
+        note_failed_run(exc, pipeline_run_id, experiment_id)
         record_error(pipeline_run_id, exc)
         end_active_run(exc)
         raise

@@ -38,9 +38,10 @@ def _summary(store: Store, sweep_id: str) -> list[dict]:
 
 
 def _check_sweep(store: Store, jobs: int) -> dict:
-    """One FINISHED sweep run; under it one `shared` run (ingest, profile, validate, split), ``jobs``
-    FINISHED job runs that reused the shared stages and did not register, and one `register`
-    run that registered the best job's model. Returns the runs by role and the summary."""
+    """One FINISHED sweep run; under it one `shared` run (ingest, profile, validate, split),
+    ``jobs`` FINISHED job runs that reused the shared stages and did not register, and one
+    `register` run that registered the best job's model. Returns the runs by role and the
+    summary."""
     [sweep] = store.runs_of_kind("sweep")
     assert sweep.info.status == "FINISHED", sweep.data.tags.get("pipeline.error")
     sweep_id = sweep.info.run_id
