@@ -189,18 +189,20 @@ def test_code_change_in_a_helper_reruns_train_and_what_follows(scenario, monkeyp
 
 
 def test_code_change_in_another_module_reruns_the_stages_that_call_it(scenario, monkeypatch):
-    # evaluate.score is evaluate's own code and a helper that register calls to re-score the
-    # champion; train does not reach it.
+    # evaluate.metrics_of is evaluate's own code and a helper that register calls (through
+    # score) to re-score the champion; train does not reach it.
     _patched_source(
         monkeypatch,
-        evaluate_module.score,
-        lambda text: text.replace("    y_true = ", "    y_true = None\n    y_true = ", 1),
+        evaluate_module.metrics_of,
+        lambda text: text.replace(
+            "    classes = list(", "    classes = None\n    classes = list(", 1
+        ),
     )
     result = scenario()
     expect(result, {"evaluate", "register"})
-    assert "mlflow_pipeline/stages/evaluate.py (score)" in reasons(result, "evaluate")
+    assert "mlflow_pipeline/stages/evaluate.py (metrics_of)" in reasons(result, "evaluate")
     assert reasons(result, "register") == (
-        "code changed: mlflow_pipeline/stages/evaluate.py (score)"
+        "code changed: mlflow_pipeline/stages/evaluate.py (metrics_of)"
     )
 
 
