@@ -173,7 +173,13 @@ def _enrich(failures: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
         failures = failures[~(same & failures["check"].astype(str).str.startswith("dtype("))]
     failures = failures.copy()
     failures["failure_case"] = failures["failure_case"].astype(object)
-    for position, row in failures.iterrows():
+    checks = failures["check"].astype(str)
+    # Only the few aggregate and column-presence failures are rewritten; a row-level failure
+    # table can have a row per failing value (millions), so it is not walked row by row.
+    special = checks.isin(list(_FRAME_CHECKS)) | checks.str.startswith(
+        ("null_fraction", "duplicate_rows", "target ")
+    )
+    for position, row in failures[special].iterrows():
         check_text = str(row.get("check"))
         column = row.get("column")
         if check_text in _FRAME_CHECKS:  # the failure case names the column
