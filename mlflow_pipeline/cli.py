@@ -109,6 +109,9 @@ def main() -> None:
     retraining (see retrain.py).
     ``mlflow-pipeline schedule cron|systemd|airflow|k8s [--at HH:MM] [--install] [overrides]``
     prints (or installs) what runs the pipeline daily (see schedule.py).
+    ``mlflow-pipeline promote MODEL_URI --reason TEXT`` moves ``champion`` by hand, audited;
+    ``mlflow-pipeline audit NAME`` prints the audit trail of its aliases (see audit.py).
+    ``mlflow-pipeline example-data FILE.csv`` writes the walkthroughs' example data.
     """
     if len(sys.argv) > 1 and sys.argv[1] == "reproduce":
         raise SystemExit(reproduce_main(sys.argv[2:]))
@@ -120,6 +123,12 @@ def main() -> None:
         raise SystemExit(simulate_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "schedule":
         raise SystemExit(schedule_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "promote":
+        raise SystemExit(promote_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "audit":
+        raise SystemExit(audit_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "example-data":
+        raise SystemExit(example_data_main(sys.argv[2:]))
     _quiet_gc_during_imports()
     from mlflow_pipeline.runner import SweepRun
 
@@ -526,6 +535,102 @@ def schedule_main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         _fail(exc)
         return 1
+    return 0
+
+
+PROMOTE_EPILOG = """\
+MODEL_URI names the version to point --alias at: models:/NAME/VERSION or models:/NAME@ALIAS
+(e.g. models:/NAME@challenger). The move is recorded in the model's audit trail with your user
+name and --reason; moves made in the UI since the last record are recorded first (as moved
+outside mlflow-pipeline). Moving champion also moves --rollback-alias to the champion it
+replaces. The next pipeline run compares its challenger with the version you chose.
+"""
+
+
+def promote_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline promote MODEL_URI --reason TEXT [--alias champion]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline promote",
+        description="Move an alias (default champion) to a version by hand, audited.",
+        epilog=PROMOTE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    parser.add_argument("--reason", required=True, help="why: recorded in the audit trail")
+    parser.add_argument("--alias", default="champion", help="default: champion")
+    parser.add_argument(
+        "--rollback-alias",
+        default="rollback",
+        help="moved to the replaced champion (default: rollback; '' to leave it)",
+    )
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_pipeline.registry import promote_by_hand
+
+    try:
+        uri = _tracking_uri(args.tracking_uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        moves = promote_by_hand(
+            client,
+            args.model_uri,
+            reason=args.reason,
+            alias=args.alias,
+            rollback_alias=args.rollback_alias or None,
+        )
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        return 1
+    for move in moves:
+        print(f"recorded {move.kind} move of {move.model} {move.title}: {move.reason}")
+    if not any(move.kind == "cli" and move.alias == args.alias for move in moves):
+        print(f"{args.alias} is already on {args.model_uri}: nothing moved")
+    return 0
+
+
+def audit_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline audit NAME [--alias A]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline audit",
+        description="Print who or what moved the aliases of a registered model, when, why "
+        "and with which scores (oldest first), the aliases now, and moves made outside "
+        "mlflow-pipeline that no run has recorded yet.",
+    )
+    parser.add_argument("name", help="the registered model (NAME or models:/NAME)")
+    parser.add_argument("--alias", default=None, help="only this alias's moves")
+    parser.add_argument("--tracking-uri", default=None, help="default: as for score")
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_pipeline.registry import audit_of
+
+    try:
+        uri = _tracking_uri(args.tracking_uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        print(audit_of(client, args.name.removeprefix("models:/"), args.alias))
+    except EXPECTED_ERRORS as exc:
+        _fail(exc)
+        return 1
+    return 0
+
+
+def example_data_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline example-data FILE.csv [--rows N] [--seed S]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline example-data",
+        description="Write the README walkthroughs' synthetic customer table (income, age, "
+        "plan, target label) as a CSV file.",
+    )
+    parser.add_argument("path", help="the CSV file to write")
+    parser.add_argument("--rows", type=int, default=1500, help="default: 1500")
+    parser.add_argument("--seed", type=int, default=0, help="default: 0")
+    args = parser.parse_args(argv)
+    if args.rows < 20:
+        parser.error("--rows must be at least 20")
+    from mlflow_pipeline.examples import write_customers
+
+    path = write_customers(args.path, args.rows, seed=args.seed)
+    print(f"wrote {args.rows} rows (income, age, plan, label) to {path}")
     return 0
 
 

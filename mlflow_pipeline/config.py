@@ -135,6 +135,8 @@ class RegistryConfig:
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     rollback_alias: str = "rollback"
+    # Where every alias move is recorded (audit.py): one MLflow run per move.
+    audit_experiment: str = MISSING
 
 
 @dataclass
@@ -344,6 +346,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"cache.stages: unknown stage(s) {unknown}")
     if cfg.data.source not in ("csv", "sklearn"):
         raise ConfigError(f"data.source={cfg.data.source!r} is not one of 'csv', 'sklearn'")
+    if cfg.registry.audit_experiment == cfg.tracking.experiment_name:
+        raise ConfigError(
+            f"registry.audit_experiment={cfg.registry.audit_experiment!r} is the pipeline's "
+            "experiment (tracking.experiment_name): the audit trail needs an experiment of its own"
+        )
     if cfg.data.source == "csv" and not cfg.data.path:
         raise ConfigError("data.path is required when data.source=csv")
     if cfg.data.source == "sklearn" and not cfg.data.loader:

@@ -164,7 +164,7 @@ def run_pipeline(
             runner_mode=cfg.runner.mode,
             upstream_run_id=cfg.runner.upstream_run_id,
             services={
-                "registry": ModelRegistry(client, cfg),
+                "registry": ModelRegistry.from_config(client, cfg),
                 "pipeline_run_id": pipeline_run_id,
             },
         )
@@ -472,7 +472,7 @@ def run_stage_project(
         pipeline_run_id=pipeline_run_id,
         runner_mode="projects",
         upstream_run_id=upstream_run_id or cfg.runner.upstream_run_id,
-        services={"registry": ModelRegistry(client, cfg)},
+        services={"registry": ModelRegistry.from_config(client, cfg)},
     )
     available = resolve_inputs(stage, ctx, {})
     if not pipeline_run_id:
@@ -778,7 +778,7 @@ def plan(cfg: DictConfig) -> list[cache.Decision]:
         pipeline_run_id=None,
         runner_mode=cfg.runner.mode,
         upstream_run_id=cfg.runner.upstream_run_id,
-        services={"registry": ModelRegistry(client, cfg)},
+        services={"registry": ModelRegistry.from_config(client, cfg)},
     )
     made_by = producers()
     available: dict[str, Handoff] = {}

@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline import registry as reg
-from mlflow_pipeline.errors import RegistryError
+from mlflow_pipeline.audit import Why, current_user
+from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry import ModelRegistry
 from mlflow_pipeline.runner import run_pipeline
 from tests.helpers import alias_version
@@ -27,7 +28,7 @@ STRONG = ["model=logistic_regression", "model.max_iter=200"]
 
 
 def test_no_model_means_no_champion(make_config, tracking_store):
-    registry = ModelRegistry(tracking_store.client(), make_config())
+    registry = ModelRegistry.from_config(tracking_store.client(), make_config())
     assert registry.champion() is None
     assert registry.name == MODEL
     assert registry.aliases == reg.Aliases("champion", "challenger", "rollback")
@@ -35,7 +36,7 @@ def test_no_model_means_no_champion(make_config, tracking_store):
 
 def test_register_alias_and_tag(make_config, tracking_store):
     client = tracking_store.client()
-    registry = ModelRegistry(client, make_config("registry.champion_alias=prod"))
+    registry = ModelRegistry.from_config(client, make_config("registry.champion_alias=prod"))
     with mlflow.start_run():
         mlflow.log_text("x", "model/x.txt")
         uri = mlflow.get_artifact_uri("model")
@@ -49,7 +50,7 @@ def test_register_alias_and_tag(make_config, tracking_store):
 
 
 def test_alias_on_a_missing_version(make_config, tracking_store):
-    registry = ModelRegistry(tracking_store.client(), make_config())
+    registry = ModelRegistry.from_config(tracking_store.client(), make_config())
     with mlflow.start_run():
         mlflow.log_text("x", "model/x.txt")
         registry.register(mlflow.get_artifact_uri("model"), {})
@@ -105,6 +106,7 @@ def story(tmp_path_factory: pytest.TempPathFactory, open_store) -> dict:
             for name, step in steps.items()
             if name in ("first", "better")
         }
+        steps["trail"] = ModelRegistry(client, MODEL).audit.moves()
         yield steps
 
 
@@ -176,3 +178,122 @@ def test_promotion_json_artifact(story):
     assert str(report["champion_version"]) == "1"
     assert str(report["champion_version_after"]) == "3"
     assert story["promotion_json"]["first"]["reason"] == "no champion yet"
+
+
+def test_every_alias_move_is_in_the_audit_trail_in_order(story):
+    trail = story["trail"]
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in trail] == [
+        ("challenger", None, "1", "pipeline"),  # first
+        ("champion", None, "1", "pipeline"),
+        ("challenger", "1", "2", "pipeline"),  # worse
+        ("challenger", "2", "3", "pipeline"),  # better
+        ("rollback", None, "1", "pipeline"),
+        ("champion", "1", "3", "pipeline"),
+        ("champion", "3", "2", "external"),  # the human, found by the next run
+        ("challenger", "3", "4", "pipeline"),  # after_human
+        ("rollback", "1", "2", "pipeline"),
+        ("champion", "2", "4", "pipeline"),
+        ("challenger", "4", "5", "pipeline"),  # min_delta
+    ]
+    times = [m.time_ms for m in trail]
+    assert times == sorted(times)
+    assert len(set(times)) == len(times)
+
+
+def test_a_pipeline_move_records_who_why_and_the_scores(story):
+    better = story["better"]
+    move = next(m for m in story["trail"] if m.alias == "champion" and m.to_version == "3")
+    assert move.user == current_user()
+    assert move.actor == "mlflow-pipeline register stage"
+    assert move.pipeline_run == better["pipeline_run"]
+    assert move.stage_run == better["register_run"]
+    assert move.reason == better["tags"][reg.TAG_REASON]
+    assert move.metric == "roc_auc"
+    assert move.challenger_score == pytest.approx(better["promotion"]["challenger_score"])
+    assert move.champion_score == pytest.approx(better["promotion"]["champion_score"])
+    worse = story["worse"]
+    not_promoted = next(m for m in story["trail"] if m.to_version == "2")
+    assert not_promoted.reason.startswith("registered by this run; not promoted: ")
+    assert not_promoted.pipeline_run == worse["pipeline_run"]
+
+
+def test_the_humans_move_is_recorded_by_the_next_run(story):
+    trail = story["trail"]
+    human = next(m for m in trail if m.kind == "external")
+    pipeline_move = next(m for m in trail if m.alias == "champion" and m.to_version == "3")
+    assert human.user == "unknown"
+    assert "outside mlflow-pipeline" in human.actor
+    assert human.pipeline_run == story["after_human"]["pipeline_run"]
+    assert human.moved_after_ms == pipeline_move.time_ms
+    assert "moved outside mlflow-pipeline from v3 to v2" in human.reason
+
+
+def _two_versions(client) -> None:
+    """Versions 1 and 2 of MODEL; champion on 1, as a first pipeline run leaves it."""
+    registry = ModelRegistry(client, MODEL)
+    for _ in range(2):
+        with mlflow.start_run():
+            mlflow.log_text("x", "model/x.txt")
+            registry.register(mlflow.get_artifact_uri("model"), {})
+    why = Why(kind="pipeline", actor="test", user="ci", reason="first")
+    registry.move_alias("champion", "1", why)
+    registry.move_alias("challenger", "2", why)
+
+
+def test_promote_by_hand_moves_champion_and_rollback_with_who_and_why(tracking_store):
+    client = tracking_store.client()
+    _two_versions(client)
+    moves = reg.promote_by_hand(client, f"models:/{MODEL}@challenger", reason="v2 is better on Q4")
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
+        ("rollback", None, "1", "cli"),
+        ("champion", "1", "2", "cli"),
+    ]
+    assert moves[1].user == current_user()
+    assert moves[1].actor == "mlflow-pipeline promote"
+    assert moves[1].reason == f"v2 is better on Q4 (as models:/{MODEL}@challenger)"
+    assert alias_version(client, MODEL, "champion") == "2"
+    assert alias_version(client, MODEL, "rollback") == "1"
+    # Again: nothing moves, nothing is recorded.
+    assert reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="again") == []
+
+
+def test_promote_by_hand_records_a_ui_move_first(tracking_store):
+    client = tracking_store.client()
+    _two_versions(client)
+    client.set_registered_model_alias(MODEL, "champion", "2")  # as the UI does
+    moves = reg.promote_by_hand(client, f"models:/{MODEL}/1", reason="back to v1")
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
+        ("champion", "1", "2", "external"),
+        ("rollback", None, "2", "cli"),
+        ("champion", "2", "1", "cli"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason", "match"),
+    [
+        (f"models:/{MODEL}/9", "x", r"models:/breast_cancer/9: no such model version"),
+        (f"models:/{MODEL}@nope", "x", r"no such model version"),
+        (f"models:/{MODEL}/1", "  ", r"promote needs --reason"),
+        ("breast_cancer", "x", r"is not a registered model URI"),
+    ],
+)
+def test_promote_by_hand_refuses_clearly(tracking_store, uri, reason, match):
+    client = tracking_store.client()
+    _two_versions(client)
+    with pytest.raises(ConfigError, match=match):
+        reg.promote_by_hand(client, uri, reason=reason)
+    assert alias_version(client, MODEL, "champion") == "1"
+
+
+def test_audit_of_prints_the_trail_and_what_is_not_recorded(tracking_store):
+    client = tracking_store.client()
+    _two_versions(client)
+    client.set_registered_model_alias(MODEL, "champion", "2")
+    lines = reg.audit_of(client, MODEL).splitlines()
+    assert len(lines) == 5  # header, 2 moves, now, 1 pending
+    assert lines[-2] == "now: champion v2, challenger v2, rollback none"
+    assert lines[-1].startswith("not recorded yet: champion: v1 -> v2")
+    assert reg.audit_of(client, MODEL, "challenger").splitlines()[-1] == "now: challenger v2"
+    with pytest.raises(ConfigError, match="no registered model 'nope'"):
+        reg.audit_of(client, "nope")

@@ -7,14 +7,16 @@ test set, by at least ``promotion.min_delta`` (and by more than zero) on ``promo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import mlflow
 import pandas as pd
 from omegaconf import DictConfig
 
 from mlflow_pipeline import registry as reg
 from mlflow_pipeline import reports
+from mlflow_pipeline.audit import KIND_PIPELINE, Why, current_user
 from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.lineage import to_json as lineage_json
@@ -112,6 +114,8 @@ def register(
     scores = dict(zip(metrics["metric"], metrics["value"], strict=True))
     if metric not in scores:
         raise StageError(f"promotion.metric '{metric}' was not computed by evaluate", stage=STAGE)
+    # Moves made in the UI since the last record go into the audit trail before ours.
+    registry.reconcile(detected_by=pipeline_run_id)
     existing = registry.version_of(model.uri)
     champion = registry.champion()
     champion_score = None
@@ -156,11 +160,17 @@ def register(
     else:
         version = existing
         registry.tag_version(version.version, tags)
-    registry.set_alias(registry.aliases.challenger, version.version)
+    why = _why(decision, reason, pipeline_run_id)
+    challenger_why = replace(why, reason=f"registered by this run; {_decided(decision)}: {reason}")
+    registry.move_alias(registry.aliases.challenger, version.version, challenger_why)
     if decision.promote and recorded is None:  # a recorded promotion moved its aliases already
         if champion is not None:
-            registry.set_alias(registry.aliases.rollback, champion.version)
-        registry.set_alias(registry.aliases.champion, version.version)
+            registry.move_alias(
+                registry.aliases.rollback,
+                champion.version,
+                replace(why, reason=f"the champion before v{version.version}: {reason}"),
+            )
+        registry.move_alias(registry.aliases.champion, version.version, why)
     champion_after = str(version.version) if decision.promote else decision.champion_version
     report = {
         **asdict(decision),
@@ -174,6 +184,26 @@ def register(
         "lineage": lineage_json(lineage),
         "promotion_report": reports.promotion_report(report),
     }
+
+
+def _decided(decision: Decision) -> str:
+    return "promoted" if decision.promote else "not promoted"
+
+
+def _why(decision: Decision, reason: str, pipeline_run_id: str) -> Why:
+    """The audit record of this stage's alias moves: the rule, its reason and both scores."""
+    active = mlflow.active_run()
+    return Why(
+        kind=KIND_PIPELINE,
+        actor="mlflow-pipeline register stage",
+        user=current_user(),
+        reason=reason,
+        pipeline_run=pipeline_run_id,
+        stage_run=active.info.run_id if active is not None else None,
+        metric=decision.metric,
+        challenger_score=decision.challenger_score,
+        champion_score=decision.champion_score,
+    )
 
 
 def _recorded_promotion(existing: Any, decision: Decision) -> Decision | None:

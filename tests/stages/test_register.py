@@ -111,7 +111,7 @@ def run_register(cfg, model, test, metrics, client) -> dict:
         model,
         test,
         metrics,
-        registry=ModelRegistry(client, cfg),
+        registry=ModelRegistry.from_config(client, cfg),
         pipeline_run_id="p1",
         lineage=LINEAGE,
     )

@@ -1,0 +1,399 @@
+"""The audit trail of alias moves: who or what moved ``champion``, ``challenger`` or
+``rollback``, when, why, and with which scores.
+
+The trail is an MLflow experiment (``registry.audit_experiment``, default ``<model>-audit``)
+holding one FINISHED run per move, so it is read in the MLflow UI like any run table (the
+User column is who moved it) or with ``mlflow-pipeline audit NAME``. Three kinds of move:
+
+- ``pipeline``: the register stage moved it; the run names the pipeline and register runs,
+  the rule's reason, metric and both scores.
+- ``cli``: ``mlflow-pipeline promote`` moved it; the run names the user and the reason given.
+- ``external``: someone moved it outside mlflow-pipeline (the registry UI, the REST API, a
+  script). MLflow keeps no history of aliases, so the next register stage (or ``promote``)
+  finds the difference between the registry and the trail and records it: who is unknown and
+  the move happened between the previous record of that alias and the detection.
+
+Tags and metrics of an audit run: see ``TAG_*`` below; metrics ``challenger_score`` and
+``champion_score`` when the move came from the promotion rule.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+
+from mlflow.entities import Metric, Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_pipeline.errors import RegistryError
+
+KIND_PIPELINE = "pipeline"
+KIND_CLI = "cli"
+KIND_EXTERNAL = "external"
+KINDS = (KIND_PIPELINE, KIND_CLI, KIND_EXTERNAL)
+
+# The registered model tag naming its audit experiment (``mlflow-pipeline audit`` reads it).
+MODEL_TAG_EXPERIMENT = "audit.experiment"
+# Tags of an audit run.
+TAG_MODEL = "audit.model"
+TAG_ALIAS = "audit.alias"
+TAG_FROM = "audit.from_version"
+TAG_TO = "audit.to_version"
+TAG_KIND = "audit.kind"
+TAG_ACTOR = "audit.actor"
+TAG_REASON = "audit.reason"
+TAG_HOST = "audit.host"
+TAG_PIPELINE_RUN = "audit.pipeline_run"
+TAG_STAGE_RUN = "audit.stage_run"
+TAG_METRIC = "audit.metric"
+TAG_SINCE = "audit.moved_after"
+MLFLOW_USER = "mlflow.user"
+MLFLOW_RUN_NAME = "mlflow.runName"
+NONE = "none"  # an alias that did not exist (before) or was removed (after)
+UNKNOWN_USER = "unknown"
+EXTERNAL_ACTOR = "outside mlflow-pipeline (registry UI, REST API or a script)"
+MAX_TAG = 5000
+
+
+@dataclass(frozen=True)
+class Why:
+    """Who or what moves an alias, and why."""
+
+    kind: str
+    actor: str
+    user: str
+    reason: str
+    pipeline_run: str | None = None
+    stage_run: str | None = None
+    metric: str | None = None
+    challenger_score: float | None = None
+    champion_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """One alias move. Versions are strings; None means the alias was absent."""
+
+    model: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    kind: str
+    actor: str
+    user: str
+    reason: str
+    pipeline_run: str | None = None
+    stage_run: str | None = None
+    metric: str | None = None
+    challenger_score: float | None = None
+    champion_score: float | None = None
+    time_ms: int = 0
+    host: str = ""
+    moved_after_ms: int | None = None  # external moves: the previous record of this alias
+    run_id: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, model: str, alias: str, before: str | None, after: str | None, why: Why) -> Move:
+        return cls(model, alias, before, after, **asdict(why))
+
+    @property
+    def title(self) -> str:
+        return f"{self.alias}: {_v(self.from_version)} -> {_v(self.to_version)}"
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers with a bare uid)
+        return UNKNOWN_USER
+
+
+def _v(version: str | None) -> str:
+    return NONE if version is None else f"v{version}"
+
+
+def iso(time_ms: int | None) -> str:
+    if not time_ms:
+        return "-"
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class AuditTrail:
+    """The moves of one registered model's aliases, in its audit experiment."""
+
+    _clock_lock = threading.Lock()
+    _last_ms = 0
+
+    def __init__(self, client: MlflowClient, model: str, experiment: str) -> None:
+        self.client = client
+        self.model = model
+        self.experiment = experiment
+        self._experiment_id: str | None = None
+        self._model_tagged = False
+
+    # ---- the experiment --------------------------------------------------------------------
+
+    def experiment_id(self, *, create: bool) -> str | None:
+        """The audit experiment's id; created when missing and ``create``, else None."""
+        if self._experiment_id is not None:
+            return self._experiment_id
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None and create:
+            try:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, tags={"mlflow.note.content": _experiment_note(self.model)}
+                )
+                return self._experiment_id
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # a concurrent run made it
+                    raise RegistryError(
+                        f"cannot create the audit experiment '{self.experiment}': {exc.message}"
+                    ) from exc
+                found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return None
+        if found.lifecycle_stage != "active":
+            raise RegistryError(
+                f"the audit experiment '{self.experiment}' of model '{self.model}' is deleted: "
+                f"restore it (mlflow experiments restore --experiment-id "
+                f"{found.experiment_id}) or set registry.audit_experiment"
+            )
+        self._experiment_id = found.experiment_id
+        return self._experiment_id
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def moves(self, alias: str | None = None, *, newest_first: bool = False) -> list[Move]:
+        """The recorded moves of this model (of ``alias`` only, when given), oldest first."""
+        experiment_id = self.experiment_id(create=False)
+        if experiment_id is None:
+            return []
+        query = f"tags.`{TAG_MODEL}` = '{_quote(self.model)}'"
+        if alias is not None:
+            query += f" and tags.`{TAG_ALIAS}` = '{_quote(alias)}'"
+        order = "DESC" if newest_first else "ASC"
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id],
+                filter_string=query,
+                order_by=[f"attributes.start_time {order}"],
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return [_move_of(run) for run in runs]
+
+    def last(self, alias: str) -> Move | None:
+        experiment_id = self.experiment_id(create=False)
+        if experiment_id is None:
+            return None
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`{TAG_MODEL}` = '{_quote(self.model)}' and "
+                f"tags.`{TAG_ALIAS}` = '{_quote(alias)}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return _move_of(runs[0]) if runs else None
+
+    def unrecorded(self, current: Mapping[str, str | None]) -> list[Move]:
+        """Moves the registry shows and the trail does not: for each alias in ``current``
+        (alias -> the version holding it now, None when absent), the difference from its
+        last record. Not recorded; see ``reconcile``."""
+        found = []
+        for alias, version in current.items():
+            last = self.last(alias)
+            recorded = last.to_version if last is not None else None
+            if recorded == version:
+                continue
+            if last is None:
+                reason = (
+                    f"found on v{version} with no earlier record: set before auditing began "
+                    "or outside mlflow-pipeline"
+                )
+            elif version is None:
+                reason = f"removed outside mlflow-pipeline (last recorded on v{recorded})"
+            else:
+                reason = (
+                    f"moved outside mlflow-pipeline from {_v(recorded)} to v{version} "
+                    f"after {iso(last.time_ms)}"
+                )
+            found.append(
+                Move(
+                    model=self.model,
+                    alias=alias,
+                    from_version=recorded,
+                    to_version=version,
+                    kind=KIND_EXTERNAL,
+                    actor=EXTERNAL_ACTOR,
+                    user=UNKNOWN_USER,
+                    reason=reason,
+                    moved_after_ms=last.time_ms if last is not None else None,
+                )
+            )
+        return found
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def reconcile(
+        self, current: Mapping[str, str | None], *, detected_by: str | None = None
+    ) -> list[Move]:
+        """Record the moves made outside mlflow-pipeline (see ``unrecorded``); returns them.
+        ``detected_by`` (a run id) is kept as the detecting pipeline run."""
+        moves = self.unrecorded(current)
+        return [self.record(_with(move, pipeline_run=detected_by)) for move in moves]
+
+    def record(self, move: Move) -> Move:
+        """Write ``move`` as a FINISHED run of the audit experiment; returns it with its time
+        and run id."""
+        experiment_id = self.experiment_id(create=True)
+        now = self._now_ms()
+        move = _with(move, time_ms=now, host=move.host or socket.gethostname())
+        tags = {
+            MLFLOW_RUN_NAME: move.title,
+            MLFLOW_USER: move.user,
+            TAG_MODEL: move.model,
+            TAG_ALIAS: move.alias,
+            TAG_FROM: move.from_version or NONE,
+            TAG_TO: move.to_version or NONE,
+            TAG_KIND: move.kind,
+            TAG_ACTOR: move.actor,
+            TAG_REASON: move.reason[:MAX_TAG],
+            TAG_HOST: move.host,
+        }
+        optional = {
+            TAG_PIPELINE_RUN: move.pipeline_run,
+            TAG_STAGE_RUN: move.stage_run,
+            TAG_METRIC: move.metric,
+            TAG_SINCE: str(move.moved_after_ms) if move.moved_after_ms else None,
+        }
+        tags.update({k: v for k, v in optional.items() if v})
+        scores = {"challenger_score": move.challenger_score, "champion_score": move.champion_score}
+        try:
+            run = self.client.create_run(
+                experiment_id, start_time=now, tags=tags, run_name=move.title
+            )
+            metrics = [Metric(k, float(v), now, 0) for k, v in scores.items() if v is not None]
+            if metrics:
+                self.client.log_batch(run.info.run_id, metrics=metrics)
+            self.client.set_terminated(run.info.run_id, "FINISHED", end_time=now)
+            if not self._model_tagged:
+                self.client.set_registered_model_tag(
+                    self.model, MODEL_TAG_EXPERIMENT, self.experiment
+                )
+                self._model_tagged = True
+        except MlflowException as exc:
+            raise RegistryError(
+                f"cannot record the move {move.title} of '{move.model}' in the audit "
+                f"experiment '{self.experiment}': {exc.message}"
+            ) from exc
+        return _with(move, run_id=run.info.run_id)
+
+    @classmethod
+    def _now_ms(cls) -> int:
+        """Milliseconds, strictly increasing in this process (moves made back to back keep
+        their order in the trail)."""
+        with cls._clock_lock:
+            now = max(time.time_ns() // 1_000_000, cls._last_ms + 1)
+            cls._last_ms = now
+            return now
+
+
+def _with(move: Move, **changes: object) -> Move:
+    return replace(move, **changes)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "\\'")
+
+
+def _experiment_note(model: str) -> str:
+    return (
+        f"Audit trail of the aliases of registered model `{model}`, written by mlflow-pipeline: "
+        "one run per move (User = who moved it; kind external = moved outside mlflow-pipeline, "
+        "found by the next run). `mlflow-pipeline audit " + model + "` prints it."
+    )
+
+
+def _move_of(run: Run) -> Move:
+    tags = run.data.tags
+    metrics = run.data.metrics
+
+    def version(key: str) -> str | None:
+        value = tags.get(key, NONE)
+        return None if value == NONE else value
+
+    since = tags.get(TAG_SINCE)
+    return Move(
+        model=tags.get(TAG_MODEL, ""),
+        alias=tags.get(TAG_ALIAS, ""),
+        from_version=version(TAG_FROM),
+        to_version=version(TAG_TO),
+        kind=tags.get(TAG_KIND, ""),
+        actor=tags.get(TAG_ACTOR, ""),
+        user=tags.get(MLFLOW_USER, UNKNOWN_USER),
+        reason=tags.get(TAG_REASON, ""),
+        time_ms=run.info.start_time,
+        host=tags.get(TAG_HOST, ""),
+        pipeline_run=tags.get(TAG_PIPELINE_RUN),
+        stage_run=tags.get(TAG_STAGE_RUN),
+        metric=tags.get(TAG_METRIC),
+        challenger_score=metrics.get("challenger_score"),
+        champion_score=metrics.get("champion_score"),
+        moved_after_ms=int(since) if since else None,
+        run_id=run.info.run_id,
+    )
+
+
+def describe(
+    moves: Iterable[Move], current: Mapping[str, str | None], pending: Iterable[Move] = ()
+) -> str:
+    """The trail as a table, oldest first; then the aliases now and the moves made outside
+    mlflow-pipeline that are not recorded yet (``pending``)."""
+    rows = [("when (UTC)", "alias", "from", "to", "kind", "who", "scores", "why")]
+    for move in moves:
+        rows.append(
+            (
+                iso(move.time_ms).removesuffix(" UTC"),
+                move.alias,
+                _v(move.from_version),
+                _v(move.to_version),
+                move.kind,
+                move.user,
+                _scores(move),
+                move.reason,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+    if len(rows) == 1:
+        lines.append("(no recorded moves)")
+    lines.append("now: " + ", ".join(f"{a} {_v(v)}" for a, v in current.items()))
+    for move in pending:
+        lines.append(f"not recorded yet: {move.title}: {move.reason} (the next run records it)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _scores(move: Move) -> str:
+    if move.challenger_score is None:
+        return ""
+    text = f"{move.metric or 'score'} {move.challenger_score:.4f}"
+    if move.champion_score is not None:
+        text += f" vs {move.champion_score:.4f}"
+    return text
