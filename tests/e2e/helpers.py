@@ -18,6 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlflow_pipeline.examples import customers
 from tests.helpers import EXPECTED_ARTIFACTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,16 +232,7 @@ def write_classification_csv(
 ) -> Path:
     """A user's classification CSV: numeric columns with gaps, a string categorical column with
     gaps, an integer 0/1 target ``label``; optionally broken in the ways users break data."""
-    rng = np.random.default_rng(seed)
-    income = rng.normal(50.0, 15.0, rows)
-    age = rng.integers(18, 80, rows).astype(float)
-    plan = rng.choice(["basic", "plus", "premium"], rows)
-    logit = 0.08 * (income - 50.0) - 0.03 * (age - 50.0) + np.where(plan == "premium", 1.0, 0.0)
-    label = (logit + rng.normal(0.0, 0.7, rows) > 0).astype(int)
-    df = pd.DataFrame({"income": income, "age": age, "plan": plan, "label": label})
-    df.loc[rng.choice(rows, rows // 10, replace=False), "income"] = np.nan
-    df.loc[rng.choice(rows, rows // 20, replace=False), "age"] = np.nan
-    df.loc[rng.choice(rows, rows // 12, replace=False), "plan"] = None
+    df = customers(rows, seed=seed)  # the README walkthroughs' example data
     if null_target_rows:
         df["label"] = df["label"].astype("Float64")
         df.loc[: null_target_rows - 1, "label"] = None
