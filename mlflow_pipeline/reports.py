@@ -340,6 +340,11 @@ def promotion_report(promotion: dict) -> str:
                 ["Challenger score", challenger_score],
                 ["Champion score", champion_score],
                 ["Difference (challenger − champion)", delta],
+                [
+                    "Moved outside mlflow-pipeline",
+                    "; ".join(promotion.get("moved_outside") or []) or "—",
+                ],
+                ["Audit trail (experiment)", promotion.get("audit_experiment") or "—"],
             ],
         ),
     ]

@@ -755,6 +755,11 @@ def describe(result: PipelineResult) -> str:
             f"moved ({promo['model_name']} v{promo['version']} came from that run)"
         )
     elif promo:
+        if promo.get("moved_outside"):
+            lines.append(
+                f"found alias move(s) made outside mlflow-pipeline: "
+                f"{'; '.join(promo['moved_outside'])} (recorded in {promo['audit_experiment']})"
+            )
         champion = promo["champion_version_after"]
         verdict = "promoted to champion" if promo["promote"] else "not promoted"
         lines.append(

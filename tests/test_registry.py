@@ -226,6 +226,9 @@ def test_the_humans_move_is_recorded_by_the_next_run(story):
     assert human.pipeline_run == story["after_human"]["pipeline_run"]
     assert human.moved_after_ms == pipeline_move.time_ms
     assert "moved outside mlflow-pipeline from v3 to v2" in human.reason
+    assert story["after_human"]["promotion"]["moved_outside"] == ["champion: v3 -> v2"]
+    assert story["after_human"]["promotion"]["audit_experiment"] == f"{MODEL}-audit"
+    assert story["min_delta"]["promotion"]["moved_outside"] == []
 
 
 def _two_versions(client) -> None:

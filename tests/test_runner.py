@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.config import STAGE_NAMES
 from mlflow_pipeline.errors import DataValidationError, StageError, ThresholdError
-from mlflow_pipeline.runner import describe, find_stage_run, run_pipeline
+from mlflow_pipeline.runner import PipelineResult, describe, find_stage_run, run_pipeline
 from mlflow_pipeline.tracking import (
     TAG_ERROR,
     TAG_KIND,
@@ -228,3 +228,22 @@ def test_slice_without_upstream_runs_is_a_stage_error(make_config):
 def test_unknown_upstream_run_is_a_stage_error(make_config):
     with pytest.raises(StageError, match=r"runner\.upstream_run_id: no run nope"):
         run_pipeline(make_config("steps=[train]", "runner.upstream_run_id=nope"))
+
+
+def test_describe_names_alias_moves_made_outside():
+    result = PipelineResult(pipeline_run_id="r1", experiment_id="0")
+    result.promotion = {
+        "model_name": "churn",
+        "version": "4",
+        "promote": False,
+        "reason": "no gain",
+        "champion_version_after": "2",
+        "moved_outside": ["champion: v3 -> v2"],
+        "audit_experiment": "churn-audit",
+    }
+    lines = describe(result).splitlines()
+    assert lines[-2:] == [
+        "found alias move(s) made outside mlflow-pipeline: champion: v3 -> v2 "
+        "(recorded in churn-audit)",
+        "registered churn v4: not promoted (no gain); champion is v2",
+    ]

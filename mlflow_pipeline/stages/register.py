@@ -115,7 +115,7 @@ def register(
     if metric not in scores:
         raise StageError(f"promotion.metric '{metric}' was not computed by evaluate", stage=STAGE)
     # Moves made in the UI since the last record go into the audit trail before ours.
-    registry.reconcile(detected_by=pipeline_run_id)
+    outside = registry.reconcile(detected_by=pipeline_run_id)
     existing = registry.version_of(model.uri)
     champion = registry.champion()
     champion_score = None
@@ -178,6 +178,9 @@ def register(
         "model_name": registry.name,
         "version": str(version.version),
         "champion_version_after": champion_after,
+        # Moves made outside mlflow-pipeline since the last record, recorded by this run.
+        "moved_outside": [move.title for move in outside],
+        "audit_experiment": registry.audit.experiment,
     }
     return {
         "promotion": json.dumps(report, indent=2),
