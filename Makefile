@@ -4,7 +4,7 @@ BIN := $(abspath $(VENV))/bin
 # `python` in MLproject commands must be this venv's (mlflow run --env-manager local).
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint ui bench bench-gates clean stack-start stack-stop stack-status ray-start ray-stop
+.PHONY: setup browser run test lint ui bench bench-gates clean stack-start stack-stop stack-status ray-start ray-stop
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	python3 -m venv $(VENV)
@@ -14,10 +14,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 
 setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
+browser:  ## Debian's chromium for the real-browser UI tests, when missing (apt-get, as root)
+	command -v chromium >/dev/null 2>&1 || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }; }
+
 run: setup  ## the full pipeline on the bundled default data (embedded SQLite tracking)
 	$(BIN)/mlflow run . --env-manager local --experiment-name breast_cancer $(if $(HYDRA_OPTIONS),-P hydra_options="$(HYDRA_OPTIONS)")
 
-test: setup  ## lint, then every test (slow end-to-end tests included)
+test: setup browser  ## lint, then every test (slow end-to-end tests included)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
