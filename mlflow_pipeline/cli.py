@@ -193,7 +193,10 @@ def steps_override(steps: str) -> list[str]:
 
 
 def project_main(argv: list[str] | None = None) -> int:
-    """Body of the MLproject entry points: ``main`` (whole pipeline) or one stage."""
+    """Body of the MLproject entry points: ``main`` (whole pipeline), one stage, or ``score``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["score"]:
+        return score_main(argv[1:], run_id=MLFLOW_RUN_ID)
     parser = argparse.ArgumentParser(prog="python -m mlflow_pipeline.cli")
     parser.add_argument("entry_point", choices=["main", *STAGE_NAMES])
     parser.add_argument("--steps", default="all")
@@ -353,8 +356,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def score_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv``."""
+def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> int:
+    """``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv``; from the MLproject
+    entry point ``score``, ``run_id`` is the run `mlflow run` made (it records the scoring)."""
     parser = argparse.ArgumentParser(
         prog="mlflow-pipeline score",
         description="Score a CSV file with a registered model version, in this process.",
@@ -365,14 +369,18 @@ def score_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", "-i", required=True, help="CSV file of rows to score")
     parser.add_argument("--output", "-o", required=True, help="CSV file to write")
     args = parser.parse_args(argv)
-    from mlflow_pipeline.serving import describe_score, score
+    from mlflow_pipeline.serving import describe_score, log_score_run, score
 
     try:
         result = score(
             args.model_uri, args.input, args.output, tracking_uri=_tracking_uri(args.tracking_uri)
         )
+        if run_id:
+            log_score_run(run_id, result, args.input)
     except EXPECTED_ERRORS as exc:
         _fail(exc)
+        if run_id:
+            record_error(run_id, exc)
         return 1
     if result.warning:
         print(f"mlflow-pipeline: warning: {result.warning}", file=sys.stderr)

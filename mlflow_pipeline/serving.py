@@ -406,6 +406,26 @@ def score(
     return ScoreResult(model=model, rows=len(output), output=output_path, warning=validated.warning)
 
 
+def log_score_run(run_id: str, result: ScoreResult, input_path: str | Path) -> None:
+    """Record a scoring on ``run_id`` (the run ``mlflow run . -e score`` made, which holds the
+    entry point's parameters already): the version used, both files, and the rows scored."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    model = result.model
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric("rows_scored", result.rows, int(time.time() * 1000), 0)],
+        params=[Param("model_name", model.name), Param("model_version", model.version)],
+        tags=[
+            RunTag("pipeline.kind", "score"),
+            RunTag("score.model", model.uri),
+            RunTag("score.input", str(Path(input_path).resolve())),
+            RunTag("score.output", str(result.output.resolve())),
+        ],
+    )
+
+
 def describe_score(result: ScoreResult) -> str:
     """One line: rows scored, the version used and where the predictions went."""
     model = result.model

@@ -27,6 +27,7 @@ import pytest
 from .helpers import (
     CHAMPION_DATA,
     CHAMPION_MODEL,
+    REPO,
     TIMEOUT_S,
     VENV_BIN,
     Store,
@@ -374,3 +375,39 @@ def test_score_with_an_unknown_alias_fails_cleanly(scored):
     assert_clean_failure(case.result, f"models:/{CHAMPION_MODEL}@nope: no such model version")
     assert case.result.returncode == 1
     assert not case.output.exists()
+
+
+def test_score_entry_point_of_mlflow_run_records_the_scoring(model_store: Store, data, champion):
+    """`mlflow run . -e score`: the same scoring, recorded on the run; a bad file FAILS the run
+    with the column named and writes nothing."""
+    good, bad = model_store.root / "ep-good.csv", model_store.root / "ep-bad.csv"
+    data.drop(columns=["label"]).iloc[:25].to_csv(good, index=False)
+    data.iloc[:20].assign(plan=lambda f: _unseen(f["plan"])).to_csv(bad, index=False)
+    outputs = {}
+    for name, source in (("good", good), ("bad", bad)):
+        outputs[name] = model_store.root / f"ep-{name}-pred.csv"
+        result = model_store.run(
+            VENV_BIN / "mlflow", "run", REPO, "--env-manager", "local", "-e", "score",
+            "--experiment-name", "scoring",
+            "-P", f"model_uri={CHAMPION_URI}", "-P", f"input={source}",
+            "-P", f"output={outputs[name]}",
+        )  # fmt: skip
+        if name == "good":
+            assert_ok(result)
+        else:
+            assert result.returncode != 0
+            assert "column 'plan', check seen_in_training" in result.stderr
+    scored = pd.read_csv(outputs["good"])
+    assert scored["prediction"].tolist() == champion.predict(scored[FEATURES]).tolist()
+    assert not outputs["bad"].exists()
+    experiment = model_store.client.get_experiment_by_name("scoring")
+    runs = model_store.client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time ASC"]
+    )
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED"]
+    ok, failed = runs
+    assert ok.data.params["model_version"] == "1"
+    assert ok.data.tags["score.model"] == f"models:/{CHAMPION_MODEL}/1"
+    assert ok.data.tags["score.output"] == str(outputs["good"])
+    assert ok.data.metrics["rows_scored"] == 25
+    assert "seen_in_training" in failed.data.tags["pipeline.error"]
