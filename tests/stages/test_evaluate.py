@@ -125,3 +125,40 @@ def test_thresholds_of_the_other_task_are_ignored():
     cfg = load_config(["data=diabetes"])  # default thresholds include roc_auc
     check_thresholds(cfg, metrics(r2=0.1, rmse=1.0, mae=1.0))
     assert "roc_auc" in cfg.evaluation.thresholds
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_feature_importance_is_sklearns_permutation_importance(task):
+    """The batched computation gives sklearn's numbers for the same shuffles (the mean drop
+    of the default score), and names every column; a column the model ignores scores 0."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    from mlflow_pipeline.stages.evaluate import IMPORTANCE_REPEATS, feature_importance
+
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame({"signal": rng.normal(size=400), "noise": rng.normal(size=400)})
+    y = features["signal"] * 3 + rng.normal(scale=0.1, size=400)
+    if task == "classification":
+        y = (y > 0).astype(int)
+        model = RandomForestClassifier(n_estimators=20, random_state=0)
+    else:
+        model = RandomForestRegressor(n_estimators=20, random_state=0)
+    model.fit(features[["signal"]].assign(noise=0.0), y)  # noise never splits a tree
+    cfg = load_config([f"data.task={task}", "seed=7"])
+    found = feature_importance(model, features, y, cfg)
+    assert list(found) == ["signal", "noise"]
+    assert found["noise"] == 0.0
+    # The same shuffles through sklearn, one column at a time.
+    shuffles = np.random.default_rng(7)
+    expected = {}
+    base = model.score(features, y)
+    for column in features.columns:
+        drops = []
+        for _ in range(IMPORTANCE_REPEATS):
+            shuffled = features.assign(
+                **{column: features[column].to_numpy()[shuffles.permutation(400)]}
+            )
+            drops.append(base - model.score(shuffled, y))
+        expected[column] = float(np.mean(drops))
+    assert found == pytest.approx(expected, abs=1e-12)
+    assert found["signal"] > 0.3
