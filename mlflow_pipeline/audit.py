@@ -31,15 +31,18 @@ from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_pipeline.errors import RegistryError
+from mlflow_pipeline.errors import ConfigError, RegistryError
 
 KIND_PIPELINE = "pipeline"
 KIND_CLI = "cli"
 KIND_EXTERNAL = "external"
 KINDS = (KIND_PIPELINE, KIND_CLI, KIND_EXTERNAL)
 
-# The registered model tag naming its audit experiment (``mlflow-pipeline audit`` reads it).
+# Registered model tags written at the first recorded move: the audit experiment (name and id)
+# and the alias names the pipeline manages, for ``mlflow-pipeline audit`` and ``promote``.
 MODEL_TAG_EXPERIMENT = "audit.experiment"
+MODEL_TAG_EXPERIMENT_ID = "audit.experiment_id"
+MODEL_TAG_ALIASES = "audit.aliases"
 # Tags of an audit run.
 TAG_MODEL = "audit.model"
 TAG_ALIAS = "audit.alias"
@@ -100,14 +103,17 @@ class Move:
 
     @classmethod
     def of(cls, model: str, alias: str, before: str | None, after: str | None, why: Why) -> Move:
+        """The move of ``alias`` from version ``before`` to ``after``, for ``why``."""
         return cls(model, alias, before, after, **asdict(why))
 
     @property
     def title(self) -> str:
+        """``champion: v1 -> v2`` (the audit run's name)."""
         return f"{self.alias}: {_v(self.from_version)} -> {_v(self.to_version)}"
 
 
 def current_user() -> str:
+    """Who runs this process, as the audit trail names them."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers with a bare uid)
@@ -118,10 +124,13 @@ def _v(version: str | None) -> str:
     return NONE if version is None else f"v{version}"
 
 
-def iso(time_ms: int | None) -> str:
+def iso(time_ms: int | None, *, milliseconds: bool = False) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS[.mmm] UTC`` (``-`` for none)."""
     if not time_ms:
         return "-"
-    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
+    text = when.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{time_ms % 1000:03d} UTC" if milliseconds else f"{text} UTC"
 
 
 class AuditTrail:
@@ -130,20 +139,47 @@ class AuditTrail:
     _clock_lock = threading.Lock()
     _last_ms = 0
 
-    def __init__(self, client: MlflowClient, model: str, experiment: str) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        model: str,
+        experiment: str,
+        *,
+        experiment_id: str | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        """``experiment`` is found by name, or by ``experiment_id`` when given (the id the
+        model's tag recorded: a renamed experiment is still found). ``aliases`` are the alias
+        names the pipeline manages, recorded on the model for ``audit`` and ``promote``."""
         self.client = client
         self.model = model
         self.experiment = experiment
+        self.aliases = aliases
+        self._given_id = experiment_id
         self._experiment_id: str | None = None
         self._model_tagged = False
 
     # ---- the experiment --------------------------------------------------------------------
 
     def experiment_id(self, *, create: bool) -> str | None:
-        """The audit experiment's id; created when missing and ``create``, else None."""
+        """The audit experiment's id; created when missing and ``create``, else None.
+
+        Raises RegistryError when it is deleted, or when the id the model's tag recorded is
+        gone (a new trail would silently lose the history)."""
         if self._experiment_id is not None:
             return self._experiment_id
-        found = self.client.get_experiment_by_name(self.experiment)
+        if self._given_id is not None:
+            try:
+                found = self.client.get_experiment(self._given_id)
+            except MlflowException as exc:
+                raise RegistryError(
+                    f"the audit experiment of model '{self.model}' (id {self._given_id}, tag "
+                    f"{MODEL_TAG_EXPERIMENT_ID} of the registered model) does not exist any more: "
+                    f"{exc.message}"
+                ) from exc
+            self.experiment = found.name
+        else:
+            found = self.client.get_experiment_by_name(self.experiment)
         if found is None and create:
             try:
                 self._experiment_id = self.client.create_experiment(
@@ -161,8 +197,8 @@ class AuditTrail:
         if found.lifecycle_stage != "active":
             raise RegistryError(
                 f"the audit experiment '{self.experiment}' of model '{self.model}' is deleted: "
-                f"restore it (mlflow experiments restore --experiment-id "
-                f"{found.experiment_id}) or set registry.audit_experiment"
+                f"restore it with `mlflow experiments restore --experiment-id "
+                f"{found.experiment_id}`"
             )
         self._experiment_id = found.experiment_id
         return self._experiment_id
@@ -174,9 +210,7 @@ class AuditTrail:
         experiment_id = self.experiment_id(create=False)
         if experiment_id is None:
             return []
-        query = f"tags.`{TAG_MODEL}` = '{_quote(self.model)}'"
-        if alias is not None:
-            query += f" and tags.`{TAG_ALIAS}` = '{_quote(alias)}'"
+        query = self._query(alias)
         order = "DESC" if newest_first else "ASC"
         runs, token = [], None
         while True:
@@ -192,16 +226,20 @@ class AuditTrail:
             if not token:
                 return [_move_of(run) for run in runs]
 
+    def _query(self, alias: str | None) -> str:
+        query = f"tags.`{TAG_MODEL}` = {quoted(self.model)}"
+        if alias is not None:
+            query += f" and tags.`{TAG_ALIAS}` = {quoted(alias)}"
+        return query
+
     def last(self, alias: str) -> Move | None:
+        """The newest record of ``alias``, or None."""
         experiment_id = self.experiment_id(create=False)
         if experiment_id is None:
             return None
         runs = self.client.search_runs(
             [experiment_id],
-            filter_string=(
-                f"tags.`{TAG_MODEL}` = '{_quote(self.model)}' and "
-                f"tags.`{TAG_ALIAS}` = '{_quote(alias)}'"
-            ),
+            filter_string=self._query(alias),
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -252,14 +290,17 @@ class AuditTrail:
         """Record the moves made outside mlflow-pipeline (see ``unrecorded``); returns them.
         ``detected_by`` (a run id) is kept as the detecting pipeline run."""
         moves = self.unrecorded(current)
-        return [self.record(_with(move, pipeline_run=detected_by)) for move in moves]
+        return [self.record(replace(move, pipeline_run=detected_by)) for move in moves]
 
     def record(self, move: Move) -> Move:
         """Write ``move`` as a FINISHED run of the audit experiment; returns it with its time
         and run id."""
         experiment_id = self.experiment_id(create=True)
-        now = self._now_ms()
-        move = _with(move, time_ms=now, host=move.host or socket.gethostname())
+        # After the alias's newest record even across processes and clocks: the trail's order
+        # per alias is what finding outside moves relies on.
+        previous = self.last(move.alias)
+        now = max(self._now_ms(), previous.time_ms + 1 if previous is not None else 0)
+        move = replace(move, time_ms=now, host=move.host or socket.gethostname())
         tags = {
             MLFLOW_RUN_NAME: move.title,
             MLFLOW_USER: move.user,
@@ -289,16 +330,21 @@ class AuditTrail:
                 self.client.log_batch(run.info.run_id, metrics=metrics)
             self.client.set_terminated(run.info.run_id, "FINISHED", end_time=now)
             if not self._model_tagged:
-                self.client.set_registered_model_tag(
-                    self.model, MODEL_TAG_EXPERIMENT, self.experiment
-                )
-                self._model_tagged = True
+                self._tag_model(experiment_id)
         except MlflowException as exc:
             raise RegistryError(
                 f"cannot record the move {move.title} of '{move.model}' in the audit "
                 f"experiment '{self.experiment}': {exc.message}"
             ) from exc
-        return _with(move, run_id=run.info.run_id)
+        return replace(move, run_id=run.info.run_id)
+
+    def _tag_model(self, experiment_id: str) -> None:
+        tags = {MODEL_TAG_EXPERIMENT: self.experiment, MODEL_TAG_EXPERIMENT_ID: experiment_id}
+        if self.aliases:
+            tags[MODEL_TAG_ALIASES] = ",".join(self.aliases)
+        for key, value in tags.items():
+            self.client.set_registered_model_tag(self.model, key, value)
+        self._model_tagged = True
 
     @classmethod
     def _now_ms(cls) -> int:
@@ -310,12 +356,14 @@ class AuditTrail:
             return now
 
 
-def _with(move: Move, **changes: object) -> Move:
-    return replace(move, **changes)
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
+def quoted(value: str) -> str:
+    """``value`` as a string literal of an MLflow search filter (which has no escapes: a value
+    holding ``'`` is written in double quotes). Raises ConfigError when it holds both."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' in value:
+        raise ConfigError(f"{value!r} has both quote characters: MLflow cannot search for it")
+    return f'"{value}"'
 
 
 def _experiment_note(model: str) -> str:

@@ -550,26 +550,28 @@ PROMOTE_EPILOG = """\
 MODEL_URI names the version to point --alias at: models:/NAME/VERSION or models:/NAME@ALIAS
 (e.g. models:/NAME@challenger). The move is recorded in the model's audit trail with your user
 name and --reason; moves made in the UI since the last record are recorded first (as moved
-outside mlflow-pipeline). Moving champion also moves --rollback-alias to the champion it
-replaces. The next pipeline run compares its challenger with the version you chose.
+outside mlflow-pipeline). Moving the champion also moves the rollback alias to the version it
+leaves (--no-rollback: not). The alias names are those the pipeline recorded on the model
+(registry.*_alias; default champion, challenger, rollback). The next pipeline run compares its
+challenger with the version you chose.
 """
 
 
 def promote_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline promote MODEL_URI --reason TEXT [--alias champion]``."""
+    """``mlflow-pipeline promote MODEL_URI --reason TEXT [--alias A] [--no-rollback]``."""
     parser = argparse.ArgumentParser(
         prog="mlflow-pipeline promote",
-        description="Move an alias (default champion) to a version by hand, audited.",
+        description="Move an alias (default: the champion) to a version by hand, audited.",
         epilog=PROMOTE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_arguments(parser)
     parser.add_argument("--reason", required=True, help="why: recorded in the audit trail")
-    parser.add_argument("--alias", default="champion", help="default: champion")
+    parser.add_argument("--alias", default=None, help="default: the champion alias")
     parser.add_argument(
-        "--rollback-alias",
-        default="rollback",
-        help="moved to the replaced champion (default: rollback; '' to leave it)",
+        "--no-rollback",
+        action="store_true",
+        help="leave the rollback alias where it is when the champion moves",
     )
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
@@ -579,20 +581,17 @@ def promote_main(argv: list[str] | None = None) -> int:
     try:
         uri = _tracking_uri(args.tracking_uri)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        moves = promote_by_hand(
+        promotion = promote_by_hand(
             client,
             args.model_uri,
             reason=args.reason,
             alias=args.alias,
-            rollback_alias=args.rollback_alias or None,
+            rollback=not args.no_rollback,
         )
     except EXPECTED_ERRORS as exc:
         _fail(exc)
         return 1
-    for move in moves:
-        print(f"recorded {move.kind} move of {move.model} {move.title}: {move.reason}")
-    if not any(move.kind == "cli" and move.alias == args.alias for move in moves):
-        print(f"{args.alias} is already on {args.model_uri}: nothing moved")
+    print(promotion.describe())
     return 0
 
 

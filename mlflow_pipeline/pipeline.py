@@ -8,6 +8,7 @@ import pandera.pandas as pa
 from omegaconf import DictConfig
 
 from mlflow_pipeline import schemas
+from mlflow_pipeline.audit import iso
 from mlflow_pipeline.errors import ConfigError, StageError
 from mlflow_pipeline.stage import Dataset, Stage
 from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate
@@ -31,6 +32,25 @@ def _champion_profile(cfg: DictConfig, services: dict) -> dict[str, str]:
     if cfg.validation.drift.policy == "off":
         return {}
     return {"champion profile": champion_profile(services["registry"]).key}
+
+
+def _alias_moves_outside(cfg: DictConfig, services: dict) -> dict[str, str]:
+    """register compares with whatever holds champion now: an alias move made outside
+    mlflow-pipeline (the UI) since the last record is part of its cache key, so the next run
+    reruns it (records the move, compares with the human's champion) instead of reusing a
+    decision made against the old champion."""
+    registry = services["registry"]
+    moves = registry.audit.unrecorded(registry.current_aliases())
+    if not moves:
+        return {}
+    # The alias's last record makes the key unique: the same move made again later (v3 -> v1,
+    # recorded, back to v3 by a run, v3 -> v1 again) must not hit the first rerun.
+    return {
+        "alias moves made outside mlflow-pipeline": "; ".join(
+            f"{m.title} (after the record of {iso(m.moved_after_ms, milliseconds=True)})"
+            for m in moves
+        )
+    }
 
 
 RAW = Dataset("raw", schema=lambda cfg, _: schemas.raw_schema(cfg.data.target))
@@ -124,7 +144,8 @@ STAGES: tuple[Stage, ...] = (
         inputs=(MODEL, TEST, METRICS),
         schema_inputs=(CONTRACT,),
         outputs=(PROMOTION, LINEAGE, PROMOTION_REPORT),
-        services=("registry", "pipeline_run_id", "lineage"),
+        services=("registry", "pipeline_run_id", "stage_run_id", "lineage"),
+        context=_alias_moves_outside,
         config_keys=("data", "registry", "promotion"),
         file_keys=("data.path", "data.schema"),
         packages=("scikit-learn", "scipy", "mlflow"),

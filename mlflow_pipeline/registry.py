@@ -8,6 +8,7 @@ records the moves made outside mlflow-pipeline since the last record.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,12 +20,15 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.audit import (
     KIND_CLI,
+    MODEL_TAG_ALIASES,
     MODEL_TAG_EXPERIMENT,
+    MODEL_TAG_EXPERIMENT_ID,
     AuditTrail,
     Move,
     Why,
     current_user,
     describe,
+    quoted,
 )
 from mlflow_pipeline.errors import ConfigError, RegistryError
 
@@ -46,16 +50,28 @@ class Aliases:
 
 
 DEFAULT_ALIASES = Aliases(champion="champion", challenger="challenger", rollback="rollback")
+# Aliases MLflow resolves itself (``@latest``) or refuses (``v3``): never moved by hand.
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
-def audit_experiment_of(client: MlflowClient, name: str) -> str:
-    """The audit experiment the model's tag names (set at its first recorded move), else the
-    default ``<name>-audit``."""
+def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, Any]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, ModelVersion).
+
+    Raises ConfigError for a malformed URI or an unknown model, alias or version."""
+    match = _MODEL_URI.match(model_uri)
+    if not match:
+        raise ConfigError(
+            f"{model_uri!r} is not a registered model URI: use models:/NAME@ALIAS or "
+            "models:/NAME/VERSION"
+        )
+    name = match["name"]
     try:
-        tags = client.get_registered_model(name).tags
-    except MlflowException:
-        tags = {}
-    return tags.get(MODEL_TAG_EXPERIMENT) or f"{name}-audit"
+        if match["alias"]:
+            return name, client.get_model_version_by_alias(name, match["alias"])
+        return name, client.get_model_version(name, match["version"])
+    except MlflowException as exc:
+        raise ConfigError(f"{model_uri}: no such model version ({exc.message})") from exc
 
 
 class ModelRegistry:
@@ -65,13 +81,31 @@ class ModelRegistry:
         self,
         client: MlflowClient,
         name: str,
-        aliases: Aliases = DEFAULT_ALIASES,
+        aliases: Aliases | None = None,
         audit_experiment: str | None = None,
     ) -> None:
+        """``aliases`` and ``audit_experiment`` None: those the model's audit tags recorded
+        (``mlflow-pipeline promote`` and ``audit`` know no config), else the defaults."""
         self.client = client
         self.name = name
+        tags = {} if aliases is not None and audit_experiment else self._model_tags()
+        if aliases is None:
+            names = [n for n in tags.get(MODEL_TAG_ALIASES, "").split(",") if n]
+            aliases = Aliases(*names) if len(names) == 3 else DEFAULT_ALIASES
         self.aliases = aliases
-        self.audit = AuditTrail(client, name, audit_experiment or audit_experiment_of(client, name))
+        self.audit = AuditTrail(
+            client,
+            name,
+            audit_experiment or tags.get(MODEL_TAG_EXPERIMENT) or f"{name}-audit",
+            experiment_id=None if audit_experiment else tags.get(MODEL_TAG_EXPERIMENT_ID),
+            aliases=(aliases.champion, aliases.challenger, aliases.rollback),
+        )
+
+    def _model_tags(self) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(self.name).tags)
+        except MlflowException:
+            return {}
 
     @classmethod
     def from_config(cls, client: MlflowClient, cfg: DictConfig) -> ModelRegistry:
@@ -107,7 +141,7 @@ class ModelRegistry:
         """The version already registered from ``model_uri``, if any (a rerun after a crash
         between registering and finishing must not register the same model twice)."""
         try:
-            versions = self.client.search_model_versions(f"name = '{self.name}'")
+            versions = self.client.search_model_versions(f"name = {quoted(self.name)}")
         except MlflowException:
             return None
         matches = [v for v in versions if v.source == model_uri]
@@ -128,14 +162,17 @@ class ModelRegistry:
                 f"cannot set alias '{alias}' on '{self.name}' version {version}: {exc}"
             ) from exc
 
-    def current_aliases(self) -> dict[str, str | None]:
-        """The versions holding champion, challenger and rollback now (None: not set, or no
-        such model yet)."""
-        names = (self.aliases.champion, self.aliases.challenger, self.aliases.rollback)
+    def current_aliases(
+        self, extra: str | None = None, *, missing_model_ok: bool = True
+    ) -> dict[str, str | None]:
+        """The versions holding champion, challenger, rollback (and ``extra``) now; None: not
+        set, or no such model yet (a RegistryError instead unless ``missing_model_ok``)."""
+        names = [self.aliases.champion, self.aliases.challenger, self.aliases.rollback]
+        names += [extra] if extra and extra not in names else []
         try:
             held = self.client.get_registered_model(self.name).aliases
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or not missing_model_ok:
                 raise RegistryError(f"cannot read the aliases of '{self.name}': {exc}") from exc
             held = {}
         return {alias: str(held[alias]) if alias in held else None for alias in names}
@@ -159,64 +196,82 @@ class ModelRegistry:
             self.client.set_model_version_tag(self.name, version, key, value)
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """What ``promote_by_hand`` did: the moves it recorded, in order."""
+
+    alias: str
+    model_uri: str
+    moves: list[Move]
+
+    def describe(self) -> str:
+        """One line per recorded move; says so when the alias was already there."""
+        lines = [f"recorded {m.kind} move of {m.model} {m.title}: {m.reason}" for m in self.moves]
+        if not any(m.kind == KIND_CLI and m.alias == self.alias for m in self.moves):
+            lines.append(f"{self.alias} is already on {self.model_uri}: nothing moved")
+        return "\n".join(lines)
+
+
 def promote_by_hand(
     client: MlflowClient,
     model_uri: str,
     *,
     reason: str,
-    alias: str = DEFAULT_ALIASES.champion,
-    rollback_alias: str | None = DEFAULT_ALIASES.rollback,
-) -> list[Move]:
-    """``mlflow-pipeline promote``: point ``alias`` at the version ``model_uri`` names, as the
-    user running it and for ``reason``, recorded in the audit trail.
+    alias: str | None = None,
+    rollback: bool = True,
+) -> Promotion:
+    """``mlflow-pipeline promote``: point ``alias`` (default: the model's champion alias) at
+    the version ``model_uri`` names, as the user running it and for ``reason``, recorded in
+    the audit trail.
 
     Moves made outside mlflow-pipeline since the last record are recorded first. Moving the
-    champion also moves ``rollback_alias`` (unless None) to the champion it replaces, as a
-    promotion by the pipeline does. Returns the moves recorded (none when ``alias`` is already
-    there). Raises ConfigError for an unknown model, alias or version and for an empty reason.
+    champion also moves the rollback alias (unless ``rollback`` is False) to the version it
+    leaves, as a promotion by the pipeline does. The alias names are those the pipeline
+    recorded on the model (default champion/challenger/rollback). Raises ConfigError for an
+    unknown model, alias or version, a reserved alias name and an empty reason.
     """
-    from mlflow_pipeline.reproduce import resolve_version
-
     if not reason.strip():
         raise ConfigError("promote needs --reason: the audit trail records why")
     name, version = resolve_version(client, model_uri)
-    target = str(version.version)
     registry = ModelRegistry(client, name)
-    moves = registry.audit.reconcile({**registry.current_aliases(), alias: _held(registry, alias)})
+    alias = alias or registry.aliases.champion
+    if _RESERVED_ALIAS.match(alias) or not alias.strip():
+        raise ConfigError(
+            f"alias {alias!r} is reserved by MLflow ('latest', 'v<N>'): choose another name"
+        )
+    target = str(version.version)
+    current = registry.current_aliases(alias)
+    moves = registry.audit.reconcile(current)
     why = Why(
         kind=KIND_CLI,
         actor="mlflow-pipeline promote",
         user=current_user(),
         reason=f"{reason.strip()} (as {model_uri})",
     )
-    before = _held(registry, alias)
-    if alias == DEFAULT_ALIASES.champion and rollback_alias and before not in (None, target):
-        rollback = registry.move_alias(
-            rollback_alias, before, replace(why, reason=f"the {alias} before v{target}: {reason}")
-        )
-        moves += [rollback] if rollback else []
     moved = registry.move_alias(alias, target, why)
-    return moves + ([moved] if moved else [])
-
-
-def _held(registry: ModelRegistry, alias: str) -> str | None:
-    version = registry.version_by_alias(alias)
-    return str(version.version) if version is not None else None
+    moves += [moved] if moved else []
+    before = current[alias]
+    if moved and alias == registry.aliases.champion and rollback and before is not None:
+        left = registry.move_alias(
+            registry.aliases.rollback,
+            before,
+            replace(why, reason=f"the {alias} before v{target}: {reason.strip()}"),
+        )
+        moves += [left] if left else []
+    return Promotion(alias=alias, model_uri=model_uri, moves=moves)
 
 
 def audit_of(client: MlflowClient, name: str, alias: str | None = None) -> str:
     """``mlflow-pipeline audit``: the recorded moves of ``name``'s aliases (of ``alias``
     only, when given), the aliases now, and the moves made outside mlflow-pipeline that the
     next run will record. Raises ConfigError for an unknown model."""
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        raise ConfigError(f"no registered model '{name}' ({exc.message})") from exc
     registry = ModelRegistry(client, name)
-    current = registry.current_aliases()
+    try:
+        current = registry.current_aliases(alias, missing_model_ok=False)
+    except RegistryError as exc:
+        raise ConfigError(f"no registered model '{name}'") from exc
     if alias is not None:
-        current = {alias: _held(registry, alias)}
+        current = {alias: current[alias]}
     return describe(
         registry.audit.moves(alias), current, pending=registry.audit.unrecorded(current)
     )

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline import io
 from mlflow_pipeline.config import METRICS, PipelineConfig, Task, check_config
-from mlflow_pipeline.errors import ConfigError, PipelineError
+from mlflow_pipeline.errors import PipelineError
 from mlflow_pipeline.lineage import TAG_ARTIFACT
+from mlflow_pipeline.registry import resolve_version
 from mlflow_pipeline.stage import TAG_MODEL_URI
 from mlflow_pipeline.tracking import activate, code_version
 
@@ -30,7 +29,6 @@ TAG_REPRODUCES = "pipeline.reproduces"  # on the reproduction's pipeline run
 STEPS = ["ingest", "profile", "validate", "split", "train", "evaluate"]
 # Outputs that describe rather than carry data (drift depends on today's champion): not compared.
 NOT_COMPARED = ("model", "promotion", "lineage", "metrics", "drift", "drift_metrics")
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 @dataclass
@@ -47,23 +45,6 @@ class Reproduction:
     @property
     def identical(self) -> bool:
         return not self.differences
-
-
-def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, Any]:
-    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, ModelVersion)."""
-    match = _URI.match(model_uri)
-    if not match:
-        raise ConfigError(
-            f"{model_uri!r} is not a registered model URI: use models:/NAME@ALIAS or "
-            "models:/NAME/VERSION"
-        )
-    name = match["name"]
-    try:
-        if match["alias"]:
-            return name, client.get_model_version_by_alias(name, match["alias"])
-        return name, client.get_model_version(name, match["version"])
-    except MlflowException as exc:
-        raise ConfigError(f"{model_uri}: no such model version ({exc.message})") from exc
 
 
 def recorded_config(lineage: dict[str, Any], tracking_uri: str) -> DictConfig:

@@ -83,7 +83,7 @@ def resolve_model(model_uri: str, tracking_uri: str) -> ResolvedModel:
 
     Raises ConfigError for a malformed URI or an unknown model, alias or version.
     """
-    from mlflow_pipeline.reproduce import resolve_version
+    from mlflow_pipeline.registry import resolve_version
 
     activate(Tracking(uri=tracking_uri, artifact_root=None))
     name, version = resolve_version(MlflowClient(), model_uri)

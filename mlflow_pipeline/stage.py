@@ -343,7 +343,10 @@ def _service(
     available: dict[str, Handoff],
     run_id: str,
 ) -> Any:
-    """A keyword argument from the run context; ``lineage`` is built for this very run."""
+    """A keyword argument from the run context; ``lineage`` is built for this very run, and
+    ``stage_run_id`` is this run's id."""
+    if name == "stage_run_id":
+        return run_id
     if name == "lineage":
         return lineage.collect(
             ctx.client,

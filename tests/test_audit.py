@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mlflow_pipeline import audit
 from mlflow_pipeline.audit import AuditTrail, Move, Why
-from mlflow_pipeline.errors import RegistryError
+from mlflow_pipeline.errors import ConfigError, RegistryError
 
 MODEL = "churn"
 WHY = Why(
@@ -132,3 +134,44 @@ def test_describe_lists_moves_now_and_pending(trail, tracking_store):
     assert now == "now: champion v2, rollback none"
     assert not_yet.startswith("not recorded yet: champion: v1 -> v2: moved outside")
     assert "(no recorded moves)" in audit.describe([], {"champion": None})
+
+
+def test_a_model_name_with_a_quote_is_found(tracking_store):
+    client = tracking_store.client()
+    client.create_registered_model("o'brien")
+    trail = AuditTrail(client, "o'brien", "o'brien-audit")
+    trail.record(Move.of("o'brien", "champion", None, "1", WHY))
+    assert [m.to_version for m in trail.moves()] == ["1"]
+    assert trail.unrecorded({"champion": "1"}) == []
+    assert audit.quoted("o'brien") == '"o\'brien"'
+    with pytest.raises(ConfigError, match="both quote characters"):
+        audit.quoted("""a'b"c""")
+
+
+def test_a_record_comes_after_the_alias_newest_even_with_a_clock_behind(trail, tracking_store):
+    """Another process (or host) whose clock is behind still appends after the last record."""
+    register_model(tracking_store.client())
+    first = trail.record(Move.of(MODEL, "champion", None, "1", WHY))
+    behind = time.time_ns() - 3_600 * 10**9
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AuditTrail, "_last_ms", 0)
+        mp.setattr(audit.time, "time_ns", lambda: behind)
+        second = AuditTrail(trail.client, MODEL, trail.experiment).record(
+            Move.of(MODEL, "champion", "1", "2", WHY)
+        )
+    assert second.time_ms == first.time_ms + 1
+    assert trail.last("champion").to_version == "2"
+    assert trail.unrecorded({"champion": "2"}) == []
+
+
+def test_the_experiment_is_found_by_the_id_the_model_recorded(trail, tracking_store):
+    client = tracking_store.client()
+    register_model(client)
+    trail.record(Move.of(MODEL, "champion", None, "1", WHY))
+    experiment_id = trail.experiment_id(create=False)
+    client.rename_experiment(experiment_id, "renamed")
+    by_id = AuditTrail(client, MODEL, f"{MODEL}-audit", experiment_id=experiment_id)
+    assert [m.to_version for m in by_id.moves()] == ["1"]
+    assert by_id.experiment == "renamed"
+    with pytest.raises(RegistryError, match=r"audit experiment of model 'churn' \(id 999"):
+        AuditTrail(client, MODEL, "x", experiment_id="999").moves()

@@ -106,6 +106,16 @@ def story(tmp_path_factory: pytest.TempPathFactory, open_store) -> dict:
             for name, step in steps.items()
             if name in ("first", "better")
         }
+        # A human moves champion again; the same config as the last run reuses every stage
+        # but register (a move it has not recorded; every version here saw the same data, so
+        # profile's key, the champion's training profile, is unchanged).
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        cached = run_pipeline(store.config(*STRONG, "promotion.min_delta=0.5"))
+        steps["cached"] = {
+            "decisions": cached.decisions,
+            "promotion": cached.promotion,
+            "aliases": snapshot(client, cached)["aliases"],
+        }
         steps["trail"] = ModelRegistry(client, MODEL).audit.moves()
         yield steps
 
@@ -187,13 +197,14 @@ def test_every_alias_move_is_in_the_audit_trail_in_order(story):
         ("champion", None, "1", "pipeline"),
         ("challenger", "1", "2", "pipeline"),  # worse
         ("challenger", "2", "3", "pipeline"),  # better
-        ("rollback", None, "1", "pipeline"),
         ("champion", "1", "3", "pipeline"),
+        ("rollback", None, "1", "pipeline"),
         ("champion", "3", "2", "external"),  # the human, found by the next run
         ("challenger", "3", "4", "pipeline"),  # after_human
-        ("rollback", "1", "2", "pipeline"),
         ("champion", "2", "4", "pipeline"),
+        ("rollback", "1", "2", "pipeline"),
         ("challenger", "4", "5", "pipeline"),  # min_delta
+        ("champion", "4", "1", "external"),  # a human again; the cached rerun finds it
     ]
     times = [m.time_ms for m in trail]
     assert times == sorted(times)
@@ -231,6 +242,20 @@ def test_the_humans_move_is_recorded_by_the_next_run(story):
     assert story["min_delta"]["promotion"]["moved_outside"] == []
 
 
+def test_a_cached_run_after_a_ui_move_reruns_register_against_the_humans_champion(story):
+    cached = story["cached"]
+    ran = sorted(name for name, d in cached["decisions"].items() if not d.hit)
+    assert ran == ["register"]  # profile too would rerun if v1 had been trained on other data
+    reason = "; ".join(cached["decisions"]["register"].reasons)
+    assert "alias moves made outside mlflow-pipeline" in reason
+    assert "champion: v4 -> v1" in reason
+    assert cached["promotion"]["champion_version"] == "1"
+    assert cached["promotion"]["moved_outside"] == ["champion: v4 -> v1"]
+    # v5 (this config's model) beats v1 by less than min_delta=0.5: champion stays the human's.
+    assert cached["promotion"]["promote"] is False
+    assert cached["aliases"]["champion"] == "1"
+
+
 def _two_versions(client) -> None:
     """Versions 1 and 2 of MODEL; champion on 1, as a first pipeline run leaves it."""
     registry = ModelRegistry(client, MODEL)
@@ -246,29 +271,34 @@ def _two_versions(client) -> None:
 def test_promote_by_hand_moves_champion_and_rollback_with_who_and_why(tracking_store):
     client = tracking_store.client()
     _two_versions(client)
-    moves = reg.promote_by_hand(client, f"models:/{MODEL}@challenger", reason="v2 is better on Q4")
+    promotion = reg.promote_by_hand(
+        client, f"models:/{MODEL}@challenger", reason="v2 is better on Q4"
+    )
+    moves = promotion.moves
     assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
-        ("rollback", None, "1", "cli"),
         ("champion", "1", "2", "cli"),
+        ("rollback", None, "1", "cli"),
     ]
-    assert moves[1].user == current_user()
-    assert moves[1].actor == "mlflow-pipeline promote"
-    assert moves[1].reason == f"v2 is better on Q4 (as models:/{MODEL}@challenger)"
+    assert moves[0].user == current_user()
+    assert moves[0].actor == "mlflow-pipeline promote"
+    assert moves[0].reason == f"v2 is better on Q4 (as models:/{MODEL}@challenger)"
     assert alias_version(client, MODEL, "champion") == "2"
     assert alias_version(client, MODEL, "rollback") == "1"
     # Again: nothing moves, nothing is recorded.
-    assert reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="again") == []
+    again = reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="again")
+    assert again.moves == []
+    assert again.describe() == f"champion is already on models:/{MODEL}/2: nothing moved"
 
 
 def test_promote_by_hand_records_a_ui_move_first(tracking_store):
     client = tracking_store.client()
     _two_versions(client)
     client.set_registered_model_alias(MODEL, "champion", "2")  # as the UI does
-    moves = reg.promote_by_hand(client, f"models:/{MODEL}/1", reason="back to v1")
+    moves = reg.promote_by_hand(client, f"models:/{MODEL}/1", reason="back to v1").moves
     assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
         ("champion", "1", "2", "external"),
-        ("rollback", None, "2", "cli"),
         ("champion", "2", "1", "cli"),
+        ("rollback", None, "2", "cli"),
     ]
 
 
@@ -279,13 +309,16 @@ def test_promote_by_hand_records_a_ui_move_first(tracking_store):
         (f"models:/{MODEL}@nope", "x", r"no such model version"),
         (f"models:/{MODEL}/1", "  ", r"promote needs --reason"),
         ("breast_cancer", "x", r"is not a registered model URI"),
+        (f"models:/{MODEL}/2 latest", "x", r"alias 'latest' is reserved by MLflow"),
+        (f"models:/{MODEL}/2 V3", "x", r"alias 'V3' is reserved by MLflow"),
     ],
 )
 def test_promote_by_hand_refuses_clearly(tracking_store, uri, reason, match):
     client = tracking_store.client()
     _two_versions(client)
+    uri, _, alias = uri.partition(" ")
     with pytest.raises(ConfigError, match=match):
-        reg.promote_by_hand(client, uri, reason=reason)
+        reg.promote_by_hand(client, uri, reason=reason, alias=alias or None)
     assert alias_version(client, MODEL, "champion") == "1"
 
 
@@ -300,3 +333,22 @@ def test_audit_of_prints_the_trail_and_what_is_not_recorded(tracking_store):
     assert reg.audit_of(client, MODEL, "challenger").splitlines()[-1] == "now: challenger v2"
     with pytest.raises(ConfigError, match="no registered model 'nope'"):
         reg.audit_of(client, "nope")
+
+
+def test_promote_and_audit_use_the_alias_names_the_pipeline_recorded(tracking_store):
+    client = tracking_store.client()
+    registry = ModelRegistry(client, MODEL, reg.Aliases("prod", "candidate", "previous"), "a")
+    for _ in range(2):
+        with mlflow.start_run():
+            mlflow.log_text("x", "model/x.txt")
+            registry.register(mlflow.get_artifact_uri("model"), {})
+    registry.move_alias("prod", "1", Why(kind="pipeline", actor="t", user="ci", reason="r"))
+    moves = reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="now").moves
+    assert [(m.alias, m.from_version, m.to_version) for m in moves] == [
+        ("prod", "1", "2"),
+        ("previous", None, "1"),
+    ]
+    assert reg.audit_of(client, MODEL).splitlines()[-1] == (
+        "now: prod v2, candidate none, previous v1"
+    )
+    assert ModelRegistry(client, MODEL).audit.experiment == "a"

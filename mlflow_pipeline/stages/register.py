@@ -10,7 +10,6 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import mlflow
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -96,6 +95,7 @@ def register(
     *,
     registry: reg.ModelRegistry,
     pipeline_run_id: str,
+    stage_run_id: str,
     lineage: dict[str, Any],
 ) -> dict[str, str]:
     """Register the challenger, apply the rule, tag the version with the decision and its
@@ -160,17 +160,17 @@ def register(
     else:
         version = existing
         registry.tag_version(version.version, tags)
-    why = _why(decision, reason, pipeline_run_id)
+    why = _why(decision, reason, pipeline_run_id, stage_run_id)
     challenger_why = replace(why, reason=f"registered by this run; {_decided(decision)}: {reason}")
     registry.move_alias(registry.aliases.challenger, version.version, challenger_why)
     if decision.promote and recorded is None:  # a recorded promotion moved its aliases already
+        registry.move_alias(registry.aliases.champion, version.version, why)
         if champion is not None:
             registry.move_alias(
                 registry.aliases.rollback,
                 champion.version,
                 replace(why, reason=f"the champion before v{version.version}: {reason}"),
             )
-        registry.move_alias(registry.aliases.champion, version.version, why)
     champion_after = str(version.version) if decision.promote else decision.champion_version
     report = {
         **asdict(decision),
@@ -193,16 +193,15 @@ def _decided(decision: Decision) -> str:
     return "promoted" if decision.promote else "not promoted"
 
 
-def _why(decision: Decision, reason: str, pipeline_run_id: str) -> Why:
+def _why(decision: Decision, reason: str, pipeline_run_id: str, stage_run_id: str) -> Why:
     """The audit record of this stage's alias moves: the rule, its reason and both scores."""
-    active = mlflow.active_run()
     return Why(
         kind=KIND_PIPELINE,
         actor="mlflow-pipeline register stage",
         user=current_user(),
         reason=reason,
         pipeline_run=pipeline_run_id,
-        stage_run=active.info.run_id if active is not None else None,
+        stage_run=stage_run_id,
         metric=decision.metric,
         challenger_score=decision.challenger_score,
         champion_score=decision.champion_score,

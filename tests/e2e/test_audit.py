@@ -64,10 +64,10 @@ def test_promote_by_hand_is_audited(two_versions: Store) -> None:
     )
     assert_ok(result)
     assert result.stdout.splitlines() == [
-        f"recorded cli move of {CHAMPION_MODEL} rollback: none -> v1: the champion before v2: "
-        "Q4 sign-off",
         f"recorded cli move of {CHAMPION_MODEL} champion: v1 -> v2: Q4 sign-off "
         f"(as models:/{CHAMPION_MODEL}@challenger)",
+        f"recorded cli move of {CHAMPION_MODEL} rollback: none -> v1: the champion before v2: "
+        "Q4 sign-off",
     ]
     assert store.alias(CHAMPION_MODEL, "champion") == "2"
     assert store.alias(CHAMPION_MODEL, "rollback") == "1"

@@ -46,8 +46,6 @@ SCREENSHOT_DIR_ENV = "MLFLOW_PIPELINE_SCREENSHOT_DIR"
 SCREENSHOT = "registry-ui.png"
 AUDIT_SCREENSHOT = "audit-ui.png"
 VIEWPORT = {"width": 1400, "height": 1000}
-# Debian's chromium; Playwright downloads no browser of its own here (`make browser`).
-CHROMIUM = Path("/usr/bin/chromium")
 # Chromium as root in a container (STACK-NOTES); Playwright adds a fresh --user-data-dir.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -71,9 +69,10 @@ def chromium() -> Path:
 
     Session-scoped so that it is checked before the session's champion store is built.
     """
-    if CHROMIUM.exists():
-        return CHROMIUM
-    message = f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)"
+    found = shutil.which("chromium")
+    if found:
+        return Path(found)
+    message = "chromium is missing: run `make browser` as root (apt-get install chromium)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -386,8 +385,8 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
         ["challenger", "v1", "v2", "pipeline", current_user()],
         ["champion", "v1", "v2", "external", "unknown"],
         ["challenger", "v2", "v3", "pipeline", current_user()],
-        ["rollback", "none", "v2", "pipeline", current_user()],
         ["champion", "v2", "v3", "pipeline", current_user()],
+        ["rollback", "none", "v2", "pipeline", current_user()],
     ]
     audit_experiment = store.client.get_experiment_by_name(f"{CHAMPION_MODEL}-audit")
     page = page_of_runs(browser, ui.url, audit_experiment.experiment_id)

@@ -113,6 +113,7 @@ def run_register(cfg, model, test, metrics, client) -> dict:
         metrics,
         registry=ModelRegistry.from_config(client, cfg),
         pipeline_run_id="p1",
+        stage_run_id="s1",
         lineage=LINEAGE,
     )
     assert json.loads(out["lineage"]) == LINEAGE
