@@ -147,11 +147,14 @@ class AuditTrail:
         *,
         experiment_id: str | None = None,
         aliases: tuple[str, ...] = (),
+        artifact_location: str | None = None,
     ) -> None:
         """``experiment`` is found by name, or by ``experiment_id`` when given (the id the
         model's tag recorded: a renamed experiment is still found). ``aliases`` are the alias
-        names the pipeline manages, recorded on the model for ``audit`` and ``promote``."""
+        names the pipeline manages, recorded on the model for ``audit`` and ``promote``;
+        ``artifact_location`` is where the experiment is created (None: the store's default)."""
         self.client = client
+        self.artifact_location = artifact_location
         self.model = model
         self.experiment = experiment
         self.aliases = aliases
@@ -183,7 +186,9 @@ class AuditTrail:
         if found is None and create:
             try:
                 self._experiment_id = self.client.create_experiment(
-                    self.experiment, tags={"mlflow.note.content": _experiment_note(self.model)}
+                    self.experiment,
+                    artifact_location=self.artifact_location,
+                    tags={"mlflow.note.content": _experiment_note(self.model)},
                 )
                 return self._experiment_id
             except MlflowException as exc:

@@ -31,6 +31,7 @@ from mlflow_pipeline.audit import (
     quoted,
 )
 from mlflow_pipeline.errors import ConfigError, RegistryError
+from mlflow_pipeline.tracking import experiment_location, resolve_tracking
 
 # Tags written on every version this framework registers.
 TAG_DECISION = "promotion.decision"
@@ -83,9 +84,12 @@ class ModelRegistry:
         name: str,
         aliases: Aliases | None = None,
         audit_experiment: str | None = None,
+        *,
+        audit_location: str | None = None,
     ) -> None:
         """``aliases`` and ``audit_experiment`` None: those the model's audit tags recorded
-        (``mlflow-pipeline promote`` and ``audit`` know no config), else the defaults."""
+        (``mlflow-pipeline promote`` and ``audit`` know no config), else the defaults.
+        ``audit_location``: the artifact location of an audit experiment created here."""
         self.client = client
         self.name = name
         tags = {} if aliases is not None and audit_experiment else self._model_tags()
@@ -99,6 +103,7 @@ class ModelRegistry:
             audit_experiment or tags.get(MODEL_TAG_EXPERIMENT) or f"{name}-audit",
             experiment_id=None if audit_experiment else tags.get(MODEL_TAG_EXPERIMENT_ID),
             aliases=(aliases.champion, aliases.challenger, aliases.rollback),
+            artifact_location=audit_location,
         )
 
     def _model_tags(self) -> dict[str, str]:
@@ -119,6 +124,9 @@ class ModelRegistry:
                 rollback=cfg.registry.rollback_alias,
             ),
             cfg.registry.audit_experiment,
+            audit_location=experiment_location(
+                resolve_tracking(cfg), cfg.registry.audit_experiment
+            ),
         )
 
     def version_by_alias(self, alias: str) -> ModelVersion | None:

@@ -106,17 +106,22 @@ def ensure_experiment(client: MlflowClient, name: str, tracking: Tracking) -> st
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    if tracking.artifact_root:
-        location = Path(tracking.artifact_root, _slug(name)).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=experiment_location(tracking, name))
     except mlflow.exceptions.MlflowException:
         # Another process created it between our look-up and create.
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def experiment_location(tracking: Tracking, name: str) -> str | None:
+    """Where a new experiment ``name`` keeps its artifacts: under the embedded store's artifact
+    root, fixed (not the working directory of whoever creates it); None for a server."""
+    if not tracking.artifact_root:
+        return None
+    return Path(tracking.artifact_root, _slug(name)).as_uri()
 
 
 def end_active_run(failure: BaseException | None = None) -> None:

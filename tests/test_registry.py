@@ -117,6 +117,8 @@ def story(tmp_path_factory: pytest.TempPathFactory, open_store) -> dict:
             "aliases": snapshot(client, cached)["aliases"],
         }
         steps["trail"] = ModelRegistry(client, MODEL).audit.moves()
+        steps["audit_location"] = client.get_experiment_by_name(f"{MODEL}-audit").artifact_location
+        steps["root"] = store.root
         yield steps
 
 
@@ -226,6 +228,10 @@ def test_a_pipeline_move_records_who_why_and_the_scores(story):
     not_promoted = next(m for m in story["trail"] if m.to_version == "2")
     assert not_promoted.reason.startswith("registered by this run; not promoted: ")
     assert not_promoted.pipeline_run == worse["pipeline_run"]
+
+
+def test_the_audit_experiment_keeps_its_artifacts_under_the_store(story):
+    assert story["audit_location"] == (story["root"] / "mlruns" / f"{MODEL}-audit").as_uri()
 
 
 def test_the_humans_move_is_recorded_by_the_next_run(story):
