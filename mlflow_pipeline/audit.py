@@ -79,23 +79,15 @@ class Why:
     champion_score: float | None = None
 
 
-@dataclass(frozen=True)
-class Move:
-    """One alias move. Versions are strings; None means the alias was absent."""
+@dataclass(frozen=True, kw_only=True)
+class Move(Why):
+    """One alias move: what moved (versions as strings; None means the alias was absent), its
+    ``Why``, and when and where it was recorded."""
 
     model: str
     alias: str
     from_version: str | None
     to_version: str | None
-    kind: str
-    actor: str
-    user: str
-    reason: str
-    pipeline_run: str | None = None
-    stage_run: str | None = None
-    metric: str | None = None
-    challenger_score: float | None = None
-    champion_score: float | None = None
     time_ms: int = 0
     host: str = ""
     moved_after_ms: int | None = None  # external moves: the previous record of this alias
@@ -104,7 +96,7 @@ class Move:
     @classmethod
     def of(cls, model: str, alias: str, before: str | None, after: str | None, why: Why) -> Move:
         """The move of ``alias`` from version ``before`` to ``after``, for ``why``."""
-        return cls(model, alias, before, after, **asdict(why))
+        return cls(model=model, alias=alias, from_version=before, to_version=after, **asdict(why))
 
     @property
     def title(self) -> str:

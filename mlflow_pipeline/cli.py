@@ -13,6 +13,8 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +32,9 @@ from mlflow_pipeline.config import (
 )
 from mlflow_pipeline.errors import ConfigError, PipelineError
 from mlflow_pipeline.tracking import ENV_RUN_ID, record_error
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 # `mlflow run` hands its run over in MLFLOW_RUN_ID, and MLflow deletes that variable at the
 # first start_run(); read it once, at import.
@@ -113,22 +118,9 @@ def main() -> None:
     ``mlflow-pipeline audit NAME`` prints the audit trail of its aliases (see audit.py).
     ``mlflow-pipeline example-data FILE.csv`` writes the walkthroughs' example data.
     """
-    if len(sys.argv) > 1 and sys.argv[1] == "reproduce":
-        raise SystemExit(reproduce_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "score":
-        raise SystemExit(score_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        raise SystemExit(serve_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "simulate":
-        raise SystemExit(simulate_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "schedule":
-        raise SystemExit(schedule_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "promote":
-        raise SystemExit(promote_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "audit":
-        raise SystemExit(audit_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "example-data":
-        raise SystemExit(example_data_main(sys.argv[2:]))
+    subcommand = SUBCOMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
+    if subcommand is not None:
+        raise SystemExit(subcommand(sys.argv[2:]))
     _quiet_gc_during_imports()
     from mlflow_pipeline.runner import SweepRun
 
@@ -344,6 +336,14 @@ def _tracking_uri(given: str | None) -> str:
     from mlflow_pipeline.tracking import absolute_sqlite_uri, resolve_tracking
 
     return absolute_sqlite_uri(given) if given else resolve_tracking(load_config([])).uri
+
+
+def _registry_client(given: str | None) -> MlflowClient:
+    """A client for the tracking store and registry ``--tracking-uri`` (or the default) names."""
+    from mlflow.tracking import MlflowClient
+
+    uri = _tracking_uri(given)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -574,15 +574,11 @@ def promote_main(argv: list[str] | None = None) -> int:
         help="leave the rollback alias where it is when the champion moves",
     )
     args = parser.parse_args(argv)
-    from mlflow.tracking import MlflowClient
-
     from mlflow_pipeline.registry import promote_by_hand
 
     try:
-        uri = _tracking_uri(args.tracking_uri)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         promotion = promote_by_hand(
-            client,
+            _registry_client(args.tracking_uri),
             args.model_uri,
             reason=args.reason,
             alias=args.alias,
@@ -607,13 +603,10 @@ def audit_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alias", default=None, help="only this alias's moves")
     parser.add_argument("--tracking-uri", default=None, help="default: as for score")
     args = parser.parse_args(argv)
-    from mlflow.tracking import MlflowClient
-
     from mlflow_pipeline.registry import audit_of
 
     try:
-        uri = _tracking_uri(args.tracking_uri)
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client = _registry_client(args.tracking_uri)
         print(audit_of(client, args.name.removeprefix("models:/"), args.alias))
     except EXPECTED_ERRORS as exc:
         _fail(exc)
@@ -639,6 +632,19 @@ def example_data_main(argv: list[str] | None = None) -> int:
     path = write_customers(args.path, args.rows, seed=args.seed)
     print(f"wrote {args.rows} rows (income, age, plan, label) to {path}")
     return 0
+
+
+# `mlflow-pipeline <name> ...`: commands that are not a pipeline run.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "reproduce": reproduce_main,
+    "score": score_main,
+    "serve": serve_main,
+    "simulate": simulate_main,
+    "schedule": schedule_main,
+    "promote": promote_main,
+    "audit": audit_main,
+    "example-data": example_data_main,
+}
 
 
 def schema_entry() -> None:

@@ -10,9 +10,12 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -178,6 +181,17 @@ class Store:
             return str(self.client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
             return None
+
+    def load_model(self, name: str, version: str) -> Any:
+        """A registered version loaded in this process, as a user would load it."""
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", self.uri)
+            mp.setenv("MLFLOW_REGISTRY_URI", self.uri)
+            try:
+                return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+            finally:
+                mlflow.set_tracking_uri(None)
+                mlflow.set_registry_uri(None)
 
 
 def tail(text: str, lines: int = 40) -> str:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import psutil
@@ -56,14 +55,7 @@ def model_store(champion_template: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="module")
 def champion(model_store: Store) -> Any:
     """The champion loaded in this process, as a user would load it."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", model_store.uri)
-        mp.setenv("MLFLOW_REGISTRY_URI", model_store.uri)
-        try:
-            return mlflow.sklearn.load_model(f"models:/{CHAMPION_MODEL}/1")
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+    return model_store.load_model(CHAMPION_MODEL, "1")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import psutil
@@ -264,18 +263,6 @@ def assert_real_screenshot(path: Path) -> None:
     assert path.stat().st_size > 30_000
 
 
-def load_version(store: Store, version: str) -> Any:
-    """A registered version loaded in this process, as a user would load it."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", store.uri)
-        mp.setenv("MLFLOW_REGISTRY_URI", store.uri)
-        try:
-            return mlflow.sklearn.load_model(f"models:/{CHAMPION_MODEL}/{version}")
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
-
-
 def assert_score_uses(store: Store, rows: pd.DataFrame, model: Any, version: str) -> None:
     """``mlflow-pipeline score models:/customers@champion`` predicts with ``version``."""
     source, scored = store.root / "rows.csv", store.root / "scored.csv"
@@ -349,7 +336,8 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
     page.close()
 
     # What the rest uses is the human's choice; among these rows versions 1 and 2 disagree.
-    chosen, previous = load_version(store, "2"), load_version(store, "1")
+    chosen = store.load_model(CHAMPION_MODEL, "2")
+    previous = store.load_model(CHAMPION_MODEL, "1")
     rows = pd.read_csv(store.root / CHAMPION_DATA).drop(columns=["label"]).iloc[:60]
     assert (chosen.predict(rows[FEATURES]) != previous.predict(rows[FEATURES])).any()
     server = Server(store, free_port())  # boots while score runs
