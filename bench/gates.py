@@ -132,7 +132,8 @@ def gate_config():
 # ---------------------------------------------------------------------------------- variants
 def run_gate(df: pd.DataFrame, contract, cfg) -> pd.DataFrame:
     """The validate stage's gate (without quarantine): returns the coerced frame."""
-    from mlflow_pipeline import schemas, validation
+    from mlflow_pipeline import schemas
+    from mlflow_pipeline.data import validation
 
     return validation.check(df, schemas.gate(contract, cfg), stage="validate", dataset="raw").frame
 

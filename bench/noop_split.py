@@ -132,7 +132,8 @@ def install() -> None:
         import mlflow.store.model_registry.sqlalchemy_store as registry_store
         import mlflow.store.tracking.sqlalchemy_store as tracking_store
 
-        from mlflow_pipeline import cache, io, tracking
+        from mlflow_pipeline.engine import cache
+        from mlflow_pipeline.store import artifacts, tracking
     wrap_methods(tracking_store.SqlAlchemyStore, STORE, "store")
     wrap_methods(registry_store.SqlAlchemyStore, REGISTRY, "registry")
     cache.file_digest = timed(FILE_HASH, cache.file_digest, "cache.file_digest")
@@ -144,9 +145,9 @@ def install() -> None:
     )
     for module, attr in (
         (mlflow.artifacts, "load_text"),
-        (io, "save_text"),
-        (io, "load_text"),
-        (io, "load_frame"),
+        (artifacts, "save_text"),
+        (artifacts, "load_text"),
+        (artifacts, "load_frame"),
     ):
         setattr(module, attr, timed(ARTIFACTS, getattr(module, attr), f"{module.__name__}.{attr}"))
 
@@ -166,7 +167,7 @@ def main() -> None:
     atexit.register(_atexit_done, out)
     install()
     with category(IMPORTS):
-        from mlflow_pipeline.cli import main as cli_main
+        from mlflow_pipeline.cli.app import main as cli_main
     sys.argv = ["mlflow-pipeline", *sys.argv[1:]]
     try:
         cli_main()

@@ -751,7 +751,7 @@ def startup_samples(store: CacheStore) -> dict[str, float]:
     Taken right after the no-op rerun, so under the same conditions."""
     commands = {
         "python": [PYTHON, "-c", "pass"],
-        "runner": [PYTHON, "-c", "import mlflow_pipeline.runner"],
+        "runner": [PYTHON, "-c", "import mlflow_pipeline.engine.runner"],
         "help": [CLI, "--help"],
         "floor": [PYTHON, "-c", FLOOR_CODE.format(uri=f"sqlite:///{store.db}")],
     }
@@ -1004,7 +1004,7 @@ def render_cache(sequences: dict, args: argparse.Namespace, notes: dict) -> str:
         "Right after each no-op rerun, in its working directory, each of these ran once as a "
         "whole process: `python -c pass` ("
         + ", ".join(f"{startup(k, 'python'):.2f} s" for k in sequences)
-        + '), `python -c "import mlflow_pipeline.runner"`, `mlflow-pipeline --help` and a '
+        + '), `python -c "import mlflow_pipeline.engine.runner"`, `mlflow-pipeline --help` and a '
         "floor for any no-op that asks MLflow's client: `python -c \"import mlflow; from "
         "mlflow.tracking import MlflowClient; MlflowClient('sqlite:///<tmp>/mlflow.db')"
         '.search_experiments(max_results=1)"`.',
@@ -1034,7 +1034,7 @@ def render_cache(sequences: dict, args: argparse.Namespace, notes: dict) -> str:
     lines += [
         row("whole no-op rerun (one process)", noops),
         row(
-            "`import mlflow_pipeline.runner`: start, the runner's imports, exit",
+            "`import mlflow_pipeline.engine.runner`: start, the runner's imports, exit",
             [startup(k, "runner") for k in sequences],
             noops,
         ),
@@ -1576,7 +1576,8 @@ def main() -> None:
         "imports": {
             "bare": import_cost("numpy, pandas, skops.io, sklearn.ensemble, sklearn.compose"),
             "framework": import_cost(
-                "mlflow_pipeline.cli, mlflow_pipeline.runner, mlflow_pipeline.pipeline"
+                "mlflow_pipeline.cli.app, mlflow_pipeline.engine.runner, "
+                "mlflow_pipeline.engine.pipeline"
             ),
         }
     }

@@ -24,7 +24,7 @@ from mlflow.projects.docker import validate_docker_env
 from mlflow.projects.utils import get_entry_point_command, load_project
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline.cli import split_options
+from mlflow_pipeline.cli.app import split_options
 from mlflow_pipeline.config import CONF_DIR, PROJECT_ROOT
 
 LAUNCHERS = CONF_DIR / "hydra" / "launcher"

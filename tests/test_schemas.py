@@ -10,8 +10,8 @@ import pytest
 
 from mlflow_pipeline import schemas
 from mlflow_pipeline.config import Task
+from mlflow_pipeline.data.validation import validate
 from mlflow_pipeline.errors import ConfigError, DataValidationError
-from mlflow_pipeline.validation import validate
 from tests.helpers import mixed_frame
 
 

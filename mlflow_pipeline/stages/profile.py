@@ -18,10 +18,12 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from mlflow_pipeline import drift, io, reports
+from mlflow_pipeline import reports
+from mlflow_pipeline.data import drift
 from mlflow_pipeline.errors import DriftError
-from mlflow_pipeline.lineage import TAG_RUN_PREFIX
-from mlflow_pipeline.registry import ModelRegistry
+from mlflow_pipeline.registry.model_registry import ModelRegistry
+from mlflow_pipeline.store import artifacts
+from mlflow_pipeline.store.lineage import TAG_RUN_PREFIX
 
 STAGE = "profile"
 PROFILE_FILE = "profile.json"
@@ -77,7 +79,7 @@ def profile_data(cfg: DictConfig, raw: pd.DataFrame, *, registry: ModelRegistry)
     elif ref.run_id is None:
         result = {"checked": False, "reason": ref.reason}
     else:
-        reference_profile = json.loads(io.load_text(ref.run_id, PROFILE_FILE))
+        reference_profile = json.loads(artifacts.load_text(ref.run_id, PROFILE_FILE))
         result = drift.compare(reference_profile, raw, current, cfg, about=ref.about)
     values = drift.metrics(result) if result["checked"] else {}
     return {

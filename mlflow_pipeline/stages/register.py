@@ -13,15 +13,15 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from mlflow_pipeline import registry as reg
 from mlflow_pipeline import reports
-from mlflow_pipeline.audit import KIND_PIPELINE, Why, current_user
 from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import StageError
-from mlflow_pipeline.lineage import to_json as lineage_json
-from mlflow_pipeline.lineage import version_tags as lineage_tags
+from mlflow_pipeline.registry import model_registry as reg
+from mlflow_pipeline.registry.audit import KIND_PIPELINE, Why, current_user
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import score
+from mlflow_pipeline.store.lineage import to_json as lineage_json
+from mlflow_pipeline.store.lineage import version_tags as lineage_tags
 
 STAGE = "register"
 

@@ -9,7 +9,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from mlflow_pipeline import reports, schemas
-from mlflow_pipeline.validation import check, summarize
+from mlflow_pipeline.data.validation import check, summarize
 
 STAGE = "validate"
 log = logging.getLogger("mlflow_pipeline")

@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_pipeline.examples import customers
+from mlflow_pipeline.data.examples import customers
 from tests.helpers import EXPECTED_ARTIFACTS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_alerts import webhook_server
+from tests.engine.test_alerts import webhook_server
 
 from .helpers import (
     CHAMPION_MODEL,

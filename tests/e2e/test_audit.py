@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_pipeline.audit import current_user
+from mlflow_pipeline.registry.audit import current_user
 
 from .helpers import (
     CHAMPION_MODEL,

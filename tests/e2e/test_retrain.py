@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from mlflow_pipeline.apps.simulate import read_table
 from mlflow_pipeline.config import METRICS
-from mlflow_pipeline.retrain import read_table
-from mlflow_pipeline.tracking import TAG_KIND
+from mlflow_pipeline.store.tracking import TAG_KIND
 
 from .helpers import VENV_BIN, Store, assert_ok, write_classification_csv
 

@@ -22,7 +22,7 @@ import requests
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from mlflow_pipeline.audit import current_user
+from mlflow_pipeline.registry.audit import current_user
 
 from .helpers import (
     CHAMPION_DATA,

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from mlflow_pipeline.config import load_config
-from mlflow_pipeline.runner import run_pipeline
+from mlflow_pipeline.engine.runner import run_pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -8,17 +8,17 @@ import mlflow
 import pandas as pd
 import pytest
 
-from mlflow_pipeline import io
-from mlflow_pipeline import registry as reg
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.errors import StageError
-from mlflow_pipeline.registry import ModelRegistry
+from mlflow_pipeline.registry import model_registry as reg
+from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import evaluate
 from mlflow_pipeline.stages.ingest import ingest
 from mlflow_pipeline.stages.register import decide, register
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
+from mlflow_pipeline.store import artifacts
 from tests.helpers import alias_version
 
 
@@ -88,7 +88,7 @@ def trained():
 
 def logged(model: TrainedModel) -> TrainedModel:
     with mlflow.start_run():
-        uri = io.log_model(model.estimator, model.input_example)
+        uri = artifacts.log_model(model.estimator, model.input_example)
     return TrainedModel(model.estimator, model.input_example, uri=uri)
 
 

@@ -1,0 +1,1 @@
+"""Programs built on the engine: score, serve, simulate, reproduce, schedule."""

@@ -1,0 +1,599 @@
+"""Run the pipeline daily on a scheduler that already exists: a crontab line, a systemd user
+timer, an Airflow DAG or a Kubernetes CronJob. All four are rendered from one ScheduledJob (the
+same command line, working directory, environment and time), so they run the same pipeline.
+
+The config is composed (and checked) when the schedule is made, not at 6 am; the tracking URI
+it resolves to is pinned in the job's environment, so the scheduled run writes to the same
+store whatever the scheduler's own environment holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote, load_config
+from mlflow_pipeline.engine.alerts import ENV_WEBHOOK
+from mlflow_pipeline.errors import ConfigError, PipelineError
+from mlflow_pipeline.store.tracking import resolve_tracking
+
+ENGINES = ("cron", "systemd", "airflow", "k8s")
+# cli: the venv's `mlflow-pipeline`; mlflow-run: `mlflow run <project> --env-manager local`.
+LAUNCHERS = ("cli", "mlflow-run")
+DEFAULT_AT = "06:00"
+# Ends our crontab line (a shell comment there): finds the line again to replace, not repeat.
+CRON_MARKER = "# mlflow-pipeline job "
+# What a scheduler's bare environment lacks: the venv first (`python` in MLproject commands).
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+K8S_PROJECT = PROJECT_ROOT / "projects" / "k8s"
+# Where projects/k8s/Dockerfile puts the project inside the image.
+IMAGE_PROJECT_DIR = "/opt/mlflow-pipeline"
+ENV_KUBE_TRACKING_URI = "KUBE_MLFLOW_TRACKING_URI"
+# The Kubernetes Secret (key `webhook`) a CronJob reads the alert webhook from, when it exists.
+K8S_ALERT_SECRET = "mlflow-pipeline-alerts"
+TIMEOUT_S = 30
+
+
+class ScheduleError(PipelineError):
+    """A schedule cannot be made or installed (no crontab, an unwritable directory)."""
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """What every scheduler runs: one command, in one directory, with one environment, daily
+    at ``hour:minute`` in ``timezone`` (the machine's own zone: cron and systemd use it)."""
+
+    name: str
+    hour: int
+    minute: int
+    workdir: Path
+    overrides: tuple[str, ...]
+    launcher: str
+    tracking_uri: str
+    experiment_name: str
+    model_name: str
+    timezone: str
+    log: Path
+    bin_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cron(self) -> str:
+        """The five cron fields: minute, hour, every day of every month, any weekday."""
+        return f"{self.minute} {self.hour} * * *"
+
+    @property
+    def at(self) -> str:
+        return f"{self.hour:02d}:{self.minute:02d}"
+
+    @property
+    def argv(self) -> list[str]:
+        """The command, with the venv's absolute paths."""
+        if self.launcher == "mlflow-run":
+            return mlflow_run_argv(str(self.bin_dir / "mlflow"), str(PROJECT_ROOT), self)
+        return [str(self.bin_dir / "mlflow-pipeline"), *self.overrides]
+
+    def shell_command(self, *, with_env: bool = True) -> str:
+        """``cd DIR && VAR=... <command>``: the command as one POSIX shell line (without the
+        variables when the scheduler sets them itself)."""
+        env = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items()) if with_env else ""
+        return f"cd {shlex.quote(str(self.workdir))} && {env}{shlex.join(self.argv)}"
+
+
+@dataclass
+class Rendering:
+    """What ``render`` made: the text to print, the files it stands for, notes for the user."""
+
+    text: str
+    files: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+def mlflow_run_argv(mlflow: str, project: str, job: ScheduledJob) -> list[str]:
+    """``mlflow run <project> --env-manager local`` with the overrides as ``hydra_options``."""
+    options = " ".join(_hydra_option(o) for o in job.overrides)
+    argv = [mlflow, "run", project, "--env-manager", "local"]
+    argv += ["--experiment-name", job.experiment_name]
+    return argv + ["-P", f"hydra_options={options}"] if options else argv
+
+
+def _hydra_option(override: str) -> str:
+    """An override as one word of ``hydra_options``, which is split on whitespace outside
+    quotes: a dict or list value loses that whitespace (``{min: 0}`` -> ``{min:0}``, the same
+    to Hydra), any other value with unquoted whitespace is quoted (a path with spaces)."""
+    key, sep, value = override.partition("=")
+    if not sep or not re.search(r"\s", value):
+        return override
+    if value.lstrip().startswith(("{", "[")):
+        return f"{key}={_without_unquoted_whitespace(value)}"
+    if not re.search(r"['\"]", value):
+        return f"{key}={hydra_quote(value)}"
+    return override
+
+
+def _without_unquoted_whitespace(text: str) -> str:
+    kept, quote = [], None
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char.isspace():
+            continue
+        kept.append(char)
+    return "".join(kept)
+
+
+def parse_at(at: str) -> tuple[int, int]:
+    """``HH:MM`` (24 h) -> ``(hour, minute)``. Raises ConfigError."""
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", at.strip())
+    if not match:
+        raise ConfigError(f"--at {at!r}: expected HH:MM, 24-hour (e.g. 06:30)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def local_timezone() -> str:
+    """The machine's IANA time zone (cron and systemd run in it), else ``UTC``."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if "/" in tz or tz == "UTC":
+        return tz
+    with contextlib.suppress(OSError):
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    with contextlib.suppress(OSError):
+        name = Path("/etc/timezone").read_text(encoding="utf-8").strip()
+        if name:
+            return name
+    return "UTC"
+
+
+def job_name(model_name: str) -> str:
+    """``mlflow-pipeline-<model>`` as a DNS-1123 label of at most 52 characters (a CronJob's
+    limit), also valid as a systemd unit, an Airflow DAG id and a file name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", model_name.lower()).strip("-") or "pipeline"
+    return f"mlflow-pipeline-{slug}"[:52].rstrip("-")
+
+
+def scheduled_job(
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    at: str = DEFAULT_AT,
+    workdir: str | Path | None = None,
+    launcher: str = "cli",
+    name: str | None = None,
+    log: str | Path | None = None,
+) -> ScheduledJob:
+    """The daily job for the pipeline composed from ``overrides``.
+
+    The config is composed in ``workdir`` (default: the current directory), where the job
+    will run, so relative paths mean the same now and then. Raises ConfigError for a bad
+    config, time, directory or launcher.
+    """
+    hour, minute = parse_at(at)
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+    workdir = Path(workdir or Path.cwd()).expanduser().absolute()
+    if not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir}: no such directory")
+    with contextlib.chdir(workdir):
+        cfg = load_config(list(overrides))
+        tracking_uri = resolve_tracking(cfg).uri
+    name = name or job_name(str(cfg.registry.model_name))
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?", name):
+        raise ConfigError(f"--name {name!r}: use lowercase letters, digits and '-' (52 at most)")
+    bin_dir = Path(sys.executable).absolute().parent
+    tool = "mlflow" if launcher == "mlflow-run" else "mlflow-pipeline"
+    if not (bin_dir / tool).exists():
+        raise ConfigError(f"{bin_dir / tool} not found: run this from the project's venv")
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{SYSTEM_PATH}"}
+    if os.environ.get(ENV_WEBHOOK):
+        env[ENV_WEBHOOK] = os.environ[ENV_WEBHOOK]
+    return ScheduledJob(
+        name=name,
+        hour=hour,
+        minute=minute,
+        workdir=workdir,
+        overrides=tuple(overrides),
+        launcher=launcher,
+        tracking_uri=tracking_uri,
+        experiment_name=str(cfg.tracking.experiment_name),
+        model_name=str(cfg.registry.model_name),
+        timezone=local_timezone(),
+        log=Path(log).expanduser().absolute() if log else workdir / f"{name}.log",
+        bin_dir=bin_dir,
+        env=env,
+    )
+
+
+# ---- the four schedulers -------------------------------------------------------------------
+
+
+def crontab_line(job: ScheduledJob) -> str:
+    """``M H * * * cd DIR && <command> >> LOG 2>&1 # mlflow-pipeline job NAME``.
+
+    cron turns an unescaped ``%`` into a newline, so every ``%`` is escaped.
+    """
+    line = (
+        f"{job.cron} {job.shell_command()} >> {shlex.quote(str(job.log))} 2>&1 "
+        f"{CRON_MARKER}{job.name}"
+    )
+    return line.replace("%", "\\%")
+
+
+def systemd_units(job: ScheduledJob) -> dict[str, str]:
+    """``<name>.service`` (oneshot: the command) and ``<name>.timer`` (daily, catching up on a
+    run missed while the machine was off), as user units."""
+    env = " ".join(_systemd_quote(f"{k}={v}", exec_line=False) for k, v in job.env.items())
+    service = f"""\
+# Made by `mlflow-pipeline schedule systemd`: the daily pipeline run of model {job.model_name}.
+[Unit]
+Description=mlflow-pipeline daily run (model {_specifiers(job.model_name)})
+
+[Service]
+Type=oneshot
+WorkingDirectory={_specifiers(str(job.workdir))}
+Environment={env}
+ExecStart={" ".join(_systemd_quote(word, exec_line=True) for word in job.argv)}
+"""
+    timer = f"""\
+# Made by `mlflow-pipeline schedule systemd`: starts {job.name}.service daily at {job.at}.
+[Unit]
+Description=mlflow-pipeline daily run (model {_specifiers(job.model_name)}) at {job.at}
+
+[Timer]
+OnCalendar=*-*-* {job.at}:00
+Persistent=true
+Unit={job.name}.service
+
+[Install]
+WantedBy=timers.target
+"""
+    return {f"{job.name}.service": service, f"{job.name}.timer": timer}
+
+
+def _specifiers(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def _systemd_quote(word: str, *, exec_line: bool) -> str:
+    """One word of ``ExecStart=`` (``$`` expands there) or ``Environment=`` (it does not);
+    ``%`` is a specifier in both."""
+    word = _specifiers(word)
+    if exec_line:
+        word = word.replace("$", "$$")
+    if word and not re.search(r"[\s'\"\\;]", word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+AIRFLOW_DAG = '''\
+"""The daily mlflow-pipeline run of model {model}, at {at} ({timezone}).
+
+Made by `mlflow-pipeline schedule airflow`: the same command as the crontab line and the
+systemd timer. Put this file in Airflow's dags folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pendulum
+from airflow import DAG
+
+try:  # Airflow 3
+    from airflow.providers.standard.operators.bash import BashOperator
+except ImportError:  # Airflow 2
+    from airflow.operators.bash import BashOperator
+
+WORKDIR = {workdir!r}
+COMMAND = {command!r}
+ENV = {env!r}
+# The pipeline's own alert hooks (conf/alerts), for failures it cannot report itself.
+ALERT = {alert!r}
+
+
+def alert_on_failure(context):
+    """The pipeline alerts by itself when it fails (exit code 1); this covers the rest: the
+    task killed, timed out or unable to start."""
+    error = context.get("exception")
+    if error is not None and re.search(r"exit code 1\\b", str(error)):
+        return
+    subprocess.run(
+        [*ALERT, "--error", f"Airflow task failed: {{error!r}}"],
+        cwd=WORKDIR,
+        env={{**os.environ, **ENV}},
+        timeout=60,
+        check=False,
+    )
+
+
+with DAG(
+    dag_id={name!r},
+    schedule={cron!r},
+    start_date=pendulum.datetime(2024, 1, 1, tz={timezone!r}),
+    catchup=False,
+    max_active_runs=1,
+    default_args={{"retries": 0}},
+    tags=["mlflow-pipeline"],
+) as dag:
+    BashOperator(
+        task_id="pipeline",
+        bash_command=COMMAND,
+        env=ENV,
+        append_env=True,
+        on_failure_callback=alert_on_failure,
+    )
+'''
+
+
+def airflow_dag(job: ScheduledJob) -> str:
+    """A DAG file: one BashOperator running the command daily, no catch-up, no retries (a
+    rerun resumes from the stage cache anyway), a failure callback calling the alert hooks."""
+    command = job.shell_command(with_env=False)  # the operator's env= sets them
+    if re.search(r"\{[{%#]", command):  # Airflow renders bash_command with Jinja
+        command = "{% raw %}" + command + "{% endraw %}"
+    elif command.endswith((".sh", ".bash")):  # ... and would read it as a template file
+        command += " "
+    alert = [
+        str(job.bin_dir / "python"),
+        "-m",
+        "mlflow_pipeline.engine.alerts",
+        "--stage",
+        "airflow",
+    ]
+    return AIRFLOW_DAG.format(
+        model=job.model_name,
+        at=job.at,
+        timezone=job.timezone,
+        workdir=str(job.workdir),
+        command=command,
+        env=dict(job.env),
+        alert=[*alert, *job.overrides],
+        name=job.name,
+        cron=job.cron,
+    )
+
+
+def k8s_defaults() -> tuple[str, str]:
+    """The image and namespace of ``projects/k8s`` (its MLproject and Job template)."""
+    image, namespace = "mlflow-pipeline:0.1.0", "mlflow"
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError):
+        project = yaml.safe_load((K8S_PROJECT / "MLproject").read_text(encoding="utf-8"))
+        image = project["docker_env"]["image"]
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError):
+        template = (K8S_PROJECT / "kubernetes_job_template.yaml").read_text(encoding="utf-8")
+        namespace = yaml.safe_load(template)["metadata"]["namespace"]
+    return image, namespace
+
+
+def k8s_cronjob(
+    job: ScheduledJob, *, image: str | None = None, namespace: str | None = None
+) -> Rendering:
+    """A ``batch/v1`` CronJob running the pipeline in the image of ``projects/k8s`` (its
+    ``mlflow-pipeline``, not this venv's). Never two at once (concurrencyPolicy Forbid), no
+    retries. Pods need a tracking server: ``$KUBE_MLFLOW_TRACKING_URI`` if set, else the
+    config's URI (with a note when that is not an http(s) server)."""
+    default_image, default_namespace = k8s_defaults()
+    uri = os.environ.get(ENV_KUBE_TRACKING_URI) or job.tracking_uri
+    notes = []
+    if not uri.startswith(("http://", "https://")):
+        notes.append(
+            f"the CronJob's pods use tracking URI {uri}, which they cannot reach: set "
+            f"tracking.uri or ${ENV_KUBE_TRACKING_URI} to a tracking server they reach"
+        )
+    if job.launcher == "mlflow-run":
+        command = mlflow_run_argv("mlflow", IMAGE_PROJECT_DIR, job)
+    else:
+        command = ["mlflow-pipeline", *job.overrides]
+    env: list[dict[str, object]] = [
+        {"name": "MLFLOW_TRACKING_URI", "value": uri},
+        {"name": "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "value": "false"},
+        {
+            "name": ENV_WEBHOOK,
+            "valueFrom": {
+                "secretKeyRef": {"name": K8S_ALERT_SECRET, "key": "webhook", "optional": True}
+            },
+        },
+    ]
+    manifest = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": job.name,
+            "namespace": namespace or default_namespace,
+            "labels": {"app.kubernetes.io/name": "mlflow-pipeline"},
+        },
+        "spec": {
+            "schedule": job.cron,
+            "timeZone": job.timezone,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "ttlSecondsAfterFinished": 86400,
+                    "template": {
+                        "metadata": {"labels": {"app.kubernetes.io/name": "mlflow-pipeline"}},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "pipeline",
+                                    "image": image or default_image,
+                                    "command": command,
+                                    "workingDir": "/tmp",
+                                    "env": env,
+                                    "resources": {
+                                        "requests": {"cpu": "2", "memory": "4Gi"},
+                                        "limits": {"memory": "8Gi"},
+                                    },
+                                }
+                            ],
+                        },
+                    },
+                }
+            },
+        },
+    }
+    header = (
+        f"# Made by `mlflow-pipeline schedule k8s`: the daily pipeline run of model "
+        f"{job.model_name} at {job.at} ({job.timezone}).\n"
+        f"# Image: docker build -f projects/k8s/Dockerfile -t {image or default_image} . "
+        "(push it where the cluster pulls from).\n"
+        f"# Data paths are read inside the pod (working directory /tmp). Alert webhook: "
+        f"kubectl create secret generic {K8S_ALERT_SECRET} --from-literal=webhook=URL\n"
+    )
+    text = header + yaml.safe_dump(manifest, sort_keys=False, width=1000)
+    return Rendering(text=text, files={f"{job.name}.yaml": text}, notes=notes)
+
+
+def render(
+    engine: str, job: ScheduledJob, *, image: str | None = None, namespace: str | None = None
+) -> Rendering:
+    """What ``engine`` needs to run ``job`` daily. Raises ConfigError for an unknown engine."""
+    notes = []
+    if ENV_WEBHOOK in job.env and engine != "k8s":
+        notes.append(f"${ENV_WEBHOOK} is written into the {engine} job (it holds a secret)")
+    if engine == "cron":
+        line = crontab_line(job)
+        return Rendering(text=line, files={f"{job.name}.crontab": line + "\n"}, notes=notes)
+    if engine == "systemd":
+        units = systemd_units(job)
+        return Rendering(text="\n".join(units.values()), files=units, notes=notes)
+    if engine == "airflow":
+        dag = airflow_dag(job)
+        return Rendering(text=dag, files={f"{job.name.replace('-', '_')}.py": dag}, notes=notes)
+    if engine == "k8s":
+        return k8s_cronjob(job, image=image, namespace=namespace)
+    raise ConfigError(f"unknown scheduler {engine!r}; choose from {', '.join(ENGINES)}")
+
+
+# ---- writing and installing ----------------------------------------------------------------
+
+
+def write(rendering: Rendering, output: str | Path, *, into: bool = False) -> list[Path]:
+    """Write the rendering's file to ``output`` (a file), or its files into ``output`` when
+    ``into`` is set, it is a directory (or ends with ``/``) or there are several (systemd).
+    Raises ScheduleError."""
+    into = into or str(output).endswith(os.sep)
+    output = Path(output).expanduser()
+    try:
+        if into or len(rendering.files) > 1 or output.is_dir():
+            output.mkdir(parents=True, exist_ok=True)
+            targets = {output / name: text for name, text in rendering.files.items()}
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            targets = {output: next(iter(rendering.files.values()))}
+        for path, text in targets.items():
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ScheduleError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    return list(targets)
+
+
+def install_cron(job: ScheduledJob) -> str:
+    """Add the job's line to the user's crontab with ``crontab -``, keeping every other line;
+    an earlier line of the same job (same name) is replaced, an identical one left alone.
+    Returns what happened. Raises ScheduleError when there is no usable ``crontab``."""
+    crontab = shutil.which("crontab")
+    if crontab is None:
+        raise ScheduleError(
+            "--install: no `crontab` command on PATH (install cron, e.g. apt-get install cron, "
+            "or use `mlflow-pipeline schedule systemd --install`)"
+        )
+    line = crontab_line(job)
+    listed = _crontab(crontab, "-l")
+    if listed.returncode == 0:
+        lines = listed.stdout.splitlines()
+    elif "no crontab" in listed.stderr.lower():
+        lines = []
+    else:
+        raise ScheduleError(f"crontab -l failed: {listed.stderr.strip() or listed.returncode}")
+    if line in lines:
+        return f"already in the crontab: {line}"
+    marker = f"{CRON_MARKER}{job.name}"
+    kept = [existing for existing in lines if not existing.rstrip().endswith(marker)]
+    written = _crontab(crontab, "-", text="\n".join([*kept, line]) + "\n")
+    if written.returncode != 0:
+        raise ScheduleError(f"crontab - failed: {written.stderr.strip() or written.returncode}")
+    verb = "replaced job" if len(kept) < len(lines) else "added job"
+    return f"{verb} {job.name} to the crontab ({len(kept)} other line(s) kept): {line}"
+
+
+def _crontab(crontab: str, flag: str, text: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            [crontab, flag],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ScheduleError(f"crontab {flag}: {exc}") from exc
+
+
+def systemd_user_dir() -> Path:
+    """Where systemd looks for the user's own units."""
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "systemd" / "user"
+
+
+def install_systemd(job: ScheduledJob) -> tuple[list[Path], str]:
+    """Write the units to ``~/.config/systemd/user/``; returns the files and the command that
+    enables the timer (not run here). Raises ScheduleError."""
+    paths = write(Rendering(text="", files=systemd_units(job)), systemd_user_dir(), into=True)
+    enable = f"systemctl --user daemon-reload && systemctl --user enable --now {job.name}.timer"
+    return paths, enable
+
+
+def airflow_dags_dir() -> Path:
+    """``$AIRFLOW_HOME/dags`` (Airflow's default dags folder), ``~/airflow/dags`` by default."""
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "dags"
+
+
+def deliver(
+    engine: str,
+    job: ScheduledJob,
+    rendering: Rendering,
+    *,
+    install: bool = False,
+    output: str | Path | None = None,
+) -> str:
+    """Install the rendering (``install``), write it (``output``), or return it to print.
+    Returns what to tell the user. Raises ScheduleError, or ConfigError for ``k8s --install``."""
+    if install and engine == "cron":
+        return install_cron(job)
+    if install and engine == "systemd":
+        paths, enable = install_systemd(job)
+        return "\n".join(
+            [
+                "wrote " + ", ".join(str(p) for p in paths),
+                f"enable the timer with: {enable}",
+                "(to run while you are logged out: loginctl enable-linger $USER)",
+            ]
+        )
+    if install and engine == "airflow":
+        return "wrote " + ", ".join(str(p) for p in write(rendering, airflow_dags_dir(), into=True))
+    if install:
+        raise ConfigError(
+            f"--install: not for {engine}; use --output FILE, then kubectl apply -f FILE"
+        )
+    if output:
+        return "wrote " + ", ".join(str(p) for p in write(rendering, output))
+    return rendering.text

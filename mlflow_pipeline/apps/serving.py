@@ -1,0 +1,649 @@
+"""Use a registered model version: score a CSV file in this process, held to the version's
+training data contract, or serve the version over HTTP with ``mlflow models serve``.
+
+``score`` reads what the version was trained on from its lineage tags: the data contract
+(``contract.yaml`` of ``lineage.run.validate``), the training split (``data/train.parquet`` of
+``lineage.run.split``) and the resolved config (``lineage.artifact``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from mlflow_pipeline.errors import (
+    ConfigError,
+    DataError,
+    DataValidationError,
+    PipelineError,
+)
+from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate
+from mlflow_pipeline.store.lineage import TAG_ARTIFACT, TAG_RUN_PREFIX
+from mlflow_pipeline.store.tracking import ENV_TRACKING_URI, Tracking, activate
+
+STAGE = "score"
+DATASET = "input"
+SEEN_IN_TRAINING = "seen_in_training"
+PREDICTION = "prediction"
+PROBA_PREFIX = "proba_"
+MODEL_VERSION = "model_version"
+CONTRACT_ARTIFACT = "contract.yaml"
+# What read_csv's messages call the file; at scoring time it is --input.
+INGEST_FILE_OPTION = "data.path: "
+# validate()'s messages end by pointing at the stage run's failure table; scoring has no run.
+RUN_TRAILER = "  The full "
+ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5001
+# After SIGINT/SIGTERM is forwarded: how long the server may take to stop before SIGKILL.
+STOP_GRACE_S = 20.0
+HEALTH_POLL_S = 0.5
+
+
+# ---- the model version ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registered version: ``requested`` as the user wrote it, ``uri`` as models:/NAME/VERSION."""
+
+    requested: str
+    name: str
+    version: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_model(model_uri: str, tracking_uri: str) -> ResolvedModel:
+    """Point this process at ``tracking_uri`` and resolve ``models:/NAME@ALIAS`` or
+    ``models:/NAME/VERSION`` to one version.
+
+    Raises ConfigError for a malformed URI or an unknown model, alias or version.
+    """
+    from mlflow_pipeline.registry.model_registry import resolve_version
+
+    activate(Tracking(uri=tracking_uri, artifact_root=None))
+    name, version = resolve_version(MlflowClient(), model_uri)
+    return ResolvedModel(
+        requested=model_uri, name=name, version=str(version.version), tags=dict(version.tags)
+    )
+
+
+@dataclass
+class Training:
+    """What a version was trained with: its data contract, training split and config."""
+
+    contract: pa.DataFrameSchema
+    train: pd.DataFrame
+    cfg: DictConfig
+
+
+def training_of(model: ResolvedModel) -> Training:
+    """Load the contract, training split and recorded config of ``model`` from its lineage.
+
+    Raises PipelineError when the version was not registered by this pipeline (no lineage) or
+    its lineage points at runs or artifacts that are gone.
+    """
+    import mlflow
+
+    from mlflow_pipeline.config import PipelineConfig
+    from mlflow_pipeline.schemas import contract_from_yaml
+    from mlflow_pipeline.store import artifacts
+
+    needed = (TAG_RUN_PREFIX + "validate", TAG_RUN_PREFIX + "split", TAG_ARTIFACT)
+    missing = [tag for tag in needed if not model.tags.get(tag)]
+    if missing:
+        raise PipelineError(
+            f"{model.requested} (v{model.version}) has no lineage (tag {', '.join(missing)}); "
+            "it was not registered by this pipeline's register stage, so its training contract "
+            "is unknown",
+            stage=STAGE,
+        )
+    try:
+        text = artifacts.load_text(model.tags[needed[0]], CONTRACT_ARTIFACT)
+        contract = contract_from_yaml(text)
+        train = artifacts.load_frame(model.tags[needed[1]], "train")
+        lineage = json.loads(mlflow.artifacts.load_text(model.tags[TAG_ARTIFACT]))
+    except PipelineError as exc:
+        raise PipelineError(
+            f"{model.uri}: cannot load its training contract: {exc}", stage=STAGE
+        ) from exc
+    try:
+        recorded = OmegaConf.create(lineage["config"])
+        cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), recorded)
+    except Exception as exc:  # OmegaConf raises several kinds for a config that changed shape
+        raise ConfigError(
+            f"{model.uri}: its recorded config does not compose with this version of "
+            f"mlflow_pipeline: {exc}",
+            stage=STAGE,
+        ) from exc
+    return Training(contract=contract, train=train, cfg=cfg)
+
+
+# ---- the scoring gate ----------------------------------------------------------------------
+
+
+def categorical_features(
+    contract: pa.DataFrameSchema, train: pd.DataFrame, target: str, ignore: list[str]
+) -> list[str]:
+    """The contract's string (categorical) columns that the model uses as features."""
+    return [
+        name
+        for name in contract.columns
+        if name != target
+        and name not in ignore
+        and name in train.columns
+        and not pd.api.types.is_numeric_dtype(train[name])
+    ]
+
+
+def seen_categories(train: pd.DataFrame, columns: list[str]) -> dict[str, frozenset[str]]:
+    """Per column, every value present in the training data (missing values excluded)."""
+    return {name: frozenset(str(v) for v in train[name].dropna().unique()) for name in columns}
+
+
+def seen_in_training_check(allowed: frozenset[str]) -> pa.Check:
+    """A row-level check: the value is one of ``allowed`` (missing values pass)."""
+    return pa.Check(
+        lambda values: _seen(values, allowed),
+        ignore_na=False,  # as the gate's rules: missing values pass by how it is written
+        name=SEEN_IN_TRAINING,
+        error=SEEN_IN_TRAINING,
+    )
+
+
+def _seen(values: pd.Series, allowed: frozenset[str]) -> bool | pd.Series:
+    ok = values.isin(allowed) | values.isna()
+    return True if ok.all() else ok
+
+
+def scoring_gate(
+    contract: pa.DataFrameSchema,
+    cfg: DictConfig,
+    seen: Mapping[str, frozenset[str]],
+) -> Gate:
+    """The training gate (contract types, coercion and row-level rules of ``cfg.validation``)
+    for data to score: the target column is optional, checks about the whole dataset (class
+    count, duplicate and null fractions) are dropped, and each column of ``seen`` gets a
+    ``seen_in_training`` check.
+
+    Raises ConfigError when a validation rule names a column the contract does not have.
+    """
+    from mlflow_pipeline.schemas import gate
+
+    training = gate(contract, cfg)
+    schema = _row_checks_only(training.schema)
+    target = cfg.data.target
+    if target in schema.columns:
+        schema = schema.update_column(target, required=False)
+    for name, allowed in seen.items():
+        checks = [*schema.columns[name].checks, seen_in_training_check(allowed)]
+        schema = schema.update_column(name, checks=checks)
+    warnings = _row_checks_only(training.warnings) if training.warnings is not None else None
+    if warnings is not None and not warnings.columns:
+        warnings = None
+    return Gate(schema=schema, warnings=warnings)
+
+
+def _row_checks_only(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
+    kept = copy.deepcopy(schema)
+    kept.checks = [c for c in kept.checks or [] if not _aggregate(c)]
+    for column in kept.columns.values():
+        column.checks = [c for c in column.checks if not _aggregate(c)]
+    return kept
+
+
+def _aggregate(check: pa.Check) -> bool:
+    """A check about a whole column or dataset (a fraction, a count): meaningless for a batch
+    of rows to score, which may be a single row."""
+    return str(check.error or check.name).startswith(AGGREGATE_CHECKS)
+
+
+@dataclass
+class ValidatedInput:
+    """The validated (coerced) input and the message of its warnings, if any."""
+
+    frame: pd.DataFrame
+    warning: str | None = None
+
+
+def validate_input(frame: pd.DataFrame, scoring: Gate, *, max_lines: int = 5) -> ValidatedInput:
+    """Validate and coerce ``frame`` with ``scoring`` as stage ``score``, dataset ``input``.
+
+    Raises DataValidationError naming column, check, count and example values.
+    """
+    from mlflow_pipeline.data.validation import check, summarize
+
+    try:
+        result = check(frame, scoring, stage=STAGE, dataset=DATASET, max_lines=max_lines)
+    except DataValidationError as exc:
+        raise DataValidationError(
+            without_run_trailer(str(exc)) + column_hint(exc.failure_cases, scoring.schema),
+            stage=STAGE,
+            dataset=DATASET,
+            failure_cases=exc.failure_cases,
+            report=exc.report,
+        ) from exc
+    warning = None
+    if not result.warnings.empty:
+        warning = without_run_trailer(
+            summarize(
+                result.warnings,
+                stage=STAGE,
+                dataset=DATASET,
+                max_lines=max_lines,
+                what="has warnings",
+                artifact="warnings",
+            )
+        )
+    return ValidatedInput(frame=result.frame, warning=warning)
+
+
+def column_hint(failures: pd.DataFrame, schema: pa.DataFrameSchema) -> str:
+    """Extra lines naming missing and unexpected columns plainly, with the expected ones."""
+    lines = []
+    for check_name, what in (
+        ("column_in_dataframe", "missing column(s)"),
+        ("column_in_schema", "unexpected column(s)"),
+    ):
+        names = failures.loc[failures["check"] == check_name, "failure_case"].dropna().unique()
+        if len(names):
+            lines.append(f"  {what}: {', '.join(repr(str(n)) for n in names)}")
+    if not lines:
+        return ""
+    required = [n for n, c in schema.columns.items() if c.required]
+    optional = [n for n, c in schema.columns.items() if not c.required]
+    expected = ", ".join(required) + (f" (optional: {', '.join(optional)})" if optional else "")
+    return "\n" + "\n".join(lines) + f"\n  The training contract has the columns: {expected}"
+
+
+def without_run_trailer(message: str) -> str:
+    """A validation message without its last line about a stage run's artifact."""
+    return "\n".join(line for line in message.splitlines() if not line.startswith(RUN_TRAILER))
+
+
+# ---- predictions and the output file -------------------------------------------------------
+
+
+def predictions(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
+    """``prediction``, one ``proba_<class>`` per class for a classifier, and ``model_version``,
+    indexed like ``features``."""
+    from sklearn.base import is_classifier
+
+    out = pd.DataFrame({PREDICTION: model.predict(features)}, index=features.index)
+    if is_classifier(model) and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+        for position, label in enumerate(model.classes_):
+            out[f"{PROBA_PREFIX}{label}"] = proba[:, position]
+    out[MODEL_VERSION] = version
+    return out
+
+
+def with_predictions(rows: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    """The input rows, as read, followed by the prediction columns.
+
+    Raises DataError when the input already has a column the output adds.
+    """
+    clash = [c for c in predicted.columns if c in rows.columns]
+    if clash:
+        raise DataError(
+            f"--input: the output adds column(s) {', '.join(map(repr, clash))}, which the input "
+            "already has",
+            stage=STAGE,
+        )
+    return pd.concat([rows, predicted], axis=1)
+
+
+def check_writable(path: Path) -> None:
+    """Raises DataError when ``path`` cannot be written (its directory is missing, or it is
+    a directory). Checked before scoring, so a bad --output fails fast."""
+    if path.is_dir():
+        raise DataError(f"--output: {path} is a directory", stage=STAGE)
+    if not path.resolve().parent.is_dir():
+        raise DataError(f"--output: no directory {path.resolve().parent}", stage=STAGE)
+
+
+def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV to ``path`` all at once: a temporary file in the same directory,
+    renamed over ``path`` only when complete, so ``path`` never holds a partial file.
+
+    Raises DataError when it cannot be written.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"--output: cannot write {path}: {exc.strerror}", stage=STAGE) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def read_input(path: Path, read_options: Mapping[str, Any]) -> pd.DataFrame:
+    """The file to score, read as training read its data (same ``read_options``).
+
+    Raises DataError (missing, empty, unreadable or malformed file) naming ``--input``.
+    """
+    from mlflow_pipeline.stages.ingest import read_csv
+
+    try:
+        return read_csv(Path(path), dict(read_options))
+    except DataError as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        raise DataError(message.replace(INGEST_FILE_OPTION, "--input: ", 1), stage=STAGE) from exc
+
+
+# ---- score ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreResult:
+    """What ``score`` did: which version scored how many rows into which file."""
+
+    model: ResolvedModel
+    rows: int
+    output: Path
+    warning: str | None = None
+
+
+def score(
+    model_uri: str, input_path: str | Path, output_path: str | Path, *, tracking_uri: str
+) -> ScoreResult:
+    """Score the CSV file ``input_path`` with the registered version ``model_uri`` into
+    ``output_path``: the input rows, ``prediction``, ``proba_<class>`` (classifiers) and
+    ``model_version``.
+
+    The input is first held to the version's training contract (target optional, no
+    unexpected columns, types coerced as in training) and every categorical feature value must
+    have been seen in its training data. Nothing is written unless everything succeeds.
+
+    Raises ConfigError (bad URI, unknown model, alias or version), DataError (unreadable input,
+    unwritable output), DataValidationError (input breaks the contract) or PipelineError
+    (the version has no lineage).
+    """
+    import mlflow.sklearn
+
+    output_path = Path(output_path)
+    check_writable(output_path)
+    model = resolve_model(model_uri, tracking_uri)
+    training = training_of(model)
+    cfg = training.cfg
+    rows = read_input(Path(input_path), OmegaConf.to_container(cfg.data.read_options, resolve=True))
+    categorical = categorical_features(
+        training.contract, training.train, cfg.data.target, list(cfg.data.ignore_columns)
+    )
+    scoring = scoring_gate(training.contract, cfg, seen_categories(training.train, categorical))
+    validated = validate_input(rows, scoring, max_lines=int(cfg.validation.max_message_failures))
+    estimator = mlflow.sklearn.load_model(model.uri)
+    features = validated.frame[list(estimator.feature_names_in_)]
+    output = with_predictions(rows, predictions(estimator, features, model.version))
+    write_csv_atomically(output, output_path)
+    return ScoreResult(model=model, rows=len(output), output=output_path, warning=validated.warning)
+
+
+def log_score_run(run_id: str, result: ScoreResult, input_path: str | Path) -> None:
+    """Record a scoring on ``run_id`` (the run ``mlflow run . -e score`` made, which holds the
+    entry point's parameters already): the version used, both files, and the rows scored."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    model = result.model
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric("rows_scored", result.rows, int(time.time() * 1000), 0)],
+        params=[Param("model_name", model.name), Param("model_version", model.version)],
+        tags=[
+            RunTag("pipeline.kind", "score"),
+            RunTag("score.model", model.uri),
+            RunTag("score.input", str(Path(input_path).resolve())),
+            RunTag("score.output", str(result.output.resolve())),
+        ],
+    )
+
+
+def describe_score(result: ScoreResult) -> str:
+    """One line: rows scored, the version used and where the predictions went."""
+    model = result.model
+    return (
+        f"scored {result.rows} row(s) with {model.name} v{model.version} "
+        f"({model.requested}) -> {result.output}"
+    )
+
+
+# ---- serve ---------------------------------------------------------------------------------
+
+
+def bin_dir() -> Path:
+    """The bin directory of this Python environment (where ``mlflow`` and ``uvicorn`` live)."""
+    return Path(sys.executable).parent
+
+
+def serve_command(model_uri: str, *, host: str, port: int, mlflow: str = "mlflow") -> list[str]:
+    """The ``mlflow models serve`` command line for a resolved ``models:/NAME/VERSION``."""
+    return [
+        mlflow,
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        host,
+        "-p",
+        str(port),
+    ]
+
+
+def serve_env(environ: Mapping[str, str], *, tracking_uri: str, bin_path: Path) -> dict[str, str]:
+    """``environ`` with ``bin_path`` first on PATH (``mlflow models serve`` runs ``uvicorn``
+    from PATH) and the tracking and registry URIs set."""
+    env = dict(environ)
+    path = env.get("PATH", "")
+    env["PATH"] = f"{bin_path}{os.pathsep}{path}" if path else str(bin_path)
+    env[ENV_TRACKING_URI] = tracking_uri
+    env[ENV_REGISTRY_URI] = tracking_uri
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return env
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raises ConfigError when ``host:port`` cannot be bound (in use, or not an address here)."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port}: not a TCP port (1-65535)", stage="serve")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: connections of a server that just stopped (TIME_WAIT) do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(f"--port {port} on {host}: {reason}", stage="serve") from exc
+
+
+def url_of(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def exit_code(returncode: int) -> int:
+    """A child's return code as a shell reports it (killed by signal N -> 128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
+    """Does ``url``/health answer 200?"""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # promptly, also when stdout is a file or a pipe
+
+
+def serve(
+    model_uri: str,
+    *,
+    tracking_uri: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    say: Callable[[str], None] = _say,
+) -> int:
+    """Serve the registered version ``model_uri`` with ``mlflow models serve`` (local env) as a
+    child process until it stops; SIGINT and SIGTERM are forwarded to the server, and this
+    returns only once every process of the server is gone (its port free). Returns the child's
+    exit code, or 128 + N when signal N stopped it (as a shell reports it).
+
+    Raises ConfigError for an unknown model, alias or version, or a port that is taken.
+    """
+    model = resolve_model(model_uri, tracking_uri)
+    check_port_free(host, port)
+    bin_path = bin_dir()
+    mlflow_exe = bin_path / "mlflow"
+    command = serve_command(
+        model.uri,
+        host=host,
+        port=port,
+        mlflow=str(mlflow_exe) if mlflow_exe.exists() else "mlflow",
+    )
+    url = url_of(host, port)
+    say(
+        f"serving {model.name} v{model.version} ({model.requested} -> {model.uri}) at {url}: "
+        f"POST {url}/invocations, GET {url}/health"
+    )
+    env = serve_env(os.environ, tracking_uri=tracking_uri, bin_path=bin_path)
+    server = _Server()
+    previous = {sig: signal.signal(sig, server.forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        child = server.start(command, env)
+        ready = False
+        while child.poll() is None:
+            if not ready and server.signal is None and is_healthy(url):
+                ready = True
+                say(f"ready: {url} serves {model.name} v{model.version}")
+            server.tick()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=HEALTH_POLL_S)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop_all()
+    if server.signal is not None:  # stopped on request: report it as that signal's exit
+        return exit_code(-server.signal)
+    return exit_code(child.returncode)
+
+
+class _Server:
+    """The child ``mlflow models serve``, in a process group of its own, and how it stops."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        # The signal that asked the server to stop, and when.
+        self.signal: int | None = None
+        self.signalled_at: float | None = None
+
+    def start(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        # Its own session: a terminal's Ctrl-C reaches only us, and we decide how the server
+        # (mlflow's CLI and the uvicorn it starts) stops.
+        self.child = subprocess.Popen(command, env=env, start_new_session=True)
+        if self.signal is not None:  # a signal came while it was starting
+            self._stop(self.signal)
+        return self.child
+
+    def forward(self, signum: int, frame: FrameType | None) -> None:
+        """First SIGINT/SIGTERM: stop the server gracefully; a second one: kill it."""
+        if self.signal is not None:
+            self._kill_group(signal.SIGKILL)
+            return
+        self.signal = signum
+        self.signalled_at = time.monotonic()
+        if self.child is not None:
+            self._stop(signum)
+
+    def _stop(self, signum: int) -> None:
+        # The server (uvicorn) gets the signal and stops gracefully. mlflow's CLI only waits
+        # for it, and would print a traceback about its non-zero exit (uvicorn re-raises the
+        # signal): it is ended quietly with SIGTERM, which also reaches uvicorn (mlflow sets
+        # it as uvicorn's parent-death signal) and only repeats the request to stop.
+        assert self.child is not None
+        for pid in _descendants(self.child.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.child.pid, signal.SIGTERM)
+
+    def tick(self) -> None:
+        """Kill the group when it has not stopped within STOP_GRACE_S of a signal."""
+        if self.signalled_at is not None and time.monotonic() - self.signalled_at > STOP_GRACE_S:
+            self._kill_group(signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        """Leave nothing behind: wait for the child, then for (or kill) the rest of its group."""
+        if self.child is None:
+            return
+        if self.child.poll() is None:
+            self._stop(signal.SIGTERM)
+            try:
+                self.child.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self._kill_group(signal.SIGKILL)
+                self.child.wait()
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self._group_alive():
+            if time.monotonic() > deadline:
+                self._kill_group(signal.SIGKILL)
+                break
+            time.sleep(0.1)
+
+    def _kill_group(self, sig: int) -> None:
+        if self.child is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.child.pid, sig)
+
+    def _group_alive(self) -> bool:
+        if self.child is None:
+            return False
+        try:
+            os.killpg(self.child.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []

@@ -1,0 +1,1 @@
+"""The command line: the Hydra app and one function per subcommand; parse, call, print."""

@@ -1,0 +1,1 @@
+"""Validation, drift and example data: pandas, pandera and scipy only, no MLflow."""

@@ -1,0 +1,531 @@
+"""The content-addressed stage cache: what a stage's result depends on, as one key.
+
+A stage run's cache key is the SHA-256 of its manifest: the code it runs (the stage function, its
+gate and schema functions, and every function, class and constant of the same package they
+reach, compared as syntax trees so docstrings, comments and formatting do not count), its
+resolved slice of the config, the content digests of its inputs and of the files its config
+names, the code of its input/output schemas, and the versions of the packages that matter.
+
+A FINISHED run tagged ``pipeline.cache.stored=true`` (set only after its outputs were validated,
+every artifact logged and its gate passed) with the same key is reused instead of running the
+stage again. On a miss, the manifest is compared with the stage's previous run to say why.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import functools
+import hashlib
+import inspect
+import json
+import platform
+import sys
+import textwrap
+import tokenize
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from io import StringIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlflow_pipeline.config import config_slice, flatten
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_pipeline.engine.stage import Stage
+
+# Bump when what goes into a key changes: every earlier run then misses once.
+CACHE_FORMAT = 1
+MANIFEST = "cache.json"
+TAG_KEY = "pipeline.cache.key"
+# hit | miss | recompute | off | uncacheable
+TAG_STATUS = "pipeline.cache.status"
+TAG_REASON = "pipeline.cache.reason"
+# On a hit run: the run whose outputs it reused (where its artifacts are).
+TAG_SOURCE = "pipeline.cache.source_run"
+# "true" once a computed run's outputs are complete and may be reused.
+TAG_STORED = "pipeline.cache.stored"
+DIGEST_OUTPUT = "pipeline.digest.output."
+DIGEST_INPUT = "pipeline.digest.input."
+
+# Packages every stage's result depends on; stages add their own (Stage.packages).
+BASE_PACKAGES = ("numpy", "pandas", "pyarrow", "pandera")
+PACKAGE_ROOT = "mlflow_pipeline"
+_PLAIN = (str, int, float, bool, bytes, type(None), enum.Enum)
+
+
+# ------------------------------------------------------------------------------------ code
+def source_of(obj: Any) -> str:
+    """The source text of a function or class (the place tests change code through)."""
+    return textwrap.dedent(inspect.getsource(obj))
+
+
+def code_hashes(objects: Iterable[Any]) -> dict[str, str]:
+    """``"path.py:qualname" -> hash`` for ``objects`` and everything of their packages they
+    reach (functions, classes, plain constants), transitively.
+
+    A function's hash is the hash of its syntax tree without docstrings, so comments, blank
+    lines, docstrings and moving code around do not change it; any other edit does.
+    """
+    objects = [o for o in objects if o is not None]
+    roots = {PACKAGE_ROOT, *(_top_package(o) for o in objects)}
+    hashes: dict[str, str] = {}
+    stack = list(objects)
+    seen: set[int] = set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        tree, digest = _parse(obj)
+        hashes[_ident(obj)] = digest
+        if tree is None:
+            continue
+        namespace = _namespace(obj)
+        for name, value in _references(tree, namespace):
+            if _is_code(value) and _top_package(value) in roots:
+                stack.append(value)
+            elif _is_plain(value) and _top_package_of_module(namespace) in roots:
+                module = namespace.get("__name__", "?")
+                hashes[f"{_module_file(module)}:{name}"] = _sha(repr(value))
+    return dict(sorted(hashes.items()))
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, types.FunctionType | type) or (
+        callable(value) and hasattr(value, "__wrapped__")
+    )
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _top_package(obj: Any) -> str:
+    return (getattr(obj, "__module__", None) or "").split(".")[0]
+
+
+def _top_package_of_module(namespace: dict[str, Any]) -> str:
+    return str(namespace.get("__name__", "")).split(".")[0]
+
+
+def _namespace(obj: Any) -> dict[str, Any]:
+    obj = inspect.unwrap(obj)
+    if isinstance(obj, types.FunctionType):
+        return obj.__globals__
+    module = sys.modules.get(getattr(obj, "__module__", ""), None)
+    return vars(module) if module else {}
+
+
+def _module_file(module_name: str) -> str:
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return module_name
+    top = sys.modules.get(module_name.split(".")[0])
+    base = Path(getattr(top, "__file__", path)).resolve().parent.parent
+    try:
+        return Path(path).resolve().relative_to(base).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _ident(obj: Any) -> str:
+    obj = inspect.unwrap(obj)
+    return f"{_module_file(obj.__module__)}:{obj.__qualname__}"
+
+
+def _parse(obj: Any) -> tuple[ast.AST | None, str]:
+    """The syntax tree of ``obj`` (None if its source does not parse alone, e.g. a lambda in
+    the middle of a call) and its hash."""
+    try:
+        text = source_of(obj)
+    except (OSError, TypeError):  # no source (built at runtime): its bytecode stands in
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+        return None, _sha(repr(code.co_code) if code else repr(obj))
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> tuple[ast.AST | None, str]:
+    """Parsed once per process per source text (every stage reaches the same helpers)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        try:
+            tree = ast.parse(f"(\n{text.strip().rstrip(',')}\n)")
+        except SyntaxError:
+            return None, _sha(_without_comments(text))
+    _strip_docstrings(tree)
+    return tree, _sha(ast.dump(tree, include_attributes=False))
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+
+
+def _without_comments(text: str) -> str:
+    try:
+        tokens = tokenize.generate_tokens(StringIO(text).readline)
+        return " ".join(
+            t.string
+            for t in tokens
+            if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT)
+        )
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return text
+
+
+def _references(tree: ast.AST, namespace: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """(dotted name, value) of every global name and module attribute chain ``tree`` uses."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain = _chain(node)
+            if chain is None:
+                continue
+            value = namespace.get(chain[0])
+            for attr in chain[1:]:
+                if not isinstance(value, types.ModuleType):
+                    break
+                value = getattr(value, attr, None)
+            if value is not None:
+                yield ".".join(chain), value
+        elif isinstance(node, ast.Name) and node.id in namespace:
+            yield node.id, namespace[node.id]
+
+
+def _chain(node: ast.Attribute) -> list[str] | None:
+    parts: list[str] = []
+    current: ast.AST = node
+    while isinstance(current, ast.Attribute):
+        parts.append(current.attr)
+        current = current.value
+    if not isinstance(current, ast.Name):
+        return None
+    return [current.id, *reversed(parts)]
+
+
+# ---------------------------------------------------------------------------------- manifest
+@dataclass
+class Manifest:
+    """Everything a stage's result depends on; its hash is the cache key."""
+
+    stage: str
+    code: dict[str, str]
+    config: dict[str, str]
+    files: dict[str, str]
+    inputs: dict[str, str | None]
+    schemas: dict[str, str]
+    packages: dict[str, str]
+    format: int = CACHE_FORMAT
+
+    @property
+    def key(self) -> str:
+        return _sha(json.dumps(asdict(self), sort_keys=True))
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "key": self.key}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data.pop("key", None)
+        return cls(**data)
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """``name -> installed version`` (and the Python version)."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return dict(sorted(versions.items()))
+
+
+_file_digests: dict[tuple, str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (the whole file); a marker when it is not a readable file.
+
+    Remembered in this process while the file's size, mtime and inode stay the same, so the
+    stages that name one file hash it once.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+        memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if memo_key not in _file_digests:
+            with path.open("rb") as fh:
+                _file_digests[memo_key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        return _file_digests[memo_key]
+    except FileNotFoundError:
+        return f"missing: {path.resolve()}"
+    except (IsADirectoryError, PermissionError) as exc:
+        return f"unreadable: {path.resolve()} ({type(exc).__name__})"
+
+
+def stage_code(stage: Stage) -> list[Any]:
+    """The objects whose code decides a stage's result."""
+    datasets = (*stage.inputs, *stage.outputs, *stage.schema_inputs)
+    return [stage.func, stage.gate, *(d.schema for d in datasets)]
+
+
+def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None]) -> Manifest:
+    """The manifest of running ``stage`` with ``cfg`` on inputs with these digests."""
+    config = flatten(config_slice(cfg, stage.config_keys))
+    files = {}
+    for key in stage.file_keys:
+        value = OmegaConf.select(cfg, key)
+        config.pop(key, None)  # the content counts, not where the file is
+        if value:
+            files[key] = file_digest(value)
+    schemas = {
+        d.name: _sha(json.dumps(code_hashes([d.schema]), sort_keys=True))
+        for d in (*stage.inputs, *stage.outputs)
+        if d.schema is not None
+    }
+    return Manifest(
+        stage=stage.name,
+        code=code_hashes([stage.func, stage.gate]),
+        config=config,
+        files=files,
+        inputs=dict(sorted(inputs.items())),
+        schemas=schemas,
+        packages=package_versions((*BASE_PACKAGES, *stage.packages)),
+    )
+
+
+# ---------------------------------------------------------------------------------- decision
+@dataclass
+class Decision:
+    """What the runner does with a stage: reuse ``source_run_id`` (a hit) or run it."""
+
+    stage: str
+    status: str  # hit | miss | recompute | off | uncacheable | pending
+    manifest: Manifest | None
+    reasons: list[str] = field(default_factory=list)
+    source_run_id: str | None = None
+
+    @property
+    def hit(self) -> bool:
+        return self.status == "hit"
+
+    @property
+    def key(self) -> str | None:
+        return self.manifest.key if self.manifest else None
+
+    @property
+    def storable(self) -> bool:
+        """May this run's outputs be reused later (once complete)?"""
+        return self.status in ("miss", "recompute")
+
+    def describe(self) -> str:
+        if self.hit:
+            return f"stage {self.stage}: cache hit, reusing run {self.source_run_id}"
+        what = {"pending": "will run", "uncacheable": "not cacheable"}.get(
+            self.status, f"cache {self.status}"
+        )
+        return f"stage {self.stage}: {what}: " + "; ".join(self.reasons)
+
+
+def policy_of(cfg: DictConfig, stage_name: str) -> str:
+    """The cache policy of a stage (config.CACHE_POLICIES): ``cache.stages.<name>``, else
+    ``cache.policy``."""
+    cache = cfg.get("cache")
+    if cache is None:
+        return "use"
+    return (cache.get("stages") or {}).get(stage_name) or cache.get("policy") or "use"
+
+
+def decide(
+    stage: Stage,
+    cfg: DictConfig,
+    client: MlflowClient,
+    experiment_id: str,
+    inputs: dict[str, str | None],
+    *,
+    pending: Iterable[str] = (),
+    label: Callable[[str], str] = str,
+) -> Decision:
+    """Hit or miss, and why. ``inputs``: digest of each input (None when unknown); ``pending``:
+    inputs whose producing stage runs first in this pipeline (their digests are not known yet);
+    ``label``: how a miss reason names an input (``split/train``).
+    """
+    policy = policy_of(cfg, stage.name)
+    unset = [k for k in stage.seed_keys if _present(cfg, k) and OmegaConf.select(cfg, k) is None]
+    manifest = None if pending else build_manifest(stage, cfg, inputs)
+    if unset:
+        reason = f"{', '.join(unset)} is unset (seed: null), so every run gives a different result"
+        return Decision(stage.name, "uncacheable", manifest, [reason])
+    if policy == "off":
+        return Decision(stage.name, "off", manifest, ["cache policy 'off': runs, never reused"])
+    if policy == "recompute":
+        return Decision(stage.name, "recompute", manifest, ["cache policy 'recompute'"])
+    if pending:
+        waits = ", ".join(sorted(pending))
+        return Decision(
+            stage.name,
+            "pending",
+            None,
+            [f"input(s) {waits} are recomputed first; a hit only if they come out unchanged"],
+        )
+    unknown = sorted(name for name, digest in inputs.items() if digest is None)
+    if unknown:
+        return Decision(
+            stage.name, "miss", manifest, [f"no recorded digest for input(s) {', '.join(unknown)}"]
+        )
+    source = find_stored(client, experiment_id, stage.name, manifest.key)
+    if source is not None:
+        return Decision(stage.name, "hit", manifest, source_run_id=source.info.run_id)
+    unfinished = _unfinished(client, experiment_id, stage.name, manifest.key)
+    if unfinished is not None:
+        reason = (
+            f"the earlier run with this key ({unfinished.info.run_id}) did not complete "
+            f"({unfinished.info.status}); running it again"
+        )
+        return Decision(stage.name, "miss", manifest, [reason])
+    previous = previous_manifest(client, experiment_id, stage.name)
+    return Decision(stage.name, "miss", manifest, explain(previous, manifest, label))
+
+
+def _present(cfg: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and leaf in node
+
+
+def find_stored(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
+    """The newest complete, reusable FINISHED run of ``stage`` with cache key ``key``."""
+    return _newest(
+        client,
+        experiment_id,
+        f"tags.`{TAG_KEY}` = '{key}' and tags.`{TAG_STORED}` = 'true' "
+        f"and tags.`pipeline.stage` = '{stage}' and attributes.status = 'FINISHED'",
+    )
+
+
+def _unfinished(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
+    """The newest run of ``stage`` with this key that did not complete (failed, killed)."""
+    return _newest(
+        client,
+        experiment_id,
+        f"tags.`{TAG_KEY}` = '{key}' and tags.`pipeline.stage` = '{stage}' "
+        "and attributes.status != 'FINISHED'",
+    )
+
+
+def _newest(client: MlflowClient, experiment_id: str, query: str) -> Run | None:
+    runs = client.search_runs(
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0] if runs else None
+
+
+def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> Manifest | None:
+    """The manifest of the newest FINISHED computed (not hit) run of ``stage``."""
+    from mlflow_pipeline.store import artifacts
+
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`pipeline.stage` = '{stage}' and tags.`{TAG_STATUS}` != 'hit' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
+    for run in runs:
+        try:
+            return Manifest.from_json(artifacts.load_text(run.info.run_id, MANIFEST))
+        except Exception:  # an older run without a manifest: try the one before
+            continue
+    return None
+
+
+def explain(
+    previous: Manifest | None, current: Manifest, label: Callable[[str], str] = str
+) -> list[str]:
+    """Why ``current`` misses, compared with the stage's previous manifest, in words."""
+    if previous is None:
+        return ["no earlier run"]
+    if previous.format != current.format:
+        return [f"cache format changed: {previous.format} -> {current.format}"]
+    reasons: list[str] = []
+    changed = _changed(previous.config, current.config)
+    if changed:
+        reasons.append("config changed: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
+    for key, before, after in _changed(previous.files, current.files):
+        reasons.append(f"file changed: {key} digest {_short(before)} -> {_short(after)}")
+    for name, before, after in _changed(previous.inputs, current.inputs):
+        reasons.append(f"input changed: {label(name)} digest {_short(before)} -> {_short(after)}")
+    code = _changed(previous.code, current.code)
+    if code:
+        files: dict[str, list[str]] = {}
+        for ident, _, _ in code:
+            path, _, name = ident.partition(":")
+            files.setdefault(path, []).append(name)
+        reasons.append(
+            "code changed: "
+            + ", ".join(f"{path} ({', '.join(names)})" for path, names in files.items())
+        )
+    for name, _, _ in _changed(previous.schemas, current.schemas):
+        reasons.append(f"schema changed: {name}")
+    changed = _changed(previous.packages, current.packages)
+    if changed:
+        reasons.append("packages changed: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
+    return reasons or ["the earlier run with this key is not reusable (failed or not stored)"]
+
+
+def _changed(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
+    keys = sorted(set(before) | set(after))
+    return [
+        (k, before.get(k, "<absent>"), after.get(k, "<absent>"))
+        for k in keys
+        if before.get(k) != after.get(k)
+    ]
+
+
+def _short(digest: Any) -> str:
+    text = str(digest)
+    return text[:12] if len(text) == 64 else text
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def input_digests(
+    stage: Stage, runs: dict[str, str], known: dict[str, str | None], tags_of: Callable
+) -> dict[str, str | None]:
+    """Digest of each input of ``stage``: ``known`` (in memory), else the producing run's
+    ``pipeline.digest.output.<name>`` tag (``tags_of(run_id)``)."""
+    digests: dict[str, str | None] = {}
+    for dataset in (*stage.inputs, *stage.schema_inputs):
+        digest = known.get(dataset.name)
+        if digest is None and dataset.name in runs:
+            digest = tags_of(runs[dataset.name]).get(DIGEST_OUTPUT + dataset.name)
+        digests[dataset.name] = digest
+    return digests

@@ -1,0 +1,588 @@
+"""The Stage spec (name, function, typed inputs and outputs) and the ONE run wrapper.
+
+The wrapper starts the stage's MLflow run, tags it, logs its config slice, loads and validates
+its inputs, calls the pure stage function, validates and saves its outputs (with digests and row
+counts), runs the stage's gate, records wall time and peak memory, and on failure logs the error
+(and the failure table) before re-raising. It never swallows an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pandera.pandas as pa
+import psutil
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from mlflow_pipeline import reports, schemas
+from mlflow_pipeline.config import config_slice, flatten, resolved_yaml
+from mlflow_pipeline.data.validation import check
+from mlflow_pipeline.engine import cache
+from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
+from mlflow_pipeline.store import artifacts, lineage
+from mlflow_pipeline.store.tracking import (
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_PIPELINE_RUN,
+    TAG_RUNNER_MODE,
+    TAG_STAGE,
+    TAG_UPSTREAM_PREFIX,
+    code_version,
+    end_active_run,
+    owner_tags,
+    retry_transient,
+)
+
+log = logging.getLogger("mlflow_pipeline")
+TAG_MODEL_URI = "pipeline.model_uri"
+# See _failpoint.
+ENV_FAILPOINT = "MLFLOW_PIPELINE_FAILPOINT"
+_failpoint_counts: dict[str, int] = {}
+SchemaFn = Callable[[DictConfig, "pa.DataFrameSchema | None"], pa.DataFrameSchema]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named thing that crosses a stage boundary.
+
+    kind: "frame" (parquet, validated by ``schema``), "text" (a file called ``filename``) or
+    "model" (an MLflow sklearn model).
+    """
+
+    name: str
+    kind: str = "frame"
+    schema: SchemaFn | None = None
+    filename: str | None = None
+    # Also log each (metric, value) row as an MLflow metric of the stage run.
+    log_as_metrics: bool = False
+    # The stage may return None for it (nothing is logged then).
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    func: Callable[..., dict[str, Any]]
+    inputs: tuple[Dataset, ...] = ()
+    outputs: tuple[Dataset, ...] = ()
+    # Read only to build the schemas of frame inputs (the data contract); not passed on.
+    schema_inputs: tuple[Dataset, ...] = ()
+    # The config groups the stage reads; logged as its params and config.yaml.
+    config_keys: tuple[str, ...] = ()
+    # Runs after the outputs are logged; raising stops the pipeline (e.g. thresholds).
+    gate: Callable[[DictConfig, dict[str, Any]], None] | None = None
+    # Extra keyword arguments the function takes from the run context ("registry", ...).
+    services: tuple[str, ...] = ()
+    # Config keys naming files the stage reads: their content is part of the cache key.
+    file_keys: tuple[str, ...] = ()
+    # Config keys that seed randomness: when one is present and null, the stage is not cacheable.
+    seed_keys: tuple[str, ...] = ()
+    # Packages (besides cache.BASE_PACKAGES) whose version is part of the cache key.
+    packages: tuple[str, ...] = ()
+    # What the stage reads from outside the pipeline (the champion's profile), as
+    # name -> digest given (cfg, run context services): part of its cache key.
+    context: Callable[[DictConfig, dict[str, Any]], dict[str, str]] | None = None
+
+
+@dataclass
+class Handoff:
+    """A dataset's value in memory (if this process has it) and the run that logged it.
+
+    ``digest`` is its content digest (a model's stands for the run that trained it). For a frame
+    that passed its schema on the way out, ``digest`` and ``schema_key`` let the next stage skip
+    validating it again when its content is provably unchanged.
+    """
+
+    run_id: str
+    value: Any = None
+    digest: str | None = None
+    schema_key: tuple | None = None
+
+
+@dataclass
+class RunContext:
+    client: MlflowClient
+    experiment_id: str
+    # None for a stage run on its own (a stage project run without a pipeline).
+    pipeline_run_id: str | None
+    runner_mode: str
+    # Read inputs not produced in this pipeline run from this earlier pipeline run.
+    upstream_run_id: str | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+    # Filled as stages run: stage name -> its run in this pipeline (computed or hit), and the
+    # cache decision taken for it.
+    stage_runs: dict[str, str] = field(default_factory=dict)
+    decisions: dict[str, cache.Decision] = field(default_factory=dict)
+
+
+def run_stage(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    *,
+    run_id: str | None = None,
+    decision: cache.Decision | None = None,
+) -> dict[str, Handoff]:
+    """Run ``stage`` as a child run of the pipeline run and return its outputs, or reuse the
+    outputs of an earlier run with the same cache key (a hit: the child run records that).
+
+    ``available`` holds datasets already in memory; other inputs are read from the producing
+    stage's run. ``run_id`` resumes a run created for us (``mlflow run`` of a stage project).
+    ``decision``: the cache decision when the caller made it already.
+    Raises whatever the stage raised, after marking the run FAILED.
+    """
+    if decision is None:
+        decision = retry_transient(decide, stage, cfg, ctx, available, what="cache")
+    log.info(decision.describe())
+    ctx.decisions[stage.name] = decision
+    if decision.hit:
+        return record_hit(stage, ctx, decision, available, run_id=run_id)
+    tags = {
+        **stage_tags(stage, ctx),
+        cache.TAG_STATUS: decision.status,
+        cache.TAG_REASON: "; ".join(decision.reasons)[:5000],
+    }
+    if decision.key:
+        tags[cache.TAG_KEY] = decision.key
+    if run_id is None:
+        run = mlflow.start_run(
+            experiment_id=ctx.experiment_id,
+            run_name=stage.name,
+            nested=True,
+            parent_run_id=ctx.pipeline_run_id,
+            tags=tags,
+        )
+    else:
+        run = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags(tags)
+    stage_run_id = run.info.run_id
+    ctx.stage_runs[stage.name] = stage_run_id
+    try:
+        outputs = _run_in_active_run(stage, cfg, ctx, available, stage_run_id, decision)
+    except BaseException as exc:
+        _record_failure(ctx.client, stage, stage_run_id, exc)
+        end_active_run(exc)
+        raise
+    end_active_run()
+    return outputs
+
+
+def stage_tags(stage: Stage, ctx: RunContext) -> dict[str, str]:
+    """The tags of every run of ``stage``: what it is, where it belongs, who runs it."""
+    tags = {
+        TAG_KIND: "stage",
+        TAG_STAGE: stage.name,
+        TAG_RUNNER_MODE: ctx.runner_mode,
+        **code_version(),
+        **owner_tags(),
+    }
+    if ctx.pipeline_run_id:
+        tags.update({TAG_PIPELINE_RUN: ctx.pipeline_run_id, TAG_PARENT: ctx.pipeline_run_id})
+    return tags
+
+
+def decide(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    *,
+    pending: tuple[str, ...] = (),
+) -> cache.Decision:
+    """The cache decision for ``stage`` with these inputs (see cache.decide)."""
+    tags: dict[str, dict[str, str]] = {}
+
+    def tags_of(run_id: str) -> dict[str, str]:
+        if run_id not in tags:
+            try:
+                tags[run_id] = ctx.client.get_run(run_id).data.tags
+            except MlflowException:  # not in this store: its digest is unknown
+                tags[run_id] = {}
+        return tags[run_id]
+
+    names = [d.name for d in (*stage.inputs, *stage.schema_inputs)]
+    digests = cache.input_digests(
+        stage,
+        {n: available[n].run_id for n in names if n in available},
+        {n: available[n].digest for n in names if n in available},
+        tags_of,
+    )
+
+    def label(name: str) -> str:
+        producer = tags_of(available[name].run_id).get(TAG_STAGE) if name in available else None
+        return f"{producer}/{name}" if producer else name
+
+    if stage.context is not None:
+        digests.update(stage.context(cfg, ctx.services))
+    return cache.decide(
+        stage, cfg, ctx.client, ctx.experiment_id, digests, pending=pending, label=label
+    )
+
+
+def record_hit(
+    stage: Stage,
+    ctx: RunContext,
+    decision: cache.Decision,
+    available: dict[str, Handoff],
+    *,
+    run_id: str | None = None,
+) -> dict[str, Handoff]:
+    """Record a cache hit as this pipeline's run of ``stage`` and return the reused outputs.
+
+    The hit run carries the source's params, metrics and digests (so the UI compares it like
+    any run), points at the source (``pipeline.cache.source_run``) and at the runs its inputs
+    come from now. Its outputs are read from the source run.
+    """
+    started = time.perf_counter()
+    client = ctx.client
+    source = client.get_run(decision.source_run_id)
+    tags = {
+        **stage_tags(stage, ctx),
+        cache.TAG_STATUS: "hit",
+        cache.TAG_KEY: decision.key,
+        cache.TAG_SOURCE: source.info.run_id,
+        cache.TAG_REASON: f"same cache key as run {source.info.run_id}",
+    }
+    tags.update({k: v for k, v in source.data.tags.items() if k.startswith("pipeline.digest.")})
+    if TAG_MODEL_URI in source.data.tags:
+        tags[TAG_MODEL_URI] = source.data.tags[TAG_MODEL_URI]
+    for dataset in (*stage.inputs, *stage.schema_inputs):
+        if dataset.name in available:
+            tags[f"{TAG_UPSTREAM_PREFIX}{dataset.name}"] = available[dataset.name].run_id
+    if run_id is None:
+        run_id = client.create_run(ctx.experiment_id, run_name=stage.name, tags=tags).info.run_id
+        finish = True
+    else:
+        finish = False  # `mlflow run` ends the run it made when this process exits
+    ctx.stage_runs[stage.name] = run_id
+    now = int(time.time() * 1000)
+    own = {"wall_time_s", "peak_rss_mb"}
+    metrics = [Metric(k, v, now, 0) for k, v in source.data.metrics.items() if k not in own]
+    metrics.append(Metric("wall_time_s", time.perf_counter() - started, now, 0))
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    metrics.append(Metric("peak_rss_mb", rss_mb, now, 0))
+    params = [Param(k, v) for k, v in source.data.params.items()]
+    for start in range(0, max(len(params), len(metrics), 1), 100):
+        client.log_batch(
+            run_id,
+            metrics=metrics[start : start + 100],
+            params=params[start : start + 100],
+            tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
+        )
+    if finish:
+        client.set_terminated(run_id, "FINISHED")
+    return {
+        d.name: Handoff(
+            run_id=source.info.run_id,
+            digest=source.data.tags.get(cache.DIGEST_OUTPUT + d.name),
+        )
+        for d in stage.outputs
+    }
+
+
+def _run_in_active_run(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    run_id: str,
+    decision: cache.Decision,
+) -> dict[str, Handoff]:
+    client = ctx.client
+    started = time.perf_counter()
+    own_config = config_slice(cfg, stage.config_keys)
+    mlflow.log_params(flatten(own_config))
+    artifacts.save_text(client, run_id, "config.yaml", resolved_yaml(own_config))
+    if decision.manifest is not None:
+        artifacts.save_text(client, run_id, cache.MANIFEST, decision.manifest.to_json())
+
+    with PeakMemory() as memory:
+        inputs, contract = _load_inputs(stage, cfg, ctx, available)
+        kwargs = {
+            name: _service(name, stage, cfg, ctx, available, run_id) for name in stage.services
+        }
+        values = stage.func(cfg, **inputs, **kwargs)
+        missing = [d.name for d in stage.outputs if d.name not in values]
+        if missing:
+            raise StageError(f"stage function returned no {missing}", stage=stage.name)
+        model_digest = _sha(f"model:{decision.key if decision.storable else run_id}")
+        outputs = _save_outputs(
+            stage, cfg, client, run_id, values, _contract(values) or contract, model_digest
+        )
+        if stage.gate is not None:
+            stage.gate(cfg, values)
+
+    mlflow.log_metrics(
+        {"wall_time_s": time.perf_counter() - started, "peak_rss_mb": memory.peak_mb}
+    )
+    if decision.storable:
+        # Last: only a run whose outputs are all logged and checked can ever be reused.
+        mlflow.set_tag(cache.TAG_STORED, "true")
+    return outputs
+
+
+def _service(
+    name: str,
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    run_id: str,
+) -> Any:
+    """A keyword argument from the run context; ``lineage`` is built for this very run, and
+    ``stage_run_id`` is this run's id."""
+    if name == "stage_run_id":
+        return run_id
+    if name == "lineage":
+        return lineage.collect(
+            ctx.client,
+            {d.name: available[d.name].run_id for d in (*stage.inputs, *stage.schema_inputs)},
+            cfg,
+            pipeline_run_id=ctx.pipeline_run_id,
+            record_run_id=run_id,
+            stage_runs=ctx.stage_runs,
+        )
+    return ctx.services[name]
+
+
+def _contract(values: dict[str, Any]) -> pa.DataFrameSchema | None:
+    """The data contract among ``values`` (pandera YAML text), if there is one."""
+    text = values.get("contract")
+    return schemas.contract_from_yaml(text) if text else None
+
+
+def _load_inputs(
+    stage: Stage, cfg: DictConfig, ctx: RunContext, available: dict[str, Handoff]
+) -> tuple[dict[str, Any], pa.DataFrameSchema | None]:
+    """The function's inputs, validated, and the data contract they were validated against."""
+    values: dict[str, Any] = {}
+    for dataset in (*stage.inputs, *stage.schema_inputs):
+        handoff = available.get(dataset.name)
+        if handoff is None:
+            raise StageError(f"input '{dataset.name}' has no producing run", stage=stage.name)
+        value = handoff.value
+        if value is None:
+            value = _load(dataset, handoff.run_id)
+        mlflow.set_tag(f"{TAG_UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
+        if dataset.kind == "text":
+            mlflow.set_tag(f"pipeline.digest.input.{dataset.name}", artifacts.text_digest(value))
+        elif dataset.kind == "model":
+            mlflow.set_tag(f"pipeline.input.{dataset.name}.uri", value.uri)
+            if handoff.digest is None:
+                handoff.digest = ctx.client.get_run(handoff.run_id).data.tags.get(
+                    cache.DIGEST_OUTPUT + dataset.name
+                )
+            if handoff.digest:
+                mlflow.set_tag(cache.DIGEST_INPUT + dataset.name, handoff.digest)
+        values[dataset.name] = value
+    contract = _contract(values)
+    for dataset in stage.inputs:
+        if dataset.kind == "frame":
+            values[dataset.name] = _checked_input(
+                stage, dataset, cfg, contract, values[dataset.name], available[dataset.name]
+            )
+    return {d.name: values[d.name] for d in stage.inputs}, contract
+
+
+def _checked_input(
+    stage: Stage,
+    dataset: Dataset,
+    cfg: DictConfig,
+    contract: pa.DataFrameSchema | None,
+    frame: pd.DataFrame,
+    handoff: Handoff,
+) -> pd.DataFrame:
+    """Validate an input frame and log its digest and row count.
+
+    A frame handed over in memory that passed this very schema on its way out of the producing
+    stage is not validated again: the wrapper holds the only reference to that validated frame
+    (the gate validates a shallow copy, a frame of its own under copy-on-write), and every
+    consumer gets a shallow copy-on-write view of it, so no stage can change it in place. Its
+    content, and so its digest, is what was logged then.
+    """
+    digest = None
+    if dataset.schema is not None:
+        key = _schema_key(dataset, cfg, contract)
+        if handoff.value is not None and handoff.schema_key == key and handoff.digest:
+            digest = handoff.digest
+            frame = frame.copy(deep=False)
+        else:
+            frame = _validate(stage, dataset, cfg, contract, frame)
+    _log_frame_facts("input", dataset.name, frame, digest)
+    return frame
+
+
+def _validate(
+    stage: Stage,
+    dataset: Dataset,
+    cfg: DictConfig,
+    contract: pa.DataFrameSchema | None,
+    frame: pd.DataFrame,
+) -> pd.DataFrame:
+    result = check(
+        frame,
+        dataset.schema(cfg, contract),
+        stage=stage.name,
+        dataset=dataset.name,
+        max_lines=cfg.validation.max_message_failures,
+    )
+    if not result.warnings.empty:
+        # Reported once, at the validate stage; every later boundary only records them.
+        run_id = mlflow.active_run().info.run_id
+        artifacts.save_table(
+            mlflow.tracking.MlflowClient(), run_id, f"warnings/{dataset.name}.csv", result.warnings
+        )
+        mlflow.set_tag(f"pipeline.warnings.{dataset.name}", str(len(result.warnings)))
+    return result.frame
+
+
+def _schema_key(dataset: Dataset, cfg: DictConfig, contract: pa.DataFrameSchema | None) -> tuple:
+    """What the schema of ``dataset`` is built from: its schema function, the data contract
+    and the config."""
+    return (
+        dataset.schema,
+        contract.to_yaml() if contract is not None else None,
+        resolved_yaml(cfg),
+    )
+
+
+def _load(dataset: Dataset, run_id: str) -> Any:
+    if dataset.kind == "frame":
+        return artifacts.load_frame(run_id, dataset.name)
+    if dataset.kind == "text":
+        return artifacts.load_text(run_id, dataset.filename or dataset.name)
+    if dataset.kind == "model":
+        uri = mlflow.get_run(run_id).data.tags.get(TAG_MODEL_URI)
+        if not uri:
+            raise StageError(f"run {run_id} logged no model (tag {TAG_MODEL_URI} missing)")
+        return schemas.TrainedModel(
+            estimator=mlflow.sklearn.load_model(uri), input_example=None, uri=uri
+        )
+    raise StageError(f"unknown dataset kind {dataset.kind!r} for '{dataset.name}'")
+
+
+def _save_outputs(
+    stage: Stage,
+    cfg: DictConfig,
+    client: MlflowClient,
+    run_id: str,
+    values: dict[str, Any],
+    contract: pa.DataFrameSchema | None,
+    model_digest: str,
+) -> dict[str, Handoff]:
+    outputs: dict[str, Handoff] = {}
+    for index, dataset in enumerate(stage.outputs):
+        if index:
+            _failpoint(stage.name)
+        value = values[dataset.name]
+        handoff = Handoff(run_id=run_id)
+        if value is None and dataset.optional:
+            continue
+        if dataset.kind == "frame":
+            if dataset.schema is not None:
+                value = _validate(stage, dataset, cfg, contract, value)
+                handoff.schema_key = _schema_key(dataset, cfg, contract)
+            artifacts.save_frame(client, run_id, dataset.name, value)
+            handoff.digest = _log_frame_facts("output", dataset.name, value)
+            if dataset.log_as_metrics:
+                mlflow.log_metrics(dict(zip(value["metric"], value["value"], strict=True)))
+        elif dataset.kind == "text":
+            artifacts.save_text(client, run_id, dataset.filename or dataset.name, value)
+            handoff.digest = artifacts.text_digest(value)
+            mlflow.set_tag(cache.DIGEST_OUTPUT + dataset.name, handoff.digest)
+        elif dataset.kind == "model":
+            value.uri = artifacts.log_model(value.estimator, value.input_example)
+            mlflow.set_tag(TAG_MODEL_URI, value.uri)
+            handoff.digest = model_digest
+            mlflow.set_tag(cache.DIGEST_OUTPUT + dataset.name, model_digest)
+        handoff.value = value
+        outputs[dataset.name] = handoff
+    _failpoint(stage.name)
+    return outputs
+
+
+def _failpoint(stage_name: str) -> None:
+    """Testing aid: ``MLFLOW_PIPELINE_FAILPOINT=<stage>`` kills this process with SIGKILL in
+    the middle of that stage (outputs partly logged, run still RUNNING), as a crash or the
+    OOM killer would; ``<stage>:<n>`` after its n-th output (default: after the first)."""
+    point = os.environ.get(ENV_FAILPOINT)
+    if not point:
+        return
+    name, _, after = point.partition(":")
+    count = _failpoint_counts.get(stage_name, 0) + 1
+    _failpoint_counts[stage_name] = count
+    if name == stage_name and count == int(after or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _log_frame_facts(
+    direction: str, name: str, frame: pd.DataFrame, digest: str | None = None
+) -> str:
+    """Tag the frame's digest (computed unless given) and log its row count; returns the
+    digest."""
+    digest = digest or artifacts.digest(frame)
+    mlflow.set_tag(f"pipeline.digest.{direction}.{name}", digest)
+    mlflow.log_metric(f"rows.{direction}.{name}", len(frame))
+    return digest
+
+
+def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseException) -> None:
+    """Best effort: the error tag, the failure table, the traceback of a bug."""
+    if isinstance(exc, PipelineError) and exc.stage is None:
+        exc.stage = stage.name
+    try:
+        client.set_tag(run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
+        if isinstance(exc, DataValidationError):
+            artifacts.save_table(client, run_id, f"failures/{exc.dataset}.csv", exc.failure_cases)
+            if exc.report is not None:
+                html = reports.validation_report(exc.report)
+                artifacts.save_text(client, run_id, "reports/validation.html", html)
+        if not isinstance(exc, PipelineError):
+            artifacts.save_text(client, run_id, "error.txt", traceback.format_exc())
+    except Exception:  # the store itself may be what failed; the original error matters more
+        pass
+
+
+class PeakMemory:
+    """Samples this process's RSS in a background thread; ``peak_mb`` after the block."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)

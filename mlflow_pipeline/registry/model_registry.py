@@ -1,0 +1,285 @@
+"""The model registry side of promotion: versions, aliases and their audit tags.
+
+Promotion is an alias move (``challenger`` -> ``champion``), never a registry stage; whatever
+holds ``champion`` now, including a version a human chose in the UI, is what the rule compares.
+Every move made here is recorded in the model's audit trail (audit.py), and ``reconcile``
+records the moves made outside mlflow-pipeline since the last record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from mlflow_pipeline.errors import ConfigError, RegistryError
+from mlflow_pipeline.registry.audit import (
+    KIND_CLI,
+    MODEL_TAG_ALIASES,
+    MODEL_TAG_EXPERIMENT,
+    MODEL_TAG_EXPERIMENT_ID,
+    AuditTrail,
+    Move,
+    Why,
+    current_user,
+    describe,
+    quoted,
+)
+from mlflow_pipeline.store.tracking import experiment_location, resolve_tracking
+
+# Tags written on every version this framework registers.
+TAG_DECISION = "promotion.decision"
+TAG_REASON = "promotion.reason"
+TAG_METRIC = "promotion.metric"
+TAG_CHALLENGER_SCORE = "promotion.challenger_score"
+TAG_CHAMPION_SCORE = "promotion.champion_score"
+TAG_CHAMPION_VERSION = "promotion.champion_version"
+TAG_PIPELINE_RUN = "pipeline.run_id"
+
+
+@dataclass(frozen=True)
+class Aliases:
+    champion: str
+    challenger: str
+    rollback: str
+
+
+DEFAULT_ALIASES = Aliases(champion="champion", challenger="challenger", rollback="rollback")
+# Aliases MLflow resolves itself (``@latest``) or refuses (``v3``): never moved by hand.
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, Any]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, ModelVersion).
+
+    Raises ConfigError for a malformed URI or an unknown model, alias or version."""
+    match = _MODEL_URI.match(model_uri)
+    if not match:
+        raise ConfigError(
+            f"{model_uri!r} is not a registered model URI: use models:/NAME@ALIAS or "
+            "models:/NAME/VERSION"
+        )
+    name = match["name"]
+    try:
+        if match["alias"]:
+            return name, client.get_model_version_by_alias(name, match["alias"])
+        return name, client.get_model_version(name, match["version"])
+    except MlflowException as exc:
+        raise ConfigError(f"{model_uri}: no such model version ({exc.message})") from exc
+
+
+class ModelRegistry:
+    """One registered model: read the champion, register versions, move aliases."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        name: str,
+        aliases: Aliases | None = None,
+        audit_experiment: str | None = None,
+        *,
+        audit_location: str | None = None,
+    ) -> None:
+        """``aliases`` and ``audit_experiment`` None: those the model's audit tags recorded
+        (``mlflow-pipeline promote`` and ``audit`` know no config), else the defaults.
+        ``audit_location``: the artifact location of an audit experiment created here."""
+        self.client = client
+        self.name = name
+        tags = {} if aliases is not None and audit_experiment else self._model_tags()
+        if aliases is None:
+            names = [n for n in tags.get(MODEL_TAG_ALIASES, "").split(",") if n]
+            aliases = Aliases(*names) if len(names) == 3 else DEFAULT_ALIASES
+        self.aliases = aliases
+        self.audit = AuditTrail(
+            client,
+            name,
+            audit_experiment or tags.get(MODEL_TAG_EXPERIMENT) or f"{name}-audit",
+            experiment_id=None if audit_experiment else tags.get(MODEL_TAG_EXPERIMENT_ID),
+            aliases=(aliases.champion, aliases.challenger, aliases.rollback),
+            artifact_location=audit_location,
+        )
+
+    def _model_tags(self) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(self.name).tags)
+        except MlflowException:
+            return {}
+
+    @classmethod
+    def from_config(cls, client: MlflowClient, cfg: DictConfig) -> ModelRegistry:
+        """The registered model, aliases and audit experiment ``cfg.registry`` names."""
+        return cls(
+            client,
+            cfg.registry.model_name,
+            Aliases(
+                champion=cfg.registry.champion_alias,
+                challenger=cfg.registry.challenger_alias,
+                rollback=cfg.registry.rollback_alias,
+            ),
+            cfg.registry.audit_experiment,
+            audit_location=experiment_location(
+                resolve_tracking(cfg), cfg.registry.audit_experiment
+            ),
+        )
+
+    def version_by_alias(self, alias: str) -> ModelVersion | None:
+        """The version holding ``alias``, or None when the model or alias does not exist."""
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise RegistryError(f"cannot read alias '{alias}' of '{self.name}': {exc}") from exc
+
+    def champion(self) -> ModelVersion | None:
+        return self.version_by_alias(self.aliases.champion)
+
+    def load(self, version: str) -> Any:
+        """The sklearn model of ``version``."""
+        return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+
+    def version_of(self, model_uri: str) -> ModelVersion | None:
+        """The version already registered from ``model_uri``, if any (a rerun after a crash
+        between registering and finishing must not register the same model twice)."""
+        try:
+            versions = self.client.search_model_versions(f"name = {quoted(self.name)}")
+        except MlflowException:
+            return None
+        matches = [v for v in versions if v.source == model_uri]
+        return max(matches, key=lambda v: int(v.version)) if matches else None
+
+    def register(self, model_uri: str, tags: dict[str, str]) -> ModelVersion:
+        """Register ``model_uri`` as a new version of this model."""
+        try:
+            return mlflow.register_model(model_uri, self.name, tags=tags)
+        except MlflowException as exc:
+            raise RegistryError(f"cannot register {model_uri} as '{self.name}': {exc}") from exc
+
+    def set_alias(self, alias: str, version: str) -> None:
+        try:
+            self.client.set_registered_model_alias(self.name, alias, version)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"cannot set alias '{alias}' on '{self.name}' version {version}: {exc}"
+            ) from exc
+
+    def current_aliases(
+        self, extra: str | None = None, *, missing_model_ok: bool = True
+    ) -> dict[str, str | None]:
+        """The versions holding champion, challenger, rollback (and ``extra``) now; None: not
+        set, or no such model yet (a RegistryError instead unless ``missing_model_ok``)."""
+        names = [self.aliases.champion, self.aliases.challenger, self.aliases.rollback]
+        names += [extra] if extra and extra not in names else []
+        try:
+            held = self.client.get_registered_model(self.name).aliases
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST" or not missing_model_ok:
+                raise RegistryError(f"cannot read the aliases of '{self.name}': {exc}") from exc
+            held = {}
+        return {alias: str(held[alias]) if alias in held else None for alias in names}
+
+    def reconcile(self, *, detected_by: str | None = None) -> list[Move]:
+        """Record in the audit trail the alias moves made outside mlflow-pipeline."""
+        return self.audit.reconcile(self.current_aliases(), detected_by=detected_by)
+
+    def move_alias(self, alias: str, version: str, why: Why) -> Move | None:
+        """Point ``alias`` at ``version`` and record the move with ``why``; None (and nothing
+        recorded) when ``alias`` is already there."""
+        before = self.version_by_alias(alias)
+        before_version = str(before.version) if before is not None else None
+        if before_version == str(version):
+            return None
+        self.set_alias(alias, version)
+        return self.audit.record(Move.of(self.name, alias, before_version, str(version), why))
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What ``promote_by_hand`` did: the moves it recorded, in order."""
+
+    alias: str
+    model_uri: str
+    moves: list[Move]
+
+    def describe(self) -> str:
+        """One line per recorded move; says so when the alias was already there."""
+        lines = [f"recorded {m.kind} move of {m.model} {m.title}: {m.reason}" for m in self.moves]
+        if not any(m.kind == KIND_CLI and m.alias == self.alias for m in self.moves):
+            lines.append(f"{self.alias} is already on {self.model_uri}: nothing moved")
+        return "\n".join(lines)
+
+
+def promote_by_hand(
+    client: MlflowClient,
+    model_uri: str,
+    *,
+    reason: str,
+    alias: str | None = None,
+    rollback: bool = True,
+) -> Promotion:
+    """``mlflow-pipeline promote``: point ``alias`` (default: the model's champion alias) at
+    the version ``model_uri`` names, as the user running it and for ``reason``, recorded in
+    the audit trail.
+
+    Moves made outside mlflow-pipeline since the last record are recorded first. Moving the
+    champion also moves the rollback alias (unless ``rollback`` is False) to the version it
+    leaves, as a promotion by the pipeline does. The alias names are those the pipeline
+    recorded on the model (default champion/challenger/rollback). Raises ConfigError for an
+    unknown model, alias or version, a reserved alias name and an empty reason.
+    """
+    if not reason.strip():
+        raise ConfigError("promote needs --reason: the audit trail records why")
+    name, version = resolve_version(client, model_uri)
+    registry = ModelRegistry(client, name)
+    alias = alias or registry.aliases.champion
+    if _RESERVED_ALIAS.match(alias) or not alias.strip():
+        raise ConfigError(
+            f"alias {alias!r} is reserved by MLflow ('latest', 'v<N>'): choose another name"
+        )
+    target = str(version.version)
+    current = registry.current_aliases(alias)
+    moves = registry.audit.reconcile(current)
+    why = Why(
+        kind=KIND_CLI,
+        actor="mlflow-pipeline promote",
+        user=current_user(),
+        reason=f"{reason.strip()} (as {model_uri})",
+    )
+    moved = registry.move_alias(alias, target, why)
+    moves += [moved] if moved else []
+    before = current[alias]
+    if moved and alias == registry.aliases.champion and rollback and before is not None:
+        left = registry.move_alias(
+            registry.aliases.rollback,
+            before,
+            replace(why, reason=f"the {alias} before v{target}: {reason.strip()}"),
+        )
+        moves += [left] if left else []
+    return Promotion(alias=alias, model_uri=model_uri, moves=moves)
+
+
+def audit_of(client: MlflowClient, name: str, alias: str | None = None) -> str:
+    """``mlflow-pipeline audit``: the recorded moves of ``name``'s aliases (of ``alias``
+    only, when given), the aliases now, and the moves made outside mlflow-pipeline that the
+    next run will record. Raises ConfigError for an unknown model."""
+    registry = ModelRegistry(client, name)
+    try:
+        current = registry.current_aliases(alias, missing_model_ok=False)
+    except RegistryError as exc:
+        raise ConfigError(f"no registered model '{name}'") from exc
+    if alias is not None:
+        current = {alias: current[alias]}
+    return describe(
+        registry.audit.moves(alias), current, pending=registry.audit.unrecorded(current)
+    )

@@ -1,0 +1,1 @@
+"""The tracking store: URIs and experiments, run artifacts, lineage."""

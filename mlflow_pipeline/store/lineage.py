@@ -1,0 +1,120 @@
+"""Lineage of a result: every stage run it came from, their data digests, the resolved config,
+the code version and the package versions, collected from the tracking store.
+
+``register`` writes it as ``lineage.json`` on its run and as ``lineage.*`` tags on the model
+version it registers; ``reproduce`` reads it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from mlflow_pipeline.config import resolved_yaml
+from mlflow_pipeline.engine import cache
+from mlflow_pipeline.store.tracking import (
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_STAGE,
+    TAG_UPSTREAM_PREFIX,
+    code_version,
+)
+
+ARTIFACT = "lineage.json"
+# Model version tags.
+TAG_PREFIX = "lineage."
+TAG_PIPELINE_RUN = "lineage.pipeline_run"
+TAG_RUN_PREFIX = "lineage.run."  # + stage name -> the run that computed it
+TAG_DIGEST_PREFIX = "lineage.digest."  # + dataset name -> content digest
+TAG_GIT_COMMIT_V = "lineage.git_commit"
+TAG_GIT_DIRTY_V = "lineage.git_dirty"
+TAG_CONFIG_DIGEST = "lineage.config_digest"
+TAG_PACKAGES = "lineage.packages"
+TAG_ARTIFACT = "lineage.artifact"  # runs:/<register run>/lineage.json
+PACKAGES = ("numpy", "pandas", "pyarrow", "pandera", "scikit-learn", "scipy", "skops", "mlflow")
+
+
+def collect(
+    client: MlflowClient,
+    input_runs: dict[str, str],
+    cfg: DictConfig,
+    *,
+    pipeline_run_id: str | None,
+    record_run_id: str,
+    stage_runs: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The lineage of a stage whose inputs come from ``input_runs`` (dataset -> run id),
+    following each run's ``pipeline.upstream.*`` tags back to ingest.
+
+    ``record_run_id`` is the run that logs it; ``stage_runs`` the stage runs of this pipeline
+    run (a cache hit's run differs from the run that computed its outputs).
+    """
+    stages: dict[str, dict[str, Any]] = {}
+    digests: dict[str, str] = {}
+    frontier = list(dict.fromkeys(input_runs.values()))
+    seen: set[str] = set()
+    while frontier:
+        run_id = frontier.pop(0)
+        if run_id in seen:
+            continue
+        seen.add(run_id)
+        tags = client.get_run(run_id).data.tags
+        stage = tags.get(TAG_STAGE, run_id)
+        outputs = {
+            k[len(cache.DIGEST_OUTPUT) :]: v
+            for k, v in tags.items()
+            if k.startswith(cache.DIGEST_OUTPUT)
+        }
+        digests.update(outputs)
+        stages[stage] = {
+            "run_id": run_id,
+            "pipeline_stage_run_id": (stage_runs or {}).get(stage, run_id),
+            "cache_key": tags.get(cache.TAG_KEY),
+            "outputs": outputs,
+            "inputs_from": {
+                k[len(TAG_UPSTREAM_PREFIX) :]: v
+                for k, v in tags.items()
+                if k.startswith(TAG_UPSTREAM_PREFIX)
+            },
+        }
+        frontier += [v for k, v in tags.items() if k.startswith(TAG_UPSTREAM_PREFIX)]
+    config = resolved_yaml(cfg)
+    version = code_version()
+    return {
+        "pipeline_run_id": pipeline_run_id,
+        "record_run_id": record_run_id,
+        "stages": dict(sorted(stages.items())),
+        "data_digests": dict(sorted(digests.items())),
+        "config": config,
+        "config_digest": hashlib.sha256(config.encode("utf-8")).hexdigest(),
+        "code_version": {
+            "commit": version.get(TAG_GIT_COMMIT),
+            "dirty": version.get(TAG_GIT_DIRTY) == "true" if version else None,
+        },
+        "packages": cache.package_versions(PACKAGES),
+    }
+
+
+def version_tags(lineage: dict[str, Any]) -> dict[str, str]:
+    """The model version tags that summarise ``lineage`` (the artifact has it all)."""
+    tags = {
+        TAG_PIPELINE_RUN: str(lineage["pipeline_run_id"]),
+        TAG_CONFIG_DIGEST: lineage["config_digest"],
+        TAG_GIT_COMMIT_V: str(lineage["code_version"]["commit"]),
+        TAG_GIT_DIRTY_V: str(lineage["code_version"]["dirty"]).lower(),
+        TAG_PACKAGES: ",".join(f"{k}=={v}" for k, v in lineage["packages"].items()),
+        TAG_ARTIFACT: f"runs:/{lineage['record_run_id']}/{ARTIFACT}",
+    }
+    for stage, facts in lineage["stages"].items():
+        tags[TAG_RUN_PREFIX + stage] = facts["run_id"]
+    for name, digest in lineage["data_digests"].items():
+        tags[TAG_DIGEST_PREFIX + name] = digest
+    return tags
+
+
+def to_json(lineage: dict[str, Any]) -> str:
+    return json.dumps(lineage, indent=2, sort_keys=True)

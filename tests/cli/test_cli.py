@@ -1,0 +1,63 @@
+"""The command line's own parsing: MLproject parameters and flags that are not overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mlflow_pipeline.cli.app import split_options, steps_override
+from mlflow_pipeline.config import PROJECT_ROOT
+from mlflow_pipeline.errors import ConfigError
+
+
+def test_hydra_options_split_like_a_shell_but_keep_quotes_for_hydra():
+    assert split_options("model=random_forest 'data.path=/my data/x.csv'") == [
+        "model=random_forest",
+        "'data.path=/my data/x.csv'",
+    ]
+
+
+def test_a_whole_value_quoted_once_more_is_unwrapped():
+    """MLflow's Kubernetes backend quotes each command word but runs it without a shell."""
+    assert split_options("'model=random_forest model.max_depth=4'") == [
+        "model=random_forest",
+        "model.max_depth=4",
+    ]
+    assert split_options("'-m model.C=0.1,1.0'", sweep_allowed=True) == ["-m", "model.C=0.1,1.0"]
+
+
+def test_a_sweep_runs_from_the_main_entry_point_only():
+    with pytest.raises(ConfigError, match="a sweep .* main entry point only"):
+        split_options("-m model.C=0.1,1.0")
+    assert split_options("-m model.C=0.1,1.0", sweep_allowed=True)[0] == "-m"
+
+
+def test_steps_parameter():
+    assert steps_override("all") == []
+    assert steps_override(" train, evaluate ") == ["steps=[train,evaluate]"]
+
+
+def test_dry_run_of_a_sweep_is_refused_before_anything_runs(tmp_path, tracking_store):
+    """Launcher workers would not see --dry-run and would train and register for real."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from mlflow_pipeline.cli.app import main; main()",
+            "--dry-run",
+            "-m",
+            "model.max_iter=10,20",
+            f"tracking.root={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "--dry-run plans one pipeline run: drop -m" in result.stderr
+    client = tracking_store.client()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []

@@ -1,0 +1,243 @@
+"""The pandera gate: lazy, a capped message naming stage/dataset/column/check/count, full table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pytest
+
+from mlflow_pipeline.data.validation import FAILURE_COLUMNS, normalise_failures, summarize, validate
+from mlflow_pipeline.errors import DataValidationError, PipelineError
+
+SCHEMA = pa.DataFrameSchema(
+    {f"c{i}": pa.Column(float, pa.Check.ge(0), coerce=True) for i in range(8)},
+    strict=True,
+    name="wide",
+)
+
+
+def bad_frame(rows: int = 10) -> pd.DataFrame:
+    """Column c<i> has i+1 negative values, so checks sort by failure count."""
+    return pd.DataFrame({f"c{i}": [-1.0 if r <= i else 1.0 for r in range(rows)] for i in range(8)})
+
+
+def test_valid_frame_is_returned_coerced():
+    df = pd.DataFrame({f"c{i}": [1, 2] for i in range(8)})
+    out = validate(df, SCHEMA, stage="validate", dataset="raw")
+    assert all(out[c].dtype == "float64" for c in out.columns)
+
+
+def test_error_names_stage_dataset_column_check_and_count():
+    with pytest.raises(DataValidationError, match=r"^\[train\] dataset 'train' failed") as info:
+        validate(bad_frame(), SCHEMA, stage="train", dataset="train")
+    err = info.value
+    assert isinstance(err, PipelineError)
+    assert err.stage == "train"
+    assert err.dataset == "train"
+    lines = str(err).splitlines()
+    assert lines[0] == "[train] dataset 'train' failed validation: 8 check(s), 36 failing value(s)"
+    assert lines[1] == "  - column 'c7', check greater_than_or_equal_to(0): 8 row(s) (e.g. '-1.0')"
+
+
+def test_message_is_capped_but_table_is_complete():
+    with pytest.raises(DataValidationError, match=r"\.\.\. and 6 more check\(s\)") as info:
+        validate(bad_frame(), SCHEMA, stage="split", dataset="test", max_lines=2)
+    err = info.value
+    assert len(str(err).splitlines()) == 1 + 2 + 2
+    assert str(err).splitlines()[-1].endswith("logged as failures/test.csv on the stage run.")
+    table = err.failure_cases
+    assert list(table.columns) == FAILURE_COLUMNS
+    assert len(table) == 36
+    assert table.groupby("column").size().to_dict() == {f"c{i}": i + 1 for i in range(8)}
+
+
+def test_every_failure_is_collected_lazily():
+    df = bad_frame().assign(extra=1)
+    df["c0"] = df["c0"].astype(object)
+    df.loc[5, "c0"] = "oops"
+    with pytest.raises(
+        DataValidationError, match=r"column 'extra', check column_in_schema: not in the schema"
+    ):
+        validate(df, SCHEMA, stage="validate", dataset="raw", max_lines=20)
+
+
+def test_dataset_level_failures_do_not_name_a_column():
+    schema = pa.DataFrameSchema(
+        {"a": pa.Column(int)}, checks=[pa.Check(lambda d: len(d) > 5, name="big")], name="s"
+    )
+    with pytest.raises(DataValidationError, match=r"column '<dataframe>', check big") as info:
+        validate(pd.DataFrame({"a": [1]}), schema, stage="validate", dataset="raw")
+    assert info.value.failure_cases["column"].isna().all()
+    assert "column 's'" not in str(info.value)
+
+
+def test_normalise_failures_makes_strings_and_fills_missing_columns():
+    table = normalise_failures(
+        pd.DataFrame({"column": ["a", None], "check": ["x", "y"], "failure_case": [1.5, None]})
+    )
+    assert list(table.columns) == FAILURE_COLUMNS
+    assert table["failure_case"][0] == "1.5"
+    assert pd.isna(table["failure_case"][1])
+    assert table["schema_context"].isna().all()
+
+
+def test_summarize_groups_by_column_and_check():
+    failures = normalise_failures(
+        pd.DataFrame(
+            {
+                "column": ["a", "a", "b"],
+                "check": ["isin", "isin", "ge"],
+                "failure_case": ["x", "y", "-1"],
+            }
+        )
+    )
+    text = summarize(failures, stage="validate", dataset="raw")
+    assert "column 'a', check isin: 2 row(s) (e.g. 'x', 'y')" in text
+    assert "column 'b', check ge: 1 row(s) (e.g. '-1')" in text
+
+
+# ------------------------------------------------------------- gates from conf/validation
+
+
+def _gate_config(*overrides: str):
+    from mlflow_pipeline.config import load_config
+    from tests.helpers import csv_overrides
+
+    return load_config(csv_overrides(Path("customers.csv"), *overrides))
+
+
+def _customers(rows: int = 200) -> pd.DataFrame:
+    from tests.helpers import mixed_frame
+
+    return mixed_frame(rows)
+
+
+def _gate(df: pd.DataFrame, *overrides: str):
+    from mlflow_pipeline import schemas
+
+    cfg = _gate_config(*overrides)
+    contract = schemas.infer_contract(df, "churned", "classification")
+    return schemas.gate(contract, cfg)
+
+
+@pytest.mark.parametrize(
+    ("edit", "overrides", "expected"),
+    [
+        (
+            lambda df: df.assign(age=df["age"].where(df.index >= 3, 250.0)),
+            ("+validation.ranges.age={min: 0, max: 120}",),
+            "column 'age', check in_range(0, 120): 3 row(s) (e.g. '250.0')",
+        ),
+        (
+            lambda df: df.assign(city=df["city"].where(df.index >= 2, "Atlantis")),
+            ("+validation.categories.city=[paris, lyon, nice]",),
+            "column 'city', check allowed_categories(['paris', 'lyon', 'nice']): 2 row(s)",
+        ),
+        (
+            lambda df: df.assign(customer_id=df["customer_id"].where(df.index >= 2, 7)),
+            ("validation.unique=[customer_id]",),
+            "column 'customer_id', check unique: 3 row(s)",
+        ),
+        (
+            lambda df: df.assign(age=np.nan),
+            (),
+            "column 'age', check null_fraction <= 0.99: 200 of 200 missing (100.0%)",
+        ),
+        (
+            lambda df: df.assign(income=df["income"].where(df.index >= 2, np.inf)),
+            (),
+            "column 'income', check finite: 2 row(s) (e.g. 'inf')",
+        ),
+        (
+            lambda df: df.assign(income=df["income"].where(df.index >= 1, 1e300)),
+            (),
+            "column 'income', check max_abs_value(1e+15): 1 row(s) (e.g. '1e+300')",
+        ),
+        (
+            lambda df: pd.concat([df, df.iloc[:100]], ignore_index=True),
+            (),
+            "check duplicate_rows <= 0.25: 100 of 300 rows repeat an earlier row (33.3%)",
+        ),
+    ],
+    ids=["range", "categories", "unique", "all_null", "infinity", "huge", "duplicates"],
+)
+def test_rules_fail_naming_column_check_rows_and_examples(edit, overrides, expected):
+    from mlflow_pipeline.data.validation import check
+
+    df = edit(_customers())
+    with pytest.raises(DataValidationError) as info:
+        check(df, _gate(df, *overrides), stage="validate", dataset="raw")
+    assert expected in str(info.value), str(info.value)
+    report = info.value.report
+    assert report["passed"] is False
+    assert any(c["status"] == "failed" for c in report["checks"])
+
+
+def test_the_rules_pass_on_clean_data_and_every_check_is_reported():
+    from mlflow_pipeline.data.validation import check
+
+    df = _customers()
+    gate = _gate(df, "+validation.ranges.age={min: 0, max: 120}", "validation.unique=[customer_id]")
+    result = check(df, gate, stage="validate", dataset="raw")
+    report = result.report()
+    assert report["passed"] is True
+    names = {(c["column"], c["check"]) for c in report["checks"]}
+    assert ("age", "in_range(0, 120)") in names
+    assert ("customer_id", "unique") in names
+    assert (None, "duplicate_rows <= 0.25") in names
+    assert {c["status"] for c in report["checks"]} == {"passed"}
+
+
+def test_a_warning_check_is_reported_but_does_not_stop():
+    from mlflow_pipeline.data.validation import check
+
+    df = _customers()
+    df.loc[:4, "age"] = 250.0
+    gate = _gate(
+        df, "+validation.ranges.age={min: 0, max: 120}", "+validation.severity.in_range=warning"
+    )
+    result = check(df, gate, stage="validate", dataset="raw")
+    assert len(result.frame) == len(df)
+    assert len(result.warnings) == 5
+    assert set(result.warnings["check"]) == {"in_range(0, 120)"}
+    statuses = {c["check"]: c["status"] for c in result.report()["checks"]}
+    assert statuses["in_range(0, 120)"] == "warning"
+
+
+def test_quarantine_drops_failing_rows_up_to_the_maximum():
+    from mlflow_pipeline.data.validation import check
+
+    df = _customers()
+    df.loc[[3, 7], "age"] = -1.0
+    gate = _gate(df, "+validation.ranges.age={min: 0, max: 120}")
+    gate.quarantine = 0.01
+    result = check(df, gate, stage="validate", dataset="raw")
+    assert len(result.frame) == len(df) - 2
+    assert list(result.quarantined["row"]) == [3, 7]
+    assert set(result.quarantined["quarantine_reason"]) == {"age: in_range(0, 120)"}
+    assert result.report()["quarantine"]["rows"] == 2
+
+    df.loc[[10, 11], "age"] = -1.0  # 4 of 200 rows: 2 % > 1 %
+    with pytest.raises(DataValidationError, match=r"Not quarantined: 4 of 200 row\(s\) \(2\.0%\)"):
+        check(df, gate, stage="validate", dataset="raw")
+
+
+def test_quarantine_never_drops_rows_for_a_column_or_dataset_check():
+    from mlflow_pipeline.data.validation import check
+
+    df = _customers().assign(age=np.nan)
+    gate = _gate(df)
+    gate.quarantine = 0.5
+    with pytest.raises(DataValidationError, match="about a whole column or the whole dataset"):
+        check(df, gate, stage="validate", dataset="raw")
+
+
+def test_a_rule_for_an_unknown_column_is_a_config_error():
+    from mlflow_pipeline.errors import ConfigError
+
+    df = _customers()
+    with pytest.raises(ConfigError, match=r"validation.ranges: no column 'agee'"):
+        _gate(df, "+validation.ranges.agee={min: 0}")

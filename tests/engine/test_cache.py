@@ -1,0 +1,377 @@
+"""The stage cache through the real pipeline: each kind of change misses exactly the stages it
+should, and says why; policies; uncacheable stages; failed runs are never reused.
+
+One baseline pipeline runs once (module scope). Each scenario gets its own copy of that store's
+database (artifacts stay where the baseline logged them), so scenarios never see each other.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlflow_pipeline.config import load_config
+from mlflow_pipeline.engine import cache
+from mlflow_pipeline.engine.runner import describe, describe_plan, plan, run_pipeline
+from mlflow_pipeline.errors import ThresholdError
+from mlflow_pipeline.stages import evaluate as evaluate_module
+from mlflow_pipeline.stages import train as train_module
+from tests.helpers import DB_NAME, csv_overrides, mixed_frame
+
+STAGES = ["ingest", "profile", "validate", "split", "train", "evaluate", "register"]
+FAST = ["model=logistic_regression", "model.max_iter=200", "registry.model_name=customers"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory, open_store):
+    """The store every scenario starts from: a first pipeline run on a small CSV (it made v1
+    the champion), then the same run again, whose profile stage checked drift against v1."""
+    root = tmp_path_factory.mktemp("cache-baseline")
+    data = root / "customers.csv"
+    mixed_frame(200).to_csv(data, index=False)
+    with open_store(root) as store:
+        first = run_pipeline(store.config(*csv_overrides(data, *FAST)))
+        second = run_pipeline(store.config(*csv_overrides(data, *FAST)))
+    return root, data, first, second
+
+
+@pytest.fixture
+def scenario(baseline, tmp_path: Path):
+    """``run(*overrides)`` on a private copy of the baseline store; returns (result, client)."""
+    root, data, *_ = baseline
+    db = tmp_path / "copy" / DB_NAME
+    db.parent.mkdir()
+    shutil.copyfile(root / DB_NAME, db)
+    uri = f"sqlite:///{db}"
+
+    def config(*overrides: str, path: Path = data):
+        return load_config(
+            [
+                *csv_overrides(path, *FAST, *overrides),
+                f"tracking.uri={uri}",
+                f"tracking.root={root}",
+            ]
+        )
+
+    def run(*overrides: str, path: Path = data):
+        return run_pipeline(config(*overrides, path=path))
+
+    run.config = config
+    run.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return run
+
+
+def statuses(result) -> dict[str, str]:
+    return {name: d.status for name, d in result.decisions.items()}
+
+
+def reasons(result, stage: str) -> str:
+    return "; ".join(result.decisions[stage].reasons)
+
+
+def expect(result, misses: set[str]) -> None:
+    """Exactly ``misses`` were computed; every other stage was a hit."""
+    assert statuses(result) == {s: "miss" if s in misses else "hit" for s in STAGES}
+
+
+def versions(client: MlflowClient) -> list[str]:
+    return sorted(str(v.version) for v in client.search_model_versions("name = 'customers'"))
+
+
+def test_first_run_misses_everything_with_no_earlier_run(baseline):
+    result = baseline[2]
+    expect(result, set(STAGES))
+    assert all(reasons(result, s) == "no earlier run" for s in STAGES)
+
+
+def test_a_new_champion_reruns_only_the_profile(baseline):
+    """The profile stage compares with the champion's training data: when the champion
+    changes (here: the first run made v1 champion), only profile runs again."""
+    first, second = baseline[2], baseline[3]
+    expect(second, {"profile"})
+    assert reasons(second, "profile").startswith("input changed: champion profile")
+    assert first.drift == {"checked": False, "reason": "no champion yet"}
+    assert second.drift["checked"]
+    assert not second.drift["detected"]
+    assert second.drift["reference"]["version"] == "1"
+
+
+def _computed_by(client: MlflowClient, run_id: str) -> str:
+    """The run that computed a stage's outputs: itself, or the source of a hit."""
+    return client.get_run(run_id).data.tags.get(cache.TAG_SOURCE, run_id)
+
+
+def test_unchanged_rerun_is_all_hits_and_registers_nothing(scenario, baseline):
+    before = scenario.client.get_registered_model("customers").aliases
+    result = scenario()
+    expect(result, set())
+    for stage in STAGES:
+        run = scenario.client.get_run(result.stage_run_ids[stage])
+        assert run.data.tags[cache.TAG_STATUS] == "hit"
+        assert run.data.tags[cache.TAG_SOURCE] == _computed_by(
+            scenario.client, baseline[3].stage_run_ids[stage]
+        )
+        assert run.data.tags["mlflow.parentRunId"] == result.pipeline_run_id
+        assert run.info.status == "FINISHED"
+    # The hit run of evaluate shows the same metrics as the run it reused.
+    evaluate = scenario.client.get_run(result.stage_run_ids["evaluate"]).data.metrics
+    source = scenario.client.get_run(baseline[2].stage_run_ids["evaluate"]).data.metrics
+    assert evaluate["roc_auc"] == source["roc_auc"]
+    assert versions(scenario.client) == ["1"]
+    assert scenario.client.get_registered_model("customers").aliases == before
+    assert "nothing registered, no alias moved" in describe(result)
+    summary = scenario.client.get_run(result.pipeline_run_id).data.tags["pipeline.cache.summary"]
+    assert summary == " ".join(f"{s}=hit" for s in STAGES)
+
+
+def test_model_config_change_reruns_train_and_what_follows(scenario):
+    result = scenario("model.C=0.5")
+    expect(result, {"train", "evaluate", "register"})
+    assert reasons(result, "train") == "config changed: model.C 1.0 -> 0.5"
+    assert reasons(result, "evaluate").startswith("input changed: train/model digest")
+    assert "input changed: evaluate/metrics digest" in reasons(result, "register")
+    assert versions(scenario.client) == ["1", "2"]
+
+
+def test_split_config_change_reruns_split_and_everything_after(scenario):
+    result = scenario("split.test_size=0.3")
+    expect(result, {"split", "train", "evaluate", "register"})
+    assert reasons(result, "split") == "config changed: split.test_size 0.2 -> 0.3"
+    assert reasons(result, "train").startswith("input changed: split/train digest")
+
+
+def test_changed_data_file_reruns_everything(scenario, baseline, tmp_path: Path):
+    frame = mixed_frame(200)
+    frame.loc[3, "income"] = 1234.5
+    changed = tmp_path / "customers.csv"
+    frame.to_csv(changed, index=False)
+    result = scenario(path=changed)
+    expect(result, set(STAGES))
+    assert reasons(result, "ingest").startswith("file changed: data.path digest")
+    assert reasons(result, "validate").startswith("file changed: data.path digest")
+    assert "input changed: ingest/raw digest" in reasons(result, "validate")
+
+
+def test_same_data_at_another_path_is_all_hits(scenario, baseline, tmp_path: Path):
+    # Same file name: the experiment and model are named after it.
+    moved = tmp_path / "elsewhere" / "customers.csv"
+    moved.parent.mkdir()
+    shutil.copyfile(baseline[1], moved)
+    expect(scenario(path=moved), set())
+
+
+def _patched_source(monkeypatch: pytest.MonkeyPatch, target, edit) -> None:
+    original = cache.source_of
+
+    def source_of(obj):
+        text = original(obj)
+        return edit(text) if obj is target else text
+
+    monkeypatch.setattr(cache, "source_of", source_of)
+
+
+def test_code_change_in_a_helper_reruns_train_and_what_follows(scenario, monkeypatch):
+    _patched_source(
+        monkeypatch,
+        train_module.build_estimator,
+        lambda text: text.replace(
+            "return instantiate(", "params = dict(params)\n    return instantiate("
+        ),
+    )
+    result = scenario()
+    expect(result, {"train", "evaluate", "register"})
+    assert reasons(result, "train") == (
+        "code changed: mlflow_pipeline/stages/train.py (build_estimator)"
+    )
+
+
+def test_code_change_in_another_module_reruns_the_stages_that_call_it(scenario, monkeypatch):
+    # evaluate.metrics_of is evaluate's own code and a helper that register calls (through
+    # score) to re-score the champion; train does not reach it.
+    _patched_source(
+        monkeypatch,
+        evaluate_module.metrics_of,
+        lambda text: text.replace(
+            "    classes = list(", "    classes = None\n    classes = list(", 1
+        ),
+    )
+    result = scenario()
+    expect(result, {"evaluate", "register"})
+    assert "mlflow_pipeline/stages/evaluate.py (metrics_of)" in reasons(result, "evaluate")
+    assert reasons(result, "register") == (
+        "code changed: mlflow_pipeline/stages/evaluate.py (metrics_of)"
+    )
+
+
+def test_docstring_comment_and_blank_line_edits_do_not_count(scenario, monkeypatch):
+    def cosmetic(text: str) -> str:
+        body = text.replace('"""Returns', '"""Trains.\n\n    Returns', 1)
+        return body.replace("\n", "\n\n    # a comment\n", 1)
+
+    _patched_source(monkeypatch, train_module.train, cosmetic)
+    assert cosmetic(cache.source_of(train_module.train)) != cache.source_of(train_module.train)
+    expect(scenario(), set())
+
+
+def test_package_upgrade_reruns_the_stages_that_depend_on_it(scenario, monkeypatch):
+    real = cache.metadata.version
+    monkeypatch.setattr(
+        cache.metadata,
+        "version",
+        lambda name: "99.0" if name == "scikit-learn" else real(name),
+    )
+    result = scenario()
+    # profile and validate do not use scikit-learn, and ingest's output is unchanged.
+    expect(result, {"ingest", "split", "train", "evaluate", "register"})
+    assert reasons(result, "ingest").startswith("packages changed: scikit-learn ")
+    assert reasons(result, "ingest").endswith(" -> 99.0")
+
+
+def test_recompute_policy_runs_the_stage_and_an_identical_result_feeds_hits(scenario):
+    result = scenario("+cache.stages.train=recompute")
+    assert statuses(result) == {**{s: "hit" for s in STAGES}, "train": "recompute"}
+    assert versions(scenario.client) == ["1"]
+
+
+def test_off_policy_is_never_reused(scenario):
+    first = scenario("+cache.stages.train=off")
+    second = scenario("+cache.stages.train=off")
+    for result in (first, second):
+        assert statuses(result)["train"] == "off"
+        assert {statuses(result)[s] for s in ("evaluate", "register")} == {"miss"}
+        run = scenario.client.get_run(result.stage_run_ids["train"])
+        assert cache.TAG_STORED not in run.data.tags
+    assert versions(scenario.client) == ["1", "2", "3"]
+
+
+def test_unset_seed_is_not_cacheable_and_says_so(scenario):
+    result = scenario("seed=null")
+    assert statuses(result)["split"] == "uncacheable"
+    assert reasons(result, "split").startswith("split.random_state is unset (seed: null)")
+    # logistic regression has no random_state: train is cacheable, but its input is new.
+    assert statuses(result)["train"] == "miss"
+    again = scenario("seed=null")
+    assert statuses(again)["split"] == "uncacheable"
+
+
+def test_unset_model_seed_makes_train_uncacheable(scenario):
+    result = scenario(
+        "model=hist_gradient_boosting", "model.max_iter=10", "model.random_state=null"
+    )
+    assert statuses(result)["train"] == "uncacheable"
+    assert reasons(result, "train").startswith("model.random_state is unset")
+
+
+def test_a_failed_stage_is_never_reused(scenario):
+    strict = ("model.C=0.01", "evaluation.thresholds.roc_auc.min=0.9999")
+    for _ in range(2):
+        with pytest.raises(ThresholdError):
+            scenario(*strict)
+    runs = scenario.client.search_runs(
+        [scenario.client.get_experiment_by_name("customers").experiment_id],
+        "tags.`pipeline.stage` = 'evaluate' and attributes.status = 'FAILED'",
+    )
+    assert len(runs) == 2  # the second attempt ran evaluate again
+    assert all(cache.TAG_STORED not in r.data.tags for r in runs)
+
+
+def test_plan_shows_hits_misses_and_pending_without_running(scenario):
+    cfg = scenario.config("model.C=0.5")
+    experiment = scenario.client.get_experiment_by_name("customers").experiment_id
+    runs_before = len(scenario.client.search_runs([experiment], max_results=1000))
+    decisions = plan(cfg)
+    assert [d.status for d in decisions] == [
+        "hit",
+        "hit",
+        "hit",
+        "hit",
+        "miss",
+        "pending",
+        "pending",
+    ]
+    text = describe_plan(decisions)
+    assert "train     miss  config changed: model.C 1.0 -> 0.5" in text
+    assert "evaluate  runs  input(s) model are recomputed first" in text
+    assert len(scenario.client.search_runs([experiment], max_results=1000)) == runs_before
+
+
+# ------------------------------------------------------------------- code hashing, real files
+@pytest.fixture
+def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A package ``toy`` on disk: ``toy.stage.run`` calls ``toy.helpers.clean``; ``write``
+    rewrites a module and reloads it, as editing code between two runs does."""
+    import importlib
+    import sys
+
+    package = tmp_path / "toy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(module: str, text: str):
+        (package / f"{module}.py").write_text(text)
+        importlib.invalidate_caches()
+        name = f"toy.{module}"
+        if name in sys.modules:
+            return importlib.reload(sys.modules[name])
+        return importlib.import_module(name)
+
+    write(
+        "helpers", "LIMIT = 3\n\ndef clean(x):\n    return x[:LIMIT]\n\ndef unused():\n    pass\n"
+    )
+    write("stage", "from toy import helpers\n\ndef run(cfg, x):\n    return helpers.clean(x)\n")
+    yield write
+    for name in [m for m in sys.modules if m == "toy" or m.startswith("toy.")]:
+        del sys.modules[name]
+
+
+def test_code_hashes_follow_helpers_and_constants_in_other_modules(toy_package):
+    stage = toy_package(
+        "stage", "from toy import helpers\n\ndef run(cfg, x):\n    return helpers.clean(x)\n"
+    )
+    hashes = cache.code_hashes([stage.run])
+    assert set(hashes) == {"toy/stage.py:run", "toy/helpers.py:clean", "toy/helpers.py:LIMIT"}
+
+
+def test_code_hashes_see_a_helper_edit_but_not_docstrings_or_comments(toy_package):
+    def hashes():
+        stage = toy_package(
+            "stage", "from toy import helpers\n\ndef run(cfg, x):\n    return helpers.clean(x)\n"
+        )
+        return cache.code_hashes([stage.run])
+
+    before = hashes()
+    toy_package(
+        "helpers",
+        'LIMIT = 3\n\ndef clean(x):\n    """Docs."""\n    # why\n\n    return x[:LIMIT]\n\n'
+        "def unused():\n    return 1\n",
+    )
+    assert hashes() == before  # docstring, comment, blank line; an unreached function
+    toy_package("helpers", "LIMIT = 4\n\ndef clean(x):\n    return x[:LIMIT]\n")
+    changed = hashes()
+    assert [k for k in before if before[k] != changed[k]] == ["toy/helpers.py:LIMIT"]
+    toy_package("helpers", "LIMIT = 4\n\ndef clean(x):\n    return x[:LIMIT + 0]\n")
+    assert hashes()["toy/helpers.py:clean"] != changed["toy/helpers.py:clean"]
+
+
+def test_manifest_key_changes_with_each_component():
+    from mlflow_pipeline.engine.pipeline import stage_named
+
+    stage = stage_named("split")
+    cfg = load_config([])
+    base = cache.build_manifest(stage, cfg, {"validated": "a" * 64, "contract": "b" * 64})
+    assert base.key == cache.Manifest.from_json(base.to_json()).key
+    other_input = cache.build_manifest(stage, cfg, {"validated": "c" * 64, "contract": "b" * 64})
+    other_config = cache.build_manifest(
+        stage, load_config(["split.test_size=0.3"]), {"validated": "a" * 64, "contract": "b" * 64}
+    )
+    assert len({base.key, other_input.key, other_config.key}) == 3
+    assert set(base.packages) >= {"python", "numpy", "pandas", "pyarrow", "pandera", "scikit-learn"}
+    # Config the stage does not read is not in its key.
+    unrelated = cache.build_manifest(
+        stage, load_config(["model.max_iter=7"]), {"validated": "a" * 64, "contract": "b" * 64}
+    )
+    assert unrelated.key == base.key

@@ -1,0 +1,249 @@
+"""run_pipeline in-process on the bundled data and small CSVs: the run tree, slicing, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlflow_pipeline.config import STAGE_NAMES
+from mlflow_pipeline.engine.runner import PipelineResult, describe, find_stage_run, run_pipeline
+from mlflow_pipeline.errors import DataValidationError, StageError, ThresholdError
+from mlflow_pipeline.store.tracking import (
+    TAG_ERROR,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_PIPELINE_RUN,
+    TAG_RUNNER_MODE,
+    TAG_STAGE,
+    TAG_STEPS,
+)
+from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
+
+FAST = ["model=logistic_regression", "model.max_iter=200"]
+RECOMPUTE = "cache.policy=recompute"
+
+
+def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def stage_runs(client: MlflowClient, result) -> dict:
+    runs = client.search_runs(
+        [result.experiment_id], f"tags.`{TAG_PIPELINE_RUN}` = '{result.pipeline_run_id}'"
+    )
+    return {r.data.tags[TAG_STAGE]: r for r in runs}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, open_store):
+    """Successful pipelines sharing one store: full, sliced, regression, CSV (every stage
+    computed: the cache would make the sliced run all hits)."""
+    root = tmp_path_factory.mktemp("runner")
+    csv = root / "customers.csv"
+    mixed_frame(200).to_csv(csv, index=False)
+    with open_store(root) as store:
+        full = run_pipeline(store.config(*FAST))
+        sliced = run_pipeline(store.config(*FAST, "steps=[evaluate,train]", RECOMPUTE))
+        diabetes = run_pipeline(
+            store.config("data=diabetes", "model=random_forest", "model.n_estimators=10")
+        )
+        from_csv = run_pipeline(
+            store.config(
+                *csv_overrides(
+                    csv, "features=trees", "model=random_forest", "model.n_estimators=10"
+                )
+            )
+        )
+        yield {
+            "store": store,
+            "client": store.client(),
+            "full": full,
+            "sliced": sliced,
+            "diabetes": diabetes,
+            "csv": from_csv,
+        }
+
+
+def test_pipeline_run_tree(runs):
+    client, result = runs["client"], runs["full"]
+    pipeline = client.get_run(result.pipeline_run_id)
+    assert pipeline.info.status == "FINISHED"
+    assert pipeline.data.tags[TAG_KIND] == "pipeline"
+    assert pipeline.data.tags[TAG_STEPS] == ",".join(STAGE_NAMES)
+    assert pipeline.data.tags[TAG_RUNNER_MODE] == "in_process"
+    assert pipeline.data.params["model.name"] == "logistic_regression"
+    assert artifacts(client, result.pipeline_run_id) == {"config.yaml"}
+    children = stage_runs(client, result)
+    assert set(children) == set(STAGE_NAMES)
+    assert result.stage_run_ids == {name: run.info.run_id for name, run in children.items()}
+    for name, run in children.items():
+        assert run.info.status == "FINISHED", name
+        assert run.data.tags[TAG_PARENT] == result.pipeline_run_id
+        assert EXPECTED_ARTIFACTS[name] <= artifacts(client, run.info.run_id), name
+        assert run.data.metrics["wall_time_s"] > 0
+
+
+def test_datasets_flow_between_stages_with_matching_digests(runs):
+    children = stage_runs(runs["client"], runs["full"])
+    tags = {name: run.data.tags for name, run in children.items()}
+    assert (
+        tags["validate"]["pipeline.digest.input.raw"]
+        == tags["ingest"]["pipeline.digest.output.raw"]
+    )
+    assert (
+        tags["train"]["pipeline.digest.input.train"]
+        == tags["split"]["pipeline.digest.output.train"]
+    )
+    assert tags["evaluate"]["pipeline.upstream.model"] == children["train"].info.run_id
+    assert tags["train"]["pipeline.model_uri"].startswith("models:/")
+    rows = children["split"].data.metrics
+    assert rows["rows.output.train"] + rows["rows.output.test"] == 569
+    assert children["evaluate"].data.metrics["roc_auc"] > 0.95
+
+
+def test_result_and_describe(runs):
+    result = runs["full"]
+    assert result.promotion["promote"] is True
+    assert result.promotion["model_name"] == "breast_cancer"
+    text = describe(result)
+    assert result.pipeline_run_id in text
+    assert (
+        "registered breast_cancer v1: promoted to champion (no champion yet); champion is v1"
+        in text
+    )
+
+
+def test_sliced_run_reads_inputs_from_the_latest_finished_runs(runs):
+    client, full, sliced = runs["client"], runs["full"], runs["sliced"]
+    children = stage_runs(client, sliced)
+    assert set(children) == {"train", "evaluate"}
+    assert client.get_run(sliced.pipeline_run_id).data.tags[TAG_STEPS] == "train,evaluate"
+    assert children["train"].data.tags["pipeline.upstream.train"] == full.stage_run_ids["split"]
+    assert (
+        children["train"].data.tags["pipeline.upstream.contract"] == full.stage_run_ids["validate"]
+    )
+    assert (
+        children["evaluate"].data.tags["pipeline.upstream.model"] == children["train"].info.run_id
+    )
+    assert sliced.promotion is None
+
+
+def test_find_stage_run(runs):
+    client, full = runs["client"], runs["full"]
+    assert (
+        find_stage_run(client, full.experiment_id, "split", full.pipeline_run_id)
+        == full.stage_run_ids["split"]
+    )
+    assert (
+        find_stage_run(client, full.experiment_id, "train") == runs["sliced"].stage_run_ids["train"]
+    )
+    assert find_stage_run(client, full.experiment_id, "train", "no-such-pipeline") is None
+
+
+def test_regression_pipeline_promotes_on_rmse(runs):
+    result = runs["diabetes"]
+    assert result.promotion["metric"] == "rmse"
+    assert result.promotion["greater_is_better"] is False
+    assert result.promotion["model_name"] == "diabetes"
+    metrics = stage_runs(runs["client"], result)["evaluate"].data.metrics
+    assert {"rmse", "mae", "r2"} <= set(metrics)
+    assert metrics["r2"] > 0
+
+
+def test_csv_with_categoricals_and_missing_values(runs):
+    result = runs["csv"]
+    children = stage_runs(runs["client"], result)
+    assert result.promotion["model_name"] == "customers"
+    assert result.promotion["promote"] is True
+    assert children["evaluate"].data.metrics["accuracy"] > 0.7
+    assert children["ingest"].data.metrics["rows.output.raw"] == 200
+
+
+def test_failing_threshold_stops_before_register(make_config, tracking_store):
+    cfg = make_config(
+        "model=random_forest",
+        "model.n_estimators=1",
+        "model.max_depth=1",
+        "evaluation.thresholds.roc_auc.min=0.9999",
+    )
+    with pytest.raises(
+        ThresholdError, match=r"\[evaluate\] .*roc_auc=0\.\d+ is below the minimum 0\.9999"
+    ):
+        run_pipeline(cfg)
+    client = tracking_store.client()
+    experiment = client.get_experiment_by_name("breast_cancer")
+    runs = client.search_runs([experiment.experiment_id])
+    by_stage = {r.data.tags.get(TAG_STAGE): r for r in runs}
+    assert "register" not in by_stage
+    assert by_stage["evaluate"].info.status == "FAILED"
+    assert "roc_auc" in by_stage["evaluate"].data.metrics  # metrics were logged before the gate
+    pipeline = by_stage[None]
+    assert pipeline.info.status == "FAILED"
+    assert "below the minimum" in pipeline.data.tags[TAG_ERROR]
+    assert client.search_registered_models() == []
+
+
+def test_bad_data_fails_validate_with_the_failure_table(
+    make_config, tracking_store, tmp_path: Path
+):
+    frame = mixed_frame()
+    frame["churned"] = frame["churned"].astype(float)
+    frame.loc[[3, 4], "churned"] = np.nan
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(
+        DataValidationError,
+        match=r"(?s)\[validate\] dataset 'raw'.*'churned', check not_nullable: 2 row",
+    ):
+        run_pipeline(make_config(*csv_overrides(path)))
+    client = tracking_store.client()
+    experiment = client.get_experiment_by_name("bad")
+    runs = {r.data.tags.get(TAG_STAGE): r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {None, "ingest", "profile", "validate"}
+    failed = runs["validate"]
+    assert failed.info.status == "FAILED"
+    assert "failures/raw.csv" in artifacts(client, failed.info.run_id)
+    table = Path(
+        client.download_artifacts(failed.info.run_id, "failures/raw.csv", str(tmp_path))
+    ).read_text()
+    assert "not_nullable" in table
+    assert runs[None].info.status == "FAILED"
+
+
+def test_slice_without_upstream_runs_is_a_stage_error(make_config):
+    with pytest.raises(
+        StageError,
+        match=r"\[train\] no earlier pipeline run in experiment \d+ has FINISHED runs of "
+        r"stage\(s\) split, validate; include them in steps or set runner\.upstream_run_id",
+    ):
+        run_pipeline(make_config("steps=[train]"))
+
+
+def test_unknown_upstream_run_is_a_stage_error(make_config):
+    with pytest.raises(StageError, match=r"runner\.upstream_run_id: no run nope"):
+        run_pipeline(make_config("steps=[train]", "runner.upstream_run_id=nope"))
+
+
+def test_describe_names_alias_moves_made_outside():
+    result = PipelineResult(pipeline_run_id="r1", experiment_id="0")
+    result.promotion = {
+        "model_name": "churn",
+        "version": "4",
+        "promote": False,
+        "reason": "no gain",
+        "champion_version_after": "2",
+        "moved_outside": ["champion: v3 -> v2"],
+        "audit_experiment": "churn-audit",
+    }
+    lines = describe(result).splitlines()
+    assert lines[-2:] == [
+        "found alias move(s) made outside mlflow-pipeline: champion: v3 -> v2 "
+        "(recorded in churn-audit)",
+        "registered churn v4: not promoted (no gain); champion is v2",
+    ]

@@ -1,0 +1,360 @@
+"""The registry: alias moves and their audit tags, on a real SQLite registry.
+
+The promotion story runs the real pipeline (``run_pipeline``) five times in one module-scoped
+store: first model -> champion; a worse one -> not promoted; a better one -> champion (the old
+champion gets ``rollback``); a human moves ``champion``; the next run compares against that.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlflow_pipeline.engine.runner import run_pipeline
+from mlflow_pipeline.errors import ConfigError, RegistryError
+from mlflow_pipeline.registry import model_registry as reg
+from mlflow_pipeline.registry.audit import Why, current_user
+from mlflow_pipeline.registry.model_registry import ModelRegistry
+from tests.helpers import alias_version
+
+MODEL = "breast_cancer"
+MEDIUM = ["model=hist_gradient_boosting", "model.max_iter=20"]
+WEAK = ["model=random_forest", "model.n_estimators=1", "model.max_depth=1"]
+STRONG = ["model=logistic_regression", "model.max_iter=200"]
+
+
+def test_no_model_means_no_champion(make_config, tracking_store):
+    registry = ModelRegistry.from_config(tracking_store.client(), make_config())
+    assert registry.champion() is None
+    assert registry.name == MODEL
+    assert registry.aliases == reg.Aliases("champion", "challenger", "rollback")
+
+
+def test_register_alias_and_tag(make_config, tracking_store):
+    client = tracking_store.client()
+    registry = ModelRegistry.from_config(client, make_config("registry.champion_alias=prod"))
+    with mlflow.start_run():
+        mlflow.log_text("x", "model/x.txt")
+        uri = mlflow.get_artifact_uri("model")
+    version = registry.register(uri, {"k": "v"})
+    assert registry.version_by_alias("prod") is None
+    registry.set_alias("prod", version.version)
+    registry.tag_version(version.version, {"t": "1"})
+    assert str(registry.champion().version) == str(version.version)
+    tags = client.get_model_version(MODEL, version.version).tags
+    assert tags == {"k": "v", "t": "1"}
+
+
+def test_alias_on_a_missing_version(make_config, tracking_store):
+    registry = ModelRegistry.from_config(tracking_store.client(), make_config())
+    with mlflow.start_run():
+        mlflow.log_text("x", "model/x.txt")
+        registry.register(mlflow.get_artifact_uri("model"), {})
+    with pytest.raises(
+        RegistryError, match=r"cannot set alias 'champion' on 'breast_cancer' version 9"
+    ):
+        registry.set_alias("champion", "9")
+
+
+RECOMPUTE = "cache.policy=recompute"
+
+
+def snapshot(client: MlflowClient, result) -> dict:
+    aliases = {
+        alias: alias_version(client, MODEL, alias)
+        for alias in ("champion", "challenger", "rollback")
+        if alias in client.get_registered_model(MODEL).aliases
+    }
+    version = str(result.promotion["version"])
+    return {
+        "promotion": result.promotion,
+        "aliases": aliases,
+        "tags": client.get_model_version(MODEL, version).tags,
+        "version": version,
+        "register_run": result.stage_run_ids["register"],
+        "pipeline_run": result.pipeline_run_id,
+    }
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory, open_store) -> dict:
+    # Every run trains afresh (the cache would reuse the first MEDIUM run's result).
+    with open_store(tmp_path_factory.mktemp("registry-story")) as store:
+        client = store.client()
+        steps = {}
+        for name, overrides in (("first", MEDIUM), ("worse", WEAK), ("better", STRONG)):
+            steps[name] = snapshot(client, run_pipeline(store.config(*overrides, RECOMPUTE)))
+        # A human rolls the champion back to the weak v2 in the UI.
+        client.set_registered_model_alias(MODEL, "champion", "2")
+        steps["after_human"] = snapshot(client, run_pipeline(store.config(*MEDIUM, RECOMPUTE)))
+        # min_delta larger than any possible gain: nothing is promoted.
+        steps["min_delta"] = snapshot(
+            client, run_pipeline(store.config(*STRONG, "promotion.min_delta=0.5", RECOMPUTE))
+        )
+        steps["promotion_json"] = {
+            name: json.loads(
+                Path(
+                    client.download_artifacts(
+                        step["register_run"], "promotion.json", str(store.root)
+                    )
+                ).read_text()
+            )
+            for name, step in steps.items()
+            if name in ("first", "better")
+        }
+        # A human moves champion again; the same config as the last run reuses every stage
+        # but register (a move it has not recorded; every version here saw the same data, so
+        # profile's key, the champion's training profile, is unchanged).
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        cached = run_pipeline(store.config(*STRONG, "promotion.min_delta=0.5"))
+        steps["cached"] = {
+            "decisions": cached.decisions,
+            "promotion": cached.promotion,
+            "aliases": snapshot(client, cached)["aliases"],
+        }
+        steps["trail"] = ModelRegistry(client, MODEL).audit.moves()
+        steps["audit_location"] = client.get_experiment_by_name(f"{MODEL}-audit").artifact_location
+        steps["root"] = store.root
+        yield steps
+
+
+def test_first_run_becomes_champion(story):
+    first = story["first"]
+    assert first["version"] == "1"
+    assert first["promotion"]["promote"] is True
+    assert first["aliases"] == {"champion": "1", "challenger": "1"}
+    assert first["tags"][reg.TAG_DECISION] == "promoted"
+    assert first["tags"][reg.TAG_REASON] == "no champion yet"
+    assert first["tags"][reg.TAG_CHAMPION_VERSION] == "None"
+    assert first["tags"][reg.TAG_CHAMPION_SCORE] == "None"
+    assert first["tags"][reg.TAG_PIPELINE_RUN] == first["pipeline_run"]
+
+
+def test_worse_challenger_leaves_the_champion(story):
+    worse = story["worse"]
+    assert worse["version"] == "2"
+    assert worse["promotion"]["promote"] is False
+    assert worse["aliases"] == {"champion": "1", "challenger": "2"}
+    tags = worse["tags"]
+    assert tags[reg.TAG_DECISION] == "not_promoted"
+    assert tags[reg.TAG_METRIC] == "roc_auc"
+    assert tags[reg.TAG_CHAMPION_VERSION] == "1"
+    assert float(tags[reg.TAG_CHALLENGER_SCORE]) < float(tags[reg.TAG_CHAMPION_SCORE])
+    # The champion was re-scored on the same test set: the score it got when it was trained.
+    assert float(tags[reg.TAG_CHAMPION_SCORE]) == pytest.approx(
+        story["first"]["promotion"]["challenger_score"]
+    )
+    assert "does not beat champion v1" in tags[reg.TAG_REASON]
+
+
+def test_better_challenger_becomes_champion_and_old_one_rollback(story):
+    better = story["better"]
+    assert better["version"] == "3"
+    assert better["promotion"]["promote"] is True
+    assert better["aliases"] == {"champion": "3", "challenger": "3", "rollback": "1"}
+    assert better["tags"][reg.TAG_DECISION] == "promoted"
+    assert better["tags"][reg.TAG_CHAMPION_VERSION] == "1"
+    assert "beats champion v1" in better["tags"][reg.TAG_REASON]
+
+
+def test_next_run_compares_against_the_humans_champion(story):
+    after = story["after_human"]
+    assert after["version"] == "4"
+    # Compared with the human's v2 (weak), not the strong v3 the pipeline had chosen.
+    assert after["tags"][reg.TAG_CHAMPION_VERSION] == "2"
+    assert float(after["tags"][reg.TAG_CHAMPION_SCORE]) == pytest.approx(
+        story["worse"]["promotion"]["challenger_score"]
+    )
+    assert after["promotion"]["promote"] is True
+    assert after["aliases"] == {"champion": "4", "challenger": "4", "rollback": "2"}
+
+
+def test_min_delta_is_respected_through_the_registry(story):
+    step = story["min_delta"]
+    assert step["promotion"]["promote"] is False
+    assert step["promotion"]["challenger_score"] > step["promotion"]["champion_score"]
+    assert "min_delta=0.5" in step["tags"][reg.TAG_REASON]
+    assert step["aliases"] == {"champion": "4", "challenger": "5", "rollback": "2"}
+
+
+def test_promotion_json_artifact(story):
+    report = story["promotion_json"]["better"]
+    assert report == story["better"]["promotion"]
+    assert report["model_name"] == MODEL
+    assert report["metric"] == "roc_auc"
+    assert report["greater_is_better"] is True
+    assert str(report["champion_version"]) == "1"
+    assert str(report["champion_version_after"]) == "3"
+    assert story["promotion_json"]["first"]["reason"] == "no champion yet"
+
+
+def test_every_alias_move_is_in_the_audit_trail_in_order(story):
+    trail = story["trail"]
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in trail] == [
+        ("challenger", None, "1", "pipeline"),  # first
+        ("champion", None, "1", "pipeline"),
+        ("challenger", "1", "2", "pipeline"),  # worse
+        ("challenger", "2", "3", "pipeline"),  # better
+        ("champion", "1", "3", "pipeline"),
+        ("rollback", None, "1", "pipeline"),
+        ("champion", "3", "2", "external"),  # the human, found by the next run
+        ("challenger", "3", "4", "pipeline"),  # after_human
+        ("champion", "2", "4", "pipeline"),
+        ("rollback", "1", "2", "pipeline"),
+        ("challenger", "4", "5", "pipeline"),  # min_delta
+        ("champion", "4", "1", "external"),  # a human again; the cached rerun finds it
+    ]
+    times = [m.time_ms for m in trail]
+    assert times == sorted(times)
+    assert len(set(times)) == len(times)
+
+
+def test_a_pipeline_move_records_who_why_and_the_scores(story):
+    better = story["better"]
+    move = next(m for m in story["trail"] if m.alias == "champion" and m.to_version == "3")
+    assert move.user == current_user()
+    assert move.actor == "mlflow-pipeline register stage"
+    assert move.pipeline_run == better["pipeline_run"]
+    assert move.stage_run == better["register_run"]
+    assert move.reason == better["tags"][reg.TAG_REASON]
+    assert move.metric == "roc_auc"
+    assert move.challenger_score == pytest.approx(better["promotion"]["challenger_score"])
+    assert move.champion_score == pytest.approx(better["promotion"]["champion_score"])
+    worse = story["worse"]
+    not_promoted = next(m for m in story["trail"] if m.to_version == "2")
+    assert not_promoted.reason.startswith("registered by this run; not promoted: ")
+    assert not_promoted.pipeline_run == worse["pipeline_run"]
+
+
+def test_the_audit_experiment_keeps_its_artifacts_under_the_store(story):
+    assert story["audit_location"] == (story["root"] / "mlruns" / f"{MODEL}-audit").as_uri()
+
+
+def test_the_humans_move_is_recorded_by_the_next_run(story):
+    trail = story["trail"]
+    human = next(m for m in trail if m.kind == "external")
+    pipeline_move = next(m for m in trail if m.alias == "champion" and m.to_version == "3")
+    assert human.user == "unknown"
+    assert "outside mlflow-pipeline" in human.actor
+    assert human.pipeline_run == story["after_human"]["pipeline_run"]
+    assert human.moved_after_ms == pipeline_move.time_ms
+    assert "moved outside mlflow-pipeline from v3 to v2" in human.reason
+    assert story["after_human"]["promotion"]["moved_outside"] == ["champion: v3 -> v2"]
+    assert story["after_human"]["promotion"]["audit_experiment"] == f"{MODEL}-audit"
+    assert story["min_delta"]["promotion"]["moved_outside"] == []
+
+
+def test_a_cached_run_after_a_ui_move_reruns_register_against_the_humans_champion(story):
+    cached = story["cached"]
+    ran = sorted(name for name, d in cached["decisions"].items() if not d.hit)
+    assert ran == ["register"]  # profile too would rerun if v1 had been trained on other data
+    reason = "; ".join(cached["decisions"]["register"].reasons)
+    assert "alias moves made outside mlflow-pipeline" in reason
+    assert "champion: v4 -> v1" in reason
+    assert cached["promotion"]["champion_version"] == "1"
+    assert cached["promotion"]["moved_outside"] == ["champion: v4 -> v1"]
+    # v5 (this config's model) beats v1 by less than min_delta=0.5: champion stays the human's.
+    assert cached["promotion"]["promote"] is False
+    assert cached["aliases"]["champion"] == "1"
+
+
+def _two_versions(client) -> None:
+    """Versions 1 and 2 of MODEL; champion on 1, as a first pipeline run leaves it."""
+    registry = ModelRegistry(client, MODEL)
+    for _ in range(2):
+        with mlflow.start_run():
+            mlflow.log_text("x", "model/x.txt")
+            registry.register(mlflow.get_artifact_uri("model"), {})
+    why = Why(kind="pipeline", actor="test", user="ci", reason="first")
+    registry.move_alias("champion", "1", why)
+    registry.move_alias("challenger", "2", why)
+
+
+def test_promote_by_hand_moves_champion_and_rollback_with_who_and_why(tracking_store):
+    client = tracking_store.client()
+    _two_versions(client)
+    promotion = reg.promote_by_hand(
+        client, f"models:/{MODEL}@challenger", reason="v2 is better on Q4"
+    )
+    moves = promotion.moves
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
+        ("champion", "1", "2", "cli"),
+        ("rollback", None, "1", "cli"),
+    ]
+    assert moves[0].user == current_user()
+    assert moves[0].actor == "mlflow-pipeline promote"
+    assert moves[0].reason == f"v2 is better on Q4 (as models:/{MODEL}@challenger)"
+    assert alias_version(client, MODEL, "champion") == "2"
+    assert alias_version(client, MODEL, "rollback") == "1"
+    # Again: nothing moves, nothing is recorded.
+    again = reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="again")
+    assert again.moves == []
+    assert again.describe() == f"champion is already on models:/{MODEL}/2: nothing moved"
+
+
+def test_promote_by_hand_records_a_ui_move_first(tracking_store):
+    client = tracking_store.client()
+    _two_versions(client)
+    client.set_registered_model_alias(MODEL, "champion", "2")  # as the UI does
+    moves = reg.promote_by_hand(client, f"models:/{MODEL}/1", reason="back to v1").moves
+    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
+        ("champion", "1", "2", "external"),
+        ("champion", "2", "1", "cli"),
+        ("rollback", None, "2", "cli"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason", "match"),
+    [
+        (f"models:/{MODEL}/9", "x", r"models:/breast_cancer/9: no such model version"),
+        (f"models:/{MODEL}@nope", "x", r"no such model version"),
+        (f"models:/{MODEL}/1", "  ", r"promote needs --reason"),
+        ("breast_cancer", "x", r"is not a registered model URI"),
+        (f"models:/{MODEL}/2 latest", "x", r"alias 'latest' is reserved by MLflow"),
+        (f"models:/{MODEL}/2 V3", "x", r"alias 'V3' is reserved by MLflow"),
+    ],
+)
+def test_promote_by_hand_refuses_clearly(tracking_store, uri, reason, match):
+    client = tracking_store.client()
+    _two_versions(client)
+    uri, _, alias = uri.partition(" ")
+    with pytest.raises(ConfigError, match=match):
+        reg.promote_by_hand(client, uri, reason=reason, alias=alias or None)
+    assert alias_version(client, MODEL, "champion") == "1"
+
+
+def test_audit_of_prints_the_trail_and_what_is_not_recorded(tracking_store):
+    client = tracking_store.client()
+    _two_versions(client)
+    client.set_registered_model_alias(MODEL, "champion", "2")
+    lines = reg.audit_of(client, MODEL).splitlines()
+    assert len(lines) == 5  # header, 2 moves, now, 1 pending
+    assert lines[-2] == "now: champion v2, challenger v2, rollback none"
+    assert lines[-1].startswith("not recorded yet: champion: v1 -> v2")
+    assert reg.audit_of(client, MODEL, "challenger").splitlines()[-1] == "now: challenger v2"
+    with pytest.raises(ConfigError, match="no registered model 'nope'"):
+        reg.audit_of(client, "nope")
+
+
+def test_promote_and_audit_use_the_alias_names_the_pipeline_recorded(tracking_store):
+    client = tracking_store.client()
+    registry = ModelRegistry(client, MODEL, reg.Aliases("prod", "candidate", "previous"), "a")
+    for _ in range(2):
+        with mlflow.start_run():
+            mlflow.log_text("x", "model/x.txt")
+            registry.register(mlflow.get_artifact_uri("model"), {})
+    registry.move_alias("prod", "1", Why(kind="pipeline", actor="t", user="ci", reason="r"))
+    moves = reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="now").moves
+    assert [(m.alias, m.from_version, m.to_version) for m in moves] == [
+        ("prod", "1", "2"),
+        ("previous", None, "1"),
+    ]
+    assert reg.audit_of(client, MODEL).splitlines()[-1] == (
+        "now: prod v2, candidate none, previous v1"
+    )
+    assert ModelRegistry(client, MODEL).audit.experiment == "a"

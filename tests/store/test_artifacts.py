@@ -1,0 +1,101 @@
+"""Stage datasets as run artifacts: parquet frames, text, tables, models and their digests."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.store import artifacts
+from tests.helpers import mixed_frame
+
+
+@pytest.fixture
+def run_id(tracking_store) -> str:
+    client = tracking_store.client()
+    experiment_id = client.create_experiment(
+        "io", artifact_location=(tracking_store.root / "art").as_uri()
+    )
+    return client.create_run(experiment_id).info.run_id
+
+
+def test_digest_is_stable_and_sees_every_value():
+    frame = mixed_frame()
+    assert artifacts.digest(frame) == artifacts.digest(mixed_frame())
+    assert len(artifacts.digest(frame)) == 64
+    changed = frame.copy()
+    changed.loc[59, "age"] += 1
+    assert artifacts.digest(changed) != artifacts.digest(frame)
+    assert artifacts.digest(frame.rename(columns={"age": "years"})) != artifacts.digest(frame)
+    assert artifacts.digest(frame.astype({"age": "float32"})) != artifacts.digest(frame)
+    # The index is not content.
+    assert artifacts.digest(frame.set_axis(range(100, 160))) == artifacts.digest(frame)
+
+
+def test_digest_of_unhashable_cells():
+    frame = pd.DataFrame({"a": [[1, 2], [3]]})
+    assert artifacts.digest(frame) != artifacts.digest(pd.DataFrame({"a": [[1, 2], [4]]}))
+
+
+def test_frame_round_trip(tracking_store, run_id: str):
+    frame = mixed_frame()
+    path = artifacts.save_frame(tracking_store.client(), run_id, "train", frame)
+    assert path == "data/train.parquet"
+    loaded = artifacts.load_frame(run_id, "train")
+    pd.testing.assert_frame_equal(loaded, frame, check_dtype=False)
+    assert loaded["city"].isna().sum() == frame["city"].isna().sum()
+    assert [a.path for a in tracking_store.client().list_artifacts(run_id, "data")] == [path]
+
+
+def test_missing_frame_is_a_stage_error(run_id: str):
+    with pytest.raises(StageError, match=rf"dataset 'test' is not an artifact of run {run_id}"):
+        artifacts.load_frame(run_id, "test")
+
+
+def test_text_round_trip_in_a_folder(tracking_store, run_id: str):
+    client = tracking_store.client()
+    assert artifacts.save_text(client, run_id, "reports/note.txt", "héllo\n") == "reports/note.txt"
+    assert artifacts.save_text(client, run_id, "top.yaml", "a: 1\n") == "top.yaml"
+    assert artifacts.load_text(run_id, "reports/note.txt") == "héllo\n"
+    assert artifacts.load_text(run_id, "top.yaml") == "a: 1\n"
+
+
+def test_missing_text_is_a_stage_error(run_id: str):
+    with pytest.raises(StageError, match=r"'nope\.json' is not an artifact of run"):
+        artifacts.load_text(run_id, "nope.json")
+
+
+def test_table_is_csv(tracking_store, run_id: str):
+    table = pd.DataFrame({"column": ["a", None], "failure_case": ["x", "y"]})
+    artifacts.save_table(tracking_store.client(), run_id, "failures/raw.csv", table)
+    assert artifacts.load_text(run_id, "failures/raw.csv").splitlines() == [
+        "column,failure_case",
+        "a,x",
+        ",y",
+    ]
+
+
+def test_pip_requirements_are_pinned():
+    requirements = artifacts.pip_requirements()
+    assert any(r.startswith("mlflow==") for r in requirements)
+    assert any(r.startswith("scikit-learn==") for r in requirements)
+    assert all("==" in r for r in requirements)
+
+
+def test_logged_forest_loads_back_and_predicts_the_same(tracking_store):
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=50), "b": rng.normal(size=50)})
+    y = (x["a"] > 0).astype(int)
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y)
+    with mlflow.start_run() as run:
+        uri = artifacts.log_model(model, x.head(3))
+    assert uri.startswith("models:/")
+    loaded = mlflow.sklearn.load_model(uri)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature is not None
+    assert [c.name for c in info.signature.inputs] == ["a", "b"]
+    assert info.run_id == run.info.run_id

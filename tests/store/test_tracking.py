@@ -1,0 +1,196 @@
+"""Tracking URI resolution, experiment set-up and code version tags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlflow_pipeline.config import PROJECT_ROOT, load_config
+from mlflow_pipeline.store import tracking
+
+
+def test_environment_uri_wins_over_the_embedded_store(tracking_store):
+    resolved = tracking.resolve_tracking(tracking_store.config())
+    assert resolved.uri == tracking_store.uri
+    assert resolved.artifact_root == str(tracking_store.root / "mlruns")
+
+
+def test_config_uri_wins_over_the_environment(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    resolved = tracking.resolve_tracking(load_config([f"tracking.uri={uri}"]))
+    assert resolved.uri == uri
+
+
+def test_embedded_store_under_root_without_any_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    resolved = tracking.resolve_tracking(load_config([f"tracking.root={tmp_path}"]))
+    assert resolved.uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolved.artifact_root == str(tmp_path / "mlruns")
+
+
+def test_default_root_is_the_project_root(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    resolved = tracking.resolve_tracking(load_config())
+    assert resolved.uri == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def test_remote_uri_has_no_local_artifact_root():
+    resolved = tracking.resolve_tracking(load_config(["tracking.uri=http://127.0.0.1:5000"]))
+    assert resolved == tracking.Tracking(uri="http://127.0.0.1:5000", artifact_root=None)
+
+
+def test_relative_sqlite_uri_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.absolute_sqlite_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
+    assert tracking.absolute_sqlite_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert tracking.absolute_sqlite_uri("http://h:5000") == "http://h:5000"
+
+
+def test_activate_points_process_and_children_at_the_store(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'activated.db'}"
+    tracking.activate(tracking.Tracking(uri=uri, artifact_root=None))
+    assert mlflow.get_tracking_uri() == uri
+    assert mlflow.get_registry_uri() == uri
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri
+
+
+def test_ensure_experiment_creates_once_with_artifacts_under_root(tracking_store):
+    client = MlflowClient(tracking_store.uri)
+    store = tracking.Tracking(
+        uri=tracking_store.uri, artifact_root=str(tracking_store.root / "mlruns")
+    )
+    first = tracking.ensure_experiment(client, "my data/v2", store)
+    assert tracking.ensure_experiment(client, "my data/v2", store) == first
+    location = client.get_experiment(first).artifact_location
+    assert location == (tracking_store.root / "mlruns" / "my_data_v2").as_uri()
+
+
+def test_code_version_of_this_checkout():
+    version = tracking.code_version()
+    if not (PROJECT_ROOT / ".git").exists():
+        assert version == {}
+        return
+    assert len(version[tracking.TAG_GIT_COMMIT]) == 40
+    assert version[tracking.TAG_GIT_COMMIT_MLFLOW] == version[tracking.TAG_GIT_COMMIT]
+    assert version[tracking.TAG_GIT_DIRTY] in ("true", "false")
+
+
+# ------------------------------------------------------------------ abandoned runs, retries
+ORPHAN = """
+import os, sys
+from mlflow.tracking import MlflowClient
+from mlflow_pipeline.store.tracking import owner_tags
+client = MlflowClient(sys.argv[1])
+run = client.create_run(sys.argv[2], tags=owner_tags())
+print(run.info.run_id, flush=True)
+os.kill(os.getpid(), 9)  # dies with its run RUNNING, as a SIGKILLed pipeline would
+"""
+
+
+def test_runs_of_dead_processes_are_marked_failed_and_others_left_alone(tracking_store):
+    import subprocess
+    import sys
+
+    client = tracking_store.client()
+    experiment = client.create_experiment("reap")
+    died = subprocess.run(
+        [sys.executable, "-c", ORPHAN, tracking_store.uri, experiment],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert died.returncode == -9
+    orphan = died.stdout.split()[0]
+    mine = client.create_run(experiment, tags=tracking.owner_tags()).info.run_id
+    elsewhere = client.create_run(
+        experiment, tags={**tracking.owner_tags(), tracking.TAG_HOST: "another-host"}
+    ).info.run_id
+    unowned = client.create_run(experiment).info.run_id
+    assert client.get_run(orphan).info.status == "RUNNING"
+
+    assert tracking.reap_dead_runs(client, experiment) == [orphan]
+    run = client.get_run(orphan)
+    assert run.info.status == "FAILED"
+    assert "ended while this run was RUNNING (killed or crashed)" in run.data.tags["pipeline.error"]
+    for run_id in (mine, elsewhere, unowned):
+        assert client.get_run(run_id).info.status == "RUNNING"
+    assert tracking.reap_dead_runs(client, experiment) == []
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_owner(tracking_store):
+    client = tracking_store.client()
+    experiment = client.create_experiment("pid-reuse")
+    tags = {**tracking.owner_tags(), tracking.TAG_PID_STARTED: "12.00"}  # same pid, other start
+    run_id = client.create_run(experiment, tags=tags).info.run_id
+    assert tracking.reap_dead_runs(client, experiment) == [run_id]
+
+
+def test_transient_store_errors_are_retried_with_backoff(monkeypatch: pytest.MonkeyPatch):
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            try:
+                raise sqlite3.OperationalError("database is locked")
+            except sqlite3.OperationalError as exc:
+                raise MlflowException("(sqlite3.OperationalError) database is locked") from exc
+        return "ok"
+
+    assert tracking.retry_transient(flaky) == "ok"
+    assert len(calls) == 3
+    assert sleeps == [0.5, 1.0]
+
+
+def test_retries_are_bounded_and_other_errors_fail_fast(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def always_locked():
+        calls.append(1)
+        raise OSError("database is locked")
+
+    with pytest.raises(OSError, match="locked"):
+        tracking.retry_transient(always_locked, attempts=4)
+    assert len(calls) == 4
+
+    calls.clear()
+
+    def broken():
+        calls.append(1)
+        raise ValueError("no such column: x")
+
+    with pytest.raises(ValueError, match="no such column"):
+        tracking.retry_transient(broken)
+    assert len(calls) == 1
+
+
+def test_a_store_locked_by_another_writer_is_waited_for(tracking_store):
+    """A real lock: another connection holds the database exclusively for a moment."""
+    import sqlite3
+    import threading
+
+    db = sqlite3.connect(
+        tracking_store.root / "mlflow.db", isolation_level=None, check_same_thread=False
+    )
+    db.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(1.0, lambda: db.execute("COMMIT"))
+    release.start()
+    try:
+        # Both opening the store and writing to it wait for the lock to go.
+        client = tracking.retry_transient(tracking_store.client)
+        experiment = tracking.retry_transient(lambda: client.create_experiment("while-locked"))
+    finally:
+        release.join()
+        db.close()
+    assert client.get_experiment(experiment).name == "while-locked"
