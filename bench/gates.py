@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from run import (
+from common import (
     PYTHON,
     RESULTS,
     ROOT,
@@ -443,6 +443,8 @@ function's time on data that passes every rule.
 
 
 def render_gates(results: dict, rows: int, repeat: int, notes: dict) -> str:
+    """The section between GATES_BEGIN and GATES_END: data, rules, the table, every call."""
+
     def wall(case: str, name: str) -> float:
         return med([m["wall_s"] for m in results[case][name]])
 
@@ -513,6 +515,15 @@ def render_gates(results: dict, rows: int, repeat: int, notes: dict) -> str:
         f"contract (`schemas.infer_contract`, not part of the gate's time) takes "
         f"{wall('infer', 'contract'):.2f} s (CPU {cpu('infer', 'contract'):.2f} s).",
         "",
+    ]
+    lines += render_gates_raw(results, notes)
+    lines += ["", GATES_END]
+    return "\n".join(lines)
+
+
+def render_gates_raw(results: dict, notes: dict) -> list[str]:
+    """Every timed call in run order, and the profiled gate call per part."""
+    lines = [
         "Raw, in run order (wall s / CPU s / 1-min load average):",
         "",
     ]
@@ -530,8 +541,7 @@ def render_gates(results: dict, rows: int, repeat: int, notes: dict) -> str:
     ]
     for label, calls, cum in notes["profile"]:
         lines.append(f"| {label} | {calls} | {cum:.3f} |")
-    lines += ["", GATES_END]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from mlflow_pipeline.apps.simulate import DayResult
 from mlflow_pipeline.config import load_config
 
 DB_NAME = "mlflow.db"
@@ -100,3 +101,34 @@ def csv_overrides(path: Path, *extra: str) -> list[str]:
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> str:
     """The version (as text) holding ``alias`` of ``model_name``."""
     return str(client.get_model_version_by_alias(model_name, alias).version)
+
+
+def read_table(path: Path) -> list[DayResult]:
+    """``apps.simulate.write_table``'s file read back."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def optional(text: str) -> str | None:
+        return text or None
+
+    def number(text: str) -> float | None:
+        return float(text) if text else None
+
+    return [
+        DayResult(
+            day=int(row["day"]),
+            rows=int(row["rows"]),
+            shifted=row["shifted"] == "True",
+            drift=row["drift"],
+            drifted=tuple(n for n in row["drifted"].split(";") if n),
+            metric=row["metric"],
+            challenger_score=number(row["challenger_score"]),
+            champion_score=number(row["champion_score"]),
+            version=optional(row["version"]),
+            decision=row["decision"],
+            champion_after=optional(row["champion_after"]),
+            reason=row["reason"],
+            pipeline_run_id=optional(row["pipeline_run_id"]),
+            data=row["data"],
+        )
+        for row in frame.to_dict("records")
+    ]

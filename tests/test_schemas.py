@@ -10,7 +10,7 @@ import pytest
 
 from mlflow_pipeline import schemas
 from mlflow_pipeline.config import Task
-from mlflow_pipeline.data.validation import validate
+from mlflow_pipeline.data.validation import check as run_gate
 from mlflow_pipeline.errors import ConfigError, DataValidationError
 from tests.helpers import mixed_frame
 
@@ -27,7 +27,7 @@ def gate(frame: pd.DataFrame):
 
 
 def check(df: pd.DataFrame, schema, dataset: str = "train") -> pd.DataFrame:
-    return validate(df, schema, stage="split", dataset=dataset)
+    return run_gate(df, schema, stage="split", dataset=dataset).frame
 
 
 def test_inferred_contract_types(frame: pd.DataFrame):

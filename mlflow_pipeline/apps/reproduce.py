@@ -18,14 +18,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import METRICS, PipelineConfig, Task, check_config
-from mlflow_pipeline.engine.stage import TAG_MODEL_URI
 from mlflow_pipeline.errors import PipelineError
 from mlflow_pipeline.registry.model_registry import resolve_version
 from mlflow_pipeline.store import artifacts
-from mlflow_pipeline.store.lineage import TAG_ARTIFACT
 from mlflow_pipeline.store.tracking import activate, code_version
+from mlflow_pipeline.tags import Lineage, Runs
 
-TAG_REPRODUCES = "pipeline.reproduces"  # on the reproduction's pipeline run
 STEPS = ["ingest", "profile", "validate", "split", "train", "evaluate"]
 # Outputs that describe rather than carry data (drift depends on today's champion): not compared.
 NOT_COMPARED = ("model", "promotion", "lineage", "metrics", "drift", "drift_metrics")
@@ -72,23 +70,23 @@ def reproduce(model_uri: str, tracking_uri: str) -> Reproduction:
     activate(Tracking(uri=tracking_uri, artifact_root=None))
     client = MlflowClient()
     name, version = resolve_version(client, model_uri)
-    artifact = version.tags.get(TAG_ARTIFACT)
+    artifact = version.tags.get(Lineage.ARTIFACT)
     if not artifact:
         raise PipelineError(
-            f"{model_uri} (v{version.version}) has no lineage (tag {TAG_ARTIFACT}); it was not "
+            f"{model_uri} (v{version.version}) has no lineage (tag {Lineage.ARTIFACT}); it was not "
             "registered by this pipeline's register stage"
         )
     lineage = json.loads(mlflow.artifacts.load_text(artifact))
     cfg = recorded_config(lineage, tracking_uri)
     result = run_pipeline(cfg, [])
-    client.set_tag(result.pipeline_run_id, TAG_REPRODUCES, f"{model_uri} (v{version.version})")
+    client.set_tag(result.pipeline_run_id, Runs.REPRODUCES, f"{model_uri} (v{version.version})")
     report = Reproduction(
         model_uri=model_uri,
         version=version.version,
         original_pipeline_run_id=str(lineage["pipeline_run_id"]),
         pipeline_run_id=result.pipeline_run_id,
     )
-    commit = code_version().get("pipeline.git_commit")
+    commit = code_version().get(Runs.GIT_COMMIT)
     recorded_commit = lineage["code_version"]["commit"]
     if recorded_commit and commit and commit != recorded_commit:
         report.notes.append(f"code is at commit {commit}; the model was built at {recorded_commit}")
@@ -106,8 +104,8 @@ def _compare_digests(
     now: dict[str, str] = {}
     for run_id in runs.values():
         for key, value in client.get_run(run_id).data.tags.items():
-            if key.startswith("pipeline.digest.output."):
-                now[key.removeprefix("pipeline.digest.output.")] = value
+            if key.startswith(Runs.DIGEST_OUTPUT):
+                now[key.removeprefix(Runs.DIGEST_OUTPUT)] = value
     for dataset, recorded in lineage["data_digests"].items():
         if dataset in NOT_COMPARED or dataset.endswith("_report"):
             continue  # a model's digest names its run; metrics are compared as numbers
@@ -135,7 +133,7 @@ def _compare_predictions(
     """Both models on the recorded test set: predictions (and probabilities) bit for bit."""
     test = artifacts.load_frame(lineage["stages"]["split"]["run_id"], "test")
     original = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-    uri = client.get_run(runs["train"]).data.tags[TAG_MODEL_URI]
+    uri = client.get_run(runs["train"]).data.tags[Runs.MODEL_URI]
     rebuilt = mlflow.sklearn.load_model(uri)
     features = test[[c for c in original.feature_names_in_]]
     for method in ("predict", "predict_proba"):

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote, load_config
-from mlflow_pipeline.engine.alerts import ENV_WEBHOOK
 from mlflow_pipeline.errors import ConfigError, PipelineError
 from mlflow_pipeline.store.tracking import resolve_tracking
+from mlflow_pipeline.tags import Env
 
 ENGINES = ("cron", "systemd", "airflow", "k8s")
 # cli: the venv's `mlflow-pipeline`; mlflow-run: `mlflow run <project> --env-manager local`.
@@ -37,7 +37,6 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 K8S_PROJECT = PROJECT_ROOT / "projects" / "k8s"
 # Where projects/k8s/Dockerfile puts the project inside the image.
 IMAGE_PROJECT_DIR = "/opt/mlflow-pipeline"
-ENV_KUBE_TRACKING_URI = "KUBE_MLFLOW_TRACKING_URI"
 # The Kubernetes Secret (key `webhook`) a CronJob reads the alert webhook from, when it exists.
 K8S_ALERT_SECRET = "mlflow-pipeline-alerts"
 TIMEOUT_S = 30
@@ -196,8 +195,8 @@ def scheduled_job(
     if not (bin_dir / tool).exists():
         raise ConfigError(f"{bin_dir / tool} not found: run this from the project's venv")
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{SYSTEM_PATH}"}
-    if os.environ.get(ENV_WEBHOOK):
-        env[ENV_WEBHOOK] = os.environ[ENV_WEBHOOK]
+    if os.environ.get(Env.ALERT_WEBHOOK):
+        env[Env.ALERT_WEBHOOK] = os.environ[Env.ALERT_WEBHOOK]
     return ScheduledJob(
         name=name,
         hour=hour,
@@ -386,12 +385,12 @@ def k8s_cronjob(
     retries. Pods need a tracking server: ``$KUBE_MLFLOW_TRACKING_URI`` if set, else the
     config's URI (with a note when that is not an http(s) server)."""
     default_image, default_namespace = k8s_defaults()
-    uri = os.environ.get(ENV_KUBE_TRACKING_URI) or job.tracking_uri
+    uri = os.environ.get(Env.KUBE_TRACKING_URI) or job.tracking_uri
     notes = []
     if not uri.startswith(("http://", "https://")):
         notes.append(
             f"the CronJob's pods use tracking URI {uri}, which they cannot reach: set "
-            f"tracking.uri or ${ENV_KUBE_TRACKING_URI} to a tracking server they reach"
+            f"tracking.uri or ${Env.KUBE_TRACKING_URI} to a tracking server they reach"
         )
     if job.launcher == "mlflow-run":
         command = mlflow_run_argv("mlflow", IMAGE_PROJECT_DIR, job)
@@ -401,7 +400,7 @@ def k8s_cronjob(
         {"name": "MLFLOW_TRACKING_URI", "value": uri},
         {"name": "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "value": "false"},
         {
-            "name": ENV_WEBHOOK,
+            "name": Env.ALERT_WEBHOOK,
             "valueFrom": {
                 "secretKeyRef": {"name": K8S_ALERT_SECRET, "key": "webhook", "optional": True}
             },
@@ -466,8 +465,8 @@ def render(
 ) -> Rendering:
     """What ``engine`` needs to run ``job`` daily. Raises ConfigError for an unknown engine."""
     notes = []
-    if ENV_WEBHOOK in job.env and engine != "k8s":
-        notes.append(f"${ENV_WEBHOOK} is written into the {engine} job (it holds a secret)")
+    if Env.ALERT_WEBHOOK in job.env and engine != "k8s":
+        notes.append(f"${Env.ALERT_WEBHOOK} is written into the {engine} job (it holds a secret)")
     if engine == "cron":
         line = crontab_line(job)
         return Rendering(text=line, files={f"{job.name}.crontab": line + "\n"}, notes=notes)

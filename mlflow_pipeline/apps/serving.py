@@ -38,8 +38,8 @@ from mlflow_pipeline.errors import (
     PipelineError,
 )
 from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate
-from mlflow_pipeline.store.lineage import TAG_ARTIFACT, TAG_RUN_PREFIX
-from mlflow_pipeline.store.tracking import ENV_TRACKING_URI, Tracking, activate
+from mlflow_pipeline.store.tracking import Tracking, activate
+from mlflow_pipeline.tags import Env, Lineage, Runs, Score
 
 STAGE = "score"
 DATASET = "input"
@@ -52,7 +52,6 @@ CONTRACT_ARTIFACT = "contract.yaml"
 INGEST_FILE_OPTION = "data.path: "
 # validate()'s messages end by pointing at the stage run's failure table; scoring has no run.
 RUN_TRAILER = "  The full "
-ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 # After SIGINT/SIGTERM is forwarded: how long the server may take to stop before SIGKILL.
@@ -113,7 +112,7 @@ def training_of(model: ResolvedModel) -> Training:
     from mlflow_pipeline.schemas import contract_from_yaml
     from mlflow_pipeline.store import artifacts
 
-    needed = (TAG_RUN_PREFIX + "validate", TAG_RUN_PREFIX + "split", TAG_ARTIFACT)
+    needed = (Lineage.RUN_PREFIX + "validate", Lineage.RUN_PREFIX + "split", Lineage.ARTIFACT)
     missing = [tag for tag in needed if not model.tags.get(tag)]
     if missing:
         raise PipelineError(
@@ -126,7 +125,7 @@ def training_of(model: ResolvedModel) -> Training:
         text = artifacts.load_text(model.tags[needed[0]], CONTRACT_ARTIFACT)
         contract = contract_from_yaml(text)
         train = artifacts.load_frame(model.tags[needed[1]], "train")
-        lineage = json.loads(mlflow.artifacts.load_text(model.tags[TAG_ARTIFACT]))
+        lineage = json.loads(mlflow.artifacts.load_text(model.tags[Lineage.ARTIFACT]))
     except PipelineError as exc:
         raise PipelineError(
             f"{model.uri}: cannot load its training contract: {exc}", stage=STAGE
@@ -418,10 +417,10 @@ def log_score_run(run_id: str, result: ScoreResult, input_path: str | Path) -> N
         metrics=[Metric("rows_scored", result.rows, int(time.time() * 1000), 0)],
         params=[Param("model_name", model.name), Param("model_version", model.version)],
         tags=[
-            RunTag("pipeline.kind", "score"),
-            RunTag("score.model", model.uri),
-            RunTag("score.input", str(Path(input_path).resolve())),
-            RunTag("score.output", str(result.output.resolve())),
+            RunTag(Runs.KIND, "score"),
+            RunTag(Score.MODEL, model.uri),
+            RunTag(Score.INPUT, str(Path(input_path).resolve())),
+            RunTag(Score.OUTPUT, str(result.output.resolve())),
         ],
     )
 
@@ -466,8 +465,8 @@ def serve_env(environ: Mapping[str, str], *, tracking_uri: str, bin_path: Path) 
     env = dict(environ)
     path = env.get("PATH", "")
     env["PATH"] = f"{bin_path}{os.pathsep}{path}" if path else str(bin_path)
-    env[ENV_TRACKING_URI] = tracking_uri
-    env[ENV_REGISTRY_URI] = tracking_uri
+    env[Env.TRACKING_URI] = tracking_uri
+    env[Env.REGISTRY_URI] = tracking_uri
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return env
 

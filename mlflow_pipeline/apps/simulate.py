@@ -22,15 +22,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import hydra_quote, load_config, promotion_metric
-from mlflow_pipeline.engine.runner import TAG_DRIFT, TAG_DRIFTED, PipelineResult, run_pipeline
+from mlflow_pipeline.engine.runner import PipelineResult, run_pipeline
 from mlflow_pipeline.errors import ConfigError, PipelineError
-from mlflow_pipeline.store.tracking import (
-    TAG_KIND,
-    TAG_PARENT,
-    TAG_STAGE,
-    activate,
-    resolve_tracking,
-)
+from mlflow_pipeline.store.tracking import activate, resolve_tracking
+from mlflow_pipeline.tags import MLflow, Runs
 
 DEFAULT_WINDOW = 2
 DEFAULT_SHIFT_STD = 1.5
@@ -241,37 +236,6 @@ def write_table(results: Sequence[DayResult], path: Path) -> Path:
     return path
 
 
-def read_table(path: Path) -> list[DayResult]:
-    """``write_table``'s file read back."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-
-    def optional(text: str) -> str | None:
-        return text or None
-
-    def number(text: str) -> float | None:
-        return float(text) if text else None
-
-    return [
-        DayResult(
-            day=int(row["day"]),
-            rows=int(row["rows"]),
-            shifted=row["shifted"] == "True",
-            drift=row["drift"],
-            drifted=tuple(n for n in row["drifted"].split(";") if n),
-            metric=row["metric"],
-            challenger_score=number(row["challenger_score"]),
-            champion_score=number(row["champion_score"]),
-            version=optional(row["version"]),
-            decision=row["decision"],
-            champion_after=optional(row["champion_after"]),
-            reason=row["reason"],
-            pipeline_run_id=optional(row["pipeline_run_id"]),
-            data=row["data"],
-        )
-        for row in frame.to_dict("records")
-    ]
-
-
 def _score(value: float | None) -> str:
     return NO_SCORE if value is None else f"{value:.4f}"
 
@@ -459,10 +423,10 @@ def _failed_day(
     run = _pipeline_run_since(client, cfg.tracking.experiment_name, started_ms)
     drift, drifted, score = "-", (), None
     if run is not None:
-        status = run.data.tags.get(TAG_DRIFT)
+        status = run.data.tags.get(Runs.DRIFT)
         if status is not None:
             drift = {"detected": "yes", "none": "no"}.get(status, status)
-            drifted = tuple(n for n in run.data.tags.get(TAG_DRIFTED, "").split(",") if n)
+            drifted = tuple(n for n in run.data.tags.get(Runs.DRIFTED, "").split(",") if n)
         score = _evaluate_score(client, run, metric)
     return DayResult(
         **facts,
@@ -484,7 +448,7 @@ def _pipeline_run_since(client: MlflowClient, experiment: str, started_ms: int) 
         return None
     runs = client.search_runs(
         [found.experiment_id],
-        f"tags.`{TAG_KIND}` = 'pipeline' and attributes.start_time >= {started_ms}",
+        f"tags.`{Runs.KIND}` = 'pipeline' and attributes.start_time >= {started_ms}",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -494,7 +458,8 @@ def _pipeline_run_since(client: MlflowClient, experiment: str, started_ms: int) 
 def _evaluate_score(client: MlflowClient, pipeline_run: Run, metric: str) -> float | None:
     runs = client.search_runs(
         [pipeline_run.info.experiment_id],
-        f"tags.`{TAG_PARENT}` = '{pipeline_run.info.run_id}' and tags.`{TAG_STAGE}` = 'evaluate'",
+        f"tags.`{MLflow.PARENT}` = '{pipeline_run.info.run_id}' "
+        f"and tags.`{Runs.STAGE}` = 'evaluate'",
         max_results=1,
     )
     return _float(runs[0].data.metrics.get(metric)) if runs else None

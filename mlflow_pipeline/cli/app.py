@@ -31,14 +31,15 @@ from mlflow_pipeline.config import (
 )
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError, PipelineError
-from mlflow_pipeline.store.tracking import ENV_RUN_ID, record_error
+from mlflow_pipeline.store.tracking import record_error
+from mlflow_pipeline.tags import Env
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 # `mlflow run` hands its run over in MLFLOW_RUN_ID, and MLflow deletes that variable at the
 # first start_run(); read it once, at import.
-MLFLOW_RUN_ID = os.environ.get(ENV_RUN_ID) or None
+MLFLOW_RUN_ID = os.environ.get(Env.RUN_ID) or None
 # What a failed sweep job returns: a search (Optuna) records the trial as failed.
 JOB_FAILED = float("nan")
 DRY_RUN_FLAGS = ("--dry-run", "--plan")
@@ -236,10 +237,9 @@ def project_main(argv: list[str] | None = None) -> int:
 def _sweep_from_project(overrides: list[str]) -> int:
     """``mlflow run . -P hydra_options="-m ..."``: the Hydra multirun, with the run that
     ``mlflow run`` made as the sweep run (so the jobs nest under it in the UI)."""
-    from mlflow_pipeline.engine.runner import ENV_SWEEP_PARENT
 
     if MLFLOW_RUN_ID:
-        os.environ[ENV_SWEEP_PARENT] = MLFLOW_RUN_ID
+        os.environ[Env.SWEEP_PARENT] = MLFLOW_RUN_ID
     # Hydra's parser wants -m before the overrides.
     rest = [o for o in overrides if o not in SWEEP_FLAGS]
     sys.argv = ["mlflow-pipeline", "-m", *rest]

@@ -35,7 +35,7 @@ class GateResult:
     quarantine_failures: pd.DataFrame | None = None
 
     def report(self) -> dict[str, Any]:
-        """The validation report's input (see reports.validation_report)."""
+        """The validation report's input (see reports.validation.validation_report)."""
         return report_data(
             self.stage,
             self.dataset,
@@ -47,23 +47,6 @@ class GateResult:
             quarantine_max=self.quarantine_max,
             rows_out=len(self.frame),
         )
-
-
-def validate(
-    df: pd.DataFrame,
-    schema: pa.DataFrameSchema | Gate,
-    *,
-    stage: str,
-    dataset: str,
-    max_lines: int = 5,
-) -> pd.DataFrame:
-    """Validate (and coerce) ``df`` against ``schema`` (or a Gate), collecting every failure.
-
-    Returns the validated frame. Raises DataValidationError whose message names the stage,
-    dataset, column, check and the number of failing rows, capped at ``max_lines`` lines; the
-    error carries the full failure table.
-    """
-    return check(df, schema, stage=stage, dataset=dataset, max_lines=max_lines).frame
 
 
 def check(

@@ -28,15 +28,10 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.config import ALERT_KINDS, AlertsConfig
 from mlflow_pipeline.errors import DriftError
+from mlflow_pipeline.tags import Env
 
 log = logging.getLogger("mlflow_pipeline")
 
-# The webhook when alerts.webhook is null: a URL with a token in it stays out of the logged config.
-ENV_WEBHOOK = "MLFLOW_PIPELINE_ALERT_WEBHOOK"
-# Prefix of the variables a command hook gets (MLFLOW_PIPELINE_ALERT_KIND, ..._STAGE, ...).
-ENV_PREFIX = "MLFLOW_PIPELINE_ALERT_"
-# `mlflow run` puts the run it made in the environment of the command it starts.
-ENV_EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
 # What a failed pipeline run carries to the CLI (set by the runner): (run id, experiment id).
 _RUN_ATTRIBUTE = "alert_pipeline_run"
 MAX_ERROR_CHARS = 4000
@@ -90,7 +85,7 @@ class Alert:
             "RUN_URL": self.run_url,
             "JSON": json.dumps(self.payload()),
         }
-        return {ENV_PREFIX + k: "" if v is None else str(v) for k, v in values.items()}
+        return {Env.ALERT_PREFIX + k: "" if v is None else str(v) for k, v in values.items()}
 
 
 def run_link(
@@ -156,7 +151,7 @@ def send(settings: DictConfig | AlertsConfig | None, alert: Alert) -> list[str]:
             return outcomes
         timeout = float(_get(settings, "timeout_s") or 10.0)
         command = _get(settings, "command")
-        webhook = _get(settings, "webhook") or os.environ.get(ENV_WEBHOOK) or None
+        webhook = _get(settings, "webhook") or os.environ.get(Env.ALERT_WEBHOOK) or None
         if command:
             outcomes.append(_guarded("command", lambda: _run_command(command, alert, timeout)))
         if webhook:
@@ -185,7 +180,7 @@ def alert_failure(
         if noted:
             pipeline_run_id, experiment_id = noted
         elif pipeline_run_id and not experiment_id:
-            experiment_id = os.environ.get(ENV_EXPERIMENT_ID)
+            experiment_id = os.environ.get(Env.EXPERIMENT_ID)
         drift = isinstance(error, DriftError) and bool(error.drift.get("detected"))
         details: dict[str, Any] = {"error_type": type(error).__name__}
         if drift:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import config_slice, flatten
+from mlflow_pipeline.tags import Cache, Runs
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -44,16 +45,6 @@ if TYPE_CHECKING:
 # Bump when what goes into a key changes: every earlier run then misses once.
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
-TAG_KEY = "pipeline.cache.key"
-# hit | miss | recompute | off | uncacheable
-TAG_STATUS = "pipeline.cache.status"
-TAG_REASON = "pipeline.cache.reason"
-# On a hit run: the run whose outputs it reused (where its artifacts are).
-TAG_SOURCE = "pipeline.cache.source_run"
-# "true" once a computed run's outputs are complete and may be reused.
-TAG_STORED = "pipeline.cache.stored"
-DIGEST_OUTPUT = "pipeline.digest.output."
-DIGEST_INPUT = "pipeline.digest.input."
 
 # Packages every stage's result depends on; stages add their own (Stage.packages).
 BASE_PACKAGES = ("numpy", "pandas", "pyarrow", "pandera")
@@ -289,12 +280,6 @@ def file_digest(path: str | Path) -> str:
         return f"unreadable: {path.resolve()} ({type(exc).__name__})"
 
 
-def stage_code(stage: Stage) -> list[Any]:
-    """The objects whose code decides a stage's result."""
-    datasets = (*stage.inputs, *stage.outputs, *stage.schema_inputs)
-    return [stage.func, stage.gate, *(d.schema for d in datasets)]
-
-
 def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None]) -> Manifest:
     """The manifest of running ``stage`` with ``cfg`` on inputs with these digests."""
     config = flatten(config_slice(cfg, stage.config_keys))
@@ -424,8 +409,8 @@ def find_stored(client: MlflowClient, experiment_id: str, stage: str, key: str) 
     return _newest(
         client,
         experiment_id,
-        f"tags.`{TAG_KEY}` = '{key}' and tags.`{TAG_STORED}` = 'true' "
-        f"and tags.`pipeline.stage` = '{stage}' and attributes.status = 'FINISHED'",
+        f"tags.`{Cache.KEY}` = '{key}' and tags.`{Cache.STORED}` = 'true' "
+        f"and tags.`{Runs.STAGE}` = '{stage}' and attributes.status = 'FINISHED'",
     )
 
 
@@ -434,7 +419,7 @@ def _unfinished(client: MlflowClient, experiment_id: str, stage: str, key: str) 
     return _newest(
         client,
         experiment_id,
-        f"tags.`{TAG_KEY}` = '{key}' and tags.`pipeline.stage` = '{stage}' "
+        f"tags.`{Cache.KEY}` = '{key}' and tags.`{Runs.STAGE}` = '{stage}' "
         "and attributes.status != 'FINISHED'",
     )
 
@@ -452,7 +437,7 @@ def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> M
 
     runs = client.search_runs(
         [experiment_id],
-        f"tags.`pipeline.stage` = '{stage}' and tags.`{TAG_STATUS}` != 'hit' "
+        f"tags.`{Runs.STAGE}` = '{stage}' and tags.`{Cache.STATUS}` != 'hit' "
         "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=5,
@@ -526,6 +511,6 @@ def input_digests(
     for dataset in (*stage.inputs, *stage.schema_inputs):
         digest = known.get(dataset.name)
         if digest is None and dataset.name in runs:
-            digest = tags_of(runs[dataset.name]).get(DIGEST_OUTPUT + dataset.name)
+            digest = tags_of(runs[dataset.name]).get(Runs.DIGEST_OUTPUT + dataset.name)
         digests[dataset.name] = digest
     return digests

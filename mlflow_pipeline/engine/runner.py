@@ -41,15 +41,6 @@ from mlflow_pipeline.errors import DriftError, PipelineError, StageError
 from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.store.artifacts import save_text
 from mlflow_pipeline.store.tracking import (
-    ENV_RUN_ID,
-    TAG_ERROR,
-    TAG_KIND,
-    TAG_OVERRIDES,
-    TAG_PIPELINE_RUN,
-    TAG_RUNNER_MODE,
-    TAG_STAGE,
-    TAG_STEPS,
-    TAG_UPSTREAM_PREFIX,
     activate,
     code_version,
     end_active_run,
@@ -60,27 +51,17 @@ from mlflow_pipeline.store.tracking import (
     resolve_tracking,
     retry_transient,
 )
-from mlflow_pipeline.store.tracking import (
-    TAG_PARENT as TAG_PARENT_RUN,
-)
+from mlflow_pipeline.tags import Cache, Env, MLflow, Runs, Sweep
 
 log = logging.getLogger("mlflow_pipeline")
 
 # Set by SweepRun for the jobs of a Hydra multirun: the run every job's pipeline run nests under.
-ENV_SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
 # On the pipeline run: "ingest=hit validate=hit split=miss ..." (the cache outcome per stage).
-TAG_CACHE_SUMMARY = "pipeline.cache.summary"
 # On the pipeline run: detected | none | not checked (the profile stage's drift result).
-TAG_DRIFT = "pipeline.drift"
-TAG_DRIFTED = "pipeline.drift.features"
 # A pipeline run's part in a sweep: "shared" (stages every job shares, run once first),
 # "job", or "register" (the best job's model, registered after all jobs).
-TAG_SWEEP_ROLE = "pipeline.sweep.role"
-TAG_SWEEP_BEST = "pipeline.sweep.best_run"
-TAG_SWEEP_BEST_OVERRIDES = "pipeline.sweep.best_overrides"
 SWEEP_SUMMARY = "sweep_summary.csv"
 # Set by `mlflow run . -P hydra_options="-m ..."`: the run `mlflow run` made becomes the sweep run.
-ENV_SWEEP_PARENT = "MLFLOW_PIPELINE_SWEEP_PARENT"
 PROJECTS_DIR = PROJECT_ROOT / "projects"
 
 
@@ -114,28 +95,28 @@ def run_pipeline(
     tracking = resolve_tracking(cfg)
     activate(tracking)
     client = retry_transient(MlflowClient)
-    sweep_run_id = os.environ.get(ENV_SWEEP_RUN_ID) or None
+    sweep_run_id = os.environ.get(Env.SWEEP_RUN_ID) or None
     parent_run_id = parent_run_id or sweep_run_id
     role = role or ("job" if sweep_run_id else None)
     stages = order(list(cfg.steps))
     if role == "job":
         stages = [s for s in stages if s.name != "register"]
     tags = {
-        TAG_KIND: "pipeline",
-        TAG_STEPS: ",".join(s.name for s in stages),
-        TAG_RUNNER_MODE: cfg.runner.mode,
-        TAG_OVERRIDES: " ".join(overrides or []),
+        Runs.KIND: "pipeline",
+        Runs.STEPS: ",".join(s.name for s in stages),
+        Runs.RUNNER_MODE: cfg.runner.mode,
+        Runs.OVERRIDES: " ".join(overrides or []),
         **code_version(),
         **owner_tags(),
     }
     if role:
-        tags[TAG_SWEEP_ROLE] = role
+        tags[Sweep.ROLE] = role
     if run_id:
         experiment_id = retry_transient(lambda: client.get_run(run_id).info.experiment_id)
         retry_transient(lambda: reap_dead_runs(client, experiment_id))
         # start_run(run_id=...) leaves $MLFLOW_RUN_ID set (`mlflow run` sets it), and the first
         # stage's start_run would then resume this run instead of starting a child run.
-        os.environ.pop(ENV_RUN_ID, None)
+        os.environ.pop(Env.RUN_ID, None)
         run = mlflow.start_run(run_id=run_id, tags=tags)
     else:
         if parent_run_id:  # a sweep job: next to its sweep run, whatever data it uses
@@ -176,7 +157,7 @@ def run_pipeline(
         finally:
             result.stage_run_ids.update(ctx.stage_runs)
             result.decisions.update(ctx.decisions)
-            mlflow.set_tag(TAG_CACHE_SUMMARY, cache_summary(ctx.decisions))
+            mlflow.set_tag(Cache.SUMMARY, cache_summary(ctx.decisions))
             # Drift the pipeline went on with (policy warn) alerts here, once: from the run
             # that computed it, not from the runs that reuse it (sweep jobs, reruns).
             profile = result.decisions.get("profile")
@@ -234,9 +215,9 @@ def _flag_drift(result: PipelineResult, drift: dict[str, Any]) -> None:
         if not drift.get("checked")
         else ("detected" if drift.get("detected") else "none")
     )
-    mlflow.set_tag(TAG_DRIFT, status)
+    mlflow.set_tag(Runs.DRIFT, status)
     if drift.get("detected"):
-        mlflow.set_tag(TAG_DRIFTED, ",".join(drift.get("drifted", []))[:5000])
+        mlflow.set_tag(Runs.DRIFTED, ",".join(drift.get("drifted", []))[:5000])
 
 
 def _run_as_projects(
@@ -309,13 +290,13 @@ def _failed_stage_message(ctx: RunContext, stage_name: str, exc: Exception) -> s
     """The failed stage run's own error (its ``pipeline.error`` tag), else MLflow's."""
     runs = ctx.client.search_runs(
         [ctx.experiment_id],
-        f"tags.`{TAG_PIPELINE_RUN}` = '{ctx.pipeline_run_id}' "
-        f"and tags.`{TAG_STAGE}` = '{stage_name}'",
+        f"tags.`{Runs.PIPELINE_RUN}` = '{ctx.pipeline_run_id}' "
+        f"and tags.`{Runs.STAGE}` = '{stage_name}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if runs and runs[0].data.tags.get(TAG_ERROR):
-        return runs[0].data.tags[TAG_ERROR]
+    if runs and runs[0].data.tags.get(Runs.ERROR):
+        return runs[0].data.tags[Runs.ERROR]
     return f"project run failed: {exc}"
 
 
@@ -377,16 +358,16 @@ def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> di
     first, *others = needed
     candidates = client.search_runs(
         [ctx.experiment_id],
-        f"tags.`{TAG_STAGE}` = '{first}' and attributes.status = 'FINISHED'",
+        f"tags.`{Runs.STAGE}` = '{first}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=100,
     )
     for candidate in candidates:
-        pipeline_run_id = candidate.data.tags.get(TAG_PIPELINE_RUN)
+        pipeline_run_id = candidate.data.tags.get(Runs.PIPELINE_RUN)
         if not pipeline_run_id or pipeline_run_id == ctx.pipeline_run_id:
             continue
         # A cache hit holds no outputs; the run it reused does (as in find_stage_run).
-        runs = {first: candidate.data.tags.get(cache.TAG_SOURCE) or candidate.info.run_id}
+        runs = {first: candidate.data.tags.get(Cache.SOURCE) or candidate.info.run_id}
         runs.update(
             {p: find_stage_run(client, ctx.experiment_id, p, pipeline_run_id) for p in others}
         )
@@ -408,11 +389,11 @@ def check_lineage(stage: Stage, run_ids: dict[str, str], client: MlflowClient) -
     tags = {run_id: client.get_run(run_id).data.tags for run_id in set(run_ids.values())}
     for name, run_id in run_ids.items():
         for other, other_run_id in run_ids.items():
-            recorded = tags[run_id].get(f"{TAG_UPSTREAM_PREFIX}{other}")
+            recorded = tags[run_id].get(f"{Runs.UPSTREAM_PREFIX}{other}")
             if other == name or not recorded or recorded == other_run_id:
                 continue
-            used = tags[run_id].get(cache.DIGEST_INPUT + other)
-            if used and used == tags[other_run_id].get(cache.DIGEST_OUTPUT + other):
+            used = tags[run_id].get(Runs.DIGEST_INPUT + other)
+            if used and used == tags[other_run_id].get(Runs.DIGEST_OUTPUT + other):
                 continue
             raise StageError(
                 f"inputs do not belong together: '{name}' (run {run_id}) was computed from "
@@ -430,15 +411,15 @@ def find_stage_run(
 ) -> str | None:
     """The newest FINISHED run of ``stage_name`` (within ``pipeline_run_id`` if given); for a
     cache hit, the run it reused (which holds the outputs)."""
-    query = f"tags.`{TAG_STAGE}` = '{stage_name}' and attributes.status = 'FINISHED'"
+    query = f"tags.`{Runs.STAGE}` = '{stage_name}' and attributes.status = 'FINISHED'"
     if pipeline_run_id:
-        query += f" and tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}'"
+        query += f" and tags.`{Runs.PIPELINE_RUN}` = '{pipeline_run_id}'"
     runs = client.search_runs(
         [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
     )
     if not runs:
         return None
-    return runs[0].data.tags.get(cache.TAG_SOURCE) or runs[0].info.run_id
+    return runs[0].data.tags.get(Cache.SOURCE) or runs[0].info.run_id
 
 
 def run_stage_project(
@@ -519,16 +500,16 @@ class SweepRun(Callback):
         )
         overrides = list(config.hydra.overrides.task)
         tags = {
-            TAG_KIND: "sweep",
+            Runs.KIND: "sweep",
             **code_version(),
             **owner_tags(),
-            "pipeline.sweep_overrides": " ".join(overrides),
-            "pipeline.sweep.launcher": str(config.hydra.launcher.get("_target_", "")),
-            "pipeline.sweep.sweeper": str(config.hydra.sweeper.get("_target_", "")),
+            Sweep.OVERRIDES: " ".join(overrides),
+            Sweep.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
+            Sweep.SWEEPER: str(config.hydra.sweeper.get("_target_", "")),
         }
-        adopted = os.environ.pop(ENV_SWEEP_PARENT, None)
+        adopted = os.environ.pop(Env.SWEEP_PARENT, None)
         if adopted:  # `mlflow run . -P hydra_options="-m ..."`: its run is the sweep run
-            os.environ.pop(ENV_RUN_ID, None)
+            os.environ.pop(Env.RUN_ID, None)
             self.run_id = adopted
             for key, value in tags.items():
                 self.client.set_tag(adopted, key, value)
@@ -536,7 +517,7 @@ class SweepRun(Callback):
             run = self.client.create_run(experiment_id, run_name="sweep", tags=tags)
             self.run_id = run.info.run_id
         self.client.log_text(self.run_id, json.dumps(_sweep_grid(config), indent=2), "grid.json")
-        os.environ[ENV_SWEEP_RUN_ID] = self.run_id
+        os.environ[Env.SWEEP_RUN_ID] = self.run_id
         shared = shared_stages(cfg, swept_keys(config))
         if shared:
             log.info("sweep: running the stages every job shares once: %s", ", ".join(shared))
@@ -563,7 +544,7 @@ class SweepRun(Callback):
             record_error(self.run_id, exc)
             log.error("sweep: %s", exc)
         finally:
-            os.environ.pop(ENV_SWEEP_RUN_ID, None)
+            os.environ.pop(Env.SWEEP_RUN_ID, None)
             failed = self.failed or SweepRun.failures > 0
             self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
 
@@ -587,7 +568,7 @@ class SweepRun(Callback):
         Hydra skips that callback when the sweep itself raises (a job's overrides do not
         compose), which would leave the sweep run RUNNING forever.
         """
-        run_id = os.environ.pop(ENV_SWEEP_RUN_ID, None)
+        run_id = os.environ.pop(Env.SWEEP_RUN_ID, None)
         if run_id:
             MlflowClient().set_terminated(run_id, "FAILED")
 
@@ -595,17 +576,17 @@ class SweepRun(Callback):
 def record_failed_job(overrides: list[str], error: BaseException) -> None:
     """A sweep job that failed before its pipeline run existed (its config did not check):
     a FAILED pipeline run under the sweep run says so, in the UI and in the summary."""
-    sweep_run_id = os.environ.get(ENV_SWEEP_RUN_ID)
+    sweep_run_id = os.environ.get(Env.SWEEP_RUN_ID)
     if not sweep_run_id:
         return
     client = retry_transient(MlflowClient)
     experiment_id = client.get_run(sweep_run_id).info.experiment_id
     tags = {
-        TAG_KIND: "pipeline",
-        TAG_SWEEP_ROLE: "job",
-        TAG_PARENT_RUN: sweep_run_id,
-        TAG_OVERRIDES: " ".join(overrides),
-        TAG_ERROR: str(error)[:5000],
+        Runs.KIND: "pipeline",
+        Sweep.ROLE: "job",
+        MLflow.PARENT: sweep_run_id,
+        Runs.OVERRIDES: " ".join(overrides),
+        Runs.ERROR: str(error)[:5000],
     }
     run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
     client.set_terminated(run.info.run_id, "FAILED")
@@ -678,7 +659,7 @@ def summarize_sweep(client: MlflowClient, sweep_run_id: str, cfg: DictConfig) ->
     metric, greater_is_better = promotion_metric(cfg)
     jobs = client.search_runs(
         [experiment_id],
-        f"tags.`{TAG_PARENT_RUN}` = '{sweep_run_id}' and tags.`{TAG_SWEEP_ROLE}` = 'job'",
+        f"tags.`{MLflow.PARENT}` = '{sweep_run_id}' and tags.`{Sweep.ROLE}` = 'job'",
         order_by=["attributes.start_time ASC"],
         max_results=10000,
     )
@@ -689,7 +670,7 @@ def summarize_sweep(client: MlflowClient, sweep_run_id: str, cfg: DictConfig) ->
         rows.append(
             {
                 "run_id": job.info.run_id,
-                "overrides": job.data.tags.get(TAG_OVERRIDES, ""),
+                "overrides": job.data.tags.get(Runs.OVERRIDES, ""),
                 "status": job.info.status,
                 **{m: metrics.get(m) for m in METRICS[Task(cfg.data.task).value]},
             }
@@ -699,8 +680,8 @@ def summarize_sweep(client: MlflowClient, sweep_run_id: str, cfg: DictConfig) ->
     if scored:
         pick = max if greater_is_better else min
         best = pick(scored, key=lambda r: r[metric])
-        client.set_tag(sweep_run_id, TAG_SWEEP_BEST, best["run_id"])
-        client.set_tag(sweep_run_id, TAG_SWEEP_BEST_OVERRIDES, best["overrides"])
+        client.set_tag(sweep_run_id, Sweep.BEST, best["run_id"])
+        client.set_tag(sweep_run_id, Sweep.BEST_OVERRIDES, best["overrides"])
         client.log_metric(sweep_run_id, f"best_{metric}", best[metric])
     client.log_metric(sweep_run_id, "jobs", len(rows))
     client.log_metric(sweep_run_id, "jobs_failed", sum(r["status"] != "FINISHED" for r in rows))
@@ -809,7 +790,7 @@ def plan(cfg: DictConfig) -> list[cache.Decision]:
             for name in outputs:
                 available[name] = Handoff(
                     run_id=source.info.run_id,
-                    digest=source.data.tags.get(cache.DIGEST_OUTPUT + name),
+                    digest=source.data.tags.get(Runs.DIGEST_OUTPUT + name),
                 )
         else:
             recomputed.add(stage.name)

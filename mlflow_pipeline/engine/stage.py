@@ -28,30 +28,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mlflow_pipeline import reports, schemas
+from mlflow_pipeline import schemas
 from mlflow_pipeline.config import config_slice, flatten, resolved_yaml
 from mlflow_pipeline.data.validation import check
 from mlflow_pipeline.engine import cache
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
+from mlflow_pipeline.reports.validation import validation_report
 from mlflow_pipeline.store import artifacts, lineage
-from mlflow_pipeline.store.tracking import (
-    TAG_ERROR,
-    TAG_KIND,
-    TAG_PARENT,
-    TAG_PIPELINE_RUN,
-    TAG_RUNNER_MODE,
-    TAG_STAGE,
-    TAG_UPSTREAM_PREFIX,
-    code_version,
-    end_active_run,
-    owner_tags,
-    retry_transient,
-)
+from mlflow_pipeline.store.tracking import code_version, end_active_run, owner_tags, retry_transient
+from mlflow_pipeline.tags import Cache, Env, MLflow, Runs
 
 log = logging.getLogger("mlflow_pipeline")
-TAG_MODEL_URI = "pipeline.model_uri"
-# See _failpoint.
-ENV_FAILPOINT = "MLFLOW_PIPELINE_FAILPOINT"
 _failpoint_counts: dict[str, int] = {}
 SchemaFn = Callable[[DictConfig, "pa.DataFrameSchema | None"], pa.DataFrameSchema]
 
@@ -155,11 +142,11 @@ def run_stage(
         return record_hit(stage, ctx, decision, available, run_id=run_id)
     tags = {
         **stage_tags(stage, ctx),
-        cache.TAG_STATUS: decision.status,
-        cache.TAG_REASON: "; ".join(decision.reasons)[:5000],
+        Cache.STATUS: decision.status,
+        Cache.REASON: "; ".join(decision.reasons)[:5000],
     }
     if decision.key:
-        tags[cache.TAG_KEY] = decision.key
+        tags[Cache.KEY] = decision.key
     if run_id is None:
         run = mlflow.start_run(
             experiment_id=ctx.experiment_id,
@@ -186,14 +173,14 @@ def run_stage(
 def stage_tags(stage: Stage, ctx: RunContext) -> dict[str, str]:
     """The tags of every run of ``stage``: what it is, where it belongs, who runs it."""
     tags = {
-        TAG_KIND: "stage",
-        TAG_STAGE: stage.name,
-        TAG_RUNNER_MODE: ctx.runner_mode,
+        Runs.KIND: "stage",
+        Runs.STAGE: stage.name,
+        Runs.RUNNER_MODE: ctx.runner_mode,
         **code_version(),
         **owner_tags(),
     }
     if ctx.pipeline_run_id:
-        tags.update({TAG_PIPELINE_RUN: ctx.pipeline_run_id, TAG_PARENT: ctx.pipeline_run_id})
+        tags.update({Runs.PIPELINE_RUN: ctx.pipeline_run_id, MLflow.PARENT: ctx.pipeline_run_id})
     return tags
 
 
@@ -225,7 +212,7 @@ def decide(
     )
 
     def label(name: str) -> str:
-        producer = tags_of(available[name].run_id).get(TAG_STAGE) if name in available else None
+        producer = tags_of(available[name].run_id).get(Runs.STAGE) if name in available else None
         return f"{producer}/{name}" if producer else name
 
     if stage.context is not None:
@@ -254,17 +241,17 @@ def record_hit(
     source = client.get_run(decision.source_run_id)
     tags = {
         **stage_tags(stage, ctx),
-        cache.TAG_STATUS: "hit",
-        cache.TAG_KEY: decision.key,
-        cache.TAG_SOURCE: source.info.run_id,
-        cache.TAG_REASON: f"same cache key as run {source.info.run_id}",
+        Cache.STATUS: "hit",
+        Cache.KEY: decision.key,
+        Cache.SOURCE: source.info.run_id,
+        Cache.REASON: f"same cache key as run {source.info.run_id}",
     }
-    tags.update({k: v for k, v in source.data.tags.items() if k.startswith("pipeline.digest.")})
-    if TAG_MODEL_URI in source.data.tags:
-        tags[TAG_MODEL_URI] = source.data.tags[TAG_MODEL_URI]
+    tags.update({k: v for k, v in source.data.tags.items() if k.startswith(Runs.DIGEST_PREFIX)})
+    if Runs.MODEL_URI in source.data.tags:
+        tags[Runs.MODEL_URI] = source.data.tags[Runs.MODEL_URI]
     for dataset in (*stage.inputs, *stage.schema_inputs):
         if dataset.name in available:
-            tags[f"{TAG_UPSTREAM_PREFIX}{dataset.name}"] = available[dataset.name].run_id
+            tags[f"{Runs.UPSTREAM_PREFIX}{dataset.name}"] = available[dataset.name].run_id
     if run_id is None:
         run_id = client.create_run(ctx.experiment_id, run_name=stage.name, tags=tags).info.run_id
         finish = True
@@ -290,7 +277,7 @@ def record_hit(
     return {
         d.name: Handoff(
             run_id=source.info.run_id,
-            digest=source.data.tags.get(cache.DIGEST_OUTPUT + d.name),
+            digest=source.data.tags.get(Runs.DIGEST_OUTPUT + d.name),
         )
         for d in stage.outputs
     }
@@ -333,7 +320,7 @@ def _run_in_active_run(
     )
     if decision.storable:
         # Last: only a run whose outputs are all logged and checked can ever be reused.
-        mlflow.set_tag(cache.TAG_STORED, "true")
+        mlflow.set_tag(Cache.STORED, "true")
     return outputs
 
 
@@ -379,17 +366,17 @@ def _load_inputs(
         value = handoff.value
         if value is None:
             value = _load(dataset, handoff.run_id)
-        mlflow.set_tag(f"{TAG_UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
+        mlflow.set_tag(f"{Runs.UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
         if dataset.kind == "text":
-            mlflow.set_tag(f"pipeline.digest.input.{dataset.name}", artifacts.text_digest(value))
+            mlflow.set_tag(f"{Runs.DIGEST_INPUT}{dataset.name}", artifacts.text_digest(value))
         elif dataset.kind == "model":
-            mlflow.set_tag(f"pipeline.input.{dataset.name}.uri", value.uri)
+            mlflow.set_tag(f"{Runs.INPUT_PREFIX}{dataset.name}.uri", value.uri)
             if handoff.digest is None:
                 handoff.digest = ctx.client.get_run(handoff.run_id).data.tags.get(
-                    cache.DIGEST_OUTPUT + dataset.name
+                    Runs.DIGEST_OUTPUT + dataset.name
                 )
             if handoff.digest:
-                mlflow.set_tag(cache.DIGEST_INPUT + dataset.name, handoff.digest)
+                mlflow.set_tag(Runs.DIGEST_INPUT + dataset.name, handoff.digest)
         values[dataset.name] = value
     contract = _contract(values)
     for dataset in stage.inputs:
@@ -448,7 +435,7 @@ def _validate(
         artifacts.save_table(
             mlflow.tracking.MlflowClient(), run_id, f"warnings/{dataset.name}.csv", result.warnings
         )
-        mlflow.set_tag(f"pipeline.warnings.{dataset.name}", str(len(result.warnings)))
+        mlflow.set_tag(f"{Runs.WARNINGS_PREFIX}{dataset.name}", str(len(result.warnings)))
     return result.frame
 
 
@@ -468,9 +455,9 @@ def _load(dataset: Dataset, run_id: str) -> Any:
     if dataset.kind == "text":
         return artifacts.load_text(run_id, dataset.filename or dataset.name)
     if dataset.kind == "model":
-        uri = mlflow.get_run(run_id).data.tags.get(TAG_MODEL_URI)
+        uri = mlflow.get_run(run_id).data.tags.get(Runs.MODEL_URI)
         if not uri:
-            raise StageError(f"run {run_id} logged no model (tag {TAG_MODEL_URI} missing)")
+            raise StageError(f"run {run_id} logged no model (tag {Runs.MODEL_URI} missing)")
         return schemas.TrainedModel(
             estimator=mlflow.sklearn.load_model(uri), input_example=None, uri=uri
         )
@@ -505,12 +492,12 @@ def _save_outputs(
         elif dataset.kind == "text":
             artifacts.save_text(client, run_id, dataset.filename or dataset.name, value)
             handoff.digest = artifacts.text_digest(value)
-            mlflow.set_tag(cache.DIGEST_OUTPUT + dataset.name, handoff.digest)
+            mlflow.set_tag(Runs.DIGEST_OUTPUT + dataset.name, handoff.digest)
         elif dataset.kind == "model":
             value.uri = artifacts.log_model(value.estimator, value.input_example)
-            mlflow.set_tag(TAG_MODEL_URI, value.uri)
+            mlflow.set_tag(Runs.MODEL_URI, value.uri)
             handoff.digest = model_digest
-            mlflow.set_tag(cache.DIGEST_OUTPUT + dataset.name, model_digest)
+            mlflow.set_tag(Runs.DIGEST_OUTPUT + dataset.name, model_digest)
         handoff.value = value
         outputs[dataset.name] = handoff
     _failpoint(stage.name)
@@ -521,7 +508,7 @@ def _failpoint(stage_name: str) -> None:
     """Testing aid: ``MLFLOW_PIPELINE_FAILPOINT=<stage>`` kills this process with SIGKILL in
     the middle of that stage (outputs partly logged, run still RUNNING), as a crash or the
     OOM killer would; ``<stage>:<n>`` after its n-th output (default: after the first)."""
-    point = os.environ.get(ENV_FAILPOINT)
+    point = os.environ.get(Env.FAILPOINT)
     if not point:
         return
     name, _, after = point.partition(":")
@@ -541,7 +528,7 @@ def _log_frame_facts(
     """Tag the frame's digest (computed unless given) and log its row count; returns the
     digest."""
     digest = digest or artifacts.digest(frame)
-    mlflow.set_tag(f"pipeline.digest.{direction}.{name}", digest)
+    mlflow.set_tag(f"{Runs.DIGEST_PREFIX}{direction}.{name}", digest)
     mlflow.log_metric(f"rows.{direction}.{name}", len(frame))
     return digest
 
@@ -551,11 +538,11 @@ def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseEx
     if isinstance(exc, PipelineError) and exc.stage is None:
         exc.stage = stage.name
     try:
-        client.set_tag(run_id, TAG_ERROR, str(exc)[:5000] or type(exc).__name__)
+        client.set_tag(run_id, Runs.ERROR, str(exc)[:5000] or type(exc).__name__)
         if isinstance(exc, DataValidationError):
             artifacts.save_table(client, run_id, f"failures/{exc.dataset}.csv", exc.failure_cases)
             if exc.report is not None:
-                html = reports.validation_report(exc.report)
+                html = validation_report(exc.report)
                 artifacts.save_text(client, run_id, "reports/validation.html", html)
         if not isinstance(exc, PipelineError):
             artifacts.save_text(client, run_id, "error.txt", traceback.format_exc())

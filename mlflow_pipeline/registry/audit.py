@@ -32,32 +32,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.errors import ConfigError, RegistryError
+from mlflow_pipeline.tags import Audit, MLflow
 
 KIND_PIPELINE = "pipeline"
 KIND_CLI = "cli"
 KIND_EXTERNAL = "external"
-KINDS = (KIND_PIPELINE, KIND_CLI, KIND_EXTERNAL)
 
-# Registered model tags written at the first recorded move: the audit experiment (name and id)
-# and the alias names the pipeline manages, for ``mlflow-pipeline audit`` and ``promote``.
-MODEL_TAG_EXPERIMENT = "audit.experiment"
-MODEL_TAG_EXPERIMENT_ID = "audit.experiment_id"
-MODEL_TAG_ALIASES = "audit.aliases"
-# Tags of an audit run.
-TAG_MODEL = "audit.model"
-TAG_ALIAS = "audit.alias"
-TAG_FROM = "audit.from_version"
-TAG_TO = "audit.to_version"
-TAG_KIND = "audit.kind"
-TAG_ACTOR = "audit.actor"
-TAG_REASON = "audit.reason"
-TAG_HOST = "audit.host"
-TAG_PIPELINE_RUN = "audit.pipeline_run"
-TAG_STAGE_RUN = "audit.stage_run"
-TAG_METRIC = "audit.metric"
-TAG_SINCE = "audit.moved_after"
-MLFLOW_USER = "mlflow.user"
-MLFLOW_RUN_NAME = "mlflow.runName"
 NONE = "none"  # an alias that did not exist (before) or was removed (after)
 UNKNOWN_USER = "unknown"
 EXTERNAL_ACTOR = "outside mlflow-pipeline (registry UI, REST API or a script)"
@@ -169,8 +149,8 @@ class AuditTrail:
             except MlflowException as exc:
                 raise RegistryError(
                     f"the audit experiment of model '{self.model}' (id {self._given_id}, tag "
-                    f"{MODEL_TAG_EXPERIMENT_ID} of the registered model) does not exist any more: "
-                    f"{exc.message}"
+                    f"{Audit.MODEL_EXPERIMENT_ID} of the registered model) does not exist any "
+                    f"more: {exc.message}"
                 ) from exc
             self.experiment = found.name
         else:
@@ -180,7 +160,7 @@ class AuditTrail:
                 self._experiment_id = self.client.create_experiment(
                     self.experiment,
                     artifact_location=self.artifact_location,
-                    tags={"mlflow.note.content": _experiment_note(self.model)},
+                    tags={MLflow.NOTE: _experiment_note(self.model)},
                 )
                 return self._experiment_id
             except MlflowException as exc:
@@ -224,9 +204,9 @@ class AuditTrail:
                 return [_move_of(run) for run in runs]
 
     def _query(self, alias: str | None) -> str:
-        query = f"tags.`{TAG_MODEL}` = {quoted(self.model)}"
+        query = f"tags.`{Audit.MODEL}` = {quoted(self.model)}"
         if alias is not None:
-            query += f" and tags.`{TAG_ALIAS}` = {quoted(alias)}"
+            query += f" and tags.`{Audit.ALIAS}` = {quoted(alias)}"
         return query
 
     def last(self, alias: str) -> Move | None:
@@ -299,22 +279,22 @@ class AuditTrail:
         now = max(self._now_ms(), previous.time_ms + 1 if previous is not None else 0)
         move = replace(move, time_ms=now, host=move.host or socket.gethostname())
         tags = {
-            MLFLOW_RUN_NAME: move.title,
-            MLFLOW_USER: move.user,
-            TAG_MODEL: move.model,
-            TAG_ALIAS: move.alias,
-            TAG_FROM: move.from_version or NONE,
-            TAG_TO: move.to_version or NONE,
-            TAG_KIND: move.kind,
-            TAG_ACTOR: move.actor,
-            TAG_REASON: move.reason[:MAX_TAG],
-            TAG_HOST: move.host,
+            MLflow.RUN_NAME: move.title,
+            MLflow.USER: move.user,
+            Audit.MODEL: move.model,
+            Audit.ALIAS: move.alias,
+            Audit.FROM: move.from_version or NONE,
+            Audit.TO: move.to_version or NONE,
+            Audit.KIND: move.kind,
+            Audit.ACTOR: move.actor,
+            Audit.REASON: move.reason[:MAX_TAG],
+            Audit.HOST: move.host,
         }
         optional = {
-            TAG_PIPELINE_RUN: move.pipeline_run,
-            TAG_STAGE_RUN: move.stage_run,
-            TAG_METRIC: move.metric,
-            TAG_SINCE: str(move.moved_after_ms) if move.moved_after_ms else None,
+            Audit.PIPELINE_RUN: move.pipeline_run,
+            Audit.STAGE_RUN: move.stage_run,
+            Audit.METRIC: move.metric,
+            Audit.SINCE: str(move.moved_after_ms) if move.moved_after_ms else None,
         }
         tags.update({k: v for k, v in optional.items() if v})
         scores = {"challenger_score": move.challenger_score, "champion_score": move.champion_score}
@@ -336,9 +316,9 @@ class AuditTrail:
         return replace(move, run_id=run.info.run_id)
 
     def _tag_model(self, experiment_id: str) -> None:
-        tags = {MODEL_TAG_EXPERIMENT: self.experiment, MODEL_TAG_EXPERIMENT_ID: experiment_id}
+        tags = {Audit.MODEL_EXPERIMENT: self.experiment, Audit.MODEL_EXPERIMENT_ID: experiment_id}
         if self.aliases:
-            tags[MODEL_TAG_ALIASES] = ",".join(self.aliases)
+            tags[Audit.MODEL_ALIASES] = ",".join(self.aliases)
         for key, value in tags.items():
             self.client.set_registered_model_tag(self.model, key, value)
         self._model_tagged = True
@@ -379,21 +359,21 @@ def _move_of(run: Run) -> Move:
         value = tags.get(key, NONE)
         return None if value == NONE else value
 
-    since = tags.get(TAG_SINCE)
+    since = tags.get(Audit.SINCE)
     return Move(
-        model=tags.get(TAG_MODEL, ""),
-        alias=tags.get(TAG_ALIAS, ""),
-        from_version=version(TAG_FROM),
-        to_version=version(TAG_TO),
-        kind=tags.get(TAG_KIND, ""),
-        actor=tags.get(TAG_ACTOR, ""),
-        user=tags.get(MLFLOW_USER, UNKNOWN_USER),
-        reason=tags.get(TAG_REASON, ""),
+        model=tags.get(Audit.MODEL, ""),
+        alias=tags.get(Audit.ALIAS, ""),
+        from_version=version(Audit.FROM),
+        to_version=version(Audit.TO),
+        kind=tags.get(Audit.KIND, ""),
+        actor=tags.get(Audit.ACTOR, ""),
+        user=tags.get(MLflow.USER, UNKNOWN_USER),
+        reason=tags.get(Audit.REASON, ""),
         time_ms=run.info.start_time,
-        host=tags.get(TAG_HOST, ""),
-        pipeline_run=tags.get(TAG_PIPELINE_RUN),
-        stage_run=tags.get(TAG_STAGE_RUN),
-        metric=tags.get(TAG_METRIC),
+        host=tags.get(Audit.HOST, ""),
+        pipeline_run=tags.get(Audit.PIPELINE_RUN),
+        stage_run=tags.get(Audit.STAGE_RUN),
+        metric=tags.get(Audit.METRIC),
         challenger_score=metrics.get("challenger_score"),
         champion_score=metrics.get("champion_score"),
         moved_after_ms=int(since) if since else None,

@@ -21,9 +21,6 @@ from omegaconf import DictConfig
 from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry.audit import (
     KIND_CLI,
-    MODEL_TAG_ALIASES,
-    MODEL_TAG_EXPERIMENT,
-    MODEL_TAG_EXPERIMENT_ID,
     AuditTrail,
     Move,
     Why,
@@ -32,15 +29,8 @@ from mlflow_pipeline.registry.audit import (
     quoted,
 )
 from mlflow_pipeline.store.tracking import experiment_location, resolve_tracking
+from mlflow_pipeline.tags import Audit
 
-# Tags written on every version this framework registers.
-TAG_DECISION = "promotion.decision"
-TAG_REASON = "promotion.reason"
-TAG_METRIC = "promotion.metric"
-TAG_CHALLENGER_SCORE = "promotion.challenger_score"
-TAG_CHAMPION_SCORE = "promotion.champion_score"
-TAG_CHAMPION_VERSION = "promotion.champion_version"
-TAG_PIPELINE_RUN = "pipeline.run_id"
 
 
 @dataclass(frozen=True)
@@ -94,14 +84,14 @@ class ModelRegistry:
         self.name = name
         tags = {} if aliases is not None and audit_experiment else self._model_tags()
         if aliases is None:
-            names = [n for n in tags.get(MODEL_TAG_ALIASES, "").split(",") if n]
+            names = [n for n in tags.get(Audit.MODEL_ALIASES, "").split(",") if n]
             aliases = Aliases(*names) if len(names) == 3 else DEFAULT_ALIASES
         self.aliases = aliases
         self.audit = AuditTrail(
             client,
             name,
-            audit_experiment or tags.get(MODEL_TAG_EXPERIMENT) or f"{name}-audit",
-            experiment_id=None if audit_experiment else tags.get(MODEL_TAG_EXPERIMENT_ID),
+            audit_experiment or tags.get(Audit.MODEL_EXPERIMENT) or f"{name}-audit",
+            experiment_id=None if audit_experiment else tags.get(Audit.MODEL_EXPERIMENT_ID),
             aliases=(aliases.champion, aliases.challenger, aliases.rollback),
             artifact_location=audit_location,
         )

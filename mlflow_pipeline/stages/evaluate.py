@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from mlflow_pipeline import reports
 from mlflow_pipeline.config import METRICS, Task
 from mlflow_pipeline.errors import ThresholdError
+from mlflow_pipeline.reports.evaluation import evaluation_report
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.train import feature_columns
 
@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig, model: TrainedModel, test: pd.DataFrame) -> dict[s
     scores = metrics_of(estimator, test[cfg.data.target], y_pred, proba, cfg)
     return {
         "metrics": pd.DataFrame({"metric": list(scores), "value": list(scores.values())}),
-        "evaluation_report": reports.evaluation_report(
+        "evaluation_report": evaluation_report(
             report_data(estimator, test, cfg, scores, y_pred, proba)
         ),
     }

@@ -18,12 +18,12 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from mlflow_pipeline import reports
 from mlflow_pipeline.data import drift
 from mlflow_pipeline.errors import DriftError
 from mlflow_pipeline.registry.model_registry import ModelRegistry
+from mlflow_pipeline.reports.profile import profile_report
 from mlflow_pipeline.store import artifacts
-from mlflow_pipeline.store.lineage import TAG_RUN_PREFIX
+from mlflow_pipeline.tags import Lineage, Runs
 
 STAGE = "profile"
 PROFILE_FILE = "profile.json"
@@ -55,7 +55,7 @@ def reference(registry: ModelRegistry) -> Reference:
     if champion is None:
         return Reference(reason=f"no {alias} yet")
     version = str(champion.version)
-    run_id = (champion.tags or {}).get(TAG_RUN_PREFIX + STAGE)
+    run_id = (champion.tags or {}).get(Lineage.RUN_PREFIX + STAGE)
     if not run_id:
         return Reference(
             reason=f"{alias} v{version} has no training profile (registered before profiling)"
@@ -65,7 +65,7 @@ def reference(registry: ModelRegistry) -> Reference:
     except MlflowException:
         return Reference(reason=f"{alias} v{version}'s profile run {run_id} is not in this store")
     about = {"model": registry.name, "version": version, "alias": alias, "profile_run": run_id}
-    return Reference(about=about, run_id=run_id, digest=tags.get(f"pipeline.digest.output.{STAGE}"))
+    return Reference(about=about, run_id=run_id, digest=tags.get(f"{Runs.DIGEST_OUTPUT}{STAGE}"))
 
 
 def profile_data(cfg: DictConfig, raw: pd.DataFrame, *, registry: ModelRegistry) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def profile_data(cfg: DictConfig, raw: pd.DataFrame, *, registry: ModelRegistry)
         "profile": json.dumps(current, indent=1),
         "drift": json.dumps(result, indent=1),
         "drift_metrics": pd.DataFrame({"metric": list(values), "value": list(values.values())}),
-        "profile_report": reports.profile_report(
+        "profile_report": profile_report(
             current, result if result["checked"] else None, reference_profile
         ),
     }

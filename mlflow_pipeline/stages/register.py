@@ -13,15 +13,16 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from mlflow_pipeline import reports
 from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.registry import model_registry as reg
 from mlflow_pipeline.registry.audit import KIND_PIPELINE, Why, current_user
+from mlflow_pipeline.reports.promotion import promotion_report
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import score
 from mlflow_pipeline.store.lineage import to_json as lineage_json
 from mlflow_pipeline.store.lineage import version_tags as lineage_tags
+from mlflow_pipeline.tags import Promotion
 
 STAGE = "register"
 
@@ -146,13 +147,13 @@ def register(
     elif already_champion:
         reason = f"v{existing.version} (this model) is already the champion"
     tags = {
-        reg.TAG_DECISION: "promoted" if decision.promote else "not_promoted",
-        reg.TAG_REASON: reason[:5000],
-        reg.TAG_METRIC: metric,
-        reg.TAG_CHALLENGER_SCORE: repr(decision.challenger_score),
-        reg.TAG_CHAMPION_SCORE: repr(decision.champion_score),
-        reg.TAG_CHAMPION_VERSION: str(decision.champion_version),
-        reg.TAG_PIPELINE_RUN: pipeline_run_id,
+        Promotion.DECISION: "promoted" if decision.promote else "not_promoted",
+        Promotion.REASON: reason[:5000],
+        Promotion.METRIC: metric,
+        Promotion.CHALLENGER_SCORE: repr(decision.challenger_score),
+        Promotion.CHAMPION_SCORE: repr(decision.champion_score),
+        Promotion.CHAMPION_VERSION: str(decision.champion_version),
+        Promotion.PIPELINE_RUN: pipeline_run_id,
         **lineage_tags(lineage),
     }
     if existing is None:
@@ -185,7 +186,7 @@ def register(
     return {
         "promotion": json.dumps(report, indent=2),
         "lineage": lineage_json(lineage),
-        "promotion_report": reports.promotion_report(report),
+        "promotion_report": promotion_report(report),
     }
 
 
@@ -212,20 +213,20 @@ def _recorded_promotion(existing: Any, decision: Decision) -> Decision | None:
     """The promotion recorded on ``existing`` (a version that holds ``champion``) by the run
     that registered it, if that run promoted it; else None."""
     tags = existing.tags or {}
-    if tags.get(reg.TAG_DECISION) != "promoted":
+    if tags.get(Promotion.DECISION) != "promoted":
         return None
 
     def value(key: str) -> str | None:
         text = tags.get(key)
         return None if text in (None, "None") else text
 
-    score = value(reg.TAG_CHAMPION_SCORE)
+    score = value(Promotion.CHAMPION_SCORE)
     return Decision(
         promote=True,
-        reason=tags.get(reg.TAG_REASON) or decision.reason,
+        reason=tags.get(Promotion.REASON) or decision.reason,
         metric=decision.metric,
         greater_is_better=decision.greater_is_better,
         challenger_score=decision.challenger_score,
         champion_score=float(score) if score else None,
-        champion_version=value(reg.TAG_CHAMPION_VERSION),
+        champion_version=value(Promotion.CHAMPION_VERSION),
     )

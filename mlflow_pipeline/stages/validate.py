@@ -8,8 +8,9 @@ import logging
 import pandas as pd
 from omegaconf import DictConfig
 
-from mlflow_pipeline import reports, schemas
+from mlflow_pipeline import schemas
 from mlflow_pipeline.data.validation import check, summarize
+from mlflow_pipeline.reports.validation import validation_report
 
 STAGE = "validate"
 log = logging.getLogger("mlflow_pipeline")
@@ -60,7 +61,7 @@ def validate_data(cfg: DictConfig, raw: pd.DataFrame) -> dict[str, object]:
     return {
         "validated": result.frame,
         "contract": schemas.contract_to_yaml(contract),
-        "validation_report": reports.validation_report(result.report()),
+        "validation_report": validation_report(result.report()),
         "quarantine": None
         if result.quarantined is None
         else result.quarantined.to_csv(index=False),

@@ -16,25 +16,10 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.config import resolved_yaml
 from mlflow_pipeline.engine import cache
-from mlflow_pipeline.store.tracking import (
-    TAG_GIT_COMMIT,
-    TAG_GIT_DIRTY,
-    TAG_STAGE,
-    TAG_UPSTREAM_PREFIX,
-    code_version,
-)
+from mlflow_pipeline.store.tracking import code_version
+from mlflow_pipeline.tags import Cache, Lineage, Runs
 
 ARTIFACT = "lineage.json"
-# Model version tags.
-TAG_PREFIX = "lineage."
-TAG_PIPELINE_RUN = "lineage.pipeline_run"
-TAG_RUN_PREFIX = "lineage.run."  # + stage name -> the run that computed it
-TAG_DIGEST_PREFIX = "lineage.digest."  # + dataset name -> content digest
-TAG_GIT_COMMIT_V = "lineage.git_commit"
-TAG_GIT_DIRTY_V = "lineage.git_dirty"
-TAG_CONFIG_DIGEST = "lineage.config_digest"
-TAG_PACKAGES = "lineage.packages"
-TAG_ARTIFACT = "lineage.artifact"  # runs:/<register run>/lineage.json
 PACKAGES = ("numpy", "pandas", "pyarrow", "pandera", "scikit-learn", "scipy", "skops", "mlflow")
 
 
@@ -63,25 +48,25 @@ def collect(
             continue
         seen.add(run_id)
         tags = client.get_run(run_id).data.tags
-        stage = tags.get(TAG_STAGE, run_id)
+        stage = tags.get(Runs.STAGE, run_id)
         outputs = {
-            k[len(cache.DIGEST_OUTPUT) :]: v
+            k[len(Runs.DIGEST_OUTPUT) :]: v
             for k, v in tags.items()
-            if k.startswith(cache.DIGEST_OUTPUT)
+            if k.startswith(Runs.DIGEST_OUTPUT)
         }
         digests.update(outputs)
         stages[stage] = {
             "run_id": run_id,
             "pipeline_stage_run_id": (stage_runs or {}).get(stage, run_id),
-            "cache_key": tags.get(cache.TAG_KEY),
+            "cache_key": tags.get(Cache.KEY),
             "outputs": outputs,
             "inputs_from": {
-                k[len(TAG_UPSTREAM_PREFIX) :]: v
+                k[len(Runs.UPSTREAM_PREFIX) :]: v
                 for k, v in tags.items()
-                if k.startswith(TAG_UPSTREAM_PREFIX)
+                if k.startswith(Runs.UPSTREAM_PREFIX)
             },
         }
-        frontier += [v for k, v in tags.items() if k.startswith(TAG_UPSTREAM_PREFIX)]
+        frontier += [v for k, v in tags.items() if k.startswith(Runs.UPSTREAM_PREFIX)]
     config = resolved_yaml(cfg)
     version = code_version()
     return {
@@ -92,8 +77,8 @@ def collect(
         "config": config,
         "config_digest": hashlib.sha256(config.encode("utf-8")).hexdigest(),
         "code_version": {
-            "commit": version.get(TAG_GIT_COMMIT),
-            "dirty": version.get(TAG_GIT_DIRTY) == "true" if version else None,
+            "commit": version.get(Runs.GIT_COMMIT),
+            "dirty": version.get(Runs.GIT_DIRTY) == "true" if version else None,
         },
         "packages": cache.package_versions(PACKAGES),
     }
@@ -102,17 +87,17 @@ def collect(
 def version_tags(lineage: dict[str, Any]) -> dict[str, str]:
     """The model version tags that summarise ``lineage`` (the artifact has it all)."""
     tags = {
-        TAG_PIPELINE_RUN: str(lineage["pipeline_run_id"]),
-        TAG_CONFIG_DIGEST: lineage["config_digest"],
-        TAG_GIT_COMMIT_V: str(lineage["code_version"]["commit"]),
-        TAG_GIT_DIRTY_V: str(lineage["code_version"]["dirty"]).lower(),
-        TAG_PACKAGES: ",".join(f"{k}=={v}" for k, v in lineage["packages"].items()),
-        TAG_ARTIFACT: f"runs:/{lineage['record_run_id']}/{ARTIFACT}",
+        Lineage.PIPELINE_RUN: str(lineage["pipeline_run_id"]),
+        Lineage.CONFIG_DIGEST: lineage["config_digest"],
+        Lineage.GIT_COMMIT: str(lineage["code_version"]["commit"]),
+        Lineage.GIT_DIRTY: str(lineage["code_version"]["dirty"]).lower(),
+        Lineage.PACKAGES: ",".join(f"{k}=={v}" for k, v in lineage["packages"].items()),
+        Lineage.ARTIFACT: f"runs:/{lineage['record_run_id']}/{ARTIFACT}",
     }
     for stage, facts in lineage["stages"].items():
-        tags[TAG_RUN_PREFIX + stage] = facts["run_id"]
+        tags[Lineage.RUN_PREFIX + stage] = facts["run_id"]
     for name, digest in lineage["data_digests"].items():
-        tags[TAG_DIGEST_PREFIX + name] = digest
+        tags[Lineage.DIGEST_PREFIX + name] = digest
     return tags
 
 

@@ -21,28 +21,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import PROJECT_ROOT
-
-# Tags this framework writes. mlflow.* tags are MLflow's own and drive the UI.
-TAG_PARENT = "mlflow.parentRunId"
-TAG_GIT_COMMIT_MLFLOW = "mlflow.source.git.commit"
-TAG_KIND = "pipeline.kind"  # "pipeline", "stage" or "sweep"
-TAG_STAGE = "pipeline.stage"
-TAG_PIPELINE_RUN = "pipeline.run_id"
-TAG_RUNNER_MODE = "pipeline.runner_mode"
-TAG_GIT_COMMIT = "pipeline.git_commit"
-TAG_GIT_DIRTY = "pipeline.git_dirty"
-TAG_ERROR = "pipeline.error"
-TAG_STEPS = "pipeline.steps"
-TAG_OVERRIDES = "pipeline.overrides"  # the Hydra overrides the pipeline was composed with
-TAG_UPSTREAM_PREFIX = "pipeline.upstream."  # + dataset name -> run id it was read from
-# The process that owns a RUNNING run: lets a later pipeline mark it FAILED once that process
-# is gone (killed, crashed), instead of leaving it RUNNING forever.
-TAG_HOST = "pipeline.host"
-TAG_PID = "pipeline.pid"
-TAG_PID_STARTED = "pipeline.pid_started"
-
-ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
-ENV_RUN_ID = "MLFLOW_RUN_ID"
+from mlflow_pipeline.tags import Env, MLflow, Runs
 
 log = logging.getLogger("mlflow_pipeline")
 T = TypeVar("T")
@@ -76,7 +55,7 @@ def resolve_tracking(cfg: DictConfig) -> Tracking:
     absolute so Hydra's output directories and ``mlflow run`` never scatter runs.
     """
     root = Path(cfg.tracking.root or PROJECT_ROOT).resolve()
-    uri = cfg.tracking.uri or os.environ.get(ENV_TRACKING_URI)
+    uri = cfg.tracking.uri or os.environ.get(Env.TRACKING_URI)
     if not uri:
         return Tracking(uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlruns"))
     uri = absolute_sqlite_uri(uri)
@@ -96,7 +75,7 @@ def activate(tracking: Tracking) -> None:
     """Point this process, and every process it starts, at ``tracking``."""
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.uri)
-    os.environ[ENV_TRACKING_URI] = tracking.uri
+    os.environ[Env.TRACKING_URI] = tracking.uri
     # A progress bar per artifact read floods the log of every stage that reads one.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -137,7 +116,7 @@ def end_active_run(failure: BaseException | None = None) -> None:
 def record_error(run_id: str, error: BaseException) -> None:
     """Best effort: tag ``run_id`` with the error's message (the store may be what failed)."""
     try:
-        MlflowClient().set_tag(run_id, TAG_ERROR, str(error)[:5000] or type(error).__name__)
+        MlflowClient().set_tag(run_id, Runs.ERROR, str(error)[:5000] or type(error).__name__)
     except Exception:  # the original error matters more than this tag
         pass
 
@@ -161,16 +140,16 @@ def code_version() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {}
     return {
-        TAG_GIT_COMMIT: commit,
-        TAG_GIT_COMMIT_MLFLOW: commit,
-        TAG_GIT_DIRTY: str(bool(status)).lower(),
+        Runs.GIT_COMMIT: commit,
+        MLflow.GIT_COMMIT: commit,
+        Runs.GIT_DIRTY: str(bool(status)).lower(),
     }
 
 
 def owner_tags() -> dict[str, str]:
     """Tags naming this process as the owner of a run (see reap_dead_runs)."""
     me = psutil.Process()
-    return {TAG_HOST: socket.gethostname(), TAG_PID: str(me.pid), TAG_PID_STARTED: _started(me)}
+    return {Runs.HOST: socket.gethostname(), Runs.PID: str(me.pid), Runs.PID_STARTED: _started(me)}
 
 
 def _started(process: psutil.Process) -> str:
@@ -194,19 +173,19 @@ def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     host = socket.gethostname()
     runs = client.search_runs(
         [experiment_id],
-        f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'",
+        f"attributes.status = 'RUNNING' and tags.`{Runs.HOST}` = '{host}'",
         max_results=1000,
     )
     reaped = []
     for run in runs:
         tags = run.data.tags
-        if _alive(tags.get(TAG_PID, ""), tags.get(TAG_PID_STARTED, "")):
+        if _alive(tags.get(Runs.PID, ""), tags.get(Runs.PID_STARTED, "")):
             continue
         message = (
-            f"process {tags.get(TAG_PID)} on {host} ended while this run was RUNNING "
+            f"process {tags.get(Runs.PID)} on {host} ended while this run was RUNNING "
             "(killed or crashed); marked FAILED by a later pipeline run"
         )
-        client.set_tag(run.info.run_id, TAG_ERROR, message)
+        client.set_tag(run.info.run_id, Runs.ERROR, message)
         client.set_terminated(run.info.run_id, "FAILED")
         reaped.append(run.info.run_id)
     if reaped:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_pipeline.apps.reproduce import TAG_REPRODUCES, describe, reproduce
+from mlflow_pipeline.apps.reproduce import describe, reproduce
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import ConfigError, PipelineError
-from mlflow_pipeline.store import lineage
+from mlflow_pipeline.tags import Lineage, Runs
 from tests.helpers import csv_overrides, mixed_frame
 
 FAST = ["model=logistic_regression", "model.max_iter=200", "registry.model_name=customers"]
@@ -29,19 +29,19 @@ def test_version_carries_its_lineage(tracking_store, registered):
     _, result = registered
     client = tracking_store.client()
     tags = client.get_model_version("customers", "1").tags
-    assert tags[lineage.TAG_PIPELINE_RUN] == result.pipeline_run_id
+    assert tags[Lineage.PIPELINE_RUN] == result.pipeline_run_id
     for stage in ("ingest", "validate", "split", "train", "evaluate"):
-        assert tags[lineage.TAG_RUN_PREFIX + stage] == result.stage_run_ids[stage]
+        assert tags[Lineage.RUN_PREFIX + stage] == result.stage_run_ids[stage]
     split = client.get_run(result.stage_run_ids["split"]).data.tags
     assert tags["lineage.digest.test"] == split["pipeline.digest.output.test"]
     assert tags["lineage.digest.raw"]
-    assert tags[lineage.TAG_GIT_DIRTY_V] in ("true", "false")
-    assert "scikit-learn==" in tags[lineage.TAG_PACKAGES]
+    assert tags[Lineage.GIT_DIRTY] in ("true", "false")
+    assert "scikit-learn==" in tags[Lineage.PACKAGES]
     local = client.download_artifacts(
         result.stage_run_ids["register"], "lineage.json", str(tracking_store.root)
     )
     recorded = json.loads(Path(local).read_text())
-    assert tags[lineage.TAG_ARTIFACT] == f"runs:/{result.stage_run_ids['register']}/lineage.json"
+    assert tags[Lineage.ARTIFACT] == f"runs:/{result.stage_run_ids['register']}/lineage.json"
     assert recorded["pipeline_run_id"] == result.pipeline_run_id
     assert "model:\n" in recorded["config"]
     assert recorded["stages"]["train"]["cache_key"]
@@ -57,7 +57,7 @@ def test_reproduce_a_champion_is_identical_and_registers_nothing(tracking_store,
     assert "predict_proba on 40 test rows" in compared
     assert report.pipeline_run_id != result.pipeline_run_id
     reproduction = client.get_run(report.pipeline_run_id)
-    assert reproduction.data.tags[TAG_REPRODUCES] == "models:/customers@champion (v1)"
+    assert reproduction.data.tags[Runs.REPRODUCES] == "models:/customers@champion (v1)"
     assert reproduction.data.tags["pipeline.cache.summary"] == (
         "ingest=recompute profile=recompute validate=recompute split=recompute "
         "train=recompute evaluate=recompute"

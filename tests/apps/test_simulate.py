@@ -14,7 +14,6 @@ from mlflow_pipeline.apps.simulate import (
     day_data,
     describe_simulation,
     make_shift,
-    read_table,
     render_table,
     shift_column_of,
     simulate,
@@ -25,6 +24,7 @@ from mlflow_pipeline.config import load_config
 from mlflow_pipeline.data import drift
 from mlflow_pipeline.errors import ConfigError
 from tests.e2e.helpers import write_classification_csv
+from tests.helpers import read_table
 
 ROWS = 1500
 DAYS = 5

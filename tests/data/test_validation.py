@@ -9,7 +9,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 
-from mlflow_pipeline.data.validation import FAILURE_COLUMNS, normalise_failures, summarize, validate
+from mlflow_pipeline.data.validation import FAILURE_COLUMNS, check, normalise_failures, summarize
 from mlflow_pipeline.errors import DataValidationError, PipelineError
 
 SCHEMA = pa.DataFrameSchema(
@@ -26,13 +26,13 @@ def bad_frame(rows: int = 10) -> pd.DataFrame:
 
 def test_valid_frame_is_returned_coerced():
     df = pd.DataFrame({f"c{i}": [1, 2] for i in range(8)})
-    out = validate(df, SCHEMA, stage="validate", dataset="raw")
+    out = check(df, SCHEMA, stage="validate", dataset="raw").frame
     assert all(out[c].dtype == "float64" for c in out.columns)
 
 
 def test_error_names_stage_dataset_column_check_and_count():
     with pytest.raises(DataValidationError, match=r"^\[train\] dataset 'train' failed") as info:
-        validate(bad_frame(), SCHEMA, stage="train", dataset="train")
+        check(bad_frame(), SCHEMA, stage="train", dataset="train")
     err = info.value
     assert isinstance(err, PipelineError)
     assert err.stage == "train"
@@ -44,7 +44,7 @@ def test_error_names_stage_dataset_column_check_and_count():
 
 def test_message_is_capped_but_table_is_complete():
     with pytest.raises(DataValidationError, match=r"\.\.\. and 6 more check\(s\)") as info:
-        validate(bad_frame(), SCHEMA, stage="split", dataset="test", max_lines=2)
+        check(bad_frame(), SCHEMA, stage="split", dataset="test", max_lines=2)
     err = info.value
     assert len(str(err).splitlines()) == 1 + 2 + 2
     assert str(err).splitlines()[-1].endswith("logged as failures/test.csv on the stage run.")
@@ -61,7 +61,7 @@ def test_every_failure_is_collected_lazily():
     with pytest.raises(
         DataValidationError, match=r"column 'extra', check column_in_schema: not in the schema"
     ):
-        validate(df, SCHEMA, stage="validate", dataset="raw", max_lines=20)
+        check(df, SCHEMA, stage="validate", dataset="raw", max_lines=20)
 
 
 def test_dataset_level_failures_do_not_name_a_column():
@@ -69,7 +69,7 @@ def test_dataset_level_failures_do_not_name_a_column():
         {"a": pa.Column(int)}, checks=[pa.Check(lambda d: len(d) > 5, name="big")], name="s"
     )
     with pytest.raises(DataValidationError, match=r"column '<dataframe>', check big") as info:
-        validate(pd.DataFrame({"a": [1]}), schema, stage="validate", dataset="raw")
+        check(pd.DataFrame({"a": [1]}), schema, stage="validate", dataset="raw")
     assert info.value.failure_cases["column"].isna().all()
     assert "column 's'" not in str(info.value)
 

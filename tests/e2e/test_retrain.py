@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from mlflow_pipeline.apps.simulate import read_table
 from mlflow_pipeline.config import METRICS
-from mlflow_pipeline.store.tracking import TAG_KIND
+from mlflow_pipeline.tags import Runs
+from tests.helpers import read_table
 
 from .helpers import VENV_BIN, Store, assert_ok, write_classification_csv
 
@@ -96,7 +96,7 @@ def test_five_days_with_a_shift_on_day_four(store: Store):
     flagged = runs[days[3].pipeline_run_id].data.tags
     assert flagged["pipeline.drift"] == "detected"
     assert flagged["pipeline.drift.features"] == "income"
-    assert all(r.data.tags[TAG_KIND] == "pipeline" for r in runs.values())
+    assert all(r.data.tags[Runs.KIND] == "pipeline" for r in runs.values())
 
 
 def test_a_failed_day_is_recorded_and_the_next_day_runs(store: Store):

@@ -28,6 +28,7 @@ from mlflow_pipeline.engine.alerts import (
 )
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import ConfigError, DataValidationError, DriftError
+from mlflow_pipeline.tags import Env
 from tests.helpers import csv_overrides, mixed_frame
 
 DRIFT = {
@@ -85,7 +86,7 @@ def webhook_server(status: int = 200) -> Iterator[WebhookServer]:
 @pytest.fixture(autouse=True)
 def _no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv(alerts.ENV_WEBHOOK, raising=False)
+    monkeypatch.delenv(Env.ALERT_WEBHOOK, raising=False)
 
 
 def env_dump_command(path: Path) -> str:
@@ -180,7 +181,7 @@ def test_a_webhook_receives_the_alert_as_json(make_config):
 
 def test_the_webhook_can_come_from_the_environment(monkeypatch):
     with webhook_server() as server:
-        monkeypatch.setenv(alerts.ENV_WEBHOOK, server.url)
+        monkeypatch.setenv(Env.ALERT_WEBHOOK, server.url)
         send(AlertsConfig(), Alert(kind="failure", stage="train", error="boom"))
     assert [r["json"]["stage"] for r in server.received] == ["train"]
 

@@ -19,6 +19,7 @@ from mlflow_pipeline.engine.runner import describe, describe_plan, plan, run_pip
 from mlflow_pipeline.errors import ThresholdError
 from mlflow_pipeline.stages import evaluate as evaluate_module
 from mlflow_pipeline.stages import train as train_module
+from mlflow_pipeline.tags import Cache
 from tests.helpers import DB_NAME, csv_overrides, mixed_frame
 
 STAGES = ["ingest", "profile", "validate", "split", "train", "evaluate", "register"]
@@ -101,7 +102,7 @@ def test_a_new_champion_reruns_only_the_profile(baseline):
 
 def _computed_by(client: MlflowClient, run_id: str) -> str:
     """The run that computed a stage's outputs: itself, or the source of a hit."""
-    return client.get_run(run_id).data.tags.get(cache.TAG_SOURCE, run_id)
+    return client.get_run(run_id).data.tags.get(Cache.SOURCE, run_id)
 
 
 def test_unchanged_rerun_is_all_hits_and_registers_nothing(scenario, baseline):
@@ -110,8 +111,8 @@ def test_unchanged_rerun_is_all_hits_and_registers_nothing(scenario, baseline):
     expect(result, set())
     for stage in STAGES:
         run = scenario.client.get_run(result.stage_run_ids[stage])
-        assert run.data.tags[cache.TAG_STATUS] == "hit"
-        assert run.data.tags[cache.TAG_SOURCE] == _computed_by(
+        assert run.data.tags[Cache.STATUS] == "hit"
+        assert run.data.tags[Cache.SOURCE] == _computed_by(
             scenario.client, baseline[3].stage_run_ids[stage]
         )
         assert run.data.tags["mlflow.parentRunId"] == result.pipeline_run_id
@@ -243,7 +244,7 @@ def test_off_policy_is_never_reused(scenario):
         assert statuses(result)["train"] == "off"
         assert {statuses(result)[s] for s in ("evaluate", "register")} == {"miss"}
         run = scenario.client.get_run(result.stage_run_ids["train"])
-        assert cache.TAG_STORED not in run.data.tags
+        assert Cache.STORED not in run.data.tags
     assert versions(scenario.client) == ["1", "2", "3"]
 
 
@@ -275,7 +276,7 @@ def test_a_failed_stage_is_never_reused(scenario):
         "tags.`pipeline.stage` = 'evaluate' and attributes.status = 'FAILED'",
     )
     assert len(runs) == 2  # the second attempt ran evaluate again
-    assert all(cache.TAG_STORED not in r.data.tags for r in runs)
+    assert all(Cache.STORED not in r.data.tags for r in runs)
 
 
 def test_plan_shows_hits_misses_and_pending_without_running(scenario):

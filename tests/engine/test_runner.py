@@ -11,15 +11,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_pipeline.config import STAGE_NAMES
 from mlflow_pipeline.engine.runner import PipelineResult, describe, find_stage_run, run_pipeline
 from mlflow_pipeline.errors import DataValidationError, StageError, ThresholdError
-from mlflow_pipeline.store.tracking import (
-    TAG_ERROR,
-    TAG_KIND,
-    TAG_PARENT,
-    TAG_PIPELINE_RUN,
-    TAG_RUNNER_MODE,
-    TAG_STAGE,
-    TAG_STEPS,
-)
+from mlflow_pipeline.tags import MLflow, Runs
 from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
@@ -35,9 +27,9 @@ def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set
 
 def stage_runs(client: MlflowClient, result) -> dict:
     runs = client.search_runs(
-        [result.experiment_id], f"tags.`{TAG_PIPELINE_RUN}` = '{result.pipeline_run_id}'"
+        [result.experiment_id], f"tags.`{Runs.PIPELINE_RUN}` = '{result.pipeline_run_id}'"
     )
-    return {r.data.tags[TAG_STAGE]: r for r in runs}
+    return {r.data.tags[Runs.STAGE]: r for r in runs}
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +66,9 @@ def test_pipeline_run_tree(runs):
     client, result = runs["client"], runs["full"]
     pipeline = client.get_run(result.pipeline_run_id)
     assert pipeline.info.status == "FINISHED"
-    assert pipeline.data.tags[TAG_KIND] == "pipeline"
-    assert pipeline.data.tags[TAG_STEPS] == ",".join(STAGE_NAMES)
-    assert pipeline.data.tags[TAG_RUNNER_MODE] == "in_process"
+    assert pipeline.data.tags[Runs.KIND] == "pipeline"
+    assert pipeline.data.tags[Runs.STEPS] == ",".join(STAGE_NAMES)
+    assert pipeline.data.tags[Runs.RUNNER_MODE] == "in_process"
     assert pipeline.data.params["model.name"] == "logistic_regression"
     assert artifacts(client, result.pipeline_run_id) == {"config.yaml"}
     children = stage_runs(client, result)
@@ -84,7 +76,7 @@ def test_pipeline_run_tree(runs):
     assert result.stage_run_ids == {name: run.info.run_id for name, run in children.items()}
     for name, run in children.items():
         assert run.info.status == "FINISHED", name
-        assert run.data.tags[TAG_PARENT] == result.pipeline_run_id
+        assert run.data.tags[MLflow.PARENT] == result.pipeline_run_id
         assert EXPECTED_ARTIFACTS[name] <= artifacts(client, run.info.run_id), name
         assert run.data.metrics["wall_time_s"] > 0
 
@@ -123,7 +115,7 @@ def test_sliced_run_reads_inputs_from_the_latest_finished_runs(runs):
     client, full, sliced = runs["client"], runs["full"], runs["sliced"]
     children = stage_runs(client, sliced)
     assert set(children) == {"train", "evaluate"}
-    assert client.get_run(sliced.pipeline_run_id).data.tags[TAG_STEPS] == "train,evaluate"
+    assert client.get_run(sliced.pipeline_run_id).data.tags[Runs.STEPS] == "train,evaluate"
     assert children["train"].data.tags["pipeline.upstream.train"] == full.stage_run_ids["split"]
     assert (
         children["train"].data.tags["pipeline.upstream.contract"] == full.stage_run_ids["validate"]
@@ -179,13 +171,13 @@ def test_failing_threshold_stops_before_register(make_config, tracking_store):
     client = tracking_store.client()
     experiment = client.get_experiment_by_name("breast_cancer")
     runs = client.search_runs([experiment.experiment_id])
-    by_stage = {r.data.tags.get(TAG_STAGE): r for r in runs}
+    by_stage = {r.data.tags.get(Runs.STAGE): r for r in runs}
     assert "register" not in by_stage
     assert by_stage["evaluate"].info.status == "FAILED"
     assert "roc_auc" in by_stage["evaluate"].data.metrics  # metrics were logged before the gate
     pipeline = by_stage[None]
     assert pipeline.info.status == "FAILED"
-    assert "below the minimum" in pipeline.data.tags[TAG_ERROR]
+    assert "below the minimum" in pipeline.data.tags[Runs.ERROR]
     assert client.search_registered_models() == []
 
 
@@ -204,7 +196,7 @@ def test_bad_data_fails_validate_with_the_failure_table(
         run_pipeline(make_config(*csv_overrides(path)))
     client = tracking_store.client()
     experiment = client.get_experiment_by_name("bad")
-    runs = {r.data.tags.get(TAG_STAGE): r for r in client.search_runs([experiment.experiment_id])}
+    runs = {r.data.tags.get(Runs.STAGE): r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {None, "ingest", "profile", "validate"}
     failed = runs["validate"]
     assert failed.info.status == "FAILED"

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_pipeline.engine.pipeline import stage_named
 from mlflow_pipeline.engine.runner import check_lineage, run_pipeline
 from mlflow_pipeline.errors import StageError, ThresholdError
-from mlflow_pipeline.store.tracking import TAG_PIPELINE_RUN, TAG_STAGE
+from mlflow_pipeline.tags import Runs
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
 
@@ -16,7 +16,7 @@ FAST = ["model=logistic_regression", "model.max_iter=200"]
 def stage_run_of(client: MlflowClient, experiment_id: str, pipeline_run_id: str, stage: str):
     (run,) = client.search_runs(
         [experiment_id],
-        f"tags.`{TAG_PIPELINE_RUN}` = '{pipeline_run_id}' and tags.`{TAG_STAGE}` = '{stage}'",
+        f"tags.`{Runs.PIPELINE_RUN}` = '{pipeline_run_id}' and tags.`{Runs.STAGE}` = '{stage}'",
     )
     return run
 

@@ -13,15 +13,8 @@ from mlflow.tracking import MlflowClient
 from mlflow_pipeline.engine.stage import Dataset, Handoff, PeakMemory, RunContext, Stage, run_stage
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError, ThresholdError
 from mlflow_pipeline.store import artifacts
-from mlflow_pipeline.store.tracking import (
-    TAG_ERROR,
-    TAG_KIND,
-    TAG_PARENT,
-    TAG_PIPELINE_RUN,
-    TAG_STAGE,
-    Tracking,
-    ensure_experiment,
-)
+from mlflow_pipeline.store.tracking import Tracking, ensure_experiment
+from mlflow_pipeline.tags import MLflow, Runs
 
 NUMBERS_SCHEMA = pa.DataFrameSchema(
     {"n": pa.Column(int, pa.Check.ge(0), coerce=True)}, strict=True, name="numbers"
@@ -72,7 +65,7 @@ def ctx(tracking_store, client: MlflowClient) -> RunContext:
 
 
 def stage_run(client: MlflowClient, ctx: RunContext, name: str) -> Run:
-    runs = client.search_runs([ctx.experiment_id], f"tags.`{TAG_STAGE}` = '{name}'")
+    runs = client.search_runs([ctx.experiment_id], f"tags.`{Runs.STAGE}` = '{name}'")
     assert len(runs) == 1
     return runs[0]
 
@@ -92,8 +85,8 @@ def test_successful_stage_run(cfg, ctx: RunContext, client: MlflowClient):
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "produce"
     tags = run.data.tags
-    assert tags[TAG_KIND] == "stage"
-    assert tags[TAG_PARENT] == tags[TAG_PIPELINE_RUN] == ctx.pipeline_run_id
+    assert tags[Runs.KIND] == "stage"
+    assert tags[MLflow.PARENT] == tags[Runs.PIPELINE_RUN] == ctx.pipeline_run_id
     assert tags["pipeline.digest.output.numbers"] == artifacts.digest(outputs["numbers"].value)
     assert run.data.params["data.name"] == "breast_cancer"
     assert run.data.params["seed"] == "42"
@@ -130,7 +123,7 @@ def test_invalid_output_fails_the_run_with_the_failure_table(
         run_stage(produce([1, -2, -3]), cfg, ctx, {})
     run = stage_run(client, ctx, "produce")
     assert run.info.status == "FAILED"
-    assert "column 'n', check greater_than_or_equal_to(0): 2 row(s)" in run.data.tags[TAG_ERROR]
+    assert "column 'n', check greater_than_or_equal_to(0): 2 row(s)" in run.data.tags[Runs.ERROR]
     assert artifact_paths(client, run.info.run_id) == {
         "config.yaml",
         "cache.json",
@@ -199,7 +192,7 @@ def test_a_bug_in_a_stage_logs_its_traceback(cfg, ctx: RunContext, client: Mlflo
         run_stage(Stage("broken", broken, outputs=(NUMBERS,)), cfg, ctx, {})
     run = stage_run(client, ctx, "broken")
     assert run.info.status == "FAILED"
-    assert run.data.tags[TAG_ERROR] == "boom"
+    assert run.data.tags[Runs.ERROR] == "boom"
     trace = artifacts.load_text(run.info.run_id, "error.txt")
     assert "Traceback" in trace
     assert "RuntimeError: boom" in trace
@@ -212,7 +205,7 @@ def test_an_expected_failure_is_named_after_its_stage(cfg, ctx: RunContext, clie
     with pytest.raises(PipelineError, match=r"^\[refuses\] no thanks$"):
         run_stage(Stage("refuses", refuses), cfg, ctx, {})
     run = stage_run(client, ctx, "refuses")
-    assert run.data.tags[TAG_ERROR] == "[refuses] no thanks"
+    assert run.data.tags[Runs.ERROR] == "[refuses] no thanks"
     assert "error.txt" not in artifact_paths(client, run.info.run_id)
 
 
@@ -255,7 +248,7 @@ def test_resumes_a_run_created_for_it(cfg, ctx: RunContext, client: MlflowClient
     assert outputs["numbers"].run_id == created
     run = client.get_run(created)
     assert run.info.status == "FINISHED"
-    assert run.data.tags[TAG_STAGE] == "produce"
+    assert run.data.tags[Runs.STAGE] == "produce"
 
 
 def test_peak_memory_is_sampled():

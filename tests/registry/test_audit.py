@@ -9,6 +9,7 @@ import pytest
 from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry import audit
 from mlflow_pipeline.registry.audit import AuditTrail, Move, Why
+from mlflow_pipeline.tags import Audit
 
 MODEL = "churn"
 WHY = Why(
@@ -62,7 +63,7 @@ def test_a_record_reads_back_whole(trail, tracking_store):
     assert run.info.user_id == "ana"
     assert run.info.status == "FINISHED"
     assert run.data.metrics == {"challenger_score": 0.91, "champion_score": 0.89}
-    assert client.get_registered_model(MODEL).tags[audit.MODEL_TAG_EXPERIMENT] == f"{MODEL}-audit"
+    assert client.get_registered_model(MODEL).tags[Audit.MODEL_EXPERIMENT] == f"{MODEL}-audit"
 
 
 def test_moves_keep_their_order_and_filter_by_alias_and_model(trail, tracking_store):

@@ -19,6 +19,7 @@ from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry import model_registry as reg
 from mlflow_pipeline.registry.audit import Why, current_user
 from mlflow_pipeline.registry.model_registry import ModelRegistry
+from mlflow_pipeline.tags import Promotion
 from tests.helpers import alias_version
 
 MODEL = "breast_cancer"
@@ -127,11 +128,11 @@ def test_first_run_becomes_champion(story):
     assert first["version"] == "1"
     assert first["promotion"]["promote"] is True
     assert first["aliases"] == {"champion": "1", "challenger": "1"}
-    assert first["tags"][reg.TAG_DECISION] == "promoted"
-    assert first["tags"][reg.TAG_REASON] == "no champion yet"
-    assert first["tags"][reg.TAG_CHAMPION_VERSION] == "None"
-    assert first["tags"][reg.TAG_CHAMPION_SCORE] == "None"
-    assert first["tags"][reg.TAG_PIPELINE_RUN] == first["pipeline_run"]
+    assert first["tags"][Promotion.DECISION] == "promoted"
+    assert first["tags"][Promotion.REASON] == "no champion yet"
+    assert first["tags"][Promotion.CHAMPION_VERSION] == "None"
+    assert first["tags"][Promotion.CHAMPION_SCORE] == "None"
+    assert first["tags"][Promotion.PIPELINE_RUN] == first["pipeline_run"]
 
 
 def test_worse_challenger_leaves_the_champion(story):
@@ -140,15 +141,15 @@ def test_worse_challenger_leaves_the_champion(story):
     assert worse["promotion"]["promote"] is False
     assert worse["aliases"] == {"champion": "1", "challenger": "2"}
     tags = worse["tags"]
-    assert tags[reg.TAG_DECISION] == "not_promoted"
-    assert tags[reg.TAG_METRIC] == "roc_auc"
-    assert tags[reg.TAG_CHAMPION_VERSION] == "1"
-    assert float(tags[reg.TAG_CHALLENGER_SCORE]) < float(tags[reg.TAG_CHAMPION_SCORE])
+    assert tags[Promotion.DECISION] == "not_promoted"
+    assert tags[Promotion.METRIC] == "roc_auc"
+    assert tags[Promotion.CHAMPION_VERSION] == "1"
+    assert float(tags[Promotion.CHALLENGER_SCORE]) < float(tags[Promotion.CHAMPION_SCORE])
     # The champion was re-scored on the same test set: the score it got when it was trained.
-    assert float(tags[reg.TAG_CHAMPION_SCORE]) == pytest.approx(
+    assert float(tags[Promotion.CHAMPION_SCORE]) == pytest.approx(
         story["first"]["promotion"]["challenger_score"]
     )
-    assert "does not beat champion v1" in tags[reg.TAG_REASON]
+    assert "does not beat champion v1" in tags[Promotion.REASON]
 
 
 def test_better_challenger_becomes_champion_and_old_one_rollback(story):
@@ -156,17 +157,17 @@ def test_better_challenger_becomes_champion_and_old_one_rollback(story):
     assert better["version"] == "3"
     assert better["promotion"]["promote"] is True
     assert better["aliases"] == {"champion": "3", "challenger": "3", "rollback": "1"}
-    assert better["tags"][reg.TAG_DECISION] == "promoted"
-    assert better["tags"][reg.TAG_CHAMPION_VERSION] == "1"
-    assert "beats champion v1" in better["tags"][reg.TAG_REASON]
+    assert better["tags"][Promotion.DECISION] == "promoted"
+    assert better["tags"][Promotion.CHAMPION_VERSION] == "1"
+    assert "beats champion v1" in better["tags"][Promotion.REASON]
 
 
 def test_next_run_compares_against_the_humans_champion(story):
     after = story["after_human"]
     assert after["version"] == "4"
     # Compared with the human's v2 (weak), not the strong v3 the pipeline had chosen.
-    assert after["tags"][reg.TAG_CHAMPION_VERSION] == "2"
-    assert float(after["tags"][reg.TAG_CHAMPION_SCORE]) == pytest.approx(
+    assert after["tags"][Promotion.CHAMPION_VERSION] == "2"
+    assert float(after["tags"][Promotion.CHAMPION_SCORE]) == pytest.approx(
         story["worse"]["promotion"]["challenger_score"]
     )
     assert after["promotion"]["promote"] is True
@@ -177,7 +178,7 @@ def test_min_delta_is_respected_through_the_registry(story):
     step = story["min_delta"]
     assert step["promotion"]["promote"] is False
     assert step["promotion"]["challenger_score"] > step["promotion"]["champion_score"]
-    assert "min_delta=0.5" in step["tags"][reg.TAG_REASON]
+    assert "min_delta=0.5" in step["tags"][Promotion.REASON]
     assert step["aliases"] == {"champion": "4", "challenger": "5", "rollback": "2"}
 
 
@@ -220,7 +221,7 @@ def test_a_pipeline_move_records_who_why_and_the_scores(story):
     assert move.actor == "mlflow-pipeline register stage"
     assert move.pipeline_run == better["pipeline_run"]
     assert move.stage_run == better["register_run"]
-    assert move.reason == better["tags"][reg.TAG_REASON]
+    assert move.reason == better["tags"][Promotion.REASON]
     assert move.metric == "roc_auc"
     assert move.challenger_score == pytest.approx(better["promotion"]["challenger_score"])
     assert move.champion_score == pytest.approx(better["promotion"]["champion_score"])

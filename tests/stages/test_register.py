@@ -10,7 +10,6 @@ import pytest
 
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.errors import StageError
-from mlflow_pipeline.registry import model_registry as reg
 from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import evaluate
@@ -19,6 +18,7 @@ from mlflow_pipeline.stages.register import decide, register
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
 from mlflow_pipeline.store import artifacts
+from mlflow_pipeline.tags import Promotion
 from tests.helpers import alias_version
 
 
@@ -134,10 +134,10 @@ def test_register_first_then_a_tie(trained, tracking_store):
     assert alias_version(client, "m", "champion") == "1"
     assert alias_version(client, "m", "challenger") == "1"
     tags = client.get_model_version("m", "1").tags
-    assert tags[reg.TAG_DECISION] == "promoted"
-    assert tags[reg.TAG_METRIC] == "roc_auc"
-    assert tags[reg.TAG_CHAMPION_VERSION] == "None"
-    assert tags[reg.TAG_PIPELINE_RUN] == "p1"
+    assert tags[Promotion.DECISION] == "promoted"
+    assert tags[Promotion.METRIC] == "roc_auc"
+    assert tags[Promotion.CHAMPION_VERSION] == "None"
+    assert tags[Promotion.PIPELINE_RUN] == "p1"
     assert tags["lineage.run.train"] == "t1"
     assert tags["lineage.digest.test"] == "d" * 64
     assert tags["lineage.git_commit"] == "abc"
@@ -152,9 +152,9 @@ def test_register_first_then_a_tie(trained, tracking_store):
     assert alias_version(client, "m", "champion") == "1"
     assert alias_version(client, "m", "challenger") == "2"
     tags = client.get_model_version("m", "2").tags
-    assert tags[reg.TAG_DECISION] == "not_promoted"
-    assert tags[reg.TAG_CHAMPION_VERSION] == "1"
-    assert float(tags[reg.TAG_CHAMPION_SCORE]) == pytest.approx(second["champion_score"])
+    assert tags[Promotion.DECISION] == "not_promoted"
+    assert tags[Promotion.CHAMPION_VERSION] == "1"
+    assert float(tags[Promotion.CHAMPION_SCORE]) == pytest.approx(second["champion_score"])
 
 
 def test_registering_the_same_model_again_adds_no_version(trained, tracking_store):
@@ -169,7 +169,7 @@ def test_registering_the_same_model_again_adds_no_version(trained, tracking_stor
     # The decision recorded when it was registered and promoted stands.
     assert again["promote"] is True
     assert again["reason"] == "no champion yet"
-    assert client.get_model_version("m", "1").tags[reg.TAG_DECISION] == "promoted"
+    assert client.get_model_version("m", "1").tags[Promotion.DECISION] == "promoted"
     assert alias_version(client, "m", "champion") == "1"
     assert [str(v.version) for v in client.search_model_versions("name = 'm'")] == ["1"]
 

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.config import PROJECT_ROOT, load_config
 from mlflow_pipeline.store import tracking
+from mlflow_pipeline.tags import MLflow, Runs
 
 
 def test_environment_uri_wins_over_the_embedded_store(tracking_store):
@@ -74,9 +75,9 @@ def test_code_version_of_this_checkout():
     if not (PROJECT_ROOT / ".git").exists():
         assert version == {}
         return
-    assert len(version[tracking.TAG_GIT_COMMIT]) == 40
-    assert version[tracking.TAG_GIT_COMMIT_MLFLOW] == version[tracking.TAG_GIT_COMMIT]
-    assert version[tracking.TAG_GIT_DIRTY] in ("true", "false")
+    assert len(version[Runs.GIT_COMMIT]) == 40
+    assert version[MLflow.GIT_COMMIT] == version[Runs.GIT_COMMIT]
+    assert version[Runs.GIT_DIRTY] in ("true", "false")
 
 
 # ------------------------------------------------------------------ abandoned runs, retries
@@ -107,7 +108,7 @@ def test_runs_of_dead_processes_are_marked_failed_and_others_left_alone(tracking
     orphan = died.stdout.split()[0]
     mine = client.create_run(experiment, tags=tracking.owner_tags()).info.run_id
     elsewhere = client.create_run(
-        experiment, tags={**tracking.owner_tags(), tracking.TAG_HOST: "another-host"}
+        experiment, tags={**tracking.owner_tags(), Runs.HOST: "another-host"}
     ).info.run_id
     unowned = client.create_run(experiment).info.run_id
     assert client.get_run(orphan).info.status == "RUNNING"
@@ -124,7 +125,7 @@ def test_runs_of_dead_processes_are_marked_failed_and_others_left_alone(tracking
 def test_a_reused_pid_is_not_mistaken_for_the_owner(tracking_store):
     client = tracking_store.client()
     experiment = client.create_experiment("pid-reuse")
-    tags = {**tracking.owner_tags(), tracking.TAG_PID_STARTED: "12.00"}  # same pid, other start
+    tags = {**tracking.owner_tags(), Runs.PID_STARTED: "12.00"}  # same pid, other start
     run_id = client.create_run(experiment, tags=tags).info.run_id
     assert tracking.reap_dead_runs(client, experiment) == [run_id]
 

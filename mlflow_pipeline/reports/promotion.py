@@ -1,0 +1,111 @@
+"""The promotion report: the register stage's decision, challenger against champion."""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from mlflow_pipeline.reports.html import banner, figures, finite, fmt, page, table
+from mlflow_pipeline.reports.plots import BLUE, GREY, plot, shorten
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def promotion_report(promotion: dict) -> str:
+    """Render the register stage's promotion decision (challenger vs champion) as HTML.
+
+    ``promotion`` is promotion.json: promote, reason, metric, greater_is_better, both scores,
+    versions before and after. Returns one HTML document.
+    """
+    name = str(promotion.get("model_name") or "model")
+    version = promotion.get("version")
+    champion_version = promotion.get("champion_version")
+    after = promotion.get("champion_version_after")
+    metric = str(promotion.get("metric") or "metric")
+    higher = promotion.get("greater_is_better", True)
+    challenger_score = promotion.get("challenger_score")
+    champion_score = promotion.get("champion_score")
+
+    if promotion.get("promote"):
+        verdict = banner("ok", f"Promoted: version {version} is the champion now")
+    else:
+        stays = after or champion_version
+        verdict = banner(
+            "warn",
+            f"Not promoted: the champion stays version {stays}"
+            if stays is not None
+            else "Not promoted: there is no champion",
+        )
+
+    against = f"champion v{champion_version}" if champion_version is not None else "no champion yet"
+    summary = (
+        f"{name} · challenger v{version} vs {against} · {metric} "
+        f"({'higher' if higher else 'lower'} is better)"
+    )
+    delta = (
+        challenger_score - champion_score
+        if finite(challenger_score) and finite(champion_score)
+        else None
+    )
+    body = [
+        verdict,
+        f"<p><strong>Reason:</strong> {html.escape(str(promotion.get('reason') or '—'))}</p>",
+        "<h2>Decision</h2>",
+        table(
+            None,
+            [
+                ["Model", name],
+                ["Challenger version", version],
+                ["Champion version before", champion_version],
+                ["Champion version after", after],
+                ["Metric", metric],
+                ["Direction", "higher is better" if higher else "lower is better"],
+                ["Challenger score", challenger_score],
+                ["Champion score", champion_score],
+                ["Difference (challenger − champion)", delta],
+                [
+                    "Moved outside mlflow-pipeline",
+                    "; ".join(promotion.get("moved_outside") or []) or "—",
+                ],
+                ["Audit trail (experiment)", promotion.get("audit_experiment") or "—"],
+            ],
+        ),
+    ]
+    bars = [(f"challenger v{version}", challenger_score, BLUE)]
+    if champion_version is not None or champion_score is not None:
+        bars.append((f"champion v{champion_version}", champion_score, GREY))
+    bars = [b for b in bars if finite(b[1])]
+    if bars:
+        body.append("<h2>Scores</h2>")
+        body.append(figures([(_score_plot(bars, metric), "")]))
+    return page(f"Promotion: {name} v{version}", summary, body)
+
+
+def _score_plot(bars: list[tuple[str, Any, str]], metric: str) -> str:
+    return plot(
+        partial(_plot_challenger_vs_champion, bars=bars, metric=metric),
+        (4.0, 2.8),
+        f"{metric}: challenger vs champion",
+        left=0.7,
+        bottom=0.35,
+    )
+
+
+def _plot_challenger_vs_champion(
+    fig: Figure, bars: list[tuple[str, Any, str]], metric: str
+) -> None:
+    """One bar per model scored on the current test set, labelled with its score."""
+    ax = fig.add_subplot()
+    values = [float(v) for _, v, _ in bars]
+    drawn = ax.bar(range(len(bars)), values, color=[c for _, _, c in bars], width=0.55)
+    ax.bar_label(drawn, labels=[fmt(v) for v in values], padding=2)
+    ax.set_xticks(range(len(bars)), [shorten(n, 24) for n, _, _ in bars])
+    ax.axhline(0, color="black", lw=0.8)
+    top = max([*values, 0.0])
+    bottom = min([*values, 0.0])
+    span = (top - bottom) or 1.0
+    ax.set_ylim(bottom - (0.1 * span if bottom < 0 else 0), top + 0.15 * span)
+    ax.set_ylabel(shorten(metric, 30))
+    ax.set_title(f"{shorten(metric, 30)} on the current test set")

@@ -1,0 +1,153 @@
+"""Every MLflow tag and environment variable name mlflow-pipeline reads or writes, by namespace.
+
+``mlflow.*`` tags are MLflow's own and drive its UI; ``pipeline.*`` are on the runs we create;
+``lineage.*``, ``promotion.*`` and ``audit.*`` on registered model versions and audit runs.
+"""
+
+from __future__ import annotations
+
+
+class MLflow:
+    """MLflow's own tags, which its UI reads."""
+
+    PARENT = "mlflow.parentRunId"
+    GIT_COMMIT = "mlflow.source.git.commit"
+    USER = "mlflow.user"
+    RUN_NAME = "mlflow.runName"
+    NOTE = "mlflow.note.content"
+
+
+class Runs:
+    """Tags on every run mlflow-pipeline creates (pipeline, stage, sweep, score runs)."""
+
+    KIND = "pipeline.kind"  # "pipeline", "stage", "sweep" or "score"
+    STAGE = "pipeline.stage"
+    PIPELINE_RUN = "pipeline.run_id"
+    RUNNER_MODE = "pipeline.runner_mode"
+    GIT_COMMIT = "pipeline.git_commit"
+    GIT_DIRTY = "pipeline.git_dirty"
+    ERROR = "pipeline.error"
+    STEPS = "pipeline.steps"
+    OVERRIDES = "pipeline.overrides"  # the Hydra overrides the pipeline was composed with
+    UPSTREAM_PREFIX = "pipeline.upstream."  # + dataset name -> run id it was read from
+    MODEL_URI = "pipeline.model_uri"
+    # + "input."/"output." + dataset name -> content digest
+    DIGEST_PREFIX = "pipeline.digest."
+    DIGEST_OUTPUT = "pipeline.digest.output."
+    DIGEST_INPUT = "pipeline.digest.input."
+    INPUT_PREFIX = "pipeline.input."  # + model dataset name + ".uri"
+    WARNINGS_PREFIX = "pipeline.warnings."  # + dataset name -> rows with warnings
+    # On the pipeline run: detected | none | not checked (the profile stage's drift result).
+    DRIFT = "pipeline.drift"
+    DRIFTED = "pipeline.drift.features"
+    REPRODUCES = "pipeline.reproduces"  # on a reproduction's pipeline run
+    # The process that owns a RUNNING run: lets a later pipeline mark it FAILED once that
+    # process is gone (killed, crashed), instead of leaving it RUNNING forever.
+    HOST = "pipeline.host"
+    PID = "pipeline.pid"
+    PID_STARTED = "pipeline.pid_started"
+
+
+class Cache:
+    """The cache's tags on stage runs (and its summary on the pipeline run)."""
+
+    KEY = "pipeline.cache.key"
+    STATUS = "pipeline.cache.status"  # hit | miss | recompute | off | uncacheable
+    REASON = "pipeline.cache.reason"
+    # On a hit run: the run whose outputs it reused (where its artifacts are).
+    SOURCE = "pipeline.cache.source_run"
+    # "true" once a computed run's outputs are complete and may be reused.
+    STORED = "pipeline.cache.stored"
+    # On the pipeline run: "ingest=hit validate=hit split=miss ..."
+    SUMMARY = "pipeline.cache.summary"
+
+
+class Sweep:
+    """Tags of a Hydra multirun: the sweep run and the pipeline runs under it."""
+
+    # A pipeline run's part in a sweep: "shared" (stages every job shares, run once first),
+    # "job", or "register" (the best job's model, registered after all jobs).
+    ROLE = "pipeline.sweep.role"
+    BEST = "pipeline.sweep.best_run"
+    BEST_OVERRIDES = "pipeline.sweep.best_overrides"
+    OVERRIDES = "pipeline.sweep_overrides"
+    LAUNCHER = "pipeline.sweep.launcher"
+    SWEEPER = "pipeline.sweep.sweeper"
+
+
+class Score:
+    """Tags of a batch-scoring run (``mlflow run . -e score``)."""
+
+    MODEL = "score.model"
+    INPUT = "score.input"
+    OUTPUT = "score.output"
+
+
+class Lineage:
+    """Model version tags: where a registered version came from."""
+
+    PIPELINE_RUN = "lineage.pipeline_run"
+    RUN_PREFIX = "lineage.run."  # + stage name -> the run that computed it
+    DIGEST_PREFIX = "lineage.digest."  # + dataset name -> content digest
+    GIT_COMMIT = "lineage.git_commit"
+    GIT_DIRTY = "lineage.git_dirty"
+    CONFIG_DIGEST = "lineage.config_digest"
+    PACKAGES = "lineage.packages"
+    ARTIFACT = "lineage.artifact"  # runs:/<register run>/lineage.json
+
+
+class Promotion:
+    """Model version tags: the register stage's decision."""
+
+    DECISION = "promotion.decision"
+    REASON = "promotion.reason"
+    METRIC = "promotion.metric"
+    CHALLENGER_SCORE = "promotion.challenger_score"
+    CHAMPION_SCORE = "promotion.champion_score"
+    CHAMPION_VERSION = "promotion.champion_version"
+    PIPELINE_RUN = "pipeline.run_id"
+
+
+class Audit:
+    """Tags of an audit run (one per alias move), and of the registered model."""
+
+    # On the registered model, written at the first recorded move: the audit experiment (name
+    # and id) and the alias names the pipeline manages, for ``mlflow-pipeline audit/promote``.
+    MODEL_EXPERIMENT = "audit.experiment"
+    MODEL_EXPERIMENT_ID = "audit.experiment_id"
+    MODEL_ALIASES = "audit.aliases"
+    # On an audit run.
+    MODEL = "audit.model"
+    ALIAS = "audit.alias"
+    FROM = "audit.from_version"
+    TO = "audit.to_version"
+    KIND = "audit.kind"
+    ACTOR = "audit.actor"
+    REASON = "audit.reason"
+    HOST = "audit.host"
+    PIPELINE_RUN = "audit.pipeline_run"
+    STAGE_RUN = "audit.stage_run"
+    METRIC = "audit.metric"
+    SINCE = "audit.moved_after"
+
+
+class Env:
+    """Environment variables read or set."""
+
+    TRACKING_URI = "MLFLOW_TRACKING_URI"
+    REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+    # `mlflow run` hands the run it made to the command it starts in these.
+    RUN_ID = "MLFLOW_RUN_ID"
+    EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
+    # Kubernetes jobs: the tracking server as the cluster reaches it.
+    KUBE_TRACKING_URI = "KUBE_MLFLOW_TRACKING_URI"
+    # The webhook when alerts.webhook is null: a URL with a token stays out of the config.
+    ALERT_WEBHOOK = "MLFLOW_PIPELINE_ALERT_WEBHOOK"
+    # Prefix of the variables a command hook gets (MLFLOW_PIPELINE_ALERT_KIND, ..._STAGE, ...).
+    ALERT_PREFIX = "MLFLOW_PIPELINE_ALERT_"
+    # Testing aid: kill the process with SIGKILL inside a stage (see engine.stage).
+    FAILPOINT = "MLFLOW_PIPELINE_FAILPOINT"
+    # Set by SweepRun for the jobs of a Hydra multirun: the run every job's pipeline nests under.
+    SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
+    # `mlflow run . -P hydra_options="-m ..."`: the run `mlflow run` made becomes the sweep run.
+    SWEEP_PARENT = "MLFLOW_PIPELINE_SWEEP_PARENT"
