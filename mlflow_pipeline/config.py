@@ -6,6 +6,7 @@ A typo in an override fails at composition with the key named; required values a
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -22,7 +23,6 @@ from mlflow_pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
-STAGE_NAMES = ("ingest", "profile", "validate", "split", "train", "evaluate", "register")
 # Metrics the evaluate stage computes per task, and whether greater is better.
 METRICS: dict[str, dict[str, bool]] = {
     "classification": {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
@@ -273,7 +273,10 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    steps: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
+    # The pipeline declaration to run (package.module:NAME; see engine.spec.Pipeline).
+    pipeline: str = "mlflow_pipeline.reference:PIPELINE"
+    # The stages to run (null: all of the pipeline's); checked against the declaration.
+    steps: list[str] | None = None
     seed: int | None = 42
 
 
@@ -329,11 +332,6 @@ def check_config(cfg: DictConfig) -> None:
     missing = sorted(missing)
     if missing:
         raise ConfigError(f"missing required config value(s): {', '.join(missing)}")
-    unknown = [s for s in cfg.steps if s not in STAGE_NAMES]
-    if unknown:
-        raise ConfigError(
-            f"unknown step(s) {unknown} in 'steps'; choose from {', '.join(STAGE_NAMES)}"
-        )
     if cfg.runner.mode not in ("in_process", "projects"):
         raise ConfigError(f"runner.mode={cfg.runner.mode!r} is not one of 'in_process', 'projects'")
     for where, policy in [("cache.policy", cfg.cache.policy)] + [
@@ -341,9 +339,6 @@ def check_config(cfg: DictConfig) -> None:
     ]:
         if policy not in CACHE_POLICIES:
             raise ConfigError(f"{where}={policy!r} is not one of {', '.join(CACHE_POLICIES)}")
-    unknown = [name for name in cfg.cache.stages if name not in STAGE_NAMES]
-    if unknown:
-        raise ConfigError(f"cache.stages: unknown stage(s) {unknown}")
     if cfg.data.source not in ("csv", "sklearn"):
         raise ConfigError(f"data.source={cfg.data.source!r} is not one of 'csv', 'sklearn'")
     if cfg.registry.audit_experiment == cfg.tracking.experiment_name:
@@ -486,6 +481,20 @@ def split_overrides(text: str) -> list[str]:
         raise ConfigError(f"hydra_options: unclosed {quote} in {text!r}")
     words.append(word)
     return [w for w in words if w and w not in ("''", '""')]
+
+
+def unquote_parameter(text: str) -> str:
+    """An MLproject parameter as the command got it. MLflow's Kubernetes backend quotes each
+    command word as for a shell but runs it without one: a value that is exactly one
+    shell-quoted word is unquoted once (no Hydra override starts with a quote)."""
+    stripped = (text or "").strip()
+    if len(stripped) < 2 or stripped[0] not in "'\"":
+        return text
+    try:
+        words = shlex.split(stripped)
+    except ValueError:
+        return text
+    return words[0] if len(words) == 1 else text
 
 
 def hydra_quote(value: str) -> str:

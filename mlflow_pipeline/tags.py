@@ -73,6 +73,8 @@ class Sweep:
     OVERRIDES = "pipeline.sweep_overrides"
     LAUNCHER = "pipeline.sweep.launcher"
     SWEEPER = "pipeline.sweep.sweeper"
+    # On the sweep run: the multirun's hydra.sweep.dir, by which its jobs find it.
+    DIR = "pipeline.sweep.dir"
 
 
 class Score:
@@ -136,6 +138,8 @@ class Env:
 
     TRACKING_URI = "MLFLOW_TRACKING_URI"
     REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+    # "false" in the processes we start: no download progress bars in their output.
+    ARTIFACTS_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     # `mlflow run` hands the run it made to the command it starts in these.
     RUN_ID = "MLFLOW_RUN_ID"
     EXPERIMENT_ID = "MLFLOW_EXPERIMENT_ID"
@@ -147,7 +151,3 @@ class Env:
     ALERT_PREFIX = "MLFLOW_PIPELINE_ALERT_"
     # Testing aid: kill the process with SIGKILL inside a stage (see engine.stage).
     FAILPOINT = "MLFLOW_PIPELINE_FAILPOINT"
-    # Set by SweepRun for the jobs of a Hydra multirun: the run every job's pipeline nests under.
-    SWEEP_RUN_ID = "MLFLOW_PIPELINE_SWEEP_RUN_ID"
-    # `mlflow run . -P hydra_options="-m ..."`: the run `mlflow run` made becomes the sweep run.
-    SWEEP_PARENT = "MLFLOW_PIPELINE_SWEEP_PARENT"

@@ -54,7 +54,6 @@ def open_store(
             mp.delenv("MLFLOW_RUN_ID", raising=False)
             mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
             mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-            mp.delenv("MLFLOW_PIPELINE_SWEEP_RUN_ID", raising=False)
             try:
                 yield store
             finally:

@@ -24,7 +24,7 @@ from mlflow.projects.docker import validate_docker_env
 from mlflow.projects.utils import get_entry_point_command, load_project
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline.cli.app import split_options
+from mlflow_pipeline.cli.project import split_options
 from mlflow_pipeline.config import CONF_DIR, PROJECT_ROOT
 
 LAUNCHERS = CONF_DIR / "hydra" / "launcher"
@@ -70,17 +70,13 @@ def test_ray_launcher_joins_the_given_cluster_and_passes_the_run_environment(
     assert launcher._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
     # What the sweep callback has set by the time the launcher resolves its config.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
-    monkeypatch.setenv("MLFLOW_PIPELINE_SWEEP_RUN_ID", "abc123")
     init = OmegaConf.to_container(launcher.ray.init, resolve=True)
     assert init == {
         "address": "10.0.0.5:6379",
         # None, so the plugin does not add its own value, which ray.init refuses for a cluster.
         "object_store_memory": None,
         "runtime_env": {
-            "env_vars": {
-                "MLFLOW_TRACKING_URI": "http://tracking:5000",
-                "MLFLOW_PIPELINE_SWEEP_RUN_ID": "abc123",
-            }
+            "env_vars": {"MLFLOW_TRACKING_URI": "http://tracking:5000"}
         },
     }
     assert OmegaConf.to_container(launcher.ray.remote) == {"num_cpus": 1}
@@ -91,7 +87,7 @@ def test_ray_launcher_joins_the_given_cluster_and_passes_the_run_environment(
 def test_ray_launcher_address_defaults_to_ray_address_then_auto(
     monkeypatch: pytest.MonkeyPatch, ray_address: str | None, expected: str | None
 ) -> None:
-    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_PIPELINE_SWEEP_RUN_ID"):
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(name, raising=False)
     if ray_address:
         monkeypatch.setenv("RAY_ADDRESS", ray_address)
@@ -99,10 +95,7 @@ def test_ray_launcher_address_defaults_to_ray_address_then_auto(
         hydra_config("hydra/launcher=ray_cluster").hydra.launcher.ray.init, resolve=True
     )
     assert init["address"] == (expected or ray_address)
-    assert init["runtime_env"]["env_vars"] == {
-        "MLFLOW_TRACKING_URI": "",
-        "MLFLOW_PIPELINE_SWEEP_RUN_ID": "",
-    }
+    assert init["runtime_env"]["env_vars"] == {"MLFLOW_TRACKING_URI": ""}
 
 
 # ---- SLURM ----------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import METRICS, PipelineConfig, Task, check_config
+from mlflow_pipeline.engine.pipeline import load_pipeline
 from mlflow_pipeline.errors import PipelineError
 from mlflow_pipeline.registry.model_registry import resolve_version
 from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import activate, code_version
 from mlflow_pipeline.tags import Lineage, Runs
 
-STEPS = ["ingest", "profile", "validate", "split", "train", "evaluate"]
 # Outputs that describe rather than carry data (drift depends on today's champion): not compared.
 NOT_COMPARED = ("model", "promotion", "lineage", "metrics", "drift", "drift_metrics")
 
@@ -47,13 +47,14 @@ class Reproduction:
 
 def recorded_config(lineage: dict[str, Any], tracking_uri: str) -> DictConfig:
     """The config recorded in ``lineage``, typed again, run against ``tracking_uri`` with the
-    cache recomputing every stage and without ``register``."""
+    cache recomputing every stage and without the pipeline's register stage."""
     recorded = OmegaConf.create(lineage["config"])
     cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), recorded)
     cfg.tracking.uri = tracking_uri
     cfg.cache.policy = "recompute"
     cfg.cache.stages = {}
-    cfg.steps = STEPS
+    pipeline = load_pipeline(cfg)
+    cfg.steps = [s.name for s in pipeline.order() if s.name != pipeline.register_stage]
     cfg.runner.upstream_run_id = None
     cfg.runner.mode = "in_process"
     # Reproducing is not gating today's data: no drift check against today's champion.

@@ -194,7 +194,7 @@ def scheduled_job(
     tool = "mlflow" if launcher == "mlflow-run" else "mlflow-pipeline"
     if not (bin_dir / tool).exists():
         raise ConfigError(f"{bin_dir / tool} not found: run this from the project's venv")
-    env = {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{SYSTEM_PATH}"}
+    env = {Env.TRACKING_URI: tracking_uri, "PATH": f"{bin_dir}:{SYSTEM_PATH}"}
     if os.environ.get(Env.ALERT_WEBHOOK):
         env[Env.ALERT_WEBHOOK] = os.environ[Env.ALERT_WEBHOOK]
     return ScheduledJob(
@@ -396,9 +396,36 @@ def k8s_cronjob(
         command = mlflow_run_argv("mlflow", IMAGE_PROJECT_DIR, job)
     else:
         command = ["mlflow-pipeline", *job.overrides]
-    env: list[dict[str, object]] = [
-        {"name": "MLFLOW_TRACKING_URI", "value": uri},
-        {"name": "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "value": "false"},
+    container = {
+        "name": "pipeline",
+        "image": image or default_image,
+        "command": command,
+        "workingDir": "/tmp",
+        "env": _k8s_env(uri),
+        "resources": {
+            "requests": {"cpu": "2", "memory": "4Gi"},
+            "limits": {"memory": "8Gi"},
+        },
+    }
+    manifest = _k8s_manifest(job, container, namespace or default_namespace)
+    header = (
+        f"# Made by `mlflow-pipeline schedule k8s`: the daily pipeline run of model "
+        f"{job.model_name} at {job.at} ({job.timezone}).\n"
+        f"# Image: docker build -f projects/k8s/Dockerfile -t {image or default_image} . "
+        "(push it where the cluster pulls from).\n"
+        f"# Data paths are read inside the pod (working directory /tmp). Alert webhook: "
+        f"kubectl create secret generic {K8S_ALERT_SECRET} --from-literal=webhook=URL\n"
+    )
+    text = header + yaml.safe_dump(manifest, sort_keys=False, width=1000)
+    return Rendering(text=text, files={f"{job.name}.yaml": text}, notes=notes)
+
+
+def _k8s_env(uri: str) -> list[dict[str, object]]:
+    """The pipeline container's environment: the tracking server, no progress bars, and the
+    alert webhook from its Secret when that exists."""
+    return [
+        {"name": Env.TRACKING_URI, "value": uri},
+        {"name": Env.ARTIFACTS_PROGRESS_BAR, "value": "false"},
         {
             "name": Env.ALERT_WEBHOOK,
             "valueFrom": {
@@ -406,12 +433,17 @@ def k8s_cronjob(
             },
         },
     ]
-    manifest = {
+
+
+def _k8s_manifest(job: ScheduledJob, container: dict[str, object], namespace: str) -> dict:
+    """The CronJob around ``container``: daily at ``job``'s time, never two at once, no
+    retries, finished jobs kept a day."""
+    return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {
             "name": job.name,
-            "namespace": namespace or default_namespace,
+            "namespace": namespace,
             "labels": {"app.kubernetes.io/name": "mlflow-pipeline"},
         },
         "spec": {
@@ -429,35 +461,13 @@ def k8s_cronjob(
                         "metadata": {"labels": {"app.kubernetes.io/name": "mlflow-pipeline"}},
                         "spec": {
                             "restartPolicy": "Never",
-                            "containers": [
-                                {
-                                    "name": "pipeline",
-                                    "image": image or default_image,
-                                    "command": command,
-                                    "workingDir": "/tmp",
-                                    "env": env,
-                                    "resources": {
-                                        "requests": {"cpu": "2", "memory": "4Gi"},
-                                        "limits": {"memory": "8Gi"},
-                                    },
-                                }
-                            ],
+                            "containers": [container],
                         },
                     },
                 }
             },
         },
     }
-    header = (
-        f"# Made by `mlflow-pipeline schedule k8s`: the daily pipeline run of model "
-        f"{job.model_name} at {job.at} ({job.timezone}).\n"
-        f"# Image: docker build -f projects/k8s/Dockerfile -t {image or default_image} . "
-        "(push it where the cluster pulls from).\n"
-        f"# Data paths are read inside the pod (working directory /tmp). Alert webhook: "
-        f"kubectl create secret generic {K8S_ALERT_SECRET} --from-literal=webhook=URL\n"
-    )
-    text = header + yaml.safe_dump(manifest, sort_keys=False, width=1000)
-    return Rendering(text=text, files={f"{job.name}.yaml": text}, notes=notes)
 
 
 def render(

@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import hydra_quote, load_config, promotion_metric
-from mlflow_pipeline.engine.runner import PipelineResult, run_pipeline
+from mlflow_pipeline.engine.result import PipelineResult
+from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import ConfigError, PipelineError
 from mlflow_pipeline.store.tracking import activate, resolve_tracking
 from mlflow_pipeline.tags import MLflow, Runs
@@ -275,11 +276,56 @@ def simulate(
     the model already has versions (a simulation starts from an empty registry), DataError
     when the file cannot be read.
     """
-    from mlflow_pipeline.stages.ingest import ingest
-
     source = Path(data).resolve()
     name = name or source.stem
     workdir = Path(workdir or f"simulation-{name}").resolve()
+    _check_options(days, window, shift_day, shift_column, overrides)
+    common = _common_overrides(target, task, name, workdir)
+    source_cfg, raw = _read_source(source, target, common, overrides)
+    shift = None
+    if shift_day is not None:
+        column = shift_column or shift_column_of(raw, target, source_cfg.data.ignore_columns)
+        shift = make_shift(raw, shift_day, column, shift_by, target=target)
+    scenario = _Scenario(
+        workdir=workdir,
+        common=common,
+        overrides=[o for o in overrides if not _key(o).startswith(READ_OPTIONS_KEY)],
+        batches=daily_batches(raw, days, rows_per_day=rows_per_day, seed=source_cfg.seed),
+        window=window,
+        shift=shift,
+        metric=promotion_metric(source_cfg)[0],
+    )
+    client = _empty_store(source_cfg)
+    results: list[DayResult] = []
+    for day in range(1, days + 1):
+        results.append(_run_day(client, scenario, day))
+        if on_day is not None:
+            on_day(results[-1])
+    write_table(results, workdir / TABLE_FILE)
+    return results
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    """What every simulated day shares."""
+
+    workdir: Path
+    common: list[str]  # the overrides the simulation sets (model, experiment, target, store)
+    overrides: list[str]  # the user's, less the source file's read options
+    batches: list[pd.DataFrame]
+    window: int
+    shift: Shift | None
+    metric: str
+
+
+def _check_options(
+    days: int,
+    window: int,
+    shift_day: int | None,
+    shift_column: str | None,
+    overrides: Sequence[str],
+) -> None:
+    """Raises ConfigError for an override the simulation sets itself or inconsistent options."""
     _check_overrides(overrides)
     if shift_day is None and shift_column is not None:
         raise ConfigError("--shift-column needs --shift-day (the first shifted day)")
@@ -288,7 +334,11 @@ def simulate(
     if window < 0:
         raise ConfigError(f"--window must be 0 or more, got {window}")
 
-    common = [
+
+def _common_overrides(target: str, task: str, name: str, workdir: Path) -> list[str]:
+    """The overrides of every day's config (and the source file's): data, model, experiment
+    and store, all named ``name``, the store in ``workdir``."""
+    return [
         "data=csv",
         f"data.target={hydra_quote(target)}",
         f"data.task={task}",
@@ -297,49 +347,58 @@ def simulate(
         f"tracking.experiment_name={hydra_quote(name)}",
         f"tracking.root={hydra_quote(str(workdir))}",
     ]
+
+
+def _read_source(
+    source: Path, target: str, common: list[str], overrides: Sequence[str]
+) -> tuple[DictConfig, pd.DataFrame]:
+    """The source file's config and its rows, read as the ingest stage reads them.
+
+    Raises ConfigError when ``target`` is not one of its columns.
+    """
+    from mlflow_pipeline.stages.ingest import ingest
+
     source_cfg = load_config([*common, f"data.path={hydra_quote(str(source))}", *overrides])
     raw = ingest(source_cfg)["raw"]
     if target not in raw.columns:
         raise ConfigError(f"--target: no column '{target}' in {source}")
-    shift = None
-    if shift_day is not None:
-        column = shift_column or shift_column_of(raw, target, source_cfg.data.ignore_columns)
-        shift = make_shift(raw, shift_day, column, shift_by, target=target)
-    batches = daily_batches(raw, days, rows_per_day=rows_per_day, seed=source_cfg.seed)
-    metric, _ = promotion_metric(source_cfg)
+    return source_cfg, raw
+
+
+def _empty_store(source_cfg: DictConfig) -> MlflowClient:
+    """Point this process at the simulation's tracking store and check that its model has no
+    versions yet."""
     tracking = resolve_tracking(source_cfg)
     activate(tracking)
     client = MlflowClient()
     _check_registry_empty(client, source_cfg.registry.model_name, tracking.uri)
+    return client
 
-    day_overrides = [o for o in overrides if not _key(o).startswith(READ_OPTIONS_KEY)]
-    results: list[DayResult] = []
-    for day in range(1, days + 1):
-        path = workdir / f"day-{day}" / DATA_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = day_data(batches, day, window, shift)
-        rows.to_csv(path, index=False)
-        cfg = load_config([*common, f"data.path={hydra_quote(str(path))}", *day_overrides])
-        facts = {
-            "day": day,
-            "rows": len(rows),
-            "shifted": shift is not None and day >= shift.day,
-            "metric": metric,
-            "data": str(path),
-        }
-        started_ms = int(time.time() * 1000)
-        try:
-            result = run_pipeline(cfg, day_overrides)
-        except (PipelineError, MlflowException) as exc:
-            message = exc.message if isinstance(exc, MlflowException) else str(exc)
-            outcome = _failed_day(client, cfg, started_ms, message, metric, facts)
-        else:
-            outcome = _finished_day(client, cfg, result, facts)
-        results.append(outcome)
-        if on_day is not None:
-            on_day(outcome)
-    write_table(results, workdir / TABLE_FILE)
-    return results
+
+def _run_day(client: MlflowClient, scenario: _Scenario, day: int) -> DayResult:
+    """Write day ``day``'s data, run the pipeline on it in this process and say what happened;
+    a day that fails with an expected error is a failed DayResult, not an exception."""
+    path = scenario.workdir / f"day-{day}" / DATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = day_data(scenario.batches, day, scenario.window, scenario.shift)
+    rows.to_csv(path, index=False)
+    cfg = load_config(
+        [*scenario.common, f"data.path={hydra_quote(str(path))}", *scenario.overrides]
+    )
+    facts = {
+        "day": day,
+        "rows": len(rows),
+        "shifted": scenario.shift is not None and day >= scenario.shift.day,
+        "metric": scenario.metric,
+        "data": str(path),
+    }
+    started_ms = int(time.time() * 1000)
+    try:
+        result = run_pipeline(cfg, scenario.overrides)
+    except (PipelineError, MlflowException) as exc:
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        return _failed_day(client, cfg, started_ms, message, scenario.metric, facts)
+    return _finished_day(client, cfg, result, facts)
 
 
 def _key(override: str) -> str:

@@ -1,6 +1,6 @@
 """``python -m mlflow_pipeline.cli``: what the MLproject entry points call."""
 
-from mlflow_pipeline.cli.app import project_main
+from mlflow_pipeline.cli.project import project_main
 
 if __name__ == "__main__":
     raise SystemExit(project_main())

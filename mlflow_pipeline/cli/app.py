@@ -1,655 +1,117 @@
-"""Command-line entry points. They parse arguments and call the runner; no logic lives here.
+"""``mlflow-pipeline``: the pipeline as a Hydra app (``-m`` sweeps with multirun), or a
+subcommand (cli.commands). Parses, calls the engine, prints.
 
-- ``mlflow-pipeline [overrides]`` / ``-m`` sweeps: the pipeline as a Hydra app.
-- ``python -m mlflow_pipeline.cli main|<stage> ...``: what the MLproject entry points call.
-- ``mlflow-pipeline-schema [overrides] --output FILE``: write an inferred data contract.
+``--dry-run`` (or ``--plan``) prints, per stage, cache hit or miss and why, running nothing.
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
-import logging
-import os
-import shlex
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from mlflow_pipeline.config import (
-    CONF_DIR,
-    STAGE_NAMES,
-    check_config,
-    load_config,
-    split_overrides,
-)
+from mlflow_pipeline.cli.commands import SUBCOMMANDS
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail
+from mlflow_pipeline.cli.startup import frozen_imports
+from mlflow_pipeline.config import CONF_DIR, check_config, load_config
 from mlflow_pipeline.engine.alerts import alert_failure
-from mlflow_pipeline.errors import ConfigError, PipelineError
-from mlflow_pipeline.store.tracking import record_error
-from mlflow_pipeline.tags import Env
+from mlflow_pipeline.errors import ConfigError
 
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
-
-# `mlflow run` hands its run over in MLFLOW_RUN_ID, and MLflow deletes that variable at the
-# first start_run(); read it once, at import.
-MLFLOW_RUN_ID = os.environ.get(Env.RUN_ID) or None
 # What a failed sweep job returns: a search (Optuna) records the trial as failed.
 JOB_FAILED = float("nan")
 DRY_RUN_FLAGS = ("--dry-run", "--plan")
 SWEEP_FLAGS = ("-m", "--multirun")
 
 
-class _Flags:
-    """Options of ``mlflow-pipeline`` that are not Hydra overrides (read by the Hydra app)."""
-
-    dry_run = False
-
-
-# What the CLI reports as one paragraph and exit 1, without a traceback: our own errors, and
-# MLflow refusing or failing to reach the store (bad URI, store down, unknown run id).
-EXPECTED_ERRORS = (PipelineError, MlflowException)
-
-
-def _fail(exc: Exception) -> None:
-    message = exc.message if isinstance(exc, MlflowException) else str(exc)
-    prefix = "MLflow: " if isinstance(exc, MlflowException) else ""
-    print(f"mlflow-pipeline: error: {prefix}{message}", file=sys.stderr)
-
-
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> float | None:
-    """One pipeline run; in a sweep, returns the job's objective (see runner.objective)."""
-    from mlflow_pipeline.engine.runner import (
-        describe,
-        describe_plan,
-        objective,
-        plan,
-        record_failed_job,
-        run_pipeline,
-    )
+    """One pipeline run; in a sweep, returns the job's objective (see engine.sweep)."""
+    from mlflow_pipeline.engine.result import describe
+    from mlflow_pipeline.engine.runner import run_pipeline
+    from mlflow_pipeline.engine.sweep import objective, record_failed_job, sweep_run_of
+    from mlflow_pipeline.store.tracking import resolve_tracking
 
-    overrides = list(HydraConfig.get().overrides.task)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_config(cfg)
     except EXPECTED_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
         alert_failure(cfg, exc)
-        if multirun:
-            record_failed_job(overrides, exc)  # no pipeline run exists to show it
+        if multirun:  # no pipeline run exists to show it
+            record_failed_job(sweep_run_of(None, str(hydra_cfg.sweep.dir)), overrides, exc)
             return JOB_FAILED
         raise SystemExit(1) from None
+    alerted: list[BaseException] = []
+
+    def on_failure(error: BaseException, run_id: str, experiment_id: str) -> None:
+        alerted.append(error)
+        alert_failure(cfg, error, pipeline_run_id=run_id, experiment_id=experiment_id)
+
     try:
-        if _Flags.dry_run:
-            print(describe_plan(plan(cfg)))
-            return None
-        result = run_pipeline(cfg, overrides)
+        parent = None
+        if multirun:  # the sweep run this job nests under
+            parent = sweep_run_of(resolve_tracking(cfg).uri, str(hydra_cfg.sweep.dir))
+        result = run_pipeline(
+            cfg,
+            overrides,
+            parent_run_id=parent,
+            role="job" if multirun else None,
+            on_failure=on_failure,
+        )
     except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        alert_failure(cfg, exc)
+        fail(exc)
+        if exc not in alerted:
+            alert_failure(cfg, exc)
         if multirun:
             return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
         raise SystemExit(1) from None
     except Exception as exc:  # a bug: alert, then keep its traceback
-        alert_failure(cfg, exc)
+        if exc not in alerted:
+            alert_failure(cfg, exc)
         raise
     print(describe(result))
     return objective(result, cfg) if multirun else None
 
 
 def main() -> None:
-    """``mlflow-pipeline``: the pipeline as a Hydra app (``-m`` sweeps with multirun).
-
-    ``--dry-run`` (or ``--plan``) prints, per stage, cache hit or miss and why, running nothing.
-    ``mlflow-pipeline reproduce MODEL_URI`` re-runs what produced a registered model version.
-    ``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv`` scores a file;
-    ``mlflow-pipeline serve MODEL_URI`` serves a version over HTTP (see serving.py).
-    ``mlflow-pipeline simulate --data F.csv --target T --task K --days N`` simulates daily
-    retraining (see retrain.py).
-    ``mlflow-pipeline schedule cron|systemd|airflow|k8s [--at HH:MM] [--install] [overrides]``
-    prints (or installs) what runs the pipeline daily (see schedule.py).
-    ``mlflow-pipeline promote MODEL_URI --reason TEXT`` moves ``champion`` by hand, audited;
-    ``mlflow-pipeline audit NAME`` prints the audit trail of its aliases (see audit.py).
-    ``mlflow-pipeline example-data FILE.csv`` writes the walkthroughs' example data.
-    """
+    """``mlflow-pipeline [--dry-run] [-m] [overrides]`` or ``mlflow-pipeline SUBCOMMAND ...``
+    (reproduce, score, serve, simulate, schedule, promote, audit, example-data)."""
     subcommand = SUBCOMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
     if subcommand is not None:
         raise SystemExit(subcommand(sys.argv[2:]))
-    _quiet_gc_during_imports()
-    from mlflow_pipeline.engine.runner import SweepRun
+    with frozen_imports():
+        from mlflow_pipeline.engine.sweep import SweepFailed
 
-    _gc_after_imports()
-
-    _Flags.dry_run = any(flag in sys.argv for flag in DRY_RUN_FLAGS)
-    if _Flags.dry_run and any(a in SWEEP_FLAGS for a in sys.argv):
-        # Launcher workers (joblib, Ray, SLURM) would not see the flag and run for real.
-        _fail(ConfigError("--dry-run plans one pipeline run: drop -m and plan one job's overrides"))
-        raise SystemExit(1)
-    sys.argv = [a for a in sys.argv if a not in DRY_RUN_FLAGS]
-    SweepRun.failures = 0
+    args = sys.argv[1:]
+    if any(flag in args for flag in DRY_RUN_FLAGS):
+        raise SystemExit(dry_run([a for a in args if a not in DRY_RUN_FLAGS]))
     try:
         _hydra_app()
-    finally:
-        SweepRun.close_abandoned()
-    if SweepRun.failures:
-        print(f"mlflow-pipeline: {SweepRun.failures} sweep job(s) failed", file=sys.stderr)
-        raise SystemExit(1)
+    except SweepFailed as failed:
+        print(f"mlflow-pipeline: {failed}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
-def _quiet_gc_during_imports() -> None:
-    """Start-up imports (mlflow, pandas, Hydra) create ~1M objects that live as long as the
-    process: collecting them over and over while importing, and once more at exit, costs
-    about a second per command. Freeze them instead (objects made later are collected)."""
-    gc.disable()
+def dry_run(overrides: list[str]) -> int:
+    """``--dry-run``: plan one pipeline run of these overrides; runs nothing."""
+    from mlflow_pipeline.engine.plan import describe_plan, plan
 
-
-def _gc_after_imports() -> None:
-    gc.freeze()
-    gc.enable()
-
-
-def split_options(hydra_options: str, *, sweep_allowed: bool = False) -> list[str]:
-    """Hydra overrides from one MLproject parameter; ``-m`` only where a sweep can run."""
-    options = split_overrides(_unquote_word(hydra_options))
-    if not sweep_allowed and any(o in SWEEP_FLAGS for o in options):
-        raise ConfigError("hydra_options: a sweep (-m) runs from the main entry point only")
-    return options
-
-
-def _unquote_word(text: str) -> str:
-    """MLflow's Kubernetes backend quotes each command word as for a shell but runs it without
-    one: a value that is exactly one shell-quoted word is unquoted once (no Hydra override
-    starts with a quote)."""
-    stripped = (text or "").strip()
-    if len(stripped) < 2 or stripped[0] not in "'\"":
-        return text
+    if any(a in SWEEP_FLAGS for a in overrides):
+        # Launcher workers (joblib, Ray, SLURM) would not see the flag and run for real.
+        fail(ConfigError("--dry-run plans one pipeline run: drop -m and plan one job's overrides"))
+        return 1
     try:
-        words = shlex.split(stripped)
-    except ValueError:
-        return text
-    return words[0] if len(words) == 1 else text
-
-
-def steps_override(steps: str) -> list[str]:
-    """``all`` or a comma list -> a Hydra override for ``steps``."""
-    if not steps or steps.strip() == "all":
-        return []
-    names = [s.strip() for s in steps.split(",") if s.strip()]
-    return [f"steps=[{','.join(names)}]"]
-
-
-def project_main(argv: list[str] | None = None) -> int:
-    """Body of the MLproject entry points: ``main`` (whole pipeline), one stage, or ``score``."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["score"]:
-        return score_main(argv[1:], run_id=MLFLOW_RUN_ID)
-    parser = argparse.ArgumentParser(prog="python -m mlflow_pipeline.cli")
-    parser.add_argument("entry_point", choices=["main", *STAGE_NAMES])
-    parser.add_argument("--steps", default="all")
-    parser.add_argument("--hydra-options", default="")
-    parser.add_argument("--pipeline-run-id", default="")
-    parser.add_argument("--upstream-run-id", default="")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from mlflow_pipeline.engine.runner import describe, run_pipeline, run_stage_project
-
-    cfg = None
-    # A stage project started by the runner (runner=projects) leaves alerts to that runner.
-    alerts_here = args.entry_point == "main" or not args.pipeline_run_id
-    try:
-        overrides = split_options(args.hydra_options, sweep_allowed=args.entry_point == "main")
-        if any(o in SWEEP_FLAGS for o in overrides):
-            return _sweep_from_project(overrides + steps_override(args.steps))
-        if args.entry_point == "main":
-            overrides += steps_override(args.steps)
-            cfg = load_config(overrides)
-            print(describe(run_pipeline(cfg, overrides, run_id=MLFLOW_RUN_ID)))
-        else:
-            cfg = load_config(overrides)
-            run_stage_project(
-                args.entry_point,
-                cfg,
-                run_id=MLFLOW_RUN_ID,
-                pipeline_run_id=args.pipeline_run_id or None,
-                upstream_run_id=args.upstream_run_id or None,
-            )
+        print(describe_plan(plan(load_config(overrides))))
     except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        if MLFLOW_RUN_ID:  # the run `mlflow run` made for us shows why it failed
-            record_error(MLFLOW_RUN_ID, exc)
-        if alerts_here:
-            alert_failure(cfg, exc, pipeline_run_id=MLFLOW_RUN_ID)
-        return 1
-    except Exception as exc:  # a bug: alert, then keep its traceback
-        if alerts_here:
-            alert_failure(cfg, exc, pipeline_run_id=MLFLOW_RUN_ID)
-        raise
-    return 0
-
-
-def _sweep_from_project(overrides: list[str]) -> int:
-    """``mlflow run . -P hydra_options="-m ..."``: the Hydra multirun, with the run that
-    ``mlflow run`` made as the sweep run (so the jobs nest under it in the UI)."""
-
-    if MLFLOW_RUN_ID:
-        os.environ[Env.SWEEP_PARENT] = MLFLOW_RUN_ID
-    # Hydra's parser wants -m before the overrides.
-    rest = [o for o in overrides if o not in SWEEP_FLAGS]
-    sys.argv = ["mlflow-pipeline", "-m", *rest]
-    try:
-        main()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
-
-
-def schema_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline-schema``: infer the data contract of the configured data to a file."""
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline-schema",
-        description="Write the data contract inferred from the configured data as pandera YAML.",
-    )
-    parser.add_argument("--output", "-o", required=True, help="file to write")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=csv data.path=x")
-    args = parser.parse_args(argv)
-    from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
-    from mlflow_pipeline.stages.ingest import ingest
-
-    try:
-        cfg = load_config(args.overrides)
-        raw = ingest(cfg)["raw"]
-        if cfg.data.target not in raw.columns:
-            raise ConfigError(f"data.target: no column '{cfg.data.target}' in the data")
-        contract = infer_contract(raw, cfg.data.target, cfg.data.task)
-    except PipelineError as exc:
-        _fail(exc)
-        return 1
-    try:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(contract_to_yaml(contract))
-    except OSError as exc:
-        _fail(ConfigError(f"--output: cannot write {args.output}: {exc.strerror}"))
-        return 1
-    print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
-    return 0
-
-
-def reproduce_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline reproduce MODEL_URI``: exit 0 when the re-run is identical."""
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline reproduce",
-        description="Re-run the pipeline that produced a registered model version from its "
-        "recorded config and data, with the cache disabled, and compare data digests, metrics "
-        "and predictions on the recorded test set. Exit 0 if identical, 1 if not.",
-    )
-    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
-        "embedded store)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from mlflow_pipeline.apps.reproduce import describe, reproduce
-    from mlflow_pipeline.store.tracking import resolve_tracking
-
-    try:
-        uri = args.tracking_uri or resolve_tracking(load_config([])).uri
-        report = reproduce(args.model_uri, uri)
-    except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        return 1
-    print(describe(report))
-    return 0 if report.identical else 1
-
-
-SCORE_EPILOG = """\
-The input is held to the version's training data contract first (the target column is
-optional; no unexpected columns; types coerced as in training) and every value of a
-categorical feature must have been seen in its training data. The output holds the input
-rows plus `prediction`, `proba_<class>` (classifiers) and `model_version`; nothing is
-written unless every row scores. Exit 0 on success, 1 with one message otherwise.
-"""
-
-SERVE_EPILOG = """\
-Equivalent to resolving MODEL_URI to models:/NAME/VERSION, then:
-  PATH="<venv>/bin:$PATH" MLFLOW_TRACKING_URI=<uri> MLFLOW_REGISTRY_URI=<uri> \\
-    mlflow models serve -m models:/NAME/VERSION --env-manager local --host 127.0.0.1 -p 5001
-(mlflow models serve starts `uvicorn` from PATH). Then:
-  curl http://127.0.0.1:5001/health
-  curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
-    -d '{"dataframe_split": {"columns": ["income", "age", "plan"], "data": [[52.0, 40, "plus"]]}}'
-Ctrl-C (SIGINT) or SIGTERM stops the server (exit 130 or 143); otherwise the exit code is
-the server's.
-"""
-
-
-def _tracking_uri(given: str | None) -> str:
-    from mlflow_pipeline.store.tracking import absolute_sqlite_uri, resolve_tracking
-
-    return absolute_sqlite_uri(given) if given else resolve_tracking(load_config([])).uri
-
-
-def _registry_client(given: str | None) -> MlflowClient:
-    """A client for the tracking store and registry ``--tracking-uri`` (or the default) names."""
-    from mlflow.tracking import MlflowClient
-
-    uri = _tracking_uri(given)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
-        "embedded store)",
-    )
-
-
-def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> int:
-    """``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv``; from the MLproject
-    entry point ``score``, ``run_id`` is the run `mlflow run` made (it records the scoring)."""
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline score",
-        description="Score a CSV file with a registered model version, in this process.",
-        epilog=SCORE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _model_arguments(parser)
-    parser.add_argument("--input", "-i", required=True, help="CSV file of rows to score")
-    parser.add_argument("--output", "-o", required=True, help="CSV file to write")
-    args = parser.parse_args(argv)
-    from mlflow_pipeline.apps.serving import describe_score, log_score_run, score
-
-    try:
-        result = score(
-            args.model_uri, args.input, args.output, tracking_uri=_tracking_uri(args.tracking_uri)
-        )
-        if run_id:
-            log_score_run(run_id, result, args.input)
-    except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        if run_id:
-            record_error(run_id, exc)
-        return 1
-    if result.warning:
-        print(f"mlflow-pipeline: warning: {result.warning}", file=sys.stderr)
-    print(describe_score(result))
-    return 0
-
-
-def serve_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline serve MODEL_URI [--port 5001] [--host 127.0.0.1]``."""
-    from mlflow_pipeline.apps.serving import DEFAULT_HOST, DEFAULT_PORT
-
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline serve",
-        description="Serve a registered model version over HTTP (POST /invocations) with\n"
-        "`mlflow models serve`, in this Python environment.",
-        epilog=SERVE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _model_arguments(parser)
-    parser.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="default: 5001")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="default: 127.0.0.1 (loopback)")
-    args = parser.parse_args(argv)
-    from mlflow_pipeline.apps.serving import serve
-
-    try:
-        uri = _tracking_uri(args.tracking_uri)
-        return serve(args.model_uri, tracking_uri=uri, host=args.host, port=args.port)
-    except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        return 1
-
-
-SIMULATE_EPILOG = """\
-Day n trains on its batch and the --window days before it, written to DIR/day-<n>/data.csv,
-with the whole pipeline in this process (model and experiment NAME). From --shift-day on,
-every row of a day's data has --shift-column moved by --shift-by standard deviations (the
-source changed), so the drift check flags that day. A failed day is recorded and the next day
-runs. Prints the per-day table and writes it to DIR/simulation.csv. Tracking: tracking.uri,
-else $MLFLOW_TRACKING_URI, else DIR/mlflow.db. Exit 0 when every day ran (failed days
-included), 1 with one message otherwise.
-"""
-
-
-def simulate_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline simulate --data F.csv --target T --task K --days N [overrides]``."""
-    from mlflow_pipeline.apps.simulate import DEFAULT_SHIFT_STD, DEFAULT_WINDOW
-
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline simulate",
-        description="Simulate daily retraining on a CSV file: daily batches, a shift on "
-        "purpose, drift, evaluation and promotion by the real pipeline, day by day.",
-        epilog=SIMULATE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--data", required=True, help="the CSV file to cut into days")
-    parser.add_argument("--target", required=True, help="the target column")
-    parser.add_argument("--task", required=True, choices=["classification", "regression"])
-    parser.add_argument("--days", required=True, type=int, help="number of days")
-    parser.add_argument(
-        "--rows-per-day", type=int, default=None, help="default: the file in --days equal parts"
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=DEFAULT_WINDOW,
-        help="earlier days each day also trains on (default: 2)",
-    )
-    parser.add_argument("--shift-day", type=int, default=None, help="first shifted day")
-    parser.add_argument("--shift-column", default=None, help="default: the first numeric feature")
-    parser.add_argument(
-        "--shift-by",
-        type=float,
-        default=DEFAULT_SHIFT_STD,
-        help="standard deviations (default: 1.5)",
-    )
-    parser.add_argument("--workdir", default=None, help="default: ./simulation-<name>")
-    parser.add_argument("--name", default=None, help="model and experiment (default: file stem)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=random_forest")
-    args = parser.parse_intermixed_args(argv)
-    from mlflow_pipeline.apps.simulate import describe_day, describe_simulation, simulate
-
-    try:
-        results = simulate(
-            args.data,
-            args.target,
-            args.task,
-            args.days,
-            rows_per_day=args.rows_per_day,
-            window=args.window,
-            shift_day=args.shift_day,
-            shift_column=args.shift_column,
-            shift_by=args.shift_by,
-            workdir=args.workdir,
-            name=args.name,
-            overrides=args.overrides,
-            on_day=lambda day: print(describe_day(day, args.days), file=sys.stderr, flush=True),
-        )
-    except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        return 1
-    print(describe_simulation(results))
-    return 0
-
-
-SCHEDULE_EPILOG = """\
-Every form runs the same command: the venv's absolute `mlflow-pipeline` with the overrides
-(or, with --launcher mlflow-run, `mlflow run <project> --env-manager local -P hydra_options=...`),
-in --workdir, with MLFLOW_TRACKING_URI pinned to the store the config resolves to now.
-  cron     one crontab line (log: DIR/<name>.log); --install adds it with `crontab -`, keeping
-           the other lines and replacing an earlier line of the same job
-  systemd  <name>.service + <name>.timer (OnCalendar, Persistent=true); --install writes them to
-           ~/.config/systemd/user/ and prints the systemctl command that enables the timer
-  airflow  a DAG file (BashOperator, no catch-up, no retries); --install writes it to
-           $AIRFLOW_HOME/dags (default ~/airflow/dags)
-  k8s      a batch/v1 CronJob in the image of projects/k8s (concurrencyPolicy Forbid)
---output writes the file (a directory for systemd) instead of printing it. The times are the
-machine's local time (its time zone is written into the Airflow DAG and the CronJob).
-"""
-
-
-def schedule_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline schedule ENGINE [--at HH:MM] [--install] [overrides]``."""
-    from mlflow_pipeline.apps.schedule import DEFAULT_AT, ENGINES, LAUNCHERS
-
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline schedule",
-        description="Print (or install) what runs this pipeline daily on an existing scheduler.",
-        epilog=SCHEDULE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("engine", choices=ENGINES)
-    parser.add_argument("--at", default=DEFAULT_AT, help="HH:MM, 24-hour (default: 06:00)")
-    parser.add_argument("--workdir", default=None, help="where the job runs (default: here)")
-    parser.add_argument("--install", action="store_true", help="cron, systemd, airflow")
-    parser.add_argument("--output", "-o", default=None, help="write to this file instead")
-    parser.add_argument("--name", default=None, help="job name (default: mlflow-pipeline-<model>)")
-    parser.add_argument("--log", default=None, help="cron's log file (default: DIR/<name>.log)")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="cli")
-    parser.add_argument("--image", default=None, help="k8s: default projects/k8s's image")
-    parser.add_argument("--namespace", default=None, help="k8s: default projects/k8s's namespace")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the pipeline")
-    args = parser.parse_intermixed_args(argv)
-    from mlflow_pipeline.apps import schedule
-
-    try:
-        job = schedule.scheduled_job(
-            args.overrides,
-            at=args.at,
-            workdir=args.workdir,
-            launcher=args.launcher,
-            name=args.name,
-            log=args.log,
-        )
-        rendering = schedule.render(args.engine, job, image=args.image, namespace=args.namespace)
-        for note in rendering.notes:
-            print(f"mlflow-pipeline: note: {note}", file=sys.stderr)
-        print(
-            schedule.deliver(args.engine, job, rendering, install=args.install, output=args.output)
-        )
-    except PipelineError as exc:
-        _fail(exc)
+        fail(exc)
         return 1
     return 0
-
-
-PROMOTE_EPILOG = """\
-MODEL_URI names the version to point --alias at: models:/NAME/VERSION or models:/NAME@ALIAS
-(e.g. models:/NAME@challenger). The move is recorded in the model's audit trail with your user
-name and --reason; moves made in the UI since the last record are recorded first (as moved
-outside mlflow-pipeline). Moving the champion also moves the rollback alias to the version it
-leaves (--no-rollback: not). The alias names are those the pipeline recorded on the model
-(registry.*_alias; default champion, challenger, rollback). The next pipeline run compares its
-challenger with the version you chose.
-"""
-
-
-def promote_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline promote MODEL_URI --reason TEXT [--alias A] [--no-rollback]``."""
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline promote",
-        description="Move an alias (default: the champion) to a version by hand, audited.",
-        epilog=PROMOTE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _model_arguments(parser)
-    parser.add_argument("--reason", required=True, help="why: recorded in the audit trail")
-    parser.add_argument("--alias", default=None, help="default: the champion alias")
-    parser.add_argument(
-        "--no-rollback",
-        action="store_true",
-        help="leave the rollback alias where it is when the champion moves",
-    )
-    args = parser.parse_args(argv)
-    from mlflow_pipeline.registry.model_registry import promote_by_hand
-
-    try:
-        promotion = promote_by_hand(
-            _registry_client(args.tracking_uri),
-            args.model_uri,
-            reason=args.reason,
-            alias=args.alias,
-            rollback=not args.no_rollback,
-        )
-    except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        return 1
-    print(promotion.describe())
-    return 0
-
-
-def audit_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline audit NAME [--alias A]``."""
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline audit",
-        description="Print who or what moved the aliases of a registered model, when, why "
-        "and with which scores (oldest first), the aliases now, and moves made outside "
-        "mlflow-pipeline that no run has recorded yet.",
-    )
-    parser.add_argument("name", help="the registered model (NAME or models:/NAME)")
-    parser.add_argument("--alias", default=None, help="only this alias's moves")
-    parser.add_argument("--tracking-uri", default=None, help="default: as for score")
-    args = parser.parse_args(argv)
-    from mlflow_pipeline.registry.model_registry import audit_of
-
-    try:
-        client = _registry_client(args.tracking_uri)
-        print(audit_of(client, args.name.removeprefix("models:/"), args.alias))
-    except EXPECTED_ERRORS as exc:
-        _fail(exc)
-        return 1
-    return 0
-
-
-def example_data_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline example-data FILE.csv [--rows N] [--seed S]``."""
-    parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline example-data",
-        description="Write the README walkthroughs' synthetic customer table (income, age, "
-        "plan, target label) as a CSV file.",
-    )
-    parser.add_argument("path", help="the CSV file to write")
-    parser.add_argument("--rows", type=int, default=1500, help="default: 1500")
-    parser.add_argument("--seed", type=int, default=0, help="default: 0")
-    args = parser.parse_args(argv)
-    if args.rows < 20:
-        parser.error("--rows must be at least 20")
-    from mlflow_pipeline.data.examples import write_customers
-
-    path = write_customers(args.path, args.rows, seed=args.seed)
-    print(f"wrote {args.rows} rows (income, age, plan, label) to {path}")
-    return 0
-
-
-# `mlflow-pipeline <name> ...`: commands that are not a pipeline run.
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "reproduce": reproduce_main,
-    "score": score_main,
-    "serve": serve_main,
-    "simulate": simulate_main,
-    "schedule": schedule_main,
-    "promote": promote_main,
-    "audit": audit_main,
-    "example-data": example_data_main,
-}
-
-
-def schema_entry() -> None:
-    raise SystemExit(schema_main())
 
 
 if __name__ == "__main__":
-    raise SystemExit(project_main())
+    main()

@@ -32,8 +32,6 @@ from mlflow_pipeline.tags import Env
 
 log = logging.getLogger("mlflow_pipeline")
 
-# What a failed pipeline run carries to the CLI (set by the runner): (run id, experiment id).
-_RUN_ATTRIBUTE = "alert_pipeline_run"
 MAX_ERROR_CHARS = 4000
 
 
@@ -171,15 +169,12 @@ def alert_failure(
 ) -> list[str]:
     """Alert that a pipeline run failed with ``error`` (what the CLI reports).
 
-    The failed pipeline run comes from the error (the runner notes it), else from the
-    arguments (the run ``mlflow run`` made). A DriftError with drift detected (policy ``fail``)
-    is a ``drift`` alert. Never raises.
+    ``pipeline_run_id``/``experiment_id``: the failed run (the runner's ``on_failure`` hands
+    them over), or the run ``mlflow run`` made (its experiment from the environment). A
+    DriftError with drift detected (policy ``fail``) is a ``drift`` alert. Never raises.
     """
     try:
-        noted = getattr(error, _RUN_ATTRIBUTE, None)
-        if noted:
-            pipeline_run_id, experiment_id = noted
-        elif pipeline_run_id and not experiment_id:
+        if pipeline_run_id and not experiment_id:
             experiment_id = os.environ.get(Env.EXPERIMENT_ID)
         drift = isinstance(error, DriftError) and bool(error.drift.get("detected"))
         details: dict[str, Any] = {"error_type": type(error).__name__}
@@ -232,15 +227,6 @@ def alert_drift(
     except Exception as exc:
         log.warning("drift alert not sent: %s: %s", type(exc).__name__, exc)
         return [f"failed alert: {exc}"]
-
-
-def note_failed_run(error: BaseException, pipeline_run_id: str, experiment_id: str) -> None:
-    """Remember on ``error`` the pipeline run it failed (the innermost one), for the alert."""
-    if getattr(error, _RUN_ATTRIBUTE, None) is None:
-        try:
-            setattr(error, _RUN_ATTRIBUTE, (pipeline_run_id, experiment_id))
-        except (AttributeError, TypeError):  # an exception type without a __dict__
-            pass
 
 
 def _drift_details(drift: dict[str, Any], policy: str | None) -> dict[str, Any]:

@@ -19,14 +19,12 @@ import functools
 import hashlib
 import inspect
 import json
-import platform
 import sys
 import textwrap
 import tokenize
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import config_slice, flatten
+from mlflow_pipeline.store.lineage import package_versions
 from mlflow_pipeline.tags import Cache, Runs
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from mlflow_pipeline.engine.stage import Stage
+    from mlflow_pipeline.engine.spec import Stage
 
 # Bump when what goes into a key changes: every earlier run then misses once.
 CACHE_FORMAT = 1
@@ -246,17 +245,6 @@ class Manifest:
         return cls(**data)
 
 
-def package_versions(names: Iterable[str]) -> dict[str, str]:
-    """``name -> installed version`` (and the Python version)."""
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return dict(sorted(versions.items()))
-
-
 _file_digests: dict[tuple, str] = {}
 
 
@@ -307,7 +295,7 @@ def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None])
 
 # ---------------------------------------------------------------------------------- decision
 @dataclass
-class Decision:
+class CacheDecision:
     """What the runner does with a stage: reuse ``source_run_id`` (a hit) or run it."""
 
     stage: str
@@ -356,7 +344,7 @@ def decide(
     *,
     pending: Iterable[str] = (),
     label: Callable[[str], str] = str,
-) -> Decision:
+) -> CacheDecision:
     """Hit or miss, and why. ``inputs``: digest of each input (None when unknown); ``pending``:
     inputs whose producing stage runs first in this pipeline (their digests are not known yet);
     ``label``: how a miss reason names an input (``split/train``).
@@ -365,15 +353,19 @@ def decide(
     unset = [k for k in stage.seed_keys if _present(cfg, k) and OmegaConf.select(cfg, k) is None]
     manifest = None if pending else build_manifest(stage, cfg, inputs)
     if unset:
-        reason = f"{', '.join(unset)} is unset (seed: null), so every run gives a different result"
-        return Decision(stage.name, "uncacheable", manifest, [reason])
+        reason = (
+            f"{', '.join(unset)} is unset (seed: null), so every run gives a different result"
+        )
+        return CacheDecision(stage.name, "uncacheable", manifest, [reason])
     if policy == "off":
-        return Decision(stage.name, "off", manifest, ["cache policy 'off': runs, never reused"])
+        return CacheDecision(
+            stage.name, "off", manifest, ["cache policy 'off': runs, never reused"]
+        )
     if policy == "recompute":
-        return Decision(stage.name, "recompute", manifest, ["cache policy 'recompute'"])
+        return CacheDecision(stage.name, "recompute", manifest, ["cache policy 'recompute'"])
     if pending:
         waits = ", ".join(sorted(pending))
-        return Decision(
+        return CacheDecision(
             stage.name,
             "pending",
             None,
@@ -381,21 +373,21 @@ def decide(
         )
     unknown = sorted(name for name, digest in inputs.items() if digest is None)
     if unknown:
-        return Decision(
+        return CacheDecision(
             stage.name, "miss", manifest, [f"no recorded digest for input(s) {', '.join(unknown)}"]
         )
     source = find_stored(client, experiment_id, stage.name, manifest.key)
     if source is not None:
-        return Decision(stage.name, "hit", manifest, source_run_id=source.info.run_id)
+        return CacheDecision(stage.name, "hit", manifest, source_run_id=source.info.run_id)
     unfinished = _unfinished(client, experiment_id, stage.name, manifest.key)
     if unfinished is not None:
         reason = (
             f"the earlier run with this key ({unfinished.info.run_id}) did not complete "
             f"({unfinished.info.status}); running it again"
         )
-        return Decision(stage.name, "miss", manifest, [reason])
+        return CacheDecision(stage.name, "miss", manifest, [reason])
     previous = previous_manifest(client, experiment_id, stage.name)
-    return Decision(stage.name, "miss", manifest, explain(previous, manifest, label))
+    return CacheDecision(stage.name, "miss", manifest, explain(previous, manifest, label))
 
 
 def _present(cfg: DictConfig, key: str) -> bool:

@@ -32,58 +32,15 @@ from mlflow_pipeline import schemas
 from mlflow_pipeline.config import config_slice, flatten, resolved_yaml
 from mlflow_pipeline.data.validation import check
 from mlflow_pipeline.engine import cache
+from mlflow_pipeline.engine.spec import Context, Dataset, Pipeline, Stage
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
 from mlflow_pipeline.reports.validation import validation_report
-from mlflow_pipeline.store import artifacts, lineage
+from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import code_version, end_active_run, owner_tags, retry_transient
 from mlflow_pipeline.tags import Cache, Env, MLflow, Runs
 
 log = logging.getLogger("mlflow_pipeline")
 _failpoint_counts: dict[str, int] = {}
-SchemaFn = Callable[[DictConfig, "pa.DataFrameSchema | None"], pa.DataFrameSchema]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A named thing that crosses a stage boundary.
-
-    kind: "frame" (parquet, validated by ``schema``), "text" (a file called ``filename``) or
-    "model" (an MLflow sklearn model).
-    """
-
-    name: str
-    kind: str = "frame"
-    schema: SchemaFn | None = None
-    filename: str | None = None
-    # Also log each (metric, value) row as an MLflow metric of the stage run.
-    log_as_metrics: bool = False
-    # The stage may return None for it (nothing is logged then).
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    func: Callable[..., dict[str, Any]]
-    inputs: tuple[Dataset, ...] = ()
-    outputs: tuple[Dataset, ...] = ()
-    # Read only to build the schemas of frame inputs (the data contract); not passed on.
-    schema_inputs: tuple[Dataset, ...] = ()
-    # The config groups the stage reads; logged as its params and config.yaml.
-    config_keys: tuple[str, ...] = ()
-    # Runs after the outputs are logged; raising stops the pipeline (e.g. thresholds).
-    gate: Callable[[DictConfig, dict[str, Any]], None] | None = None
-    # Extra keyword arguments the function takes from the run context ("registry", ...).
-    services: tuple[str, ...] = ()
-    # Config keys naming files the stage reads: their content is part of the cache key.
-    file_keys: tuple[str, ...] = ()
-    # Config keys that seed randomness: when one is present and null, the stage is not cacheable.
-    seed_keys: tuple[str, ...] = ()
-    # Packages (besides cache.BASE_PACKAGES) whose version is part of the cache key.
-    packages: tuple[str, ...] = ()
-    # What the stage reads from outside the pipeline (the champion's profile), as
-    # name -> digest given (cfg, run context services): part of its cache key.
-    context: Callable[[DictConfig, dict[str, Any]], dict[str, str]] | None = None
 
 
 @dataclass
@@ -104,17 +61,40 @@ class Handoff:
 @dataclass
 class RunContext:
     client: MlflowClient
+    pipeline: Pipeline
     experiment_id: str
     # None for a stage run on its own (a stage project run without a pipeline).
     pipeline_run_id: str | None
     runner_mode: str
     # Read inputs not produced in this pipeline run from this earlier pipeline run.
     upstream_run_id: str | None = None
+    # Keyword arguments stages ask for by name (Stage.services): a value, or a RunService that
+    # makes the value for the stage run at hand.
     services: dict[str, Any] = field(default_factory=dict)
     # Filled as stages run: stage name -> its run in this pipeline (computed or hit), and the
     # cache decision taken for it.
     stage_runs: dict[str, str] = field(default_factory=dict)
-    decisions: dict[str, cache.Decision] = field(default_factory=dict)
+    decisions: dict[str, cache.CacheDecision] = field(default_factory=dict)
+    # Stage name -> what it reads from outside the pipeline, resolved once (Stage.context).
+    contexts: dict[str, dict[str, Context]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """One run of a stage: what a RunService makes its value from."""
+
+    stage: Stage
+    cfg: DictConfig
+    ctx: RunContext
+    available: dict[str, Handoff]
+    run_id: str
+
+
+@dataclass(frozen=True)
+class RunService:
+    """A service whose value depends on the stage run (its run id, its lineage)."""
+
+    make: Callable[[StageCall], Any]
 
 
 def run_stage(
@@ -124,7 +104,7 @@ def run_stage(
     available: dict[str, Handoff],
     *,
     run_id: str | None = None,
-    decision: cache.Decision | None = None,
+    decision: cache.CacheDecision | None = None,
 ) -> dict[str, Handoff]:
     """Run ``stage`` as a child run of the pipeline run and return its outputs, or reuse the
     outputs of an earlier run with the same cache key (a hit: the child run records that).
@@ -135,7 +115,7 @@ def run_stage(
     Raises whatever the stage raised, after marking the run FAILED.
     """
     if decision is None:
-        decision = retry_transient(decide, stage, cfg, ctx, available, what="cache")
+        decision = retry_transient(cache_decision, stage, cfg, ctx, available, what="cache")
     log.info(decision.describe())
     ctx.decisions[stage.name] = decision
     if decision.hit:
@@ -184,14 +164,14 @@ def stage_tags(stage: Stage, ctx: RunContext) -> dict[str, str]:
     return tags
 
 
-def decide(
+def cache_decision(
     stage: Stage,
     cfg: DictConfig,
     ctx: RunContext,
     available: dict[str, Handoff],
     *,
     pending: tuple[str, ...] = (),
-) -> cache.Decision:
+) -> cache.CacheDecision:
     """The cache decision for ``stage`` with these inputs (see cache.decide)."""
     tags: dict[str, dict[str, str]] = {}
 
@@ -203,7 +183,7 @@ def decide(
                 tags[run_id] = {}
         return tags[run_id]
 
-    names = [d.name for d in (*stage.inputs, *stage.schema_inputs)]
+    names = [d.name for d in stage.reads]
     digests = cache.input_digests(
         stage,
         {n: available[n].run_id for n in names if n in available},
@@ -215,17 +195,24 @@ def decide(
         producer = tags_of(available[name].run_id).get(Runs.STAGE) if name in available else None
         return f"{producer}/{name}" if producer else name
 
-    if stage.context is not None:
-        digests.update(stage.context(cfg, ctx.services))
+    digests.update({name: c.key for name, c in contexts_of(stage, cfg, ctx).items()})
     return cache.decide(
         stage, cfg, ctx.client, ctx.experiment_id, digests, pending=pending, label=label
     )
 
 
+def contexts_of(stage: Stage, cfg: DictConfig, ctx: RunContext) -> dict[str, Context]:
+    """What ``stage`` reads from outside the pipeline, resolved once per stage and run."""
+    if stage.name not in ctx.contexts:
+        found = stage.context(cfg, ctx.services) if stage.context is not None else {}
+        ctx.contexts[stage.name] = found
+    return ctx.contexts[stage.name]
+
+
 def record_hit(
     stage: Stage,
     ctx: RunContext,
-    decision: cache.Decision,
+    decision: cache.CacheDecision,
     available: dict[str, Handoff],
     *,
     run_id: str | None = None,
@@ -249,7 +236,7 @@ def record_hit(
     tags.update({k: v for k, v in source.data.tags.items() if k.startswith(Runs.DIGEST_PREFIX)})
     if Runs.MODEL_URI in source.data.tags:
         tags[Runs.MODEL_URI] = source.data.tags[Runs.MODEL_URI]
-    for dataset in (*stage.inputs, *stage.schema_inputs):
+    for dataset in stage.reads:
         if dataset.name in available:
             tags[f"{Runs.UPSTREAM_PREFIX}{dataset.name}"] = available[dataset.name].run_id
     if run_id is None:
@@ -289,7 +276,7 @@ def _run_in_active_run(
     ctx: RunContext,
     available: dict[str, Handoff],
     run_id: str,
-    decision: cache.Decision,
+    decision: cache.CacheDecision,
 ) -> dict[str, Handoff]:
     client = ctx.client
     started = time.perf_counter()
@@ -301,16 +288,24 @@ def _run_in_active_run(
 
     with PeakMemory() as memory:
         inputs, contract = _load_inputs(stage, cfg, ctx, available)
-        kwargs = {
-            name: _service(name, stage, cfg, ctx, available, run_id) for name in stage.services
-        }
+        call = StageCall(stage, cfg, ctx, available, run_id)
+        kwargs = {name: _service(name, call) for name in stage.services}
+        for context in contexts_of(stage, cfg, ctx).values():
+            if context.argument:
+                kwargs[context.argument] = context.value()
         values = stage.func(cfg, **inputs, **kwargs)
         missing = [d.name for d in stage.outputs if d.name not in values]
         if missing:
             raise StageError(f"stage function returned no {missing}", stage=stage.name)
         model_digest = _sha(f"model:{decision.key if decision.storable else run_id}")
         outputs = _save_outputs(
-            stage, cfg, client, run_id, values, _contract(values) or contract, model_digest
+            stage,
+            cfg,
+            client,
+            run_id,
+            values,
+            _contract(stage.outputs, values) or contract,
+            model_digest,
         )
         if stage.gate is not None:
             stage.gate(cfg, values)
@@ -324,34 +319,21 @@ def _run_in_active_run(
     return outputs
 
 
-def _service(
-    name: str,
-    stage: Stage,
-    cfg: DictConfig,
-    ctx: RunContext,
-    available: dict[str, Handoff],
-    run_id: str,
-) -> Any:
-    """A keyword argument from the run context; ``lineage`` is built for this very run, and
-    ``stage_run_id`` is this run's id."""
-    if name == "stage_run_id":
-        return run_id
-    if name == "lineage":
-        return lineage.collect(
-            ctx.client,
-            {d.name: available[d.name].run_id for d in (*stage.inputs, *stage.schema_inputs)},
-            cfg,
-            pipeline_run_id=ctx.pipeline_run_id,
-            record_run_id=run_id,
-            stage_runs=ctx.stage_runs,
-        )
-    return ctx.services[name]
+def _service(name: str, call: StageCall) -> Any:
+    """The keyword argument ``name`` from the run's services."""
+    if name not in call.ctx.services:
+        raise StageError(f"asks for service '{name}', which this run does not provide")
+    value = call.ctx.services[name]
+    return value.make(call) if isinstance(value, RunService) else value
 
 
-def _contract(values: dict[str, Any]) -> pa.DataFrameSchema | None:
-    """The data contract among ``values`` (pandera YAML text), if there is one."""
-    text = values.get("contract")
-    return schemas.contract_from_yaml(text) if text else None
+def _contract(datasets: tuple[Dataset, ...], values: dict[str, Any]) -> pa.DataFrameSchema | None:
+    """The data contract among ``values`` (pandera YAML text of a ``contract`` dataset)."""
+    for dataset in datasets:
+        text = values.get(dataset.name) if dataset.contract else None
+        if text:
+            return schemas.contract_from_yaml(text)
+    return None
 
 
 def _load_inputs(
@@ -359,7 +341,7 @@ def _load_inputs(
 ) -> tuple[dict[str, Any], pa.DataFrameSchema | None]:
     """The function's inputs, validated, and the data contract they were validated against."""
     values: dict[str, Any] = {}
-    for dataset in (*stage.inputs, *stage.schema_inputs):
+    for dataset in stage.reads:
         handoff = available.get(dataset.name)
         if handoff is None:
             raise StageError(f"input '{dataset.name}' has no producing run", stage=stage.name)
@@ -378,7 +360,7 @@ def _load_inputs(
             if handoff.digest:
                 mlflow.set_tag(Runs.DIGEST_INPUT + dataset.name, handoff.digest)
         values[dataset.name] = value
-    contract = _contract(values)
+    contract = _contract(stage.reads, values)
     for dataset in stage.inputs:
         if dataset.kind == "frame":
             values[dataset.name] = _checked_input(

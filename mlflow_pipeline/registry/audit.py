@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mlflow.entities import Metric, Run
@@ -60,14 +60,16 @@ class Why:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Move(Why):
-    """One alias move: what moved (versions as strings; None means the alias was absent), its
-    ``Why``, and when and where it was recorded."""
+class Move:
+    """One alias move: what moved (versions as strings; None means the alias was absent),
+    ``why``, and when and where it was recorded. ``why``'s fields read through the move too
+    (``move.reason``, ``move.user``...): the trail's readers name them so."""
 
     model: str
     alias: str
     from_version: str | None
     to_version: str | None
+    why: Why
     time_ms: int = 0
     host: str = ""
     moved_after_ms: int | None = None  # external moves: the previous record of this alias
@@ -76,7 +78,43 @@ class Move(Why):
     @classmethod
     def of(cls, model: str, alias: str, before: str | None, after: str | None, why: Why) -> Move:
         """The move of ``alias`` from version ``before`` to ``after``, for ``why``."""
-        return cls(model=model, alias=alias, from_version=before, to_version=after, **asdict(why))
+        return cls(model=model, alias=alias, from_version=before, to_version=after, why=why)
+
+    @property
+    def kind(self) -> str:
+        return self.why.kind
+
+    @property
+    def actor(self) -> str:
+        return self.why.actor
+
+    @property
+    def user(self) -> str:
+        return self.why.user
+
+    @property
+    def reason(self) -> str:
+        return self.why.reason
+
+    @property
+    def pipeline_run(self) -> str | None:
+        return self.why.pipeline_run
+
+    @property
+    def stage_run(self) -> str | None:
+        return self.why.stage_run
+
+    @property
+    def metric(self) -> str | None:
+        return self.why.metric
+
+    @property
+    def challenger_score(self) -> float | None:
+        return self.why.challenger_score
+
+    @property
+    def champion_score(self) -> float | None:
+        return self.why.champion_score
 
     @property
     def title(self) -> str:
@@ -250,10 +288,9 @@ class AuditTrail:
                     alias=alias,
                     from_version=recorded,
                     to_version=version,
-                    kind=KIND_EXTERNAL,
-                    actor=EXTERNAL_ACTOR,
-                    user=UNKNOWN_USER,
-                    reason=reason,
+                    why=Why(
+                        kind=KIND_EXTERNAL, actor=EXTERNAL_ACTOR, user=UNKNOWN_USER, reason=reason
+                    ),
                     moved_after_ms=last.time_ms if last is not None else None,
                 )
             )
@@ -267,7 +304,10 @@ class AuditTrail:
         """Record the moves made outside mlflow-pipeline (see ``unrecorded``); returns them.
         ``detected_by`` (a run id) is kept as the detecting pipeline run."""
         moves = self.unrecorded(current)
-        return [self.record(replace(move, pipeline_run=detected_by)) for move in moves]
+        return [
+            self.record(replace(move, why=replace(move.why, pipeline_run=detected_by)))
+            for move in moves
+        ]
 
     def record(self, move: Move) -> Move:
         """Write ``move`` as a FINISHED run of the audit experiment; returns it with its time
@@ -360,22 +400,25 @@ def _move_of(run: Run) -> Move:
         return None if value == NONE else value
 
     since = tags.get(Audit.SINCE)
-    return Move(
-        model=tags.get(Audit.MODEL, ""),
-        alias=tags.get(Audit.ALIAS, ""),
-        from_version=version(Audit.FROM),
-        to_version=version(Audit.TO),
+    why = Why(
         kind=tags.get(Audit.KIND, ""),
         actor=tags.get(Audit.ACTOR, ""),
         user=tags.get(MLflow.USER, UNKNOWN_USER),
         reason=tags.get(Audit.REASON, ""),
-        time_ms=run.info.start_time,
-        host=tags.get(Audit.HOST, ""),
         pipeline_run=tags.get(Audit.PIPELINE_RUN),
         stage_run=tags.get(Audit.STAGE_RUN),
         metric=tags.get(Audit.METRIC),
         challenger_score=metrics.get("challenger_score"),
         champion_score=metrics.get("champion_score"),
+    )
+    return Move(
+        model=tags.get(Audit.MODEL, ""),
+        alias=tags.get(Audit.ALIAS, ""),
+        from_version=version(Audit.FROM),
+        to_version=version(Audit.TO),
+        why=why,
+        time_ms=run.info.start_time,
+        host=tags.get(Audit.HOST, ""),
         moved_after_ms=int(since) if since else None,
         run_id=run.info.run_id,
     )

@@ -1,15 +1,15 @@
-"""The model registry side of promotion: versions, aliases and their audit tags.
+"""The model registry: one registered model's versions, aliases and their audit trail.
 
-Promotion is an alias move (``challenger`` -> ``champion``), never a registry stage; whatever
-holds ``champion`` now, including a version a human chose in the UI, is what the rule compares.
-Every move made here is recorded in the model's audit trail (audit.py), and ``reconcile``
-records the moves made outside mlflow-pipeline since the last record.
+Promotion is an alias move (``challenger`` -> ``champion``, see promotion.py), never a registry
+stage; whatever holds ``champion`` now, including a version a human chose in the UI, is what
+the rule compares. Every move made here is recorded in the model's audit trail (audit.py), and
+``reconcile`` records the moves made outside mlflow-pipeline since the last record.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
@@ -19,18 +19,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from mlflow_pipeline.errors import ConfigError, RegistryError
-from mlflow_pipeline.registry.audit import (
-    KIND_CLI,
-    AuditTrail,
-    Move,
-    Why,
-    current_user,
-    describe,
-    quoted,
-)
+from mlflow_pipeline.registry.audit import AuditTrail, Move, Why, describe, quoted
 from mlflow_pipeline.store.tracking import experiment_location, resolve_tracking
 from mlflow_pipeline.tags import Audit
-
 
 
 @dataclass(frozen=True)
@@ -42,7 +33,7 @@ class Aliases:
 
 DEFAULT_ALIASES = Aliases(champion="champion", challenger="challenger", rollback="rollback")
 # Aliases MLflow resolves itself (``@latest``) or refuses (``v3``): never moved by hand.
-_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -192,71 +183,6 @@ class ModelRegistry:
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """What ``promote_by_hand`` did: the moves it recorded, in order."""
-
-    alias: str
-    model_uri: str
-    moves: list[Move]
-
-    def describe(self) -> str:
-        """One line per recorded move; says so when the alias was already there."""
-        lines = [f"recorded {m.kind} move of {m.model} {m.title}: {m.reason}" for m in self.moves]
-        if not any(m.kind == KIND_CLI and m.alias == self.alias for m in self.moves):
-            lines.append(f"{self.alias} is already on {self.model_uri}: nothing moved")
-        return "\n".join(lines)
-
-
-def promote_by_hand(
-    client: MlflowClient,
-    model_uri: str,
-    *,
-    reason: str,
-    alias: str | None = None,
-    rollback: bool = True,
-) -> Promotion:
-    """``mlflow-pipeline promote``: point ``alias`` (default: the model's champion alias) at
-    the version ``model_uri`` names, as the user running it and for ``reason``, recorded in
-    the audit trail.
-
-    Moves made outside mlflow-pipeline since the last record are recorded first. Moving the
-    champion also moves the rollback alias (unless ``rollback`` is False) to the version it
-    leaves, as a promotion by the pipeline does. The alias names are those the pipeline
-    recorded on the model (default champion/challenger/rollback). Raises ConfigError for an
-    unknown model, alias or version, a reserved alias name and an empty reason.
-    """
-    if not reason.strip():
-        raise ConfigError("promote needs --reason: the audit trail records why")
-    name, version = resolve_version(client, model_uri)
-    registry = ModelRegistry(client, name)
-    alias = alias or registry.aliases.champion
-    if _RESERVED_ALIAS.match(alias) or not alias.strip():
-        raise ConfigError(
-            f"alias {alias!r} is reserved by MLflow ('latest', 'v<N>'): choose another name"
-        )
-    target = str(version.version)
-    current = registry.current_aliases(alias)
-    moves = registry.audit.reconcile(current)
-    why = Why(
-        kind=KIND_CLI,
-        actor="mlflow-pipeline promote",
-        user=current_user(),
-        reason=f"{reason.strip()} (as {model_uri})",
-    )
-    moved = registry.move_alias(alias, target, why)
-    moves += [moved] if moved else []
-    before = current[alias]
-    if moved and alias == registry.aliases.champion and rollback and before is not None:
-        left = registry.move_alias(
-            registry.aliases.rollback,
-            before,
-            replace(why, reason=f"the {alias} before v{target}: {reason.strip()}"),
-        )
-        moves += [left] if left else []
-    return Promotion(alias=alias, model_uri=model_uri, moves=moves)
 
 
 def audit_of(client: MlflowClient, name: str, alias: str | None = None) -> str:

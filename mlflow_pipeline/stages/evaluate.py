@@ -22,7 +22,7 @@ IMPORTANCE_REPEATS = 3
 REPORT_ROWS = 50_000
 
 
-def score(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
+def model_metrics(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
     """Every metric of the task for ``model`` on ``test`` (also used to re-score the champion)."""
     y_pred, proba = predict(model, test[feature_columns(cfg, test)], cfg)
     return metrics_of(model, test[cfg.data.target], y_pred, proba, cfg)

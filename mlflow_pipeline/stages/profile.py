@@ -15,15 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from mlflow_pipeline.data import drift
 from mlflow_pipeline.errors import DriftError
-from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.reports.profile import profile_report
-from mlflow_pipeline.store import artifacts
-from mlflow_pipeline.tags import Lineage, Runs
 
 STAGE = "profile"
 PROFILE_FILE = "profile.json"
@@ -31,56 +27,40 @@ log = logging.getLogger("mlflow_pipeline")
 
 
 @dataclass(frozen=True)
-class Reference:
-    """The champion's training profile: which version, which run logged it, its digest. When
-    there is none, ``reason`` says why."""
+class ChampionProfile:
+    """The champion's training profile: which version, which run logged it, its digest, and
+    (when the stage runs) its content. When there is none, ``reason`` says why."""
 
     about: dict[str, Any] | None = None
     run_id: str | None = None
     digest: str | None = None
     reason: str = ""
+    profile: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
-        """What the profile stage's cache key takes from the reference."""
+        """What the profile stage's cache key takes from it."""
         if self.run_id is None:
             return f"none: {self.reason}"
         return f"{self.about['model']} v{self.about['version']} profile {self.digest}"
 
 
-def reference(registry: ModelRegistry) -> Reference:
-    """The profile of the data the champion was trained on (from its lineage tags)."""
-    alias = registry.aliases.champion
-    champion = registry.champion()
-    if champion is None:
-        return Reference(reason=f"no {alias} yet")
-    version = str(champion.version)
-    run_id = (champion.tags or {}).get(Lineage.RUN_PREFIX + STAGE)
-    if not run_id:
-        return Reference(
-            reason=f"{alias} v{version} has no training profile (registered before profiling)"
-        )
-    try:
-        tags = registry.client.get_run(run_id).data.tags
-    except MlflowException:
-        return Reference(reason=f"{alias} v{version}'s profile run {run_id} is not in this store")
-    about = {"model": registry.name, "version": version, "alias": alias, "profile_run": run_id}
-    return Reference(about=about, run_id=run_id, digest=tags.get(f"{Runs.DIGEST_OUTPUT}{STAGE}"))
-
-
-def profile_data(cfg: DictConfig, raw: pd.DataFrame, *, registry: ModelRegistry) -> dict[str, Any]:
+def profile_data(
+    cfg: DictConfig, raw: pd.DataFrame, *, champion: ChampionProfile | None = None
+) -> dict[str, Any]:
     """Returns ``{"profile": JSON, "drift": JSON, "drift_metrics": frame of (metric, value),
-    "profile_report": HTML}``. The drift gate (``check_drift``) runs after they are logged."""
+    "profile_report": HTML}``. ``champion``: the champion's training profile (None when
+    ``validation.drift.policy=off``). The drift gate (``check_drift``) runs after they are
+    logged."""
     current = drift.profile(raw, cfg)
-    ref = reference(registry) if cfg.validation.drift.policy != "off" else None
     reference_profile = None
-    if ref is None:
+    if cfg.validation.drift.policy == "off" or champion is None:
         result: dict[str, Any] = {"checked": False, "reason": "validation.drift.policy=off"}
-    elif ref.run_id is None:
-        result = {"checked": False, "reason": ref.reason}
+    elif champion.profile is None:
+        result = {"checked": False, "reason": champion.reason}
     else:
-        reference_profile = json.loads(artifacts.load_text(ref.run_id, PROFILE_FILE))
-        result = drift.compare(reference_profile, raw, current, cfg, about=ref.about)
+        reference_profile = champion.profile
+        result = drift.compare(reference_profile, raw, current, cfg, about=champion.about)
     values = drift.metrics(result) if result["checked"] else {}
     return {
         "profile": json.dumps(current, indent=1),

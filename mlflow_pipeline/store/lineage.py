@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
+from collections.abc import Iterable
+from importlib import metadata
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import resolved_yaml
-from mlflow_pipeline.engine import cache
 from mlflow_pipeline.store.tracking import code_version
 from mlflow_pipeline.tags import Cache, Lineage, Runs
 
@@ -80,7 +82,7 @@ def collect(
             "commit": version.get(Runs.GIT_COMMIT),
             "dirty": version.get(Runs.GIT_DIRTY) == "true" if version else None,
         },
-        "packages": cache.package_versions(PACKAGES),
+        "packages": package_versions(PACKAGES),
     }
 
 
@@ -103,3 +105,13 @@ def version_tags(lineage: dict[str, Any]) -> dict[str, str]:
 
 def to_json(lineage: dict[str, Any]) -> str:
     return json.dumps(lineage, indent=2, sort_keys=True)
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """``name -> installed version`` (and the Python version)."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return dict(sorted(versions.items()))

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from mlflow_pipeline.apps import schedule
-from mlflow_pipeline.cli.app import schedule_main, split_options
+from mlflow_pipeline.cli.commands import schedule_main
+from mlflow_pipeline.cli.project import split_options
 from mlflow_pipeline.config import PROJECT_ROOT, load_config
 from mlflow_pipeline.errors import ConfigError
 from tests.helpers import TrackingStore

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mlflow_pipeline.cli.app import split_options, steps_override
+from mlflow_pipeline.cli.project import split_options, steps_override
 from mlflow_pipeline.config import PROJECT_ROOT
 from mlflow_pipeline.errors import ConfigError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlflow_pipeline.cli.app import example_data_main
+from mlflow_pipeline.cli.commands import example_data_main
 from mlflow_pipeline.data.examples import customers
 
 

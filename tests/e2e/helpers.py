@@ -57,7 +57,6 @@ SCRUBBED_ENV = (
     "MLFLOW_EXPERIMENT_NAME",
     "MLFLOW_EXPERIMENT_ID",
     "MLFLOW_REGISTRY_URI",
-    "MLFLOW_PIPELINE_SWEEP_RUN_ID",
     "HYDRA_FULL_ERROR",
 )
 TIMEOUT_S = 600
@@ -111,11 +110,15 @@ class Store:
         *,
         hydra_options: str = "",
         experiment_name: str | None = None,
+        entry_point: str | None = None,
         **params: str,
     ) -> subprocess.CompletedProcess[str]:
-        """``mlflow run <uri> --env-manager local -P hydra_options="tracking.root=<root> ..."``."""
+        """``mlflow run <uri> [-e ENTRY] --env-manager local -P hydra_options="tracking.root=<root>
+        ..."``."""
         options = f"tracking.root={shlex.quote(str(self.root))} {hydra_options}".strip()
         args: list[str | Path] = [VENV_BIN / "mlflow", "run", uri, "--env-manager", "local"]
+        if entry_point:
+            args += ["-e", entry_point]
         if experiment_name:
             args += ["--experiment-name", experiment_name]
         for key, value in {"hydra_options": options, **params}.items():

@@ -110,7 +110,8 @@ def test_mlflow_run_one_stage_project_on_an_earlier_pipeline(champion_store: Sto
     data = store.root / CHAMPION_DATA
 
     result = store.mlflow_run(
-        REPO / "projects" / "evaluate",
+        REPO,
+        entry_point="evaluate",
         # `mlflow run` runs in the project directory: the data path must be absolute.
         hydra_options=" ".join((*CHAMPION_OVERRIDES, f"data.path={data}")),
         experiment_name="evaluate-alone",

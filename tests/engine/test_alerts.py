@@ -303,7 +303,7 @@ def test_drift_with_policy_fail_is_one_drift_alert_from_the_failure(tmp_path, ma
     assert payload["details"]["policy"] == "fail"
 
 
-# ---- the failed pipeline run, from the runner ----------------------------------------------
+# ---- the failed pipeline run, handed over by the runner -----------------------------------
 
 
 def test_a_failed_pipeline_run_is_linked_from_its_error(tmp_path, make_config, tracking_store):
@@ -315,9 +315,16 @@ def test_a_failed_pipeline_run_is_linked_from_its_error(tmp_path, make_config, t
         cfg = make_config(
             *csv_overrides(path, "model=logistic_regression", f"alerts.webhook={server.url}")
         )
-        with pytest.raises(DataValidationError, match="failed validation") as caught:
-            run_pipeline(cfg, [])
-        assert alert_failure(cfg, caught.value)[0].startswith("sent webhook")
+        sent: list[str] = []
+
+        def on_failure(error: BaseException, run_id: str, experiment_id: str) -> None:
+            sent.extend(
+                alert_failure(cfg, error, pipeline_run_id=run_id, experiment_id=experiment_id)
+            )
+
+        with pytest.raises(DataValidationError, match="failed validation"):
+            run_pipeline(cfg, [], on_failure=on_failure)
+        assert sent[0].startswith("sent webhook")
     [received] = server.received
     payload = received["json"]
     client = tracking_store.client()

@@ -8,6 +8,7 @@ database (artifacts stay where the baseline logged them), so scenarios never see
 from __future__ import annotations
 
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.engine import cache
-from mlflow_pipeline.engine.runner import describe, describe_plan, plan, run_pipeline
+from mlflow_pipeline.engine.plan import describe_plan, plan
+from mlflow_pipeline.engine.result import describe
+from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import ThresholdError
 from mlflow_pipeline.stages import evaluate as evaluate_module
 from mlflow_pipeline.stages import train as train_module
@@ -218,9 +221,9 @@ def test_docstring_comment_and_blank_line_edits_do_not_count(scenario, monkeypat
 
 
 def test_package_upgrade_reruns_the_stages_that_depend_on_it(scenario, monkeypatch):
-    real = cache.metadata.version
+    real = metadata.version
     monkeypatch.setattr(
-        cache.metadata,
+        metadata,
         "version",
         lambda name: "99.0" if name == "scikit-learn" else real(name),
     )
@@ -359,9 +362,9 @@ def test_code_hashes_see_a_helper_edit_but_not_docstrings_or_comments(toy_packag
 
 
 def test_manifest_key_changes_with_each_component():
-    from mlflow_pipeline.engine.pipeline import stage_named
+    from mlflow_pipeline.reference import PIPELINE
 
-    stage = stage_named("split")
+    stage = PIPELINE.stage_named("split")
     cfg = load_config([])
     base = cache.build_manifest(stage, cfg, {"validated": "a" * 64, "contract": "b" * 64})
     assert base.key == cache.Manifest.from_json(base.to_json()).key

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_pipeline.config import STAGE_NAMES
-from mlflow_pipeline.engine.runner import PipelineResult, describe, find_stage_run, run_pipeline
+from mlflow_pipeline.engine.inputs import find_stage_run
+from mlflow_pipeline.engine.result import PipelineResult, describe
+from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import DataValidationError, StageError, ThresholdError
+from mlflow_pipeline.reference import PIPELINE
 from mlflow_pipeline.tags import MLflow, Runs
 from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
 
@@ -67,12 +69,12 @@ def test_pipeline_run_tree(runs):
     pipeline = client.get_run(result.pipeline_run_id)
     assert pipeline.info.status == "FINISHED"
     assert pipeline.data.tags[Runs.KIND] == "pipeline"
-    assert pipeline.data.tags[Runs.STEPS] == ",".join(STAGE_NAMES)
+    assert pipeline.data.tags[Runs.STEPS] == ",".join(PIPELINE.stage_names)
     assert pipeline.data.tags[Runs.RUNNER_MODE] == "in_process"
     assert pipeline.data.params["model.name"] == "logistic_regression"
     assert artifacts(client, result.pipeline_run_id) == {"config.yaml"}
     children = stage_runs(client, result)
-    assert set(children) == set(STAGE_NAMES)
+    assert set(children) == set(PIPELINE.stage_names)
     assert result.stage_run_ids == {name: run.info.run_id for name, run in children.items()}
     for name, run in children.items():
         assert run.info.status == "FINISHED", name

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_pipeline.engine.pipeline import stage_named
-from mlflow_pipeline.engine.runner import check_lineage, run_pipeline
+from mlflow_pipeline.engine.inputs import check_lineage
+from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import StageError, ThresholdError
+from mlflow_pipeline.reference import PIPELINE
 from mlflow_pipeline.tags import Runs
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
@@ -89,9 +90,9 @@ def test_inputs_that_do_not_belong_together_are_refused(history):
         match=r"\[register\] inputs do not belong together: 'metrics' .* was computed from "
         r"'model' of run \w+, but 'model' now comes from run \w+",
     ):
-        check_lineage(stage_named("register"), run_ids, client)
+        check_lineage(PIPELINE.stage_named("register"), run_ids, client)
     check_lineage(  # the same inputs from one pipeline run are fine
-        stage_named("register"),
+        PIPELINE.stage_named("register"),
         {
             name: second.stage_run_ids[s]
             for name, s in [("model", "train"), ("test", "split"), ("metrics", "evaluate")]

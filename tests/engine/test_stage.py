@@ -10,7 +10,8 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from mlflow_pipeline.engine.stage import Dataset, Handoff, PeakMemory, RunContext, Stage, run_stage
+from mlflow_pipeline.engine.spec import Dataset, Pipeline, Stage
+from mlflow_pipeline.engine.stage import Handoff, PeakMemory, RunContext, run_stage
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError, ThresholdError
 from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import Tracking, ensure_experiment
@@ -60,7 +61,11 @@ def ctx(tracking_store, client: MlflowClient) -> RunContext:
     experiment_id = ensure_experiment(client, "stages", store)
     parent = client.create_run(experiment_id, run_name="pipeline").info.run_id
     return RunContext(
-        client=client, experiment_id=experiment_id, pipeline_run_id=parent, runner_mode="in_process"
+        client=client,
+        pipeline=Pipeline("stages", ()),
+        experiment_id=experiment_id,
+        pipeline_run_id=parent,
+        runner_mode="in_process",
     )
 
 

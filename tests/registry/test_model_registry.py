@@ -17,10 +17,11 @@ from mlflow.tracking import MlflowClient
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry import model_registry as reg
-from mlflow_pipeline.registry.audit import Why, current_user
+from mlflow_pipeline.registry.audit import current_user
 from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.tags import Promotion
 from tests.helpers import alias_version
+from tests.registry.helpers import two_versions
 
 MODEL = "breast_cancer"
 MEDIUM = ["model=hist_gradient_boosting", "model.max_iter=20"]
@@ -263,75 +264,9 @@ def test_a_cached_run_after_a_ui_move_reruns_register_against_the_humans_champio
     assert cached["aliases"]["champion"] == "1"
 
 
-def _two_versions(client) -> None:
-    """Versions 1 and 2 of MODEL; champion on 1, as a first pipeline run leaves it."""
-    registry = ModelRegistry(client, MODEL)
-    for _ in range(2):
-        with mlflow.start_run():
-            mlflow.log_text("x", "model/x.txt")
-            registry.register(mlflow.get_artifact_uri("model"), {})
-    why = Why(kind="pipeline", actor="test", user="ci", reason="first")
-    registry.move_alias("champion", "1", why)
-    registry.move_alias("challenger", "2", why)
-
-
-def test_promote_by_hand_moves_champion_and_rollback_with_who_and_why(tracking_store):
-    client = tracking_store.client()
-    _two_versions(client)
-    promotion = reg.promote_by_hand(
-        client, f"models:/{MODEL}@challenger", reason="v2 is better on Q4"
-    )
-    moves = promotion.moves
-    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
-        ("champion", "1", "2", "cli"),
-        ("rollback", None, "1", "cli"),
-    ]
-    assert moves[0].user == current_user()
-    assert moves[0].actor == "mlflow-pipeline promote"
-    assert moves[0].reason == f"v2 is better on Q4 (as models:/{MODEL}@challenger)"
-    assert alias_version(client, MODEL, "champion") == "2"
-    assert alias_version(client, MODEL, "rollback") == "1"
-    # Again: nothing moves, nothing is recorded.
-    again = reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="again")
-    assert again.moves == []
-    assert again.describe() == f"champion is already on models:/{MODEL}/2: nothing moved"
-
-
-def test_promote_by_hand_records_a_ui_move_first(tracking_store):
-    client = tracking_store.client()
-    _two_versions(client)
-    client.set_registered_model_alias(MODEL, "champion", "2")  # as the UI does
-    moves = reg.promote_by_hand(client, f"models:/{MODEL}/1", reason="back to v1").moves
-    assert [(m.alias, m.from_version, m.to_version, m.kind) for m in moves] == [
-        ("champion", "1", "2", "external"),
-        ("champion", "2", "1", "cli"),
-        ("rollback", None, "2", "cli"),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("uri", "reason", "match"),
-    [
-        (f"models:/{MODEL}/9", "x", r"models:/breast_cancer/9: no such model version"),
-        (f"models:/{MODEL}@nope", "x", r"no such model version"),
-        (f"models:/{MODEL}/1", "  ", r"promote needs --reason"),
-        ("breast_cancer", "x", r"is not a registered model URI"),
-        (f"models:/{MODEL}/2 latest", "x", r"alias 'latest' is reserved by MLflow"),
-        (f"models:/{MODEL}/2 V3", "x", r"alias 'V3' is reserved by MLflow"),
-    ],
-)
-def test_promote_by_hand_refuses_clearly(tracking_store, uri, reason, match):
-    client = tracking_store.client()
-    _two_versions(client)
-    uri, _, alias = uri.partition(" ")
-    with pytest.raises(ConfigError, match=match):
-        reg.promote_by_hand(client, uri, reason=reason, alias=alias or None)
-    assert alias_version(client, MODEL, "champion") == "1"
-
-
 def test_audit_of_prints_the_trail_and_what_is_not_recorded(tracking_store):
     client = tracking_store.client()
-    _two_versions(client)
+    two_versions(client, MODEL)
     client.set_registered_model_alias(MODEL, "champion", "2")
     lines = reg.audit_of(client, MODEL).splitlines()
     assert len(lines) == 5  # header, 2 moves, now, 1 pending
@@ -340,22 +275,3 @@ def test_audit_of_prints_the_trail_and_what_is_not_recorded(tracking_store):
     assert reg.audit_of(client, MODEL, "challenger").splitlines()[-1] == "now: challenger v2"
     with pytest.raises(ConfigError, match="no registered model 'nope'"):
         reg.audit_of(client, "nope")
-
-
-def test_promote_and_audit_use_the_alias_names_the_pipeline_recorded(tracking_store):
-    client = tracking_store.client()
-    registry = ModelRegistry(client, MODEL, reg.Aliases("prod", "candidate", "previous"), "a")
-    for _ in range(2):
-        with mlflow.start_run():
-            mlflow.log_text("x", "model/x.txt")
-            registry.register(mlflow.get_artifact_uri("model"), {})
-    registry.move_alias("prod", "1", Why(kind="pipeline", actor="t", user="ci", reason="r"))
-    moves = reg.promote_by_hand(client, f"models:/{MODEL}/2", reason="now").moves
-    assert [(m.alias, m.from_version, m.to_version) for m in moves] == [
-        ("prod", "1", "2"),
-        ("previous", None, "1"),
-    ]
-    assert reg.audit_of(client, MODEL).splitlines()[-1] == (
-        "now: prod v2, candidate none, previous v1"
-    )
-    assert ModelRegistry(client, MODEL).audit.experiment == "a"

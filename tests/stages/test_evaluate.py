@@ -11,7 +11,7 @@ from sklearn.svm import LinearSVC
 from mlflow_pipeline.config import METRICS, load_config
 from mlflow_pipeline.errors import PipelineError, ThresholdError
 from mlflow_pipeline.schemas import TrainedModel
-from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate, score
+from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate, model_metrics
 from mlflow_pipeline.stages.ingest import ingest
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
@@ -36,13 +36,13 @@ def regressor():
     return fitted(["data=diabetes", "model=random_forest", "model.n_estimators=10"])
 
 
-def metrics_of(frame: pd.DataFrame) -> dict[str, float]:
+def metric_values(frame: pd.DataFrame) -> dict[str, float]:
     return dict(zip(frame["metric"], frame["value"], strict=True))
 
 
 def test_classification_metrics(classifier):
     cfg, model, test = classifier
-    scores = metrics_of(evaluate(cfg, model, test)["metrics"])
+    scores = metric_values(evaluate(cfg, model, test)["metrics"])
     assert set(scores) == set(METRICS["classification"])
     assert scores["roc_auc"] > 0.9
     assert 0.9 < scores["accuracy"] <= 1.0
@@ -51,7 +51,7 @@ def test_classification_metrics(classifier):
 
 def test_regression_metrics(regressor):
     cfg, model, test = regressor
-    scores = metrics_of(evaluate(cfg, model, test)["metrics"])
+    scores = metric_values(evaluate(cfg, model, test)["metrics"])
     assert set(scores) == set(METRICS["regression"])
     assert scores["rmse"] >= scores["mae"] > 0
     assert scores["r2"] > 0.2
@@ -65,7 +65,7 @@ def test_string_categoricals_and_missing_values_through_train_and_evaluate():
         raw=mixed_frame(200),
     )
     assert test["city"].isna().any()
-    scores = metrics_of(evaluate(cfg, model, test)["metrics"])
+    scores = metric_values(evaluate(cfg, model, test)["metrics"])
     assert scores["accuracy"] > 0.7
     assert 0.5 < scores["roc_auc"] <= 1.0
 
@@ -75,7 +75,7 @@ def test_string_labels_and_multiclass():
     x = rng.normal(size=300)
     raw = pd.DataFrame({"x": x, "y": np.select([x < -0.5, x < 0.5], ["low", "mid"], "high")})
     cfg, model, test = fitted(["data.target=y", "model=logistic_regression"], raw=raw)
-    scores = score(model.estimator, test, cfg)
+    scores = model_metrics(model.estimator, test, cfg)
     assert set(scores) == set(METRICS["classification"])
     assert scores["accuracy"] > 0.8
 
@@ -84,7 +84,7 @@ def test_model_without_probabilities_has_no_roc_auc(classifier):
     cfg, model, test = classifier
     features = test.drop(columns="target")
     svc = make_pipeline(LinearSVC(max_iter=50)).fit(features, test["target"])
-    assert set(score(svc, test, cfg)) == {"accuracy", "f1"}
+    assert set(model_metrics(svc, test, cfg)) == {"accuracy", "f1"}
     outputs = evaluate(cfg, TrainedModel(svc, features.head()), test)
     with pytest.raises(ThresholdError, match=r"roc_auc could not be computed for this model"):
         check_thresholds(cfg, outputs)

@@ -1,4 +1,4 @@
-"""register: the champion/challenger rule (a pure function) and the stage on a real registry."""
+"""register: the stage on a real registry (the rule itself: tests/registry/test_promotion.py)."""
 
 from __future__ import annotations
 
@@ -14,67 +14,12 @@ from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import evaluate
 from mlflow_pipeline.stages.ingest import ingest
-from mlflow_pipeline.stages.register import decide, register
+from mlflow_pipeline.stages.register import register
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
 from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.tags import Promotion
 from tests.helpers import alias_version
-
-
-def rule(challenger: float, champion: float | None, *, higher: bool = True, min_delta: float = 0.0):
-    return decide(
-        metric="roc_auc" if higher else "rmse",
-        greater_is_better=higher,
-        challenger_score=challenger,
-        champion_score=champion,
-        champion_version=None if champion is None else "3",
-        min_delta=min_delta,
-    )
-
-
-def test_first_model_is_promoted():
-    decision = rule(0.1, None)
-    assert decision.promote is True
-    assert decision.reason == "no champion yet"
-    assert decision.champion_version is None
-
-
-@pytest.mark.parametrize(
-    ("challenger", "champion", "higher", "min_delta", "promote"),
-    [
-        (0.95, 0.90, True, 0.0, True),  # better
-        (0.85, 0.90, True, 0.0, False),  # worse
-        (0.90, 0.90, True, 0.0, False),  # a tie never replaces the champion
-        (0.91, 0.90, True, 0.05, False),  # better, but by less than min_delta
-        (0.75, 0.50, True, 0.25, True),  # exactly min_delta is enough
-        (40.0, 50.0, False, 0.0, True),  # rmse: lower is better
-        (55.0, 50.0, False, 0.0, False),
-        (49.0, 50.0, False, 2.0, False),
-        (47.0, 50.0, False, 2.0, True),
-    ],
-)
-def test_rule(challenger: float, champion: float, higher: bool, min_delta: float, promote: bool):
-    decision = rule(challenger, champion, higher=higher, min_delta=min_delta)
-    assert decision.promote is promote
-    assert decision.champion_version == "3"
-    assert decision.challenger_score == challenger
-    assert f"min_delta={min_delta}" in decision.reason
-    assert ("beats champion v3" in decision.reason) is promote
-    assert ("higher is better" if higher else "lower is better") in decision.reason
-
-
-def test_champion_that_cannot_be_scored_is_kept():
-    decision = decide(
-        metric="roc_auc",
-        greater_is_better=True,
-        challenger_score=1.0,
-        champion_score=None,
-        champion_version="2",
-        min_delta=0.0,
-    )
-    assert decision.promote is False
-    assert decision.reason == "champion v2 could not be scored on the current test set"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Use a registered model version: score a CSV file in this process, held to the version's
-training data contract, or serve the version over HTTP with ``mlflow models serve``.
+"""Score a CSV file with a registered model version, in this process, held to the version's
+training data contract; and record the scoring on the run ``mlflow run . -e score`` made.
 
 ``score`` reads what the version was trained on from its lineage tags: the data contract
 (``contract.yaml`` of ``lineage.run.validate``), the training split (``data/train.parquet`` of
@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pandas as pd
@@ -39,7 +31,7 @@ from mlflow_pipeline.errors import (
 )
 from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate
 from mlflow_pipeline.store.tracking import Tracking, activate
-from mlflow_pipeline.tags import Env, Lineage, Runs, Score
+from mlflow_pipeline.tags import Lineage, Runs, Score
 
 STAGE = "score"
 DATASET = "input"
@@ -52,14 +44,9 @@ CONTRACT_ARTIFACT = "contract.yaml"
 INGEST_FILE_OPTION = "data.path: "
 # validate()'s messages end by pointing at the stage run's failure table; scoring has no run.
 RUN_TRAILER = "  The full "
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5001
-# After SIGINT/SIGTERM is forwarded: how long the server may take to stop before SIGKILL.
-STOP_GRACE_S = 20.0
-HEALTH_POLL_S = 0.5
 
 
-# ---- the model version ---------------------------------------------------------------------
+# ---- the model version (serve resolves it here too) ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -432,217 +419,3 @@ def describe_score(result: ScoreResult) -> str:
         f"scored {result.rows} row(s) with {model.name} v{model.version} "
         f"({model.requested}) -> {result.output}"
     )
-
-
-# ---- serve ---------------------------------------------------------------------------------
-
-
-def bin_dir() -> Path:
-    """The bin directory of this Python environment (where ``mlflow`` and ``uvicorn`` live)."""
-    return Path(sys.executable).parent
-
-
-def serve_command(model_uri: str, *, host: str, port: int, mlflow: str = "mlflow") -> list[str]:
-    """The ``mlflow models serve`` command line for a resolved ``models:/NAME/VERSION``."""
-    return [
-        mlflow,
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--host",
-        host,
-        "-p",
-        str(port),
-    ]
-
-
-def serve_env(environ: Mapping[str, str], *, tracking_uri: str, bin_path: Path) -> dict[str, str]:
-    """``environ`` with ``bin_path`` first on PATH (``mlflow models serve`` runs ``uvicorn``
-    from PATH) and the tracking and registry URIs set."""
-    env = dict(environ)
-    path = env.get("PATH", "")
-    env["PATH"] = f"{bin_path}{os.pathsep}{path}" if path else str(bin_path)
-    env[Env.TRACKING_URI] = tracking_uri
-    env[Env.REGISTRY_URI] = tracking_uri
-    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return env
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raises ConfigError when ``host:port`` cannot be bound (in use, or not an address here)."""
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port}: not a TCP port (1-65535)", stage="serve")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As uvicorn binds: connections of a server that just stopped (TIME_WAIT) do not count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ConfigError(f"--port {port} on {host}: {reason}", stage="serve") from exc
-
-
-def url_of(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
-def exit_code(returncode: int) -> int:
-    """A child's return code as a shell reports it (killed by signal N -> 128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
-    """Does ``url``/health answer 200?"""
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)  # promptly, also when stdout is a file or a pipe
-
-
-def serve(
-    model_uri: str,
-    *,
-    tracking_uri: str,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    say: Callable[[str], None] = _say,
-) -> int:
-    """Serve the registered version ``model_uri`` with ``mlflow models serve`` (local env) as a
-    child process until it stops; SIGINT and SIGTERM are forwarded to the server, and this
-    returns only once every process of the server is gone (its port free). Returns the child's
-    exit code, or 128 + N when signal N stopped it (as a shell reports it).
-
-    Raises ConfigError for an unknown model, alias or version, or a port that is taken.
-    """
-    model = resolve_model(model_uri, tracking_uri)
-    check_port_free(host, port)
-    bin_path = bin_dir()
-    mlflow_exe = bin_path / "mlflow"
-    command = serve_command(
-        model.uri,
-        host=host,
-        port=port,
-        mlflow=str(mlflow_exe) if mlflow_exe.exists() else "mlflow",
-    )
-    url = url_of(host, port)
-    say(
-        f"serving {model.name} v{model.version} ({model.requested} -> {model.uri}) at {url}: "
-        f"POST {url}/invocations, GET {url}/health"
-    )
-    env = serve_env(os.environ, tracking_uri=tracking_uri, bin_path=bin_path)
-    server = _Server()
-    previous = {sig: signal.signal(sig, server.forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        child = server.start(command, env)
-        ready = False
-        while child.poll() is None:
-            if not ready and server.signal is None and is_healthy(url):
-                ready = True
-                say(f"ready: {url} serves {model.name} v{model.version}")
-            server.tick()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=HEALTH_POLL_S)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.stop_all()
-    if server.signal is not None:  # stopped on request: report it as that signal's exit
-        return exit_code(-server.signal)
-    return exit_code(child.returncode)
-
-
-class _Server:
-    """The child ``mlflow models serve``, in a process group of its own, and how it stops."""
-
-    def __init__(self) -> None:
-        self.child: subprocess.Popen | None = None
-        # The signal that asked the server to stop, and when.
-        self.signal: int | None = None
-        self.signalled_at: float | None = None
-
-    def start(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-        # Its own session: a terminal's Ctrl-C reaches only us, and we decide how the server
-        # (mlflow's CLI and the uvicorn it starts) stops.
-        self.child = subprocess.Popen(command, env=env, start_new_session=True)
-        if self.signal is not None:  # a signal came while it was starting
-            self._stop(self.signal)
-        return self.child
-
-    def forward(self, signum: int, frame: FrameType | None) -> None:
-        """First SIGINT/SIGTERM: stop the server gracefully; a second one: kill it."""
-        if self.signal is not None:
-            self._kill_group(signal.SIGKILL)
-            return
-        self.signal = signum
-        self.signalled_at = time.monotonic()
-        if self.child is not None:
-            self._stop(signum)
-
-    def _stop(self, signum: int) -> None:
-        # The server (uvicorn) gets the signal and stops gracefully. mlflow's CLI only waits
-        # for it, and would print a traceback about its non-zero exit (uvicorn re-raises the
-        # signal): it is ended quietly with SIGTERM, which also reaches uvicorn (mlflow sets
-        # it as uvicorn's parent-death signal) and only repeats the request to stop.
-        assert self.child is not None
-        for pid in _descendants(self.child.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.child.pid, signal.SIGTERM)
-
-    def tick(self) -> None:
-        """Kill the group when it has not stopped within STOP_GRACE_S of a signal."""
-        if self.signalled_at is not None and time.monotonic() - self.signalled_at > STOP_GRACE_S:
-            self._kill_group(signal.SIGKILL)
-
-    def stop_all(self) -> None:
-        """Leave nothing behind: wait for the child, then for (or kill) the rest of its group."""
-        if self.child is None:
-            return
-        if self.child.poll() is None:
-            self._stop(signal.SIGTERM)
-            try:
-                self.child.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._kill_group(signal.SIGKILL)
-                self.child.wait()
-        deadline = time.monotonic() + STOP_GRACE_S
-        while self._group_alive():
-            if time.monotonic() > deadline:
-                self._kill_group(signal.SIGKILL)
-                break
-            time.sleep(0.1)
-
-    def _kill_group(self, sig: int) -> None:
-        if self.child is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.child.pid, sig)
-
-    def _group_alive(self) -> bool:
-        if self.child is None:
-            return False
-        try:
-            os.killpg(self.child.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-
-
-def _descendants(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []

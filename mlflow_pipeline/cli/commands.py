@@ -1,0 +1,422 @@
+"""``mlflow-pipeline <subcommand>``: one function per subcommand that is not a pipeline run.
+Each parses its arguments, calls the app, prints the result; errors become one message and
+exit 1 (see cli.common)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail
+from mlflow_pipeline.config import load_config
+from mlflow_pipeline.errors import ConfigError, PipelineError
+from mlflow_pipeline.store.tracking import record_error
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+
+def schema_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline-schema``: infer the data contract of the configured data to a file."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline-schema",
+        description="Write the data contract inferred from the configured data as pandera YAML.",
+    )
+    parser.add_argument("--output", "-o", required=True, help="file to write")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=csv data.path=x")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
+    from mlflow_pipeline.stages.ingest import ingest
+
+    try:
+        cfg = load_config(args.overrides)
+        raw = ingest(cfg)["raw"]
+        if cfg.data.target not in raw.columns:
+            raise ConfigError(f"data.target: no column '{cfg.data.target}' in the data")
+        contract = infer_contract(raw, cfg.data.target, cfg.data.task)
+    except PipelineError as exc:
+        fail(exc)
+        return 1
+    try:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(contract_to_yaml(contract))
+    except OSError as exc:
+        fail(ConfigError(f"--output: cannot write {args.output}: {exc.strerror}"))
+        return 1
+    print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
+    return 0
+
+
+def reproduce_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline reproduce MODEL_URI``: exit 0 when the re-run is identical."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline reproduce",
+        description="Re-run the pipeline that produced a registered model version from its "
+        "recorded config and data, with the cache disabled, and compare data digests, metrics "
+        "and predictions on the recorded test set. Exit 0 if identical, 1 if not.",
+    )
+    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
+        "embedded store)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from mlflow_pipeline.apps.reproduce import describe, reproduce
+    from mlflow_pipeline.store.tracking import resolve_tracking
+
+    try:
+        uri = args.tracking_uri or resolve_tracking(load_config([])).uri
+        report = reproduce(args.model_uri, uri)
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+    print(describe(report))
+    return 0 if report.identical else 1
+
+
+SCORE_EPILOG = """\
+The input is held to the version's training data contract first (the target column is
+optional; no unexpected columns; types coerced as in training) and every value of a
+categorical feature must have been seen in its training data. The output holds the input
+rows plus `prediction`, `proba_<class>` (classifiers) and `model_version`; nothing is
+written unless every row scores. Exit 0 on success, 1 with one message otherwise.
+"""
+
+
+SERVE_EPILOG = """\
+Equivalent to resolving MODEL_URI to models:/NAME/VERSION, then:
+  PATH="<venv>/bin:$PATH" MLFLOW_TRACKING_URI=<uri> MLFLOW_REGISTRY_URI=<uri> \\
+    mlflow models serve -m models:/NAME/VERSION --env-manager local --host 127.0.0.1 -p 5001
+(mlflow models serve starts `uvicorn` from PATH). Then:
+  curl http://127.0.0.1:5001/health
+  curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+    -d '{"dataframe_split": {"columns": ["income", "age", "plan"], "data": [[52.0, 40, "plus"]]}}'
+Ctrl-C (SIGINT) or SIGTERM stops the server (exit 130 or 143); otherwise the exit code is
+the server's.
+"""
+
+
+def _tracking_uri(given: str | None) -> str:
+    from mlflow_pipeline.store.tracking import absolute_sqlite_uri, resolve_tracking
+
+    return absolute_sqlite_uri(given) if given else resolve_tracking(load_config([])).uri
+
+
+def _registry_client(given: str | None) -> MlflowClient:
+    """A client for the tracking store and registry ``--tracking-uri`` (or the default) names."""
+    from mlflow.tracking import MlflowClient
+
+    uri = _tracking_uri(given)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
+        "embedded store)",
+    )
+
+
+def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> int:
+    """``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv``; from the MLproject
+    entry point ``score``, ``run_id`` is the run `mlflow run` made (it records the scoring)."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline score",
+        description="Score a CSV file with a registered model version, in this process.",
+        epilog=SCORE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    parser.add_argument("--input", "-i", required=True, help="CSV file of rows to score")
+    parser.add_argument("--output", "-o", required=True, help="CSV file to write")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.apps.score import describe_score, log_score_run, score
+
+    try:
+        result = score(
+            args.model_uri, args.input, args.output, tracking_uri=_tracking_uri(args.tracking_uri)
+        )
+        if run_id:
+            log_score_run(run_id, result, args.input)
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        if run_id:
+            record_error(run_id, exc)
+        return 1
+    if result.warning:
+        print(f"mlflow-pipeline: warning: {result.warning}", file=sys.stderr)
+    print(describe_score(result))
+    return 0
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline serve MODEL_URI [--port 5001] [--host 127.0.0.1]``."""
+    from mlflow_pipeline.apps.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline serve",
+        description="Serve a registered model version over HTTP (POST /invocations) with\n"
+        "`mlflow models serve`, in this Python environment.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    parser.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="default: 5001")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="default: 127.0.0.1 (loopback)")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.apps.serve import serve
+
+    try:
+        uri = _tracking_uri(args.tracking_uri)
+        return serve(args.model_uri, tracking_uri=uri, host=args.host, port=args.port)
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+
+
+SIMULATE_EPILOG = """\
+Day n trains on its batch and the --window days before it, written to DIR/day-<n>/data.csv,
+with the whole pipeline in this process (model and experiment NAME). From --shift-day on,
+every row of a day's data has --shift-column moved by --shift-by standard deviations (the
+source changed), so the drift check flags that day. A failed day is recorded and the next day
+runs. Prints the per-day table and writes it to DIR/simulation.csv. Tracking: tracking.uri,
+else $MLFLOW_TRACKING_URI, else DIR/mlflow.db. Exit 0 when every day ran (failed days
+included), 1 with one message otherwise.
+"""
+
+
+def simulate_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline simulate --data F.csv --target T --task K --days N [overrides]``."""
+    from mlflow_pipeline.apps.simulate import DEFAULT_SHIFT_STD, DEFAULT_WINDOW
+
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline simulate",
+        description="Simulate daily retraining on a CSV file: daily batches, a shift on "
+        "purpose, drift, evaluation and promotion by the real pipeline, day by day.",
+        epilog=SIMULATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="the CSV file to cut into days")
+    parser.add_argument("--target", required=True, help="the target column")
+    parser.add_argument("--task", required=True, choices=["classification", "regression"])
+    parser.add_argument("--days", required=True, type=int, help="number of days")
+    parser.add_argument(
+        "--rows-per-day", type=int, default=None, help="default: the file in --days equal parts"
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help="earlier days each day also trains on (default: 2)",
+    )
+    parser.add_argument("--shift-day", type=int, default=None, help="first shifted day")
+    parser.add_argument("--shift-column", default=None, help="default: the first numeric feature")
+    parser.add_argument(
+        "--shift-by",
+        type=float,
+        default=DEFAULT_SHIFT_STD,
+        help="standard deviations (default: 1.5)",
+    )
+    parser.add_argument("--workdir", default=None, help="default: ./simulation-<name>")
+    parser.add_argument("--name", default=None, help="model and experiment (default: file stem)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=random_forest")
+    args = parser.parse_intermixed_args(argv)
+    from mlflow_pipeline.apps.simulate import describe_day, describe_simulation, simulate
+
+    try:
+        results = simulate(
+            args.data,
+            args.target,
+            args.task,
+            args.days,
+            rows_per_day=args.rows_per_day,
+            window=args.window,
+            shift_day=args.shift_day,
+            shift_column=args.shift_column,
+            shift_by=args.shift_by,
+            workdir=args.workdir,
+            name=args.name,
+            overrides=args.overrides,
+            on_day=lambda day: print(describe_day(day, args.days), file=sys.stderr, flush=True),
+        )
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+    print(describe_simulation(results))
+    return 0
+
+
+SCHEDULE_EPILOG = """\
+Every form runs the same command: the venv's absolute `mlflow-pipeline` with the overrides
+(or, with --launcher mlflow-run, `mlflow run <project> --env-manager local -P hydra_options=...`),
+in --workdir, with MLFLOW_TRACKING_URI pinned to the store the config resolves to now.
+  cron     one crontab line (log: DIR/<name>.log); --install adds it with `crontab -`, keeping
+           the other lines and replacing an earlier line of the same job
+  systemd  <name>.service + <name>.timer (OnCalendar, Persistent=true); --install writes them to
+           ~/.config/systemd/user/ and prints the systemctl command that enables the timer
+  airflow  a DAG file (BashOperator, no catch-up, no retries); --install writes it to
+           $AIRFLOW_HOME/dags (default ~/airflow/dags)
+  k8s      a batch/v1 CronJob in the image of projects/k8s (concurrencyPolicy Forbid)
+--output writes the file (a directory for systemd) instead of printing it. The times are the
+machine's local time (its time zone is written into the Airflow DAG and the CronJob).
+"""
+
+
+def schedule_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline schedule ENGINE [--at HH:MM] [--install] [overrides]``."""
+    from mlflow_pipeline.apps.schedule import DEFAULT_AT, ENGINES, LAUNCHERS
+
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline schedule",
+        description="Print (or install) what runs this pipeline daily on an existing scheduler.",
+        epilog=SCHEDULE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("engine", choices=ENGINES)
+    parser.add_argument("--at", default=DEFAULT_AT, help="HH:MM, 24-hour (default: 06:00)")
+    parser.add_argument("--workdir", default=None, help="where the job runs (default: here)")
+    parser.add_argument("--install", action="store_true", help="cron, systemd, airflow")
+    parser.add_argument("--output", "-o", default=None, help="write to this file instead")
+    parser.add_argument("--name", default=None, help="job name (default: mlflow-pipeline-<model>)")
+    parser.add_argument("--log", default=None, help="cron's log file (default: DIR/<name>.log)")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="cli")
+    parser.add_argument("--image", default=None, help="k8s: default projects/k8s's image")
+    parser.add_argument("--namespace", default=None, help="k8s: default projects/k8s's namespace")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the pipeline")
+    args = parser.parse_intermixed_args(argv)
+    from mlflow_pipeline.apps import schedule
+
+    try:
+        job = schedule.scheduled_job(
+            args.overrides,
+            at=args.at,
+            workdir=args.workdir,
+            launcher=args.launcher,
+            name=args.name,
+            log=args.log,
+        )
+        rendering = schedule.render(args.engine, job, image=args.image, namespace=args.namespace)
+        for note in rendering.notes:
+            print(f"mlflow-pipeline: note: {note}", file=sys.stderr)
+        print(
+            schedule.deliver(args.engine, job, rendering, install=args.install, output=args.output)
+        )
+    except PipelineError as exc:
+        fail(exc)
+        return 1
+    return 0
+
+
+PROMOTE_EPILOG = """\
+MODEL_URI names the version to point --alias at: models:/NAME/VERSION or models:/NAME@ALIAS
+(e.g. models:/NAME@challenger). The move is recorded in the model's audit trail with your user
+name and --reason; moves made in the UI since the last record are recorded first (as moved
+outside mlflow-pipeline). Moving the champion also moves the rollback alias to the version it
+leaves (--no-rollback: not). The alias names are those the pipeline recorded on the model
+(registry.*_alias; default champion, challenger, rollback). The next pipeline run compares its
+challenger with the version you chose.
+"""
+
+
+def promote_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline promote MODEL_URI --reason TEXT [--alias A] [--no-rollback]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline promote",
+        description="Move an alias (default: the champion) to a version by hand, audited.",
+        epilog=PROMOTE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    parser.add_argument("--reason", required=True, help="why: recorded in the audit trail")
+    parser.add_argument("--alias", default=None, help="default: the champion alias")
+    parser.add_argument(
+        "--no-rollback",
+        action="store_true",
+        help="leave the rollback alias where it is when the champion moves",
+    )
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.registry.promotion import promote_by_hand
+
+    try:
+        promotion = promote_by_hand(
+            _registry_client(args.tracking_uri),
+            args.model_uri,
+            reason=args.reason,
+            alias=args.alias,
+            rollback=not args.no_rollback,
+        )
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+    print(promotion.describe())
+    return 0
+
+
+def audit_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline audit NAME [--alias A]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline audit",
+        description="Print who or what moved the aliases of a registered model, when, why "
+        "and with which scores (oldest first), the aliases now, and moves made outside "
+        "mlflow-pipeline that no run has recorded yet.",
+    )
+    parser.add_argument("name", help="the registered model (NAME or models:/NAME)")
+    parser.add_argument("--alias", default=None, help="only this alias's moves")
+    parser.add_argument("--tracking-uri", default=None, help="default: as for score")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.registry.model_registry import audit_of
+
+    try:
+        client = _registry_client(args.tracking_uri)
+        print(audit_of(client, args.name.removeprefix("models:/"), args.alias))
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+    return 0
+
+
+def example_data_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline example-data FILE.csv [--rows N] [--seed S]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline example-data",
+        description="Write the README walkthroughs' synthetic customer table (income, age, "
+        "plan, target label) as a CSV file.",
+    )
+    parser.add_argument("path", help="the CSV file to write")
+    parser.add_argument("--rows", type=int, default=1500, help="default: 1500")
+    parser.add_argument("--seed", type=int, default=0, help="default: 0")
+    args = parser.parse_args(argv)
+    if args.rows < 20:
+        parser.error("--rows must be at least 20")
+    from mlflow_pipeline.data.examples import write_customers
+
+    path = write_customers(args.path, args.rows, seed=args.seed)
+    print(f"wrote {args.rows} rows (income, age, plan, label) to {path}")
+    return 0
+
+
+# `mlflow-pipeline <name> ...`: commands that are not a pipeline run.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "reproduce": reproduce_main,
+    "score": score_main,
+    "serve": serve_main,
+    "simulate": simulate_main,
+    "schedule": schedule_main,
+    "promote": promote_main,
+    "audit": audit_main,
+    "example-data": example_data_main,
+}
+
+
+def schema_entry() -> None:
+    raise SystemExit(schema_main())
+

@@ -1,0 +1,110 @@
+"""``python -m mlflow_pipeline.cli main|<stage>|score ...``: what the MLproject entry points
+call. Parses the entry point's parameters, calls the engine, prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail
+from mlflow_pipeline.config import load_config, split_overrides, unquote_parameter
+from mlflow_pipeline.engine.alerts import alert_failure
+from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.store.tracking import record_error
+from mlflow_pipeline.tags import Env
+
+SWEEP_FLAGS = ("-m", "--multirun")
+
+
+def split_options(hydra_options: str, *, sweep_allowed: bool = False) -> list[str]:
+    """Hydra overrides from one MLproject parameter; ``-m`` only where a sweep can run."""
+    options = split_overrides(unquote_parameter(hydra_options))
+    if not sweep_allowed and any(o in SWEEP_FLAGS for o in options):
+        raise ConfigError("hydra_options: a sweep (-m) runs from the main entry point only")
+    return options
+
+
+def steps_override(steps: str) -> list[str]:
+    """``all`` or a comma list -> a Hydra override for ``steps``."""
+    if not steps or steps.strip() == "all":
+        return []
+    names = [s.strip() for s in steps.split(",") if s.strip()]
+    return [f"steps=[{','.join(names)}]"]
+
+
+def project_main(argv: list[str] | None = None) -> int:
+    """Body of the MLproject entry points: ``main`` (whole pipeline), one stage, or ``score``."""
+    # `mlflow run` hands its run over in MLFLOW_RUN_ID; MLflow deletes the variable at the
+    # first start_run(), so it is read here, before anything runs.
+    mlflow_run_id = os.environ.get(Env.RUN_ID) or None
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["score"]:
+        from mlflow_pipeline.cli.commands import score_main
+
+        return score_main(argv[1:], run_id=mlflow_run_id)
+    parser = argparse.ArgumentParser(prog="python -m mlflow_pipeline.cli")
+    parser.add_argument("entry_point", help="main, or the name of a stage of the pipeline")
+    parser.add_argument("--steps", default="all")
+    parser.add_argument("--hydra-options", default="")
+    parser.add_argument("--pipeline-run-id", default="")
+    parser.add_argument("--upstream-run-id", default="")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = None
+    # A stage entry point started by the runner (runner=projects) leaves alerts to that runner.
+    alerts_here = args.entry_point == "main" or not args.pipeline_run_id
+    try:
+        overrides = split_options(args.hydra_options, sweep_allowed=args.entry_point == "main")
+        if any(o in SWEEP_FLAGS for o in overrides):
+            return _sweep(overrides + steps_override(args.steps), mlflow_run_id)
+        if args.entry_point == "main":
+            overrides += steps_override(args.steps)
+        cfg = load_config(overrides)
+        _run_entry_point(args, cfg, overrides, mlflow_run_id)
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        if mlflow_run_id:  # the run `mlflow run` made for us shows why it failed
+            record_error(mlflow_run_id, exc)
+        if alerts_here:
+            alert_failure(cfg, exc, pipeline_run_id=mlflow_run_id)
+        return 1
+    except Exception as exc:  # a bug: alert, then keep its traceback
+        if alerts_here:
+            alert_failure(cfg, exc, pipeline_run_id=mlflow_run_id)
+        raise
+    return 0
+
+
+def _run_entry_point(
+    args: argparse.Namespace, cfg: object, overrides: list[str], mlflow_run_id: str | None
+) -> None:
+    from mlflow_pipeline.engine.projects import run_stage_project
+    from mlflow_pipeline.engine.result import describe
+    from mlflow_pipeline.engine.runner import run_pipeline
+
+    if args.entry_point == "main":
+        print(describe(run_pipeline(cfg, overrides, run_id=mlflow_run_id)))
+        return
+    run_stage_project(
+        args.entry_point,
+        cfg,
+        run_id=mlflow_run_id,
+        pipeline_run_id=args.pipeline_run_id or None,
+        upstream_run_id=args.upstream_run_id or None,
+    )
+
+
+def _sweep(overrides: list[str], mlflow_run_id: str | None) -> int:
+    """``mlflow run . -P hydra_options="-m ..."``: the Hydra multirun in a child process, with
+    the run ``mlflow run`` made as the sweep run (so the jobs nest under it in the UI)."""
+    # Hydra's parser wants -m before the overrides.
+    rest = [o for o in overrides if o not in SWEEP_FLAGS]
+    if mlflow_run_id:
+        rest.append(f"+hydra.callbacks.sweep_run.parent_run_id={mlflow_run_id}")
+    # The child must not resume that run itself: the sweep callback adopts it.
+    env = {k: v for k, v in os.environ.items() if k != Env.RUN_ID}
+    command = [sys.executable, "-m", "mlflow_pipeline.cli.app", "-m", *rest]
+    return subprocess.run(command, env=env, check=False).returncode

@@ -1,0 +1,138 @@
+"""Where a stage's inputs come from: this pipeline run, or ONE earlier pipeline run whose
+producing stages all FINISHED, and a check that the inputs belong together."""
+
+from __future__ import annotations
+
+import logging
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_pipeline.engine.spec import Stage
+from mlflow_pipeline.engine.stage import Handoff, RunContext
+from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.tags import Cache, Runs
+
+log = logging.getLogger(__name__)
+
+
+def resolve_inputs(
+    stage: Stage, ctx: RunContext, available: dict[str, Handoff]
+) -> dict[str, Handoff]:
+    """Find the run that produced each input of ``stage`` not already ``available``.
+
+    An input produced in this pipeline run comes from it. All other inputs come from ONE
+    earlier pipeline run: ``ctx.upstream_run_id``, else the newest pipeline run in the
+    experiment in which every stage producing them FINISHED (a failed or half-run pipeline is
+    never a source). Then checks that the inputs belong together (see check_lineage).
+    Raises StageError when there is no such run or the inputs do not belong together.
+    """
+    made_by = ctx.pipeline.producers()
+    found: dict[str, Handoff] = {}
+    elsewhere: list[str] = []
+    for dataset in stage.reads:
+        if dataset.name in available:
+            continue
+        producer = made_by[dataset.name].name
+        run_id = ctx.pipeline_run_id and find_stage_run(
+            ctx.client, ctx.experiment_id, producer, ctx.pipeline_run_id
+        )
+        if run_id:
+            found[dataset.name] = Handoff(run_id=run_id)
+        else:
+            elsewhere.append(dataset.name)
+    if elsewhere:
+        runs = _upstream_stage_runs(stage, ctx, sorted({made_by[n].name for n in elsewhere}))
+        for name in elsewhere:
+            found[name] = Handoff(run_id=runs[made_by[name].name])
+    for name, handoff in found.items():
+        log.info("stage %s: input '%s' from run %s", stage.name, name, handoff.run_id)
+    names = [d.name for d in stage.reads]
+    check_lineage(stage, {n: (found.get(n) or available[n]).run_id for n in names}, ctx.client)
+    return found
+
+
+def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> dict[str, str]:
+    """Stage name -> FINISHED run of it, all within one earlier pipeline run."""
+    client = ctx.client
+    if ctx.upstream_run_id:
+        try:
+            experiment_id = client.get_run(ctx.upstream_run_id).info.experiment_id
+        except MlflowException as exc:
+            raise StageError(
+                f"runner.upstream_run_id: no run {ctx.upstream_run_id}", stage=stage.name
+            ) from exc
+        runs = {p: find_stage_run(client, experiment_id, p, ctx.upstream_run_id) for p in needed}
+        missing = [p for p, run_id in runs.items() if not run_id]
+        if missing:
+            raise StageError(
+                f"pipeline run {ctx.upstream_run_id} has no FINISHED run of stage(s) "
+                f"{', '.join(missing)}; include them in steps or pick another upstream run",
+                stage=stage.name,
+            )
+        return runs
+    first, *others = needed
+    candidates = client.search_runs(
+        [ctx.experiment_id],
+        f"tags.`{Runs.STAGE}` = '{first}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=100,
+    )
+    for candidate in candidates:
+        pipeline_run_id = candidate.data.tags.get(Runs.PIPELINE_RUN)
+        if not pipeline_run_id or pipeline_run_id == ctx.pipeline_run_id:
+            continue
+        # A cache hit holds no outputs; the run it reused does (as in find_stage_run).
+        runs = {first: candidate.data.tags.get(Cache.SOURCE) or candidate.info.run_id}
+        runs.update(
+            {p: find_stage_run(client, ctx.experiment_id, p, pipeline_run_id) for p in others}
+        )
+        if all(runs.values()):
+            return runs
+    raise StageError(
+        f"no earlier pipeline run in experiment {ctx.experiment_id} has FINISHED runs of "
+        f"stage(s) {', '.join(needed)}; include them in steps or set runner.upstream_run_id",
+        stage=stage.name,
+    )
+
+
+def check_lineage(stage: Stage, run_ids: dict[str, str], client: MlflowClient) -> None:
+    """The inputs of a stage must belong together: when one input was itself computed from
+    another of them (tag ``pipeline.upstream.<name>`` on its run), it must be from the very
+    run that provides that other input now, or have exactly the same content (equal digests,
+    as when that other input was recomputed identically). Raises StageError naming both runs.
+    """
+    tags = {run_id: client.get_run(run_id).data.tags for run_id in set(run_ids.values())}
+    for name, run_id in run_ids.items():
+        for other, other_run_id in run_ids.items():
+            recorded = tags[run_id].get(f"{Runs.UPSTREAM_PREFIX}{other}")
+            if other == name or not recorded or recorded == other_run_id:
+                continue
+            used = tags[run_id].get(Runs.DIGEST_INPUT + other)
+            if used and used == tags[other_run_id].get(Runs.DIGEST_OUTPUT + other):
+                continue
+            raise StageError(
+                f"inputs do not belong together: '{name}' (run {run_id}) was computed from "
+                f"'{other}' of run {recorded}, but '{other}' now comes from run "
+                f"{other_run_id}; rerun the stages that produce them together",
+                stage=stage.name,
+            )
+
+
+def find_stage_run(
+    client: MlflowClient,
+    experiment_id: str,
+    stage_name: str,
+    pipeline_run_id: str | None = None,
+) -> str | None:
+    """The newest FINISHED run of ``stage_name`` (within ``pipeline_run_id`` if given); for a
+    cache hit, the run it reused (which holds the outputs)."""
+    query = f"tags.`{Runs.STAGE}` = '{stage_name}' and attributes.status = 'FINISHED'"
+    if pipeline_run_id:
+        query += f" and tags.`{Runs.PIPELINE_RUN}` = '{pipeline_run_id}'"
+    runs = client.search_runs(
+        [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        return None
+    return runs[0].data.tags.get(Cache.SOURCE) or runs[0].info.run_id

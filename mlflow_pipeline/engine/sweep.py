@@ -1,0 +1,333 @@
+"""Hydra multirun sweeps: one parent run per sweep with every job's pipeline run nested under
+it, the stages every job shares run once first, a summary of the jobs, and only the best job
+registered.
+
+The sweep run and its jobs find each other through the store: the sweep run is tagged with the
+multirun's sweep directory (``hydra.sweep.dir``, the same string in every job, whatever the
+launcher: in-process, joblib processes, Ray or SLURM workers), and a job looks it up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from mlflow_pipeline.config import METRICS, Task, load_config, promotion_metric, split_overrides
+from mlflow_pipeline.engine.inputs import find_stage_run
+from mlflow_pipeline.engine.pipeline import load_pipeline, selected_stages
+from mlflow_pipeline.engine.result import PipelineResult, describe
+from mlflow_pipeline.engine.runner import run_pipeline
+from mlflow_pipeline.errors import PipelineError
+from mlflow_pipeline.store.artifacts import save_text
+from mlflow_pipeline.store.tracking import (
+    activate,
+    code_version,
+    ensure_experiment,
+    owner_tags,
+    record_error,
+    resolve_tracking,
+    retry_transient,
+)
+from mlflow_pipeline.tags import MLflow, Runs, Sweep
+
+log = logging.getLogger(__name__)
+
+SWEEP_SUMMARY = "sweep_summary.csv"
+
+
+class SweepFailed(SystemExit):
+    """The sweep finished with failed jobs: the CLI exits 1 with this message."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(1)
+        self.failures = failures
+
+    def __str__(self) -> str:
+        return f"{self.failures} sweep job(s) failed"
+
+
+class SweepRun(Callback):
+    """Hydra callback: one parent run for a multirun sweep.
+
+    Before the jobs: the store and experiment are created once (a brand-new database must not
+    be created by parallel jobs at once), and the stages no swept key touches (ingest, validate,
+    split when only the model is swept) run once, so that every job's cache hits them. After
+    the jobs: a summary table (job config -> metrics) on the sweep run, the best job on the
+    promotion metric, and one register pipeline run for that job only. Raises SweepFailed when
+    jobs failed.
+
+    ``parent_run_id``: adopt this run as the sweep run (``mlflow run . -P hydra_options="-m
+    ..."`` passes the run ``mlflow run`` made, as ``+hydra.callbacks.sweep_run.parent_run_id``).
+    """
+
+    def __init__(self, parent_run_id: str | None = None) -> None:
+        self.parent_run_id = parent_run_id or None
+        self.client: MlflowClient | None = None
+        self.run_id: str | None = None
+        self.failed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        if str(launcher.get("_target_", "")).endswith("RayLauncher"):
+            host = str(OmegaConf.select(launcher, "ray.init.address") or "").split(":")[0]
+            if host in ("127.0.0.1", "localhost"):  # else Ray swaps in the network IP and hangs
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        cfg = task_config(config)
+        tracking = resolve_tracking(cfg)
+        activate(tracking)
+        self.client = retry_transient(MlflowClient)
+        experiment_id = retry_transient(
+            ensure_experiment, self.client, cfg.tracking.experiment_name, tracking
+        )
+        self.run_id = self._open_sweep_run(config, experiment_id)
+        # A sweep that raises (a job's overrides do not compose) skips on_multirun_end.
+        atexit.register(self._close_abandoned)
+        self.client.log_text(self.run_id, json.dumps(_sweep_grid(config), indent=2), "grid.json")
+        shared = shared_stages(cfg, swept_keys(config))
+        if shared:
+            log.info("sweep: running the stages every job shares once: %s", ", ".join(shared))
+            shared_cfg = cfg.copy()
+            shared_cfg.steps = shared
+            overrides = list(config.hydra.overrides.task)
+            try:
+                run_pipeline(shared_cfg, overrides, parent_run_id=self.run_id, role="shared")
+            except PipelineError as exc:
+                # The jobs will run (and report) these stages themselves.
+                log.warning("sweep: the shared stages failed: %s", exc)
+
+    def _open_sweep_run(self, config: DictConfig, experiment_id: str) -> str:
+        """Create the sweep run (or adopt ``parent_run_id``) and tag it; returns its id."""
+        tags = {
+            Runs.KIND: "sweep",
+            **code_version(),
+            **owner_tags(),
+            Sweep.OVERRIDES: " ".join(config.hydra.overrides.task),
+            Sweep.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
+            Sweep.SWEEPER: str(config.hydra.sweeper.get("_target_", "")),
+            Sweep.DIR: str(config.hydra.sweep.dir),
+        }
+        if self.parent_run_id:
+            for key, value in tags.items():
+                self.client.set_tag(self.parent_run_id, key, value)
+            return self.parent_run_id
+        return self.client.create_run(experiment_id, run_name="sweep", tags=tags).info.run_id
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        status = getattr(job_return, "status", None)
+        if status is not None and status.name == "FAILED":
+            self.failed = True
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not (self.client and self.run_id):
+            return
+        failures = 0
+        try:
+            failures = self._finish(task_config(config))
+        except Exception as exc:  # the sweep run must not stay RUNNING, whatever happened
+            self.failed = True
+            record_error(self.run_id, exc)
+            log.error("sweep: %s", exc)
+        finally:
+            atexit.unregister(self._close_abandoned)
+            failed = self.failed or failures > 0
+            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        if failures:
+            raise SweepFailed(failures)
+
+    def _finish(self, cfg: DictConfig) -> int:
+        """The summary, then the best job registered (a register run under the sweep);
+        returns the number of failed jobs."""
+        summary = summarize_sweep(self.client, self.run_id, cfg)
+        failures = sum(row["status"] != "FINISHED" for row in summary.rows)
+        register_stage = load_pipeline(cfg).register_stage
+        registers = register_stage in [s.name for s in selected_stages(load_pipeline(cfg), cfg)]
+        if summary.best is None or not registers:
+            return failures
+        overrides = split_overrides(summary.best["overrides"])
+        best_cfg = load_config(
+            [
+                *overrides,
+                f"steps=[{register_stage}]",
+                f"runner.upstream_run_id={summary.best['run_id']}",
+            ]
+        )
+        result = run_pipeline(best_cfg, overrides, parent_run_id=self.run_id, role="register")
+        log.info("sweep: %s", describe(result))
+        return failures
+
+    def _close_abandoned(self) -> None:
+        """At exit: mark FAILED a sweep run whose multirun stopped before on_multirun_end."""
+        if self.client and self.run_id:
+            self.client.set_terminated(self.run_id, "FAILED")
+
+
+def sweep_run_of(tracking_uri: str | None, sweep_dir: str) -> str:
+    """The RUNNING sweep run of the multirun writing to ``sweep_dir``: a job's parent, in the
+    store at ``tracking_uri`` (None: the one the sweep callback activated). Raises
+    PipelineError when there is none."""
+    client = retry_transient(MlflowClient, tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        f"tags.`{Runs.KIND}` = 'sweep' and tags.`{Sweep.DIR}` = '{sweep_dir}' "
+        "and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise PipelineError(f"no RUNNING sweep run for the multirun in {sweep_dir}")
+    return runs[0].info.run_id
+
+
+def record_failed_job(sweep_run_id: str, overrides: list[str], error: BaseException) -> None:
+    """A sweep job that failed before its pipeline run existed (its config did not check):
+    a FAILED pipeline run under the sweep run says so, in the UI and in the summary."""
+    client = retry_transient(MlflowClient)
+    experiment_id = client.get_run(sweep_run_id).info.experiment_id
+    tags = {
+        Runs.KIND: "pipeline",
+        Sweep.ROLE: "job",
+        MLflow.PARENT: sweep_run_id,
+        Runs.OVERRIDES: " ".join(overrides),
+        Runs.ERROR: str(error)[:5000],
+    }
+    run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
+    client.set_terminated(run.info.run_id, "FAILED")
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The pipeline config inside a Hydra callback's config (without the ``hydra`` node)."""
+    cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    cfg.pop("hydra", None)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def swept_keys(config: DictConfig) -> set[str]:
+    """The config keys a sweep varies: sweep overrides (``model=a,b``, ``model.C=0.1,1``) and
+    the search space of a sweeper (``hydra.sweeper.params``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys: set[str] = set()
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys |= {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+    params = config.hydra.sweeper.get("params") or {}
+    keys |= {str(k) for k in params}
+    return keys
+
+
+def shared_stages(cfg: DictConfig, keys: set[str]) -> list[str]:
+    """The stages (in order) whose config no swept key reaches, nor that of a stage they read
+    from: every job would compute them identically. ``seed`` reaches every stage with a
+    ``seed_keys`` entry (split, train). Only an optimisation: the cache, not this list, decides
+    what a job reuses."""
+    groups = {key.split(".")[0].split("/")[0] for key in keys}
+    pipeline = load_pipeline(cfg)
+    made_by = pipeline.producers()
+    shared: list[str] = []
+    for stage in selected_stages(pipeline, cfg):
+        if stage.name == pipeline.register_stage or groups & set(stage.config_keys):
+            continue
+        if "seed" in groups and stage.seed_keys:
+            continue
+        if all(made_by[d.name].name in shared for d in stage.reads):
+            shared.append(stage.name)
+    return shared
+
+
+def _sweep_grid(config: DictConfig) -> dict[str, Any]:
+    params = config.hydra.sweeper.get("params") or {}
+    return {
+        "overrides": list(config.hydra.overrides.task),
+        "search_space": {str(k): str(v) for k, v in params.items()},
+        "sweeper": str(config.hydra.sweeper.get("_target_", "")),
+        "launcher": str(config.hydra.launcher.get("_target_", "")),
+    }
+
+
+@dataclass
+class SweepSummary:
+    metric: str
+    greater_is_better: bool
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+
+
+def summarize_sweep(client: MlflowClient, sweep_run_id: str, cfg: DictConfig) -> SweepSummary:
+    """Every job of the sweep with its config and metrics, logged as ``sweep_summary.csv`` on
+    the sweep run, and the best FINISHED job on the promotion metric (tags
+    ``pipeline.sweep.best_run`` / ``best_overrides``, metric ``best_<metric>``)."""
+    experiment_id = client.get_run(sweep_run_id).info.experiment_id
+    metric, greater_is_better = promotion_metric(cfg)
+    rows = _job_rows(client, experiment_id, sweep_run_id, cfg)
+    scored = [r for r in rows if r["status"] == "FINISHED" and r.get(metric) is not None]
+    best = None
+    if scored:
+        pick = max if greater_is_better else min
+        best = pick(scored, key=lambda r: r[metric])
+        client.set_tag(sweep_run_id, Sweep.BEST, best["run_id"])
+        client.set_tag(sweep_run_id, Sweep.BEST_OVERRIDES, best["overrides"])
+        client.log_metric(sweep_run_id, f"best_{metric}", best[metric])
+    client.log_metric(sweep_run_id, "jobs", len(rows))
+    client.log_metric(sweep_run_id, "jobs_failed", sum(r["status"] != "FINISHED" for r in rows))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["best"] = table["run_id"] == (best or {}).get("run_id")
+    save_text(client, sweep_run_id, SWEEP_SUMMARY, table.to_csv(index=False))
+    for row in rows:
+        mark = "*" if best and row["run_id"] == best["run_id"] else " "
+        log.info(
+            "sweep %s %s %s=%s %s", mark, row["status"], metric, row.get(metric), row["overrides"]
+        )
+    return SweepSummary(metric, greater_is_better, rows, best)
+
+
+def _job_rows(
+    client: MlflowClient, experiment_id: str, sweep_run_id: str, cfg: DictConfig
+) -> list[dict[str, Any]]:
+    """One row per job: its run, overrides, status and the metrics of its metrics stage."""
+    metrics_stage = load_pipeline(cfg).metrics_stage
+    jobs = client.search_runs(
+        [experiment_id],
+        f"tags.`{MLflow.PARENT}` = '{sweep_run_id}' and tags.`{Sweep.ROLE}` = 'job'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
+    rows: list[dict[str, Any]] = []
+    for job in jobs:
+        scored_by = metrics_stage and find_stage_run(
+            client, experiment_id, metrics_stage, job.info.run_id
+        )
+        metrics = client.get_run(scored_by).data.metrics if scored_by else {}
+        rows.append(
+            {
+                "run_id": job.info.run_id,
+                "overrides": job.data.tags.get(Runs.OVERRIDES, ""),
+                "status": job.info.status,
+                **{m: metrics.get(m) for m in METRICS[Task(cfg.data.task).value]},
+            }
+        )
+    return rows
+
+
+def objective(result: PipelineResult, cfg: DictConfig) -> float | None:
+    """The value a hyperparameter search maximises for a finished job: the promotion metric
+    of its metrics stage's run, negated when lower is better."""
+    metrics_stage = result.pipeline.metrics_stage if result.pipeline else None
+    run_id = result.stage_run_ids.get(metrics_stage) if metrics_stage else None
+    if not run_id:
+        return None
+    metric, greater_is_better = promotion_metric(cfg)
+    value = MlflowClient().get_run(run_id).data.metrics.get(metric)
+    if value is None:
+        return None
+    return float(value) if greater_is_better else -float(value)
