@@ -148,19 +148,19 @@ def import_cost(modules: str) -> float:
 # ------------------------------------------------------------------------------- profiling
 PROFILED = [
     # (label, file suffix, function name)
-    ("validation (pandera, every boundary)", "mlflow_pipeline/validation.py", "validate"),
-    ("digests (io.digest)", "mlflow_pipeline/io.py", "digest"),
-    ("parquet artifacts (io.save_frame)", "mlflow_pipeline/io.py", "save_frame"),
-    ("model logging (io.log_model)", "mlflow_pipeline/io.py", "log_model"),
-    ("text artifacts (io.save_text)", "mlflow_pipeline/io.py", "save_text"),
+    ("validation (pandera, every boundary)", "mlflow_pipeline/data/validation.py", "check"),
+    ("digests (io.digest)", "mlflow_pipeline/store/artifacts.py", "digest"),
+    ("parquet artifacts (io.save_frame)", "mlflow_pipeline/store/artifacts.py", "save_frame"),
+    ("model logging (io.log_model)", "mlflow_pipeline/store/artifacts.py", "log_model"),
+    ("text artifacts (io.save_text)", "mlflow_pipeline/store/artifacts.py", "save_text"),
     ("ingest function (read_csv)", "mlflow_pipeline/stages/ingest.py", "ingest"),
     ("validate function (infer + gate)", "mlflow_pipeline/stages/validate.py", "validate_data"),
     ("split function", "mlflow_pipeline/stages/split.py", "split"),
     ("train function (fit)", "mlflow_pipeline/stages/train.py", "train"),
     ("evaluate function", "mlflow_pipeline/stages/evaluate.py", "evaluate"),
     ("register function", "mlflow_pipeline/stages/register.py", "register"),
-    ("stage run wrapper (run_stage, all stages)", "mlflow_pipeline/stage.py", "run_stage"),
-    ("pipeline (run_pipeline)", "mlflow_pipeline/runner.py", "run_pipeline"),
+    ("stage run wrapper (run_stage, all stages)", "mlflow_pipeline/engine/stage.py", "run_stage"),
+    ("pipeline (run_pipeline)", "mlflow_pipeline/engine/runner.py", "run_pipeline"),
 ]
 
 

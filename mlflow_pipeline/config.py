@@ -135,7 +135,7 @@ class RegistryConfig:
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     rollback_alias: str = "rollback"
-    # Where every alias move is recorded (audit.py): one MLflow run per move.
+    # Where every alias move is recorded (registry/audit.py): one MLflow run per move.
     audit_experiment: str = MISSING
 
 
@@ -246,7 +246,7 @@ ALERT_KINDS = ("failure", "drift")
 
 @dataclass
 class AlertsConfig:
-    """Who hears about a failed pipeline run or a drift flag (``mlflow_pipeline/alerts.py``)."""
+    """Who hears about a failed pipeline run or a drift flag (``engine/alerts.py``)."""
 
     # A shell command, run with the alert in MLFLOW_PIPELINE_ALERT_* environment variables.
     command: str | None = None

@@ -156,118 +156,63 @@ def with_task_checks(contract: pa.DataFrameSchema, target: str, task: Task) -> p
 AGGREGATE_CHECKS = ("null_fraction", "duplicate_rows", "not_empty", "target ")
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """Plain copies of ``conf/validation``'s rules: the gate looks them up a few times per
+    column, and a DictConfig look-up (a missing key most of all) costs about a hundred times a
+    dict's."""
+
+    severities: dict[str, str]
+    ranges: dict[str, Any]
+    categories: dict[str, Any]
+    unique: list[str]
+    null_fractions: dict[str, Any]
+    max_null_fraction: float | None
+    finite: bool
+    max_abs_value: float | None
+    max_duplicate_fraction: float | None
+
+    @classmethod
+    def of(cls, rules: DictConfig) -> _Rules:
+        return cls(
+            severities=dict(rules.severity),
+            ranges=dict(rules.ranges),
+            categories=dict(rules.categories),
+            unique=list(rules.unique),
+            null_fractions=dict(rules.null_fractions),
+            max_null_fraction=rules.max_null_fraction,
+            finite=rules.finite,
+            max_abs_value=rules.max_abs_value,
+            max_duplicate_fraction=rules.max_duplicate_fraction,
+        )
+
+
 def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
     """The gate at every boundary after ingest: the contract's types, the task's checks and
     the rules of ``conf/validation``, split by severity (``validation.severity``).
 
     Raises ConfigError when a rule names a column the contract does not have.
     """
-    rules = cfg.validation
+    rules = _Rules.of(cfg.validation)
     target = cfg.data.target
     # A deep copy of the contract already: the rules are added to it, not to the contract.
     errors = with_task_checks(contract, target, cfg.data.task)
     warning_columns: dict[str, list[pa.Check]] = {}
     warning_frame: list[pa.Check] = []
-    # Plain copies of the rules: the loop below looks them up a few times per column, and a
-    # DictConfig look-up (a missing key most of all) costs about a hundred times a dict's.
-    severities = dict(rules.severity)
-    ranges, categories, unique = dict(rules.ranges), dict(rules.categories), list(rules.unique)
-    null_fractions, max_null_fraction = dict(rules.null_fractions), rules.max_null_fraction
-    finite, max_abs_value = rules.finite, rules.max_abs_value
-
-    def severity(name: str) -> str:
-        return severities.get(name, "error")
 
     def add(column: str | None, name: str, check: pa.Check) -> None:
+        error = rules.severities.get(name, "error") == "error"
         if column is None:
-            target_list = errors.checks if severity(name) == "error" else warning_frame
-            target_list.append(check)
-        elif severity(name) == "error":
+            (errors.checks if error else warning_frame).append(check)
+        elif error:
             errors.columns[column].checks.append(check)
         else:
             warning_columns.setdefault(column, []).append(check)
 
-    for key, names in (
-        ("ranges", ranges),
-        ("categories", categories),
-        ("unique", unique),
-        ("null_fractions", null_fractions),
-    ):
-        unknown = [n for n in names if n not in contract.columns]
-        if unknown:
-            raise ConfigError(
-                f"validation.{key}: no column {', '.join(map(repr, unknown))} in the data "
-                f"(columns: {', '.join(map(str, contract.columns))})"
-            )
+    _check_rule_columns(contract, rules)
     for name, column in errors.columns.items():
-        numeric = str(column.dtype) in (NUMERIC_DTYPE, "int64")
-        if numeric and finite:
-            add(
-                name,
-                "finite",
-                pa.Check(_finite, ignore_na=False, name="finite", error="finite"),
-            )
-        if numeric and max_abs_value is not None:
-            limit = float(max_abs_value)
-            add(
-                name,
-                "max_abs_value",
-                pa.Check(
-                    lambda s, m=limit: _within(s, m),
-                    ignore_na=False,
-                    name="max_abs_value",
-                    error=f"max_abs_value({limit:g})",
-                ),
-            )
-        limit = null_fractions.get(name, max_null_fraction)
-        if name != target and limit is not None and limit < 1.0:
-            add(
-                name,
-                "null_fraction",
-                pa.Check(
-                    lambda s, m=limit: _null_fraction_within(s, m),
-                    element_wise=False,
-                    ignore_na=False,
-                    name="null_fraction",
-                    error=f"null_fraction <= {limit:g}",
-                ),
-            )
-        if name in ranges and not numeric:
-            raise ConfigError(
-                f"validation.ranges.{name}: column '{name}' is not numeric ({column.dtype})"
-            )
-        if name in ranges:
-            low, high = ranges[name].get("min"), ranges[name].get("max")
-            add(
-                name,
-                "in_range",
-                pa.Check(
-                    lambda s, lo=low, hi=high: _in_range(s, lo, hi),
-                    ignore_na=False,
-                    name="in_range",
-                    error=f"in_range({low}, {high})",
-                ),
-            )
-        if name in categories:
-            allowed = list(categories[name])
-            if not numeric:
-                allowed = [str(v) for v in allowed]
-            add(
-                name,
-                "allowed_categories",
-                pa.Check(
-                    lambda s, a=tuple(allowed): _allowed(s, a),
-                    ignore_na=False,
-                    name="allowed_categories",
-                    error=f"allowed_categories({allowed})",
-                ),
-            )
-        if name in unique:
-            add(
-                name,
-                "unique",
-                pa.Check(_distinct, ignore_na=False, name="unique", error="unique"),
-            )
+        for rule, check in _column_checks(name, column, rules, target):
+            add(name, rule, check)
     if rules.max_duplicate_fraction is not None:
         limit = float(rules.max_duplicate_fraction)
         add(
@@ -293,6 +238,82 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
     return Gate(schema=errors, warnings=warnings)
 
 
+def _check_rule_columns(contract: pa.DataFrameSchema, rules: _Rules) -> None:
+    """Raises ConfigError when a rule names a column the contract does not have."""
+    for key, names in (
+        ("ranges", rules.ranges),
+        ("categories", rules.categories),
+        ("unique", rules.unique),
+        ("null_fractions", rules.null_fractions),
+    ):
+        unknown = [n for n in names if n not in contract.columns]
+        if unknown:
+            raise ConfigError(
+                f"validation.{key}: no column {', '.join(map(repr, unknown))} in the data "
+                f"(columns: {', '.join(map(str, contract.columns))})"
+            )
+
+
+def _column_checks(
+    name: str, column: pa.Column, rules: _Rules, target: str
+) -> list[tuple[str, pa.Check]]:
+    """The rule checks of one column, as (rule name, check), in the order they run."""
+    checks: list[tuple[str, pa.Check]] = []
+    numeric = str(column.dtype) in (NUMERIC_DTYPE, "int64")
+    if numeric and rules.finite:
+        checks.append(
+            ("finite", pa.Check(_no_infinity, ignore_na=False, name="finite", error="finite"))
+        )
+    if numeric and rules.max_abs_value is not None:
+        limit = float(rules.max_abs_value)
+        check = pa.Check(
+            lambda s, m=limit: _within(s, m),
+            ignore_na=False,
+            name="max_abs_value",
+            error=f"max_abs_value({limit:g})",
+        )
+        checks.append(("max_abs_value", check))
+    limit = rules.null_fractions.get(name, rules.max_null_fraction)
+    if name != target and limit is not None and limit < 1.0:
+        check = pa.Check(
+            lambda s, m=limit: _null_fraction_within(s, m),
+            element_wise=False,
+            ignore_na=False,
+            name="null_fraction",
+            error=f"null_fraction <= {limit:g}",
+        )
+        checks.append(("null_fraction", check))
+    if name in rules.ranges and not numeric:
+        raise ConfigError(
+            f"validation.ranges.{name}: column '{name}' is not numeric ({column.dtype})"
+        )
+    if name in rules.ranges:
+        low, high = rules.ranges[name].get("min"), rules.ranges[name].get("max")
+        check = pa.Check(
+            lambda s, lo=low, hi=high: _in_range(s, lo, hi),
+            ignore_na=False,
+            name="in_range",
+            error=f"in_range({low}, {high})",
+        )
+        checks.append(("in_range", check))
+    if name in rules.categories:
+        allowed = list(rules.categories[name])
+        if not numeric:
+            allowed = [str(v) for v in allowed]
+        check = pa.Check(
+            lambda s, a=tuple(allowed): _allowed(s, a),
+            ignore_na=False,
+            name="allowed_categories",
+            error=f"allowed_categories({allowed})",
+        )
+        checks.append(("allowed_categories", check))
+    if name in rules.unique:
+        checks.append(
+            ("unique", pa.Check(_distinct, ignore_na=False, name="unique", error="unique"))
+        )
+    return checks
+
+
 # The rules below are pandera checks with ignore_na=False: a missing value passes by how each
 # is written, so pandera need not copy every column without its missing values first. Each
 # returns True when every value passes, and the per-value result (for the failure cases)
@@ -307,7 +328,7 @@ def _numbers(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce")
 
 
-def _finite(values: pd.Series) -> bool | pd.Series:
+def _no_infinity(values: pd.Series) -> bool | pd.Series:
     infinite = np.isinf(_numbers(values))
     return True if not infinite.any() else ~infinite
 

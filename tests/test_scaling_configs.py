@@ -75,9 +75,7 @@ def test_ray_launcher_joins_the_given_cluster_and_passes_the_run_environment(
         "address": "10.0.0.5:6379",
         # None, so the plugin does not add its own value, which ray.init refuses for a cluster.
         "object_store_memory": None,
-        "runtime_env": {
-            "env_vars": {"MLFLOW_TRACKING_URI": "http://tracking:5000"}
-        },
+        "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": "http://tracking:5000"}},
     }
     assert OmegaConf.to_container(launcher.ray.remote) == {"num_cpus": 1}
     assert type(instantiate(launcher)).__name__ == "RayLauncher"

@@ -419,4 +419,3 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def schema_entry() -> None:
     raise SystemExit(schema_main())
-

@@ -30,7 +30,7 @@ from mlflow_pipeline.config import ALERT_KINDS, AlertsConfig
 from mlflow_pipeline.errors import DriftError
 from mlflow_pipeline.tags import Env
 
-log = logging.getLogger("mlflow_pipeline")
+log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 4000
 
@@ -119,7 +119,7 @@ def make_alert(
 
             tracking_uri = resolve_tracking(cfg).uri
         except Exception:  # an unresolvable config is what is being reported
-            tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+            tracking_uri = os.environ.get(Env.TRACKING_URI)
     link, url = run_link(tracking_uri, experiment_id, pipeline_run_id)
     if len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS] + " ..."

@@ -353,9 +353,7 @@ def decide(
     unset = [k for k in stage.seed_keys if _present(cfg, k) and OmegaConf.select(cfg, k) is None]
     manifest = None if pending else build_manifest(stage, cfg, inputs)
     if unset:
-        reason = (
-            f"{', '.join(unset)} is unset (seed: null), so every run gives a different result"
-        )
+        reason = f"{', '.join(unset)} is unset (seed: null), so every run gives a different result"
         return CacheDecision(stage.name, "uncacheable", manifest, [reason])
     if policy == "off":
         return CacheDecision(

@@ -39,7 +39,7 @@ from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import code_version, end_active_run, owner_tags, retry_transient
 from mlflow_pipeline.tags import Cache, Env, MLflow, Runs
 
-log = logging.getLogger("mlflow_pipeline")
+log = logging.getLogger(__name__)
 _failpoint_counts: dict[str, int] = {}
 
 

@@ -8,6 +8,7 @@ the rule compares. Every move made here is recorded in the model's audit trail (
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,9 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry.audit import AuditTrail, Move, Why, describe, quoted
+from mlflow_pipeline.store.lineage import ARTIFACT as LINEAGE_ARTIFACT
 from mlflow_pipeline.store.tracking import experiment_location, resolve_tracking
-from mlflow_pipeline.tags import Audit
+from mlflow_pipeline.tags import Audit, Lineage
 
 
 @dataclass(frozen=True)
@@ -199,3 +201,25 @@ def audit_of(client: MlflowClient, name: str, alias: str | None = None) -> str:
     return describe(
         registry.audit.moves(alias), current, pending=registry.audit.unrecorded(current)
     )
+
+
+def lineage_tags(lineage: dict[str, Any]) -> dict[str, str]:
+    """The model version tags that summarise ``lineage`` (the artifact has it all)."""
+    tags = {
+        Lineage.PIPELINE_RUN: str(lineage["pipeline_run_id"]),
+        Lineage.CONFIG_DIGEST: lineage["config_digest"],
+        Lineage.GIT_COMMIT: str(lineage["code_version"]["commit"]),
+        Lineage.GIT_DIRTY: str(lineage["code_version"]["dirty"]).lower(),
+        Lineage.PACKAGES: ",".join(f"{k}=={v}" for k, v in lineage["packages"].items()),
+        Lineage.ARTIFACT: f"runs:/{lineage['record_run_id']}/{LINEAGE_ARTIFACT}",
+    }
+    for stage, facts in lineage["stages"].items():
+        tags[Lineage.RUN_PREFIX + stage] = facts["run_id"]
+    for name, digest in lineage["data_digests"].items():
+        tags[Lineage.DIGEST_PREFIX + name] = digest
+    return tags
+
+
+def lineage_json(lineage: dict[str, Any]) -> str:
+    """The lineage as the ``lineage.json`` artifact holds it."""
+    return json.dumps(lineage, indent=2, sort_keys=True)

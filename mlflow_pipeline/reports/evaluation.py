@@ -7,7 +7,16 @@ from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from mlflow_pipeline.reports.html import Raw, banner, figures, finite, fmt, page, plural, table
+from mlflow_pipeline.reports.html import (
+    Raw,
+    banner,
+    figures,
+    fmt,
+    is_finite_number,
+    page,
+    plural,
+    table,
+)
 from mlflow_pipeline.reports.plots import BLUE, FIG, GREY, RED, plot, shorten, text_inches
 
 if TYPE_CHECKING:
@@ -82,13 +91,13 @@ def _metric_rows(
         low, high = bounds.get("min"), bounds.get("max")
         if name not in thresholds:
             verdict, cls = "—", ""
-        elif not finite(value):
+        elif not is_finite_number(value):
             verdict, cls = "missing", "st-failed"
             failed.append(f"{name} (missing)")
-        elif finite(low) and value < low:
+        elif is_finite_number(low) and value < low:
             verdict, cls = "fail", "st-failed"
             failed.append(f"{name} {fmt(value)} < min {fmt(low)}")
-        elif finite(high) and value > high:
+        elif is_finite_number(high) and value > high:
             verdict, cls = "fail", "st-failed"
             failed.append(f"{name} {fmt(value)} > max {fmt(high)}")
         else:
@@ -386,7 +395,7 @@ def _importance_section(importance: dict[str, Any] | None) -> list[str]:
         out.append('<p class="note">Feature importance is not available for this model.</p>')
         return out
     items = sorted(
-        ((str(k), float(v)) for k, v in importance.items() if finite(v)),
+        ((str(k), float(v)) for k, v in importance.items() if is_finite_number(v)),
         key=lambda kv: -abs(kv[1]),
     )
     top = items[:MAX_IMPORTANCES]

@@ -121,7 +121,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
-def finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return is_number(value) and math.isfinite(float(value))
 
 
@@ -151,7 +151,7 @@ def fmt(value: Any) -> str:
 
 def pct(fraction: Any) -> str:
     """A fraction as a percentage with one decimal; '<0.1%' rather than a misleading 0.0%."""
-    if not finite(fraction):
+    if not is_finite_number(fraction):
         return "—"
     f = float(fraction)
     if 0 < f < 0.001:

@@ -7,7 +7,16 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from mlflow_pipeline.reports.html import Raw, banner, figures, finite, fmt, page, pct, table
+from mlflow_pipeline.reports.html import (
+    Raw,
+    banner,
+    figures,
+    fmt,
+    is_finite_number,
+    page,
+    pct,
+    table,
+)
 from mlflow_pipeline.reports.plots import BLUE, GREY, ORANGE, RED, THUMB, plot, shorten, text_inches
 
 if TYPE_CHECKING:
@@ -130,7 +139,7 @@ def _plot_class_balance(
 ) -> None:
     ax = fig.add_subplot()
     labels = [shorten(k, 14) for k, _ in items]
-    values = [float(v) if finite(v) else 0.0 for _, v in items]
+    values = [float(v) if is_finite_number(v) else 0.0 for _, v in items]
     bars = ax.bar(range(len(values)), values, color=BLUE)
     ax.set_xticks(range(len(values)), labels, rotation=30 if rotate else 0)
     ax.bar_label(bars, labels=[pct(v) for v in values], fontsize=7)
@@ -213,7 +222,7 @@ def _category_bars(ax: Axes, series: list[tuple[list, Any, str | None, str]]) ->
 
 def _drift_sort_key(item: tuple[str, dict]) -> tuple[bool, float]:
     stat = item[1].get("statistic")
-    return (not item[1].get("drifted"), -float(stat) if finite(stat) else math.inf)
+    return (not item[1].get("drifted"), -float(stat) if is_finite_number(stat) else math.inf)
 
 
 def _drift_section(drift: dict, profile: dict, reference: dict | None) -> str:
@@ -242,7 +251,7 @@ def _drift_section(drift: dict, profile: dict, reference: dict | None) -> str:
         return "\n".join(out)
 
     out.append(_drift_table(features))
-    charted = [(n, f) for n, f in features if finite(f.get("statistic"))][:MAX_DRIFT_BARS]
+    charted = [(n, f) for n, f in features if is_finite_number(f.get("statistic"))][:MAX_DRIFT_BARS]
     if charted:
         out.append("<h3>Drift statistic per feature</h3>")
         if len(charted) < len(features):
@@ -317,7 +326,7 @@ def _threshold_on_statistic(features: list[tuple[str, dict]]) -> bool:
     """Whether ``drifted`` agrees with statistic >= threshold (else it is a p-value threshold)."""
     for _, f in features:
         stat, thr = f.get("statistic"), f.get("threshold")
-        if finite(stat) and finite(thr) and f.get("drifted") is not None:
+        if is_finite_number(stat) and is_finite_number(thr) and f.get("drifted") is not None:
             if math.isclose(stat, thr):
                 continue
             if (stat >= thr) != bool(f["drifted"]):
@@ -360,7 +369,7 @@ def _plot_drift_statistics(fig: Figure, groups: dict[str, list[tuple[str, dict]]
 
 def _mark_drift_thresholds(ax: Axes, group: list[tuple[str, dict]]) -> str:
     """Dash the thresholds on a statistic axis; return what the title says about them."""
-    thresholds = [f.get("threshold") for _, f in group if finite(f.get("threshold"))]
+    thresholds = [f.get("threshold") for _, f in group if is_finite_number(f.get("threshold"))]
     if not thresholds:
         return ""
     if not _threshold_on_statistic(group):
@@ -370,7 +379,7 @@ def _mark_drift_thresholds(ax: Axes, group: list[tuple[str, dict]]) -> str:
         ax.axvline(unique[0], color="black", ls="--", lw=1)
         return f", threshold {fmt(unique[0])}"
     for y, (_, f) in enumerate(group):
-        if finite(f.get("threshold")):
+        if is_finite_number(f.get("threshold")):
             t = float(f["threshold"])
             ax.plot([t, t], [y - 0.45, y + 0.45], color="black", ls="--", lw=1)
     return ", thresholds dashed"

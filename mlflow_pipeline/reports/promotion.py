@@ -6,7 +6,7 @@ import html
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from mlflow_pipeline.reports.html import banner, figures, finite, fmt, page, table
+from mlflow_pipeline.reports.html import banner, figures, fmt, is_finite_number, page, table
 from mlflow_pipeline.reports.plots import BLUE, GREY, plot, shorten
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def promotion_report(promotion: dict) -> str:
     )
     delta = (
         challenger_score - champion_score
-        if finite(challenger_score) and finite(champion_score)
+        if is_finite_number(challenger_score) and is_finite_number(champion_score)
         else None
     )
     body = [
@@ -76,7 +76,7 @@ def promotion_report(promotion: dict) -> str:
     bars = [(f"challenger v{version}", challenger_score, BLUE)]
     if champion_version is not None or champion_score is not None:
         bars.append((f"champion v{champion_version}", champion_score, GREY))
-    bars = [b for b in bars if finite(b[1])]
+    bars = [b for b in bars if is_finite_number(b[1])]
     if bars:
         body.append("<h2>Scores</h2>")
         body.append(figures([(_score_plot(bars, metric), "")]))

@@ -10,8 +10,8 @@ from mlflow_pipeline.reports.html import (
     Raw,
     banner,
     figures,
-    finite,
     fmt,
+    is_finite_number,
     page,
     pct,
     plural,
@@ -75,7 +75,7 @@ def _verdict(result: dict, statuses: list[str]) -> str:
             reasons.append(plural(statuses.count("failed"), "check") + " failed")
         quarantine = result.get("quarantine") or {}
         fraction, limit = quarantine.get("fraction"), quarantine.get("max_fraction")
-        if finite(fraction) and finite(limit) and fraction > limit:
+        if is_finite_number(fraction) and is_finite_number(limit) and fraction > limit:
             reasons.append(f"quarantined {pct(fraction)} of rows, over the {pct(limit)} limit")
         return banner("bad", "Failed" + (": " + "; ".join(reasons) if reasons else ""))
     if troubled:
@@ -123,7 +123,7 @@ def _quarantine_section(quarantine: dict | None) -> str:
     if not quarantine.get("enabled"):
         out.append('<p class="note">Quarantine is disabled: failing rows stop the stage.</p>')
     fraction, limit = quarantine.get("fraction"), quarantine.get("max_fraction")
-    over = finite(fraction) and finite(limit) and fraction > limit
+    over = is_finite_number(fraction) and is_finite_number(limit) and fraction > limit
     if over:
         out.append(
             banner("bad", f"Quarantined {pct(fraction)} of rows, over the limit of {pct(limit)}")

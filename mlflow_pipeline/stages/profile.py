@@ -23,7 +23,7 @@ from mlflow_pipeline.reports.profile import profile_report
 
 STAGE = "profile"
 PROFILE_FILE = "profile.json"
-log = logging.getLogger("mlflow_pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

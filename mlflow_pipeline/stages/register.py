@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.registry.audit import KIND_PIPELINE, Move, Why, current_user
-from mlflow_pipeline.registry.model_registry import ModelRegistry
+from mlflow_pipeline.registry.model_registry import ModelRegistry, lineage_json, lineage_tags
 from mlflow_pipeline.registry.promotion import (
     PromotionDecision,
     judge,
@@ -28,8 +28,6 @@ from mlflow_pipeline.registry.promotion import (
 from mlflow_pipeline.reports.promotion import promotion_report
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import model_metrics
-from mlflow_pipeline.store.lineage import to_json as lineage_json
-from mlflow_pipeline.store.lineage import version_tags as lineage_tags
 from mlflow_pipeline.tags import Promotion
 
 STAGE = "register"

@@ -13,7 +13,7 @@ from mlflow_pipeline.data.validation import check, summarize
 from mlflow_pipeline.reports.validation import validation_report
 
 STAGE = "validate"
-log = logging.getLogger("mlflow_pipeline")
+log = logging.getLogger(__name__)
 
 
 def validate_data(cfg: DictConfig, raw: pd.DataFrame) -> dict[str, object]:

@@ -8,7 +8,6 @@ version it registers; ``reproduce`` reads it back.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from collections.abc import Iterable
 from importlib import metadata
@@ -19,7 +18,7 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.config import resolved_yaml
 from mlflow_pipeline.store.tracking import code_version
-from mlflow_pipeline.tags import Cache, Lineage, Runs
+from mlflow_pipeline.tags import Cache, Runs
 
 ARTIFACT = "lineage.json"
 PACKAGES = ("numpy", "pandas", "pyarrow", "pandera", "scikit-learn", "scipy", "skops", "mlflow")
@@ -85,26 +84,6 @@ def collect(
         "packages": package_versions(PACKAGES),
     }
 
-
-def version_tags(lineage: dict[str, Any]) -> dict[str, str]:
-    """The model version tags that summarise ``lineage`` (the artifact has it all)."""
-    tags = {
-        Lineage.PIPELINE_RUN: str(lineage["pipeline_run_id"]),
-        Lineage.CONFIG_DIGEST: lineage["config_digest"],
-        Lineage.GIT_COMMIT: str(lineage["code_version"]["commit"]),
-        Lineage.GIT_DIRTY: str(lineage["code_version"]["dirty"]).lower(),
-        Lineage.PACKAGES: ",".join(f"{k}=={v}" for k, v in lineage["packages"].items()),
-        Lineage.ARTIFACT: f"runs:/{lineage['record_run_id']}/{ARTIFACT}",
-    }
-    for stage, facts in lineage["stages"].items():
-        tags[Lineage.RUN_PREFIX + stage] = facts["run_id"]
-    for name, digest in lineage["data_digests"].items():
-        tags[Lineage.DIGEST_PREFIX + name] = digest
-    return tags
-
-
-def to_json(lineage: dict[str, Any]) -> str:
-    return json.dumps(lineage, indent=2, sort_keys=True)
 
 def package_versions(names: Iterable[str]) -> dict[str, str]:
     """``name -> installed version`` (and the Python version)."""

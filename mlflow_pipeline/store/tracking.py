@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from mlflow_pipeline.config import PROJECT_ROOT
 from mlflow_pipeline.tags import Env, MLflow, Runs
 
-log = logging.getLogger("mlflow_pipeline")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Messages of store errors worth retrying: the store briefly locked, busy or unreachable.
 TRANSIENT_MARKERS = (
@@ -77,7 +77,7 @@ def activate(tracking: Tracking) -> None:
     mlflow.set_registry_uri(tracking.uri)
     os.environ[Env.TRACKING_URI] = tracking.uri
     # A progress bar per artifact read floods the log of every stage that reads one.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault(Env.ARTIFACTS_PROGRESS_BAR, "false")
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking: Tracking) -> str:

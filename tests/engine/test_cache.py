@@ -194,7 +194,7 @@ def test_code_change_in_a_helper_reruns_train_and_what_follows(scenario, monkeyp
 
 def test_code_change_in_another_module_reruns_the_stages_that_call_it(scenario, monkeypatch):
     # evaluate.metrics_of is evaluate's own code and a helper that register calls (through
-    # score) to re-score the champion; train does not reach it.
+    # model_metrics) to re-score the champion; train does not reach it.
     _patched_source(
         monkeypatch,
         evaluate_module.metrics_of,
