@@ -4,15 +4,18 @@ BIN := $(abspath $(VENV))/bin
 # `python` in MLproject commands must be this venv's (mlflow run --env-manager local).
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser run test lint ui bench bench-gates clean stack-start stack-stop stack-status ray-start ray-stop
+.PHONY: setup wheel browser run test lint ui bench bench-gates clean stack-start stack-stop stack-status ray-start ray-stop
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -r requirements-dev.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[all]'
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
+
+wheel: setup  ## the installable wheel in dist/ (the default configs inside it)
+	$(BIN)/pip wheel --no-deps --quiet --disable-pip-version-check -w dist .
 
 browser:  ## Debian's chromium for the real-browser UI tests, when missing (apt-get, as root)
 	@if command -v chromium >/dev/null 2>&1; then :; \

@@ -7,6 +7,7 @@ A typo in an override fails at composition with the key named; required values a
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -21,8 +22,58 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mlflow_pipeline.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
+# mlflow-pipeline's default configs, shipped inside the package (pkg://mlflow_pipeline.conf).
+PACKAGE_CONF = Path(__file__).resolve().parent / "conf"
+# A project is a directory holding an MLproject; its conf/config.yaml (if any) is the primary
+# config, extending the package's through Hydra's search path.
+PROJECT_MARKER = "MLproject"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The project ``start`` (default: the working directory) is in: the nearest directory at
+    or above it holding an MLproject; ``start`` itself when there is none."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / PROJECT_MARKER).is_file():
+            return directory
+    return here
+
+
+def conf_dir_of(root: Path) -> Path:
+    """The primary config directory of the project at ``root``: its conf/ when that holds a
+    config.yaml, else the package's defaults."""
+    own = root / "conf"
+    return own if (own / "config.yaml").is_file() else PACKAGE_CONF
+
+
+# The project this process runs in (found from the working directory at start), where its
+# embedded store lives (tracking.root: null), and the config directory Hydra composes from.
+PROJECT_ROOT = find_project_root()
+CONF_DIR = conf_dir_of(PROJECT_ROOT)
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Raise ConfigError naming the pip extra that brings ``module`` when it is missing."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        found = False
+    if not found:
+        raise ConfigError(
+            f"{what} needs the '{extra}' extra: pip install 'mlflow-pipeline[{extra}]'"
+        )
+
+
+def use_project_code(root: Path = PROJECT_ROOT) -> None:
+    """Make the project's own code importable: ``<root>/src`` first on sys.path (where
+    ``mlflow-pipeline init`` puts a project's stages and transformers)."""
+    src = str(root / "src")
+    if (root / "src").is_dir() and src not in sys.path:
+        sys.path.insert(0, src)
+
+
 # Metrics the evaluate stage computes per task, and whether greater is better.
 METRICS: dict[str, dict[str, bool]] = {
     "classification": {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
@@ -68,6 +119,9 @@ class FeaturesConfig:
     numeric_scaler: Any = None
     categorical_imputer: Any = None
     categorical_encoder: Any = None
+    # Transformers (``_target_`` nodes: any scikit-learn transformer, the project's own too)
+    # applied to the feature frame first, in order; they must return a DataFrame.
+    transformers: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +173,9 @@ class EvaluationConfig:
     # other than min/max, is a config error. (A plain dict, so the command line can add one:
     # +evaluation.thresholds.accuracy.min=0.9.)
     thresholds: dict[str, Any] = field(default_factory=dict)
+    # Memory the permutation importance's shuffled copies of the test set may take at once
+    # (they are predicted in chunks of this size; wide tables need many chunks).
+    importance_memory_mb: float = 256.0
 
 
 @dataclass
@@ -127,6 +184,12 @@ class PromotionConfig:
     metric: str = "auto"
     # The challenger must beat the champion by at least this much (and by more than 0).
     min_delta: float = 0.0
+    # ... and by more than the noise: the lower bound of this confidence interval of the gain
+    # (a paired bootstrap on the shared test set, this many resamples, seeded by seed) > 0.
+    confidence: float = 0.95
+    resamples: int = 1000
+    # How long a register waits for another one promoting the same model (the promotion lock).
+    lock_timeout_s: float = 600.0
 
 
 @dataclass
@@ -137,6 +200,10 @@ class RegistryConfig:
     rollback_alias: str = "rollback"
     # Where every alias move is recorded (registry/audit.py): one MLflow run per move.
     audit_experiment: str = MISSING
+    # Load models that could run code when loaded (pickle/cloudpickle, another flavor, skops
+    # types outside our trusted list; see store/artifacts.py). Off: anyone who can write to the
+    # registry could otherwise run code on every machine that trains or scores.
+    allow_unsafe_models: bool = False
 
 
 @dataclass
@@ -273,8 +340,9 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    # The pipeline declaration to run (package.module:NAME; see engine.spec.Pipeline).
-    pipeline: str = "mlflow_pipeline.reference:PIPELINE"
+    # The pipeline to run: its declaration (the group conf/pipeline, see engine.pipeline), or
+    # the package.module:NAME of a Pipeline object.
+    pipeline: Any = MISSING
     # The stages to run (null: all of the pipeline's); checked against the declaration.
     steps: list[str] | None = None
     seed: int | None = 42
@@ -285,6 +353,9 @@ def register_configs() -> None:
     # ${stem:${.path}}: a dataset named after its file (customers.csv -> customers).
     if not OmegaConf.has_resolver("stem"):
         OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
+    # ${project:}: the project's root directory, wherever mlflow-pipeline runs from.
+    if not OmegaConf.has_resolver("project"):
+        OmegaConf.register_new_resolver("project", lambda: str(PROJECT_ROOT))
     cs = ConfigStore.instance()
     cs.store(name="pipeline_schema", node=PipelineConfig)
     cs.store(group="schema/model", name="linear", node=LinearModelConfig)
@@ -296,7 +367,8 @@ register_configs()
 
 
 def load_config(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
-    """Compose ``conf/`` with Hydra overrides, as the CLI would, and check it.
+    """Compose the project's config (``CONF_DIR``) with Hydra overrides, as the CLI would,
+    and check it.
 
     Raises ConfigError naming the bad key or option.
     """

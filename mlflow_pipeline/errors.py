@@ -72,3 +72,13 @@ class ThresholdError(PipelineError):
 
 class RegistryError(PipelineError):
     """The model registry refused an operation or holds something unexpected."""
+
+
+class StoreError(PipelineError):
+    """The tracking store cannot be reached, opened or written (down, read-only, full, locked);
+    the message names the store and the cause in one line."""
+
+
+class UntrustedModelError(PipelineError):
+    """A model artifact is in a format that could run code when loaded (pickle, another
+    flavor, skops types outside our trusted list) and unsafe loading was not allowed."""

@@ -1,9 +1,7 @@
-"""The reference pipeline, declared as data: ingest -> profile -> validate -> split -> train ->
-evaluate -> register, and the outside facts two of its stages read (the champion's training
-profile, alias moves made outside mlflow-pipeline), resolved by the engine and passed in.
-
-The engine runs it like any other ``Pipeline``; ``conf/config.yaml`` names it
-(``pipeline: mlflow_pipeline.reference:PIPELINE``).
+"""What the reference pipeline's declaration (``conf/pipeline/reference.yaml``) names besides
+its stage functions: the schemas of its datasets, and the outside facts two of its stages read
+(the champion's training profile, alias moves made outside mlflow-pipeline), resolved by the
+engine and passed in.
 """
 
 from __future__ import annotations
@@ -15,25 +13,30 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from mlflow_pipeline import schemas
-from mlflow_pipeline.engine.spec import Context, Dataset, Pipeline, Stage
+from mlflow_pipeline.engine.spec import Context
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.registry.audit import iso
 from mlflow_pipeline.registry.model_registry import ModelRegistry
-from mlflow_pipeline.stages.evaluate import check_thresholds, evaluate
-from mlflow_pipeline.stages.ingest import ingest
-from mlflow_pipeline.stages.profile import PROFILE_FILE, ChampionProfile, check_drift, profile_data
-from mlflow_pipeline.stages.register import register
-from mlflow_pipeline.stages.split import split
-from mlflow_pipeline.stages.train import train
-from mlflow_pipeline.stages.validate import validate_data
+from mlflow_pipeline.stages.profile import PROFILE_FILE, ChampionProfile
 from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.tags import Lineage, Runs
 
 
-def _contract_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> schemas.Gate:
+def contract_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> schemas.Gate:
+    """A frame after validate: the data contract with the gate's rules."""
     if contract is None:
         raise StageError("no data contract to validate against (is 'contract' an input?)")
     return schemas.gate(contract, cfg)
+
+
+def raw_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> pa.DataFrameSchema:
+    """Ingest's output: any columns, the target among them."""
+    return schemas.raw_schema(cfg.data.target)
+
+
+def metrics_schema(cfg: DictConfig, contract: pa.DataFrameSchema | None) -> pa.DataFrameSchema:
+    """(metric, value) rows."""
+    return schemas.Metrics.to_schema()
 
 
 def champion_profile(registry: ModelRegistry) -> ChampionProfile:
@@ -61,7 +64,7 @@ def champion_profile(registry: ModelRegistry) -> ChampionProfile:
     )
 
 
-def _champion_profile_context(cfg: DictConfig, services: dict) -> dict[str, Context]:
+def champion_profile_context(cfg: DictConfig, services: dict) -> dict[str, Context]:
     """profile compares today's data with the champion's training profile: which profile is
     part of its cache key, and its content is passed in when the stage runs."""
     if cfg.validation.drift.policy == "off":
@@ -77,7 +80,7 @@ def _champion_profile_context(cfg: DictConfig, services: dict) -> dict[str, Cont
     return {"champion profile": Context(found.key, argument="champion", load=load)}
 
 
-def _alias_moves_outside(cfg: DictConfig, services: dict) -> dict[str, Context]:
+def alias_moves_outside(cfg: DictConfig, services: dict) -> dict[str, Context]:
     """register compares with whatever holds champion now: an alias move made outside
     mlflow-pipeline (the UI) since the last record is part of its cache key, so the next run
     reruns it (records the move, compares with the human's champion) instead of reusing a
@@ -92,109 +95,3 @@ def _alias_moves_outside(cfg: DictConfig, services: dict) -> dict[str, Context]:
         f"{m.title} (after the record of {iso(m.moved_after_ms, milliseconds=True)})" for m in moves
     )
     return {"alias moves made outside mlflow-pipeline": Context(key)}
-
-
-RAW = Dataset("raw", schema=lambda cfg, _: schemas.raw_schema(cfg.data.target))
-PROFILE = Dataset("profile", kind="text", filename="profile.json")
-DRIFT = Dataset("drift", kind="text", filename="drift.json")
-DRIFT_METRICS = Dataset(
-    "drift_metrics", schema=lambda *_: schemas.Metrics.to_schema(), log_as_metrics=True
-)
-PROFILE_REPORT = Dataset("profile_report", kind="text", filename="reports/profile.html")
-CONTRACT = Dataset("contract", kind="text", filename="contract.yaml", contract=True)
-VALIDATION_REPORT = Dataset("validation_report", kind="text", filename="reports/validation.html")
-QUARANTINE = Dataset("quarantine", kind="text", filename="quarantine/raw.csv", optional=True)
-WARNINGS = Dataset("warnings", kind="text", filename="warnings/raw.csv", optional=True)
-VALIDATED = Dataset("validated", schema=_contract_schema)
-TRAIN = Dataset("train", schema=_contract_schema)
-TEST = Dataset("test", schema=_contract_schema)
-MODEL = Dataset("model", kind="model")
-METRICS = Dataset("metrics", schema=lambda *_: schemas.Metrics.to_schema(), log_as_metrics=True)
-PROMOTION = Dataset("promotion", kind="text", filename="promotion.json")
-LINEAGE = Dataset("lineage", kind="text", filename="lineage.json")
-EVALUATION_REPORT = Dataset("evaluation_report", kind="text", filename="reports/evaluation.html")
-PROMOTION_REPORT = Dataset("promotion_report", kind="text", filename="reports/promotion.html")
-
-PIPELINE = Pipeline(
-    "reference",
-    (
-        Stage(
-            "ingest",
-            ingest,
-            outputs=(RAW,),
-            config_keys=("data",),
-            file_keys=("data.path",),
-            packages=("scikit-learn",),  # bundled datasets
-        ),
-        Stage(
-            "profile",
-            profile_data,
-            inputs=(RAW,),
-            outputs=(PROFILE, DRIFT, DRIFT_METRICS, PROFILE_REPORT),
-            gate=check_drift,
-            context=_champion_profile_context,
-            config_keys=("data", "validation", "registry"),
-            file_keys=("data.path",),
-            packages=("scipy", "matplotlib"),
-        ),
-        Stage(
-            "validate",
-            validate_data,
-            inputs=(RAW,),
-            # Not read: validate runs after profile's drift gate, and lineage reaches the profile.
-            schema_inputs=(PROFILE,),
-            outputs=(CONTRACT, VALIDATED, VALIDATION_REPORT, QUARANTINE, WARNINGS),
-            config_keys=("data", "validation"),
-            file_keys=("data.path", "data.schema"),
-        ),
-        Stage(
-            "split",
-            split,
-            inputs=(VALIDATED,),
-            schema_inputs=(CONTRACT,),
-            outputs=(TRAIN, TEST),
-            config_keys=("data", "split"),
-            file_keys=("data.path", "data.schema"),
-            seed_keys=("split.random_state",),
-            packages=("scikit-learn",),
-        ),
-        Stage(
-            "train",
-            train,
-            inputs=(TRAIN,),
-            schema_inputs=(CONTRACT,),
-            outputs=(MODEL,),
-            config_keys=("data", "features", "model", "seed"),
-            file_keys=("data.path", "data.schema"),
-            seed_keys=("model.random_state",),
-            packages=("scikit-learn", "scipy", "skops", "mlflow"),
-        ),
-        Stage(
-            "evaluate",
-            evaluate,
-            inputs=(MODEL, TEST),
-            schema_inputs=(CONTRACT,),
-            outputs=(METRICS, EVALUATION_REPORT),
-            gate=check_thresholds,
-            config_keys=("data", "evaluation"),
-            file_keys=("data.path", "data.schema"),
-            packages=("scikit-learn", "scipy"),
-        ),
-        Stage(
-            "register",
-            register,
-            inputs=(MODEL, TEST, METRICS),
-            schema_inputs=(CONTRACT,),
-            outputs=(PROMOTION, LINEAGE, PROMOTION_REPORT),
-            services=("registry", "pipeline_run_id", "stage_run_id", "lineage"),
-            context=_alias_moves_outside,
-            config_keys=("data", "registry", "promotion"),
-            file_keys=("data.path", "data.schema"),
-            packages=("scikit-learn", "scipy", "mlflow"),
-        ),
-    ),
-    metrics_stage="evaluate",
-    register_stage="register",
-    promotion_output="promotion",
-    drift_output="drift",
-)

@@ -108,6 +108,28 @@ class Promotion:
     CHAMPION_SCORE = "promotion.champion_score"
     CHAMPION_VERSION = "promotion.champion_version"
     PIPELINE_RUN = "pipeline.run_id"
+    # The register stage run that made the decision (a rerun takes over a crashed one's).
+    STAGE_RUN = "pipeline.register_run"
+    # The challenger's gain over the champion and its confidence interval (paired bootstrap):
+    # "gain [low, high] at 95% (1000 resamples)".
+    GAIN_INTERVAL = "promotion.gain_interval"
+
+
+class Registry:
+    """The registry's own bookkeeping: content digests of versions, the promotion lock, and
+    the plan of an alias move in progress (see registry/lock.py and registry/plan.py)."""
+
+    # On a model version: "sha256:<hex>" of the model artifact's content (registry/digest.py);
+    # a model with the digest of an existing version is not registered again.
+    CONTENT_DIGEST = "registry.content_digest"
+    # On the registered model while a promotion moves aliases: the moves it will make (JSON),
+    # so that the next promotion finishes an interrupted one.
+    PLAN = "registry.promotion_plan"
+    # On the lock (a registered model "<model>.promotion-lock"), with Runs.HOST/PID/PID_STARTED.
+    LOCK_TOKEN = "registry.lock.token"
+    LOCK_HOLDER = "registry.lock.holder"
+    LOCK_ACQUIRED = "registry.lock.acquired_ms"
+    LOCK_HEARTBEAT = "registry.lock.heartbeat_ms"
 
 
 class Audit:
@@ -131,6 +153,11 @@ class Audit:
     STAGE_RUN = "audit.stage_run"
     METRIC = "audit.metric"
     SINCE = "audit.moved_after"
+    # The alias-move plan (Registry.PLAN id) and the step of it an audit run records.
+    PLAN = "audit.plan"
+    STEP = "audit.step"
+    # "true" on a record whose writer died half-way and that a later promotion finished.
+    COMPLETED = "audit.completed_later"
 
 
 class Env:
@@ -149,5 +176,14 @@ class Env:
     ALERT_WEBHOOK = "MLFLOW_PIPELINE_ALERT_WEBHOOK"
     # Prefix of the variables a command hook gets (MLFLOW_PIPELINE_ALERT_KIND, ..._STAGE, ...).
     ALERT_PREFIX = "MLFLOW_PIPELINE_ALERT_"
-    # Testing aid: kill the process with SIGKILL inside a stage (see engine.stage).
+    # Testing aid: kill the process with SIGKILL inside a stage (see engine.stage), or at a
+    # named point of a promotion ("promotion.<point>", see registry/failpoint.py).
     FAILPOINT = "MLFLOW_PIPELINE_FAILPOINT"
+    # MLflow's HTTP client: retries, backoff and timeout (defaults set by store.tracking).
+    HTTP_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    HTTP_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+    HTTP_BACKOFF_JITTER = "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"
+    HTTP_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+    # A tracking server's basic-auth credentials (taken out of an http://user:pass@ URI).
+    TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"
+    TRACKING_PASSWORD = "MLFLOW_TRACKING_PASSWORD"

@@ -132,3 +132,13 @@ def read_table(path: Path) -> list[DayResult]:
         )
         for row in frame.to_dict("records")
     ]
+
+
+def reference_pipeline():
+    """The reference pipeline as the default config declares it."""
+    from mlflow_pipeline.engine.pipeline import load_pipeline
+
+    return load_pipeline(load_config())
+
+
+REFERENCE = reference_pipeline()

@@ -19,6 +19,8 @@ LAYERS = {
     "config": 0,
     "schemas": 0,
     "tags": 0,
+    "conf": 0,
+    "redaction": 0,
     "data": 1,
     "store": 1,
     "reports": 1,

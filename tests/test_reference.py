@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from mlflow_pipeline.config import PROJECT_ROOT, load_config
-from mlflow_pipeline.reference import PIPELINE
+from tests.helpers import REFERENCE as PIPELINE
 
 STAGE_NAMES = ["ingest", "profile", "validate", "split", "train", "evaluate", "register"]
 

@@ -25,9 +25,9 @@ from mlflow.projects.utils import get_entry_point_command, load_project
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.cli.project import split_options
-from mlflow_pipeline.config import CONF_DIR, PROJECT_ROOT
+from mlflow_pipeline.config import CONF_DIR, PACKAGE_CONF, PROJECT_ROOT
 
-LAUNCHERS = CONF_DIR / "hydra" / "launcher"
+LAUNCHERS = PACKAGE_CONF / "hydra" / "launcher"
 K8S = PROJECT_ROOT / "projects" / "k8s"
 # SlurmQueueConf of hydra-submitit-launcher 1.2.0 (with BaseQueueConf): the keys a launcher
 # config may set. The plugin is not a dependency; when it is installed, the config is composed.

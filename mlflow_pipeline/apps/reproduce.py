@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlflow_pipeline.config import METRICS, PipelineConfig, Task, check_config
 from mlflow_pipeline.engine.pipeline import load_pipeline
 from mlflow_pipeline.errors import PipelineError
+from mlflow_pipeline.redaction import is_redacted
 from mlflow_pipeline.registry.model_registry import resolve_version
 from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import activate, code_version
@@ -45,12 +46,22 @@ class Reproduction:
         return not self.differences
 
 
-def recorded_config(lineage: dict[str, Any], tracking_uri: str) -> DictConfig:
+def recorded_config(
+    lineage: dict[str, Any], tracking_uri: str, *, allow_unsafe: bool = False
+) -> DictConfig:
     """The config recorded in ``lineage``, typed again, run against ``tracking_uri`` with the
-    cache recomputing every stage and without the pipeline's register stage."""
+    cache recomputing every stage and without the pipeline's register stage.
+
+    What the recording cannot decide is set here: whether unsafe models load (``allow_unsafe``,
+    never the recorded value: the lineage artifact is as writable as the model), and no webhook
+    whose URL was redacted when it was recorded ($MLFLOW_PIPELINE_ALERT_WEBHOOK still works).
+    """
     recorded = OmegaConf.create(lineage["config"])
     cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), recorded)
     cfg.tracking.uri = tracking_uri
+    cfg.registry.allow_unsafe_models = allow_unsafe
+    if is_redacted(cfg.alerts.webhook):
+        cfg.alerts.webhook = None
     cfg.cache.policy = "recompute"
     cfg.cache.stages = {}
     pipeline = load_pipeline(cfg)
@@ -63,8 +74,9 @@ def recorded_config(lineage: dict[str, Any], tracking_uri: str) -> DictConfig:
     return cfg
 
 
-def reproduce(model_uri: str, tracking_uri: str) -> Reproduction:
-    """Re-run what produced ``model_uri`` and compare it with what was recorded."""
+def reproduce(model_uri: str, tracking_uri: str, *, allow_unsafe: bool = False) -> Reproduction:
+    """Re-run what produced ``model_uri`` and compare it with what was recorded. Models load
+    only from formats we trust unless ``allow_unsafe`` (store.artifacts.load_trusted_model)."""
     from mlflow_pipeline.engine.runner import run_pipeline
     from mlflow_pipeline.store.tracking import Tracking
 
@@ -78,7 +90,11 @@ def reproduce(model_uri: str, tracking_uri: str) -> Reproduction:
             "registered by this pipeline's register stage"
         )
     lineage = json.loads(mlflow.artifacts.load_text(artifact))
-    cfg = recorded_config(lineage, tracking_uri)
+    # Before re-running anything: a model we would refuse to load is refused now.
+    original = artifacts.load_trusted_model(
+        f"models:/{name}/{version.version}", allow_unsafe=allow_unsafe
+    )
+    cfg = recorded_config(lineage, tracking_uri, allow_unsafe=allow_unsafe)
     result = run_pipeline(cfg, [])
     client.set_tag(result.pipeline_run_id, Runs.REPRODUCES, f"{model_uri} (v{version.version})")
     report = Reproduction(
@@ -95,7 +111,7 @@ def reproduce(model_uri: str, tracking_uri: str) -> Reproduction:
         report.notes.append("the model was built from a checkout with uncommitted changes")
     _compare_digests(client, lineage, result.stage_run_ids, report)
     _compare_metrics(client, lineage, result.stage_run_ids, cfg, report)
-    _compare_predictions(client, lineage, name, version.version, result.stage_run_ids, report)
+    _compare_predictions(client, lineage, original, result.stage_run_ids, report, allow_unsafe)
     return report
 
 
@@ -126,16 +142,15 @@ def _compare_metrics(
 def _compare_predictions(
     client: MlflowClient,
     lineage: dict,
-    name: str,
-    version: str,
+    original: Any,
     runs: dict[str, str],
     report: Reproduction,
+    allow_unsafe: bool,
 ) -> None:
     """Both models on the recorded test set: predictions (and probabilities) bit for bit."""
     test = artifacts.load_frame(lineage["stages"]["split"]["run_id"], "test")
-    original = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     uri = client.get_run(runs["train"]).data.tags[Runs.MODEL_URI]
-    rebuilt = mlflow.sklearn.load_model(uri)
+    rebuilt = artifacts.load_trusted_model(uri, allow_unsafe=allow_unsafe)
     features = test[[c for c in original.feature_names_in_]]
     for method in ("predict", "predict_proba"):
         if hasattr(original, method) and hasattr(rebuilt, method):

@@ -358,7 +358,12 @@ class ScoreResult:
 
 
 def score(
-    model_uri: str, input_path: str | Path, output_path: str | Path, *, tracking_uri: str
+    model_uri: str,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    tracking_uri: str,
+    allow_unsafe: bool = False,
 ) -> ScoreResult:
     """Score the CSV file ``input_path`` with the registered version ``model_uri`` into
     ``output_path``: the input rows, ``prediction``, ``proba_<class>`` (classifiers) and
@@ -368,15 +373,20 @@ def score(
     unexpected columns, types coerced as in training) and every categorical feature value must
     have been seen in its training data. Nothing is written unless everything succeeds.
 
-    Raises ConfigError (bad URI, unknown model, alias or version), DataError (unreadable input,
-    unwritable output), DataValidationError (input breaks the contract) or PipelineError
-    (the version has no lineage).
+    The model is loaded only from a format we trust (store.artifacts.load_trusted_model), before
+    anything else is read, unless ``allow_unsafe``.
+
+    Raises ConfigError (bad URI, unknown model, alias or version), UntrustedModelError (a
+    model that could run code when loaded), DataError (unreadable input, unwritable output),
+    DataValidationError (input breaks the contract) or PipelineError (the version has no
+    lineage).
     """
-    import mlflow.sklearn
+    from mlflow_pipeline.store.artifacts import load_trusted_model
 
     output_path = Path(output_path)
     check_writable(output_path)
     model = resolve_model(model_uri, tracking_uri)
+    estimator = load_trusted_model(model.uri, allow_unsafe=allow_unsafe)
     training = training_of(model)
     cfg = training.cfg
     rows = read_input(Path(input_path), OmegaConf.to_container(cfg.data.read_options, resolve=True))
@@ -385,7 +395,6 @@ def score(
     )
     scoring = scoring_gate(training.contract, cfg, seen_categories(training.train, categorical))
     validated = validate_input(rows, scoring, max_lines=int(cfg.validation.max_message_failures))
-    estimator = mlflow.sklearn.load_model(model.uri)
     features = validated.frame[list(estimator.feature_names_in_)]
     output = with_predictions(rows, predictions(estimator, features, model.version))
     write_csv_atomically(output, output_path)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +20,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
-from mlflow_pipeline.apps.score import resolve_model
+from mlflow_pipeline.apps.score import ResolvedModel, resolve_model
 from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.store.artifacts import trusted_model_copy
 from mlflow_pipeline.tags import Env
 
 DEFAULT_HOST = "127.0.0.1"
@@ -36,7 +38,8 @@ def bin_dir() -> Path:
 
 
 def serve_command(model_uri: str, *, host: str, port: int, mlflow: str = "mlflow") -> list[str]:
-    """The ``mlflow models serve`` command line for a resolved ``models:/NAME/VERSION``."""
+    """The ``mlflow models serve`` command line for a model (a resolved ``models:/NAME/VERSION``
+    or the local copy that was checked)."""
     return [
         mlflow,
         "models",
@@ -109,20 +112,41 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     say: Callable[[str], None] = _say,
+    allow_unsafe: bool = False,
 ) -> int:
     """Serve the registered version ``model_uri`` with ``mlflow models serve`` (local env) as a
     child process until it stops; SIGINT and SIGTERM are forwarded to the server, and this
     returns only once every process of the server is gone (its port free). Returns the child's
     exit code, or 128 + N when signal N stopped it (as a shell reports it).
 
-    Raises ConfigError for an unknown model, alias or version, or a port that is taken.
+    The version is downloaded and checked first (store.artifacts.check_trusted_model), and the
+    server serves that checked copy: a model that could run code when loaded is refused before
+    any server starts, unless ``allow_unsafe``.
+
+    Raises ConfigError for an unknown model, alias or version, or a port that is taken;
+    UntrustedModelError for a model in a format we do not trust.
     """
     model = resolve_model(model_uri, tracking_uri)
     check_port_free(host, port)
+    with tempfile.TemporaryDirectory(prefix="mlflow-pipeline-serve-") as staging:
+        local = trusted_model_copy(model.uri, staging, allow_unsafe=allow_unsafe)
+        return _serve_copy(model, local, tracking_uri=tracking_uri, host=host, port=port, say=say)
+
+
+def _serve_copy(
+    model: ResolvedModel,
+    local: Path,
+    *,
+    tracking_uri: str,
+    host: str,
+    port: int,
+    say: Callable[[str], None],
+) -> int:
+    """Serve the checked local copy ``local`` of ``model`` until the server stops."""
     bin_path = bin_dir()
     mlflow_exe = bin_path / "mlflow"
     command = serve_command(
-        model.uri,
+        str(local),
         host=host,
         port=port,
         mlflow=str(mlflow_exe) if mlflow_exe.exists() else "mlflow",

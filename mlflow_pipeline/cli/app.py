@@ -14,9 +14,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mlflow_pipeline.cli.commands import SUBCOMMANDS
-from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail, reported, store_fault
 from mlflow_pipeline.cli.startup import frozen_imports
-from mlflow_pipeline.config import CONF_DIR, check_config, load_config
+from mlflow_pipeline.config import CONF_DIR, check_config, load_config, require_extra
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError
 
@@ -70,17 +70,28 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         if multirun:
             return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
         raise SystemExit(1) from None
-    except Exception as exc:  # a bug: alert, then keep its traceback
+    except Exception as exc:  # a bug (alert, then keep its traceback) or the store failing
         if exc not in alerted:
             alert_failure(cfg, exc)
-        raise
+        if store_fault(exc) is None:
+            raise
+        fail(exc)
+        if multirun:
+            return JOB_FAILED
+        raise SystemExit(1) from None
     print(describe(result))
     return objective(result, cfg) if multirun else None
 
 
 def main() -> None:
     """``mlflow-pipeline [--dry-run] [-m] [overrides]`` or ``mlflow-pipeline SUBCOMMAND ...``
-    (reproduce, score, serve, simulate, schedule, promote, audit, example-data)."""
+    (reproduce, score, serve, simulate, schedule, promote, audit, example-data).
+    Ctrl-C: one line, exit 130."""
+    with reported():
+        _main()
+
+
+def _main() -> None:
     subcommand = SUBCOMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
     if subcommand is not None:
         raise SystemExit(subcommand(sys.argv[2:]))
@@ -88,6 +99,11 @@ def main() -> None:
         from mlflow_pipeline.engine.sweep import SweepFailed
 
     args = sys.argv[1:]
+    try:
+        _check_extras(args)
+    except ConfigError as exc:
+        fail(exc)
+        raise SystemExit(1) from None
     if any(flag in args for flag in DRY_RUN_FLAGS):
         raise SystemExit(dry_run([a for a in args if a not in DRY_RUN_FLAGS]))
     try:
@@ -95,6 +111,15 @@ def main() -> None:
     except SweepFailed as failed:
         print(f"mlflow-pipeline: {failed}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _check_extras(args: list[str]) -> None:
+    """Hydra's own error for a launcher or sweeper plugin that is not installed names no fix:
+    say which extra brings it."""
+    if any(a.startswith(("search=", "hydra/sweeper=optuna")) for a in args):
+        require_extra("hydra_plugins.hydra_optuna_sweeper", "optuna", "a hyperparameter search")
+    if any(a.startswith("hydra/launcher=ray") for a in args):
+        require_extra("hydra_plugins.hydra_ray_launcher", "ray", "the Ray launcher")
 
 
 def dry_run(overrides: list[str]) -> int:

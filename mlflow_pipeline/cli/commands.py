@@ -65,6 +65,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
         help="the store holding the model (default: $MLFLOW_TRACKING_URI, else the project's "
         "embedded store)",
     )
+    _unsafe_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from mlflow_pipeline.apps.reproduce import describe, reproduce
@@ -72,7 +73,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
 
     try:
         uri = args.tracking_uri or resolve_tracking(load_config([])).uri
-        report = reproduce(args.model_uri, uri)
+        report = reproduce(args.model_uri, uri, allow_unsafe=args.allow_unsafe_model)
     except EXPECTED_ERRORS as exc:
         fail(exc)
         return 1
@@ -126,6 +127,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unsafe_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-unsafe-model",
+        action="store_true",
+        help="load a model that could run code when loaded (pickle, another flavor, skops "
+        "types outside the trusted list); as registry.allow_unsafe_models=true",
+    )
+
+
 def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> int:
     """``mlflow-pipeline score MODEL_URI --input IN.csv --output OUT.csv``; from the MLproject
     entry point ``score``, ``run_id`` is the run `mlflow run` made (it records the scoring)."""
@@ -136,6 +146,7 @@ def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> i
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_arguments(parser)
+    _unsafe_argument(parser)
     parser.add_argument("--input", "-i", required=True, help="CSV file of rows to score")
     parser.add_argument("--output", "-o", required=True, help="CSV file to write")
     args = parser.parse_args(argv)
@@ -143,7 +154,11 @@ def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> i
 
     try:
         result = score(
-            args.model_uri, args.input, args.output, tracking_uri=_tracking_uri(args.tracking_uri)
+            args.model_uri,
+            args.input,
+            args.output,
+            tracking_uri=_tracking_uri(args.tracking_uri),
+            allow_unsafe=args.allow_unsafe_model,
         )
         if run_id:
             log_score_run(run_id, result, args.input)
@@ -170,6 +185,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_arguments(parser)
+    _unsafe_argument(parser)
     parser.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="default: 5001")
     parser.add_argument("--host", default=DEFAULT_HOST, help="default: 127.0.0.1 (loopback)")
     args = parser.parse_args(argv)
@@ -177,7 +193,13 @@ def serve_main(argv: list[str] | None = None) -> int:
 
     try:
         uri = _tracking_uri(args.tracking_uri)
-        return serve(args.model_uri, tracking_uri=uri, host=args.host, port=args.port)
+        return serve(
+            args.model_uri,
+            tracking_uri=uri,
+            host=args.host,
+            port=args.port,
+            allow_unsafe=args.allow_unsafe_model,
+        )
     except EXPECTED_ERRORS as exc:
         fail(exc)
         return 1
@@ -404,8 +426,56 @@ def example_data_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def init_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline init DIR [--data CSV --target COL --task classification|regression]``."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline init",
+        description="Create a project that runs at once: MLproject (main, one entry point per "
+        "stage, score), conf/ (the data, an inferred contract, the pipeline with a stage of its "
+        "own), src/<package>/ (that stage and a feature transformer), a smoke test, README, "
+        ".gitignore and pinned requirements. Without --data: the example customer table.",
+    )
+    parser.add_argument("directory", help="the new project's directory (new or empty)")
+    parser.add_argument("--data", default=None, help="a CSV file to start from")
+    parser.add_argument("--target", default=None, help="the column to predict (with --data)")
+    parser.add_argument("--task", default=None, choices=["classification", "regression"])
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.apps.init import init_project
+
+    try:
+        scaffold = init_project(args.directory, data=args.data, target=args.target, task=args.task)
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+    print(scaffold.describe())
+    return 0
+
+
+def tracking_uri_main(argv: list[str] | None = None) -> int:
+    """``mlflow-pipeline tracking-uri [overrides]``: the store this project's runs go to."""
+    parser = argparse.ArgumentParser(
+        prog="mlflow-pipeline tracking-uri",
+        description="Print the tracking URI the pipeline uses here (tracking.uri, else "
+        "$MLFLOW_TRACKING_URI, else the project's own store at its root), e.g. "
+        "export MLFLOW_TRACKING_URI=$(mlflow-pipeline tracking-uri) to load its models "
+        "from anywhere.",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for the pipeline")
+    args = parser.parse_args(argv)
+    from mlflow_pipeline.store.tracking import resolve_tracking
+
+    try:
+        print(resolve_tracking(load_config(args.overrides)).uri)
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        return 1
+    return 0
+
+
 # `mlflow-pipeline <name> ...`: commands that are not a pipeline run.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "init": init_main,
+    "tracking-uri": tracking_uri_main,
     "reproduce": reproduce_main,
     "score": score_main,
     "serve": serve_main,

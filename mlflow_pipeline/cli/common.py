@@ -1,20 +1,63 @@
-"""How every command reports an expected failure: one paragraph on stderr, then exit 1."""
+"""How every command reports an expected failure: one paragraph on stderr, then exit 1; and an
+interrupt (Ctrl-C): one line, exit 130."""
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mlflow.exceptions import MlflowException
 
-from mlflow_pipeline.errors import PipelineError
+from mlflow_pipeline.errors import PipelineError, StoreError
+from mlflow_pipeline.redaction import redact_url
+from mlflow_pipeline.store.tracking import describe_store_fault
 
 # What the CLI reports as one paragraph and exit 1, without a traceback: our own errors, and
 # MLflow refusing or failing to reach the store (bad URI, store down, unknown run id).
 EXPECTED_ERRORS = (PipelineError, MlflowException)
+INTERRUPTED = "mlflow-pipeline: interrupted; runs marked KILLED"
+# As a shell reports a process stopped by SIGINT.
+INTERRUPTED_EXIT = 130
+MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """The plain cause when ``exc`` is the tracking store failing (down, read-only, full,
+    locked, missing directory), else None. Our own errors keep their message."""
+    if isinstance(exc, PipelineError) and not isinstance(exc, StoreError):
+        return None
+    return describe_store_fault(exc)
 
 
 def fail(exc: BaseException) -> None:
-    """Print ``exc`` as the one-line error of a command."""
-    message = exc.message if isinstance(exc, MlflowException) else str(exc)
-    prefix = "MLflow: " if isinstance(exc, MlflowException) else ""
-    print(f"mlflow-pipeline: error: {prefix}{message}", file=sys.stderr)
+    """Print ``exc`` as the one-line error of a command (a store fault as its plain cause)."""
+    cause = store_fault(exc)
+    if cause is not None:
+        message = cause
+    elif isinstance(exc, MlflowException):
+        message = f"MLflow: {exc.message}"
+    else:
+        message = str(exc)
+    print(f"mlflow-pipeline: error: {redact_url(message)}", file=sys.stderr)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Around a whole command: Ctrl-C prints one line and exits 130 (the runs it interrupted
+    are marked KILLED on the way out); a store fault that reached here as a foreign error
+    prints its cause and exits 1. Anything else (a bug) keeps its traceback."""
+    # MLflow logs every database error with its traceback before raising it: the error is
+    # reported once, here, as one line.
+    logging.getLogger(MLFLOW_DB_LOGGER).setLevel(logging.CRITICAL)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    except Exception as exc:
+        if store_fault(exc) is None:
+            raise
+        fail(exc)
+        raise SystemExit(1) from None

@@ -8,9 +8,12 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail
-from mlflow_pipeline.config import load_config, split_overrides, unquote_parameter
+from omegaconf import DictConfig
+
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail, reported, store_fault
+from mlflow_pipeline.config import PROJECT_ROOT, load_config, split_overrides, unquote_parameter
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.store.tracking import record_error
@@ -36,7 +39,14 @@ def steps_override(steps: str) -> list[str]:
 
 
 def project_main(argv: list[str] | None = None) -> int:
-    """Body of the MLproject entry points: ``main`` (whole pipeline), one stage, or ``score``."""
+    """Body of the MLproject entry points: ``main`` (whole pipeline), one stage, or ``score``.
+    Ctrl-C: one line, exit 130."""
+    with reported():
+        return _project_main(argv)
+    return 1  # unreachable: reported() re-raises or exits
+
+
+def _project_main(argv: list[str] | None) -> int:
     # `mlflow run` hands its run over in MLFLOW_RUN_ID; MLflow deletes the variable at the
     # first start_run(), so it is read here, before anything runs.
     mlflow_run_id = os.environ.get(Env.RUN_ID) or None
@@ -63,6 +73,7 @@ def project_main(argv: list[str] | None = None) -> int:
         if args.entry_point == "main":
             overrides += steps_override(args.steps)
         cfg = load_config(overrides)
+        mlflow_run_id = _own_store(cfg, mlflow_run_id)
         _run_entry_point(args, cfg, overrides, mlflow_run_id)
     except EXPECTED_ERRORS as exc:
         fail(exc)
@@ -71,11 +82,35 @@ def project_main(argv: list[str] | None = None) -> int:
         if alerts_here:
             alert_failure(cfg, exc, pipeline_run_id=mlflow_run_id)
         return 1
-    except Exception as exc:  # a bug: alert, then keep its traceback
+    except Exception as exc:  # a bug (alert, then keep its traceback) or the store failing
         if alerts_here:
             alert_failure(cfg, exc, pipeline_run_id=mlflow_run_id)
-        raise
+        if store_fault(exc) is None:
+            raise
+        fail(exc)
+        return 1
     return 0
+
+
+def _own_store(cfg: DictConfig, mlflow_run_id: str | None) -> str | None:
+    """``mlflow run <project>`` from another directory hands over a run in that directory's
+    default store: the project's runs go to its own store instead (unless tracking.uri says
+    otherwise), as a new run there. Returns the run to resume, if any."""
+    from mlflow_pipeline.store.tracking import is_other_default_store
+
+    given = os.environ.get(Env.TRACKING_URI)
+    root = Path(cfg.tracking.root or PROJECT_ROOT)
+    if not mlflow_run_id or cfg.tracking.uri or not is_other_default_store(given, root):
+        return mlflow_run_id
+    for name in (Env.TRACKING_URI, Env.RUN_ID, Env.EXPERIMENT_ID):  # all about that store
+        os.environ.pop(name, None)
+    print(
+        f"mlflow-pipeline: note: `mlflow run` made run {mlflow_run_id} in {given}; this project "
+        f"keeps its runs in its own store at {root} (set tracking.uri, or "
+        "MLFLOW_TRACKING_URI to a server, to use another store)",
+        file=sys.stderr,
+    )
+    return None
 
 
 def _run_entry_point(

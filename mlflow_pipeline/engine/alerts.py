@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.config import ALERT_KINDS, AlertsConfig
 from mlflow_pipeline.errors import DriftError
+from mlflow_pipeline.redaction import redact_text, redact_url, secrets_of
 from mlflow_pipeline.tags import Env
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def make_alert(
     experiment_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> Alert:
-    """The alert for ``cfg``'s pipeline (model name and tracking store read from it)."""
+    """The alert for ``cfg``'s pipeline (model name and tracking store read from it), with
+    every secret of ``cfg`` (and any URI password) redacted from what it says."""
     model_name = tracking_uri = None
     if cfg is not None:
         model_name = _get(cfg, "registry.model_name")
@@ -120,6 +122,8 @@ def make_alert(
             tracking_uri = resolve_tracking(cfg).uri
         except Exception:  # an unresolvable config is what is being reported
             tracking_uri = os.environ.get(Env.TRACKING_URI)
+    tracking_uri = redact_url(tracking_uri) if tracking_uri else tracking_uri
+    error = redact_text(error, _secrets(cfg))
     link, url = run_link(tracking_uri, experiment_id, pipeline_run_id)
     if len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS] + " ..."
@@ -236,6 +240,13 @@ def _drift_details(drift: dict[str, Any], policy: str | None) -> dict[str, Any]:
         "drifted": list(drift.get("drifted", [])),
         "reference": {k: reference.get(k) for k in ("model", "version", "alias")},
     }
+
+
+def _secrets(cfg: DictConfig | None) -> set[str]:
+    try:
+        return secrets_of(cfg)
+    except Exception:  # a config that does not resolve: URI passwords are still redacted
+        return set()
 
 
 def _message(error: BaseException) -> str:

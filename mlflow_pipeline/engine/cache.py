@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import config_slice, flatten
+from mlflow_pipeline.redaction import redacted
 from mlflow_pipeline.store.lineage import package_versions
 from mlflow_pipeline.tags import Cache, Runs
 
@@ -270,7 +271,8 @@ def file_digest(path: str | Path) -> str:
 
 def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None]) -> Manifest:
     """The manifest of running ``stage`` with ``cfg`` on inputs with these digests."""
-    config = flatten(config_slice(cfg, stage.config_keys))
+    # Secrets are not part of the key (a new password computes nothing new) nor of the manifest.
+    config = flatten(redacted(config_slice(cfg, stage.config_keys)))
     files = {}
     for key in stage.file_keys:
         value = OmegaConf.select(cfg, key)
@@ -278,9 +280,7 @@ def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None])
         if value:
             files[key] = file_digest(value)
     schemas = {
-        d.name: _sha(json.dumps(code_hashes([d.schema]), sort_keys=True))
-        for d in (*stage.inputs, *stage.outputs)
-        if d.schema is not None
+        d.name: _schema_digest(d.schema) for d in (*stage.inputs, *stage.outputs) if d.schema
     }
     return Manifest(
         stage=stage.name,
@@ -291,6 +291,17 @@ def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None])
         schemas=schemas,
         packages=package_versions((*BASE_PACKAGES, *stage.packages)),
     )
+
+
+def _schema_digest(schema: Any) -> str:
+    """A frame schema's part of the key: the code of its function or DataFrameModel, or the
+    content of its YAML file (a declared schema keeps what it names in ``source``)."""
+    source = getattr(schema, "source", schema)
+    if isinstance(source, Path):
+        return file_digest(source)
+    if not callable(source):  # a DataFrameSchema object
+        return _sha(repr(source))
+    return _sha(json.dumps(code_hashes([source]), sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------- decision

@@ -31,11 +31,19 @@ from mlflow_pipeline.engine.services import run_context
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext, run_stage
 from mlflow_pipeline.errors import DriftError
+from mlflow_pipeline.redaction import (
+    redact_logs,
+    redact_overrides,
+    redact_url,
+    redacted,
+    secrets_of,
+)
 from mlflow_pipeline.store.artifacts import save_text
 from mlflow_pipeline.store.tracking import (
     activate,
     code_version,
     end_active_run,
+    end_own_runs,
     ensure_experiment,
     owner_tags,
     reap_dead_runs,
@@ -47,6 +55,8 @@ from mlflow_pipeline.tags import Cache, Env, Runs, Sweep
 
 log = logging.getLogger(__name__)
 
+# Top-level config keys not logged as params of the pipeline run.
+UNLOGGED = ("steps", "pipeline")
 # Called with (error, pipeline run id, experiment id) when a pipeline run fails.
 OnFailure = Callable[[BaseException, str, str], None]
 
@@ -68,6 +78,7 @@ def run_pipeline(
     ``on_failure`` is called with the error and the failed run before it is re-raised.
     Raises PipelineError after marking the pipeline run FAILED.
     """
+    redact_logs(secrets_of(cfg))
     pipeline = load_pipeline(cfg)
     tracking = resolve_tracking(cfg)
     activate(tracking)
@@ -88,10 +99,14 @@ def run_pipeline(
         cfg, stages, overrides, experiment_id, run_id=run_id, parent_run_id=parent_run_id, role=role
     )
     result = PipelineResult(pipeline_run_id, experiment_id, pipeline)
-    log.info("pipeline run %s (experiment %s) at %s", pipeline_run_id, experiment_id, tracking.uri)
+    uri = redact_url(tracking.uri)
+    log.info("pipeline run %s (experiment %s) at %s", pipeline_run_id, experiment_id, uri)
     try:
-        mlflow.log_params({k: v for k, v in flatten(cfg).items() if k != "steps"})
-        save_text(client, pipeline_run_id, "config.yaml", resolved_yaml(cfg))
+        written = redacted(cfg)  # secrets never leave memory
+        # The pipeline's declaration is in config.yaml; as params it would drown the rest.
+        params = {k: v for k, v in flatten(written).items() if k.split(".")[0] not in UNLOGGED}
+        mlflow.log_params(params)
+        save_text(client, pipeline_run_id, "config.yaml", resolved_yaml(written))
         ctx = run_context(
             client,
             cfg,
@@ -110,6 +125,8 @@ def run_pipeline(
             on_failure(exc, pipeline_run_id, experiment_id)
         record_error(pipeline_run_id, exc)
         end_active_run(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            end_own_runs(client, experiment_id)
         raise
     end_active_run()
     return result
@@ -130,7 +147,7 @@ def _start_pipeline_run(
         Runs.KIND: "pipeline",
         Runs.STEPS: ",".join(s.name for s in stages),
         Runs.RUNNER_MODE: cfg.runner.mode,
-        Runs.OVERRIDES: " ".join(overrides or []),
+        Runs.OVERRIDES: " ".join(redact_overrides(overrides or [])),
         **code_version(),
         **owner_tags(),
     }

@@ -87,6 +87,13 @@ class Stage:
     packages: tuple[str, ...] = ()
     # What the stage reads from outside the pipeline: part of its cache key, and passed in.
     context: ContextFn | None = None
+    # (dataset, argument) pairs: the function takes that input under another name (a project
+    # that inserts a stage rewires its neighbour: train's `train` argument <- clean_train).
+    arguments: tuple[tuple[str, str], ...] | dict[str, str] = ()
+
+    def argument(self, dataset: str) -> str:
+        """The keyword argument that passes input ``dataset`` to the function."""
+        return dict(self.arguments).get(dataset, dataset)
 
     @property
     def reads(self) -> tuple[Dataset, ...]:

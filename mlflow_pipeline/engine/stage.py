@@ -34,6 +34,7 @@ from mlflow_pipeline.data.validation import check
 from mlflow_pipeline.engine import cache
 from mlflow_pipeline.engine.spec import Context, Dataset, Pipeline, Stage
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
+from mlflow_pipeline.redaction import redact_url, redacted
 from mlflow_pipeline.reports.validation import validation_report
 from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import code_version, end_active_run, owner_tags, retry_transient
@@ -280,7 +281,7 @@ def _run_in_active_run(
 ) -> dict[str, Handoff]:
     client = ctx.client
     started = time.perf_counter()
-    own_config = config_slice(cfg, stage.config_keys)
+    own_config = redacted(config_slice(cfg, stage.config_keys))  # secrets never leave memory
     mlflow.log_params(flatten(own_config))
     artifacts.save_text(client, run_id, "config.yaml", resolved_yaml(own_config))
     if decision.manifest is not None:
@@ -347,7 +348,7 @@ def _load_inputs(
             raise StageError(f"input '{dataset.name}' has no producing run", stage=stage.name)
         value = handoff.value
         if value is None:
-            value = _load(dataset, handoff.run_id)
+            value = _load(dataset, handoff.run_id, allow_unsafe=allow_unsafe_models(cfg))
         mlflow.set_tag(f"{Runs.UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
         if dataset.kind == "text":
             mlflow.set_tag(f"{Runs.DIGEST_INPUT}{dataset.name}", artifacts.text_digest(value))
@@ -366,7 +367,7 @@ def _load_inputs(
             values[dataset.name] = _checked_input(
                 stage, dataset, cfg, contract, values[dataset.name], available[dataset.name]
             )
-    return {d.name: values[d.name] for d in stage.inputs}, contract
+    return {stage.argument(d.name): values[d.name] for d in stage.inputs}, contract
 
 
 def _checked_input(
@@ -431,7 +432,13 @@ def _schema_key(dataset: Dataset, cfg: DictConfig, contract: pa.DataFrameSchema 
     )
 
 
-def _load(dataset: Dataset, run_id: str) -> Any:
+def allow_unsafe_models(cfg: DictConfig) -> bool:
+    """``registry.allow_unsafe_models``: load models that could run code (see
+    store.artifacts.load_trusted_model)."""
+    return bool(cfg.get("registry", {}).get("allow_unsafe_models", False))
+
+
+def _load(dataset: Dataset, run_id: str, *, allow_unsafe: bool = False) -> Any:
     if dataset.kind == "frame":
         return artifacts.load_frame(run_id, dataset.name)
     if dataset.kind == "text":
@@ -441,7 +448,9 @@ def _load(dataset: Dataset, run_id: str) -> Any:
         if not uri:
             raise StageError(f"run {run_id} logged no model (tag {Runs.MODEL_URI} missing)")
         return schemas.TrainedModel(
-            estimator=mlflow.sklearn.load_model(uri), input_example=None, uri=uri
+            estimator=artifacts.load_trusted_model(uri, allow_unsafe=allow_unsafe),
+            input_example=None,
+            uri=uri,
         )
     raise StageError(f"unknown dataset kind {dataset.kind!r} for '{dataset.name}'")
 
@@ -520,7 +529,7 @@ def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseEx
     if isinstance(exc, PipelineError) and exc.stage is None:
         exc.stage = stage.name
     try:
-        client.set_tag(run_id, Runs.ERROR, str(exc)[:5000] or type(exc).__name__)
+        client.set_tag(run_id, Runs.ERROR, redact_url(str(exc))[:5000] or type(exc).__name__)
         if isinstance(exc, DataValidationError):
             artifacts.save_table(client, run_id, f"failures/{exc.dataset}.csv", exc.failure_cases)
             if exc.report is not None:

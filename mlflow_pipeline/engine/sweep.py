@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,13 @@ from mlflow_pipeline.engine.pipeline import load_pipeline, selected_stages
 from mlflow_pipeline.engine.result import PipelineResult, describe
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import PipelineError
+from mlflow_pipeline.redaction import (
+    redact_file,
+    redact_overrides,
+    redact_url,
+    restore_redacted,
+    secrets_of,
+)
 from mlflow_pipeline.store.artifacts import save_text
 from mlflow_pipeline.store.tracking import (
     activate,
@@ -110,7 +118,7 @@ class SweepRun(Callback):
             Runs.KIND: "sweep",
             **code_version(),
             **owner_tags(),
-            Sweep.OVERRIDES: " ".join(config.hydra.overrides.task),
+            Sweep.OVERRIDES: " ".join(redact_overrides(config.hydra.overrides.task)),
             Sweep.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
             Sweep.SWEEPER: str(config.hydra.sweeper.get("_target_", "")),
             Sweep.DIR: str(config.hydra.sweep.dir),
@@ -127,11 +135,13 @@ class SweepRun(Callback):
             self.failed = True
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra's sweeper saved multirun.yaml (every override as typed) after our start hook.
+        redact_file(Path(config.hydra.sweep.dir) / "multirun.yaml", secrets_of(task_config(config)))
         if not (self.client and self.run_id):
             return
         failures = 0
         try:
-            failures = self._finish(task_config(config))
+            failures = self._finish(task_config(config), list(config.hydra.overrides.task))
         except Exception as exc:  # the sweep run must not stay RUNNING, whatever happened
             self.failed = True
             record_error(self.run_id, exc)
@@ -143,16 +153,17 @@ class SweepRun(Callback):
         if failures:
             raise SweepFailed(failures)
 
-    def _finish(self, cfg: DictConfig) -> int:
+    def _finish(self, cfg: DictConfig, sweep_overrides: list[str]) -> int:
         """The summary, then the best job registered (a register run under the sweep);
-        returns the number of failed jobs."""
+        returns the number of failed jobs. ``sweep_overrides`` (in memory) give back the
+        secrets the best job's recorded overrides had redacted."""
         summary = summarize_sweep(self.client, self.run_id, cfg)
         failures = sum(row["status"] != "FINISHED" for row in summary.rows)
         register_stage = load_pipeline(cfg).register_stage
         registers = register_stage in [s.name for s in selected_stages(load_pipeline(cfg), cfg)]
         if summary.best is None or not registers:
             return failures
-        overrides = split_overrides(summary.best["overrides"])
+        overrides = restore_redacted(split_overrides(summary.best["overrides"]), sweep_overrides)
         best_cfg = load_config(
             [
                 *overrides,
@@ -197,8 +208,8 @@ def record_failed_job(sweep_run_id: str, overrides: list[str], error: BaseExcept
         Runs.KIND: "pipeline",
         Sweep.ROLE: "job",
         MLflow.PARENT: sweep_run_id,
-        Runs.OVERRIDES: " ".join(overrides),
-        Runs.ERROR: str(error)[:5000],
+        Runs.OVERRIDES: " ".join(redact_overrides(overrides)),
+        Runs.ERROR: redact_url(str(error))[:5000],
     }
     run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
     client.set_terminated(run.info.run_id, "FAILED")
@@ -247,7 +258,7 @@ def shared_stages(cfg: DictConfig, keys: set[str]) -> list[str]:
 def _sweep_grid(config: DictConfig) -> dict[str, Any]:
     params = config.hydra.sweeper.get("params") or {}
     return {
-        "overrides": list(config.hydra.overrides.task),
+        "overrides": redact_overrides(config.hydra.overrides.task),
         "search_space": {str(k): str(v) for k, v in params.items()},
         "sweeper": str(config.hydra.sweeper.get("_target_", "")),
         "launcher": str(config.hydra.launcher.get("_target_", "")),

@@ -13,8 +13,11 @@ User column is who moved it) or with ``mlflow-pipeline audit NAME``. Three kinds
   finds the difference between the registry and the trail and records it: who is unknown and
   the move happened between the previous record of that alias and the detection.
 
-Tags and metrics of an audit run: see ``TAG_*`` below; metrics ``challenger_score`` and
-``champion_score`` when the move came from the promotion rule.
+Tags and metrics of an audit run: see ``tags.Audit``; metrics ``challenger_score`` and
+``champion_score`` when the move came from the promotion rule. An audit run is a record once
+it is FINISHED: it is written RUNNING with its owner tags (host, pid), so that a record whose
+writer died half-way is finished by the next promotion (when it belongs to an interrupted
+plan, see plan.py) or marked FAILED (``reap``), and never read as a record.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.errors import ConfigError, RegistryError
+from mlflow_pipeline.registry.failpoint import failpoint
+from mlflow_pipeline.store.tracking import owner_tags, reap_dead_runs
 from mlflow_pipeline.tags import Audit, MLflow
 
 KIND_PIPELINE = "pipeline"
@@ -39,6 +44,7 @@ KIND_CLI = "cli"
 KIND_EXTERNAL = "external"
 
 NONE = "none"  # an alias that did not exist (before) or was removed (after)
+FINISHED = "attributes.status = 'FINISHED'"  # only a finished audit run is a record
 UNKNOWN_USER = "unknown"
 EXTERNAL_ACTOR = "outside mlflow-pipeline (registry UI, REST API or a script)"
 MAX_TAG = 5000
@@ -242,7 +248,7 @@ class AuditTrail:
                 return [_move_of(run) for run in runs]
 
     def _query(self, alias: str | None) -> str:
-        query = f"tags.`{Audit.MODEL}` = {quoted(self.model)}"
+        query = f"{FINISHED} and tags.`{Audit.MODEL}` = {quoted(self.model)}"
         if alias is not None:
             query += f" and tags.`{Audit.ALIAS}` = {quoted(alias)}"
         return query
@@ -309,9 +315,9 @@ class AuditTrail:
             for move in moves
         ]
 
-    def record(self, move: Move) -> Move:
-        """Write ``move`` as a FINISHED run of the audit experiment; returns it with its time
-        and run id."""
+    def record(self, move: Move, *, plan: str | None = None, step: int | None = None) -> Move:
+        """Write ``move`` as a FINISHED run of the audit experiment (step ``step`` of plan
+        ``plan``, when it is one); returns it with its time and run id."""
         experiment_id = self.experiment_id(create=True)
         # After the alias's newest record even across processes and clocks: the trail's order
         # per alias is what finding outside moves relies on.
@@ -329,31 +335,75 @@ class AuditTrail:
             Audit.ACTOR: move.actor,
             Audit.REASON: move.reason[:MAX_TAG],
             Audit.HOST: move.host,
+            **owner_tags(),
         }
         optional = {
             Audit.PIPELINE_RUN: move.pipeline_run,
             Audit.STAGE_RUN: move.stage_run,
             Audit.METRIC: move.metric,
             Audit.SINCE: str(move.moved_after_ms) if move.moved_after_ms else None,
+            Audit.PLAN: plan,
+            Audit.STEP: None if step is None else str(step),
         }
         tags.update({k: v for k, v in optional.items() if v})
-        scores = {"challenger_score": move.challenger_score, "champion_score": move.champion_score}
         try:
             run = self.client.create_run(
                 experiment_id, start_time=now, tags=tags, run_name=move.title
             )
-            metrics = [Metric(k, float(v), now, 0) for k, v in scores.items() if v is not None]
-            if metrics:
-                self.client.log_batch(run.info.run_id, metrics=metrics)
-            self.client.set_terminated(run.info.run_id, "FINISHED", end_time=now)
-            if not self._model_tagged:
-                self._tag_model(experiment_id)
+            failpoint(f"recording.{move.alias}")
+            self._finish(run.info.run_id, move, now)
         except MlflowException as exc:
             raise RegistryError(
                 f"cannot record the move {move.title} of '{move.model}' in the audit "
                 f"experiment '{self.experiment}': {exc.message}"
             ) from exc
         return replace(move, run_id=run.info.run_id)
+
+    def complete(self, run_id: str, move: Move) -> Move:
+        """Finish the half-written record ``run_id`` of ``move`` (its writer died after
+        creating it); returns the move as recorded."""
+        run = self.client.get_run(run_id)
+        try:
+            self.client.set_tag(run_id, Audit.COMPLETED, "true")
+            self._finish(run_id, move, run.info.start_time)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"cannot complete the record of {move.title} of '{move.model}' (audit run "
+                f"{run_id}): {exc.message}"
+            ) from exc
+        return replace(move, time_ms=run.info.start_time, run_id=run_id)
+
+    def _finish(self, run_id: str, move: Move, time_ms: int) -> None:
+        scores = {"challenger_score": move.challenger_score, "champion_score": move.champion_score}
+        metrics = [Metric(k, float(v), time_ms, 0) for k, v in scores.items() if v is not None]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, "FINISHED", end_time=time_ms)
+        if not self._model_tagged:
+            self._tag_model(self.experiment_id(create=True))
+
+    def plan_records(self, plan: str) -> dict[int, Run]:
+        """The audit runs written for plan ``plan``, by step, whatever their status."""
+        experiment_id = self.experiment_id(create=False)
+        if experiment_id is None:
+            return {}
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{Audit.PLAN}` = {quoted(plan)}",
+            max_results=1000,
+        )
+        found: dict[int, Run] = {}
+        for run in runs:  # a FINISHED record wins over a half-written one of the same step
+            step = int(run.data.tags.get(Audit.STEP, "-1"))
+            if step not in found or run.info.status == "FINISHED":
+                found[step] = run
+        return found
+
+    def reap(self) -> list[str]:
+        """Mark FAILED the audit runs whose writer died before finishing them (not records;
+        the move they describe, if it happened, is recorded again by ``reconcile``)."""
+        experiment_id = self.experiment_id(create=False)
+        return [] if experiment_id is None else reap_dead_runs(self.client, experiment_id)
 
     def _tag_model(self, experiment_id: str) -> None:
         tags = {Audit.MODEL_EXPERIMENT: self.experiment, Audit.MODEL_EXPERIMENT_ID: experiment_id}

@@ -3,13 +3,16 @@
 Promotion is an alias move (``challenger`` -> ``champion``, see promotion.py), never a registry
 stage; whatever holds ``champion`` now, including a version a human chose in the UI, is what
 the rule compares. Every move made here is recorded in the model's audit trail (audit.py), and
-``reconcile`` records the moves made outside mlflow-pipeline since the last record.
+``reconcile`` records the moves made outside mlflow-pipeline since the last record. A model is
+registered once: a version records its content digest (digest.py), and ``version_with`` finds
+an existing version of the same model.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +24,12 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.errors import ConfigError, RegistryError
 from mlflow_pipeline.registry.audit import AuditTrail, Move, Why, describe, quoted
+from mlflow_pipeline.registry.digest import content_digest as digest_of
+from mlflow_pipeline.registry.failpoint import failpoint
+from mlflow_pipeline.registry.lock import process_alive
 from mlflow_pipeline.store.lineage import ARTIFACT as LINEAGE_ARTIFACT
 from mlflow_pipeline.store.tracking import experiment_location, resolve_tracking
-from mlflow_pipeline.tags import Audit, Lineage
+from mlflow_pipeline.tags import Audit, Lineage, Promotion, Registry, Runs
 
 
 @dataclass(frozen=True)
@@ -124,13 +130,41 @@ class ModelRegistry:
     def champion(self) -> ModelVersion | None:
         return self.version_by_alias(self.aliases.champion)
 
-    def load(self, version: str) -> Any:
-        """The sklearn model of ``version``."""
-        return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+    def load(self, version: str, *, allow_unsafe: bool = False) -> Any:
+        """The sklearn model of ``version``, loaded only from a format we trust unless
+        ``allow_unsafe`` (registry.allow_unsafe_models). Raises UntrustedModelError."""
+        from mlflow_pipeline.store.artifacts import load_trusted_model
+
+        return load_trusted_model(f"models:/{self.name}/{version}", allow_unsafe=allow_unsafe)
+
+    def content_digest(self, model_uri: str) -> str:
+        """The content digest of the model at ``model_uri`` (see digest.py). Raises
+        RegistryError when it cannot be read."""
+        try:
+            return digest_of(model_uri)
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(f"cannot read the model {model_uri} to digest it: {exc}") from exc
+
+    def version_with(self, content_digest: str, model_uri: str) -> ModelVersion | None:
+        """The oldest version of this model holding the same model: the same content digest,
+        or registered from ``model_uri`` itself (versions registered before digests were
+        recorded). None when there is none (or no such registered model yet)."""
+        try:
+            versions = self.client.search_model_versions(f"name = {quoted(self.name)}")
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryError(f"cannot list the versions of '{self.name}': {exc}") from exc
+        matches = [
+            v
+            for v in versions
+            if (v.tags or {}).get(Registry.CONTENT_DIGEST) == content_digest
+            or v.source == model_uri
+        ]
+        return min(matches, key=lambda v: int(v.version)) if matches else None
 
     def version_of(self, model_uri: str) -> ModelVersion | None:
-        """The version already registered from ``model_uri``, if any (a rerun after a crash
-        between registering and finishing must not register the same model twice)."""
+        """The version already registered from ``model_uri``, if any."""
         try:
             versions = self.client.search_model_versions(f"name = {quoted(self.name)}")
         except MlflowException:
@@ -138,12 +172,36 @@ class ModelRegistry:
         matches = [v for v in versions if v.source == model_uri]
         return max(matches, key=lambda v: int(v.version)) if matches else None
 
+    def decided_by_a_dead_run(self, version: ModelVersion) -> str | None:
+        """The register run whose decision ``version``'s promotion tags hold, when that run
+        did not finish and will not (FAILED, KILLED, its process gone, or deleted): a rerun
+        takes its decision over. None when it finished or is still running (another run's
+        decision), or when the tags name no run."""
+        run_id = (version.tags or {}).get(Promotion.STAGE_RUN)
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return run_id  # deleted, or never a run of this store
+        if run.info.status == "FINISHED":
+            return None
+        tags = run.data.tags
+        if run.info.status == "RUNNING":
+            if tags.get(Runs.HOST) != socket.gethostname():  # cannot tell: taken as alive
+                return None
+            if process_alive(tags.get(Runs.PID, ""), tags.get(Runs.PID_STARTED, "")):
+                return None
+        return run_id
+
     def register(self, model_uri: str, tags: dict[str, str]) -> ModelVersion:
         """Register ``model_uri`` as a new version of this model."""
         try:
-            return mlflow.register_model(model_uri, self.name, tags=tags)
+            version = mlflow.register_model(model_uri, self.name, tags=tags)
         except MlflowException as exc:
             raise RegistryError(f"cannot register {model_uri} as '{self.name}': {exc}") from exc
+        failpoint("registered")
+        return version
 
     def set_alias(self, alias: str, version: str) -> None:
         try:

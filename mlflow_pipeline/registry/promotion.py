@@ -1,30 +1,44 @@
-"""Promotion: the champion/challenger rule, and the one way ``champion`` moves (``rollback``
-follows it to the version it leaves), used by the register stage and ``mlflow-pipeline promote``.
+"""Promotion: the champion/challenger rule, and the one way aliases move (``rollback`` follows
+``champion`` to the version it leaves), used by the register stage and ``mlflow-pipeline
+promote``.
 
 The rule: no champion yet, or the challenger beats the champion, both scored on the current
-test set, by at least ``min_delta`` (and by more than zero) on the promotion metric.
+test set, by at least ``min_delta``, by more than zero, and by more than the noise: the lower
+bound of the confidence interval of the gain (a paired bootstrap, comparison.py) is above 0.
+
+Every promotion happens in a ``promotion_session``: under the model's promotion lock (lock.py),
+after finishing a promotion a crash interrupted (plan.py), marking dead audit runs FAILED and
+recording the moves made outside mlflow-pipeline. So two promotions of one model never
+interleave: each reads the champion, decides and moves the aliases as one step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.registry.audit import KIND_CLI, Move, Why, current_user
+from mlflow_pipeline.registry.comparison import Comparison
+from mlflow_pipeline.registry.failpoint import failpoint
+from mlflow_pipeline.registry.lock import PromotionLock
 from mlflow_pipeline.registry.model_registry import (
     RESERVED_ALIAS,
     ModelRegistry,
     resolve_version,
 )
+from mlflow_pipeline.registry.plan import Finished, Step, alias_steps, carry_out, finish_interrupted
 from mlflow_pipeline.tags import Promotion
+
+DEFAULT_LOCK_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
-    """What the rule decided, from which scores (versions as strings)."""
+    """What the rule decided, from which scores (versions as strings) and which comparison."""
 
     promote: bool
     reason: str
@@ -33,6 +47,7 @@ class PromotionDecision:
     challenger_score: float
     champion_score: float | None = None
     champion_version: str | None = None
+    comparison: Comparison | None = None
 
 
 def judge(
@@ -43,15 +58,18 @@ def judge(
     champion_score: float | None,
     champion_version: str | None,
     min_delta: float,
+    comparison: Comparison | None,
 ) -> PromotionDecision:
-    """The champion/challenger rule as a pure function of the two scores. A champion that
-    could not be scored (``champion_score`` None) is kept."""
+    """The champion/challenger rule as a pure function of the two scores and the paired
+    bootstrap ``comparison`` of them. A champion that could not be scored (``champion_score``
+    None) is kept; so is one compared without an estimate of the noise."""
     common = dict(
         metric=metric,
         greater_is_better=greater_is_better,
         challenger_score=challenger_score,
         champion_score=champion_score,
         champion_version=champion_version,
+        comparison=comparison,
     )
     if champion_version is None:
         return PromotionDecision(promote=True, reason="no champion yet", **common)
@@ -64,32 +82,41 @@ def judge(
     gain = challenger_score - champion_score
     if not greater_is_better:
         gain = -gain
-    direction = "higher" if greater_is_better else "lower"
-    if gain > 0 and gain >= min_delta:
+    scores = (
+        f"challenger {metric}={challenger_score:.6g}, champion v{champion_version} "
+        f"{metric}={champion_score:.6g}"
+    )
+    terms = f"{'higher' if greater_is_better else 'lower'} is better, min_delta={min_delta}"
+    noise = comparison.describe() if comparison is not None else "no estimate of the noise"
+    if gain <= 0 or gain < min_delta:
+        short = "by more than 0" if gain <= 0 else f"by at least min_delta={min_delta}"
         return PromotionDecision(
-            promote=True,
-            reason=(
-                f"challenger {metric}={challenger_score:.6g} beats champion "
-                f"v{champion_version} {metric}={champion_score:.6g} by {gain:.6g} "
-                f"({direction} is better, min_delta={min_delta})"
-            ),
+            promote=False,
+            reason=f"challenger does not beat champion v{champion_version} {short}: {scores}, "
+            f"gain {gain:.6g} ({terms}; {noise})",
+            **common,
+        )
+    if comparison is None or not comparison.estimated or comparison.low <= 0:
+        return PromotionDecision(
+            promote=False,
+            reason=f"challenger does not beat champion v{champion_version} beyond the noise: "
+            f"{scores}, gain {gain:.6g}, but {noise}"
+            + (" includes 0" if comparison is not None and comparison.estimated else "")
+            + f" ({terms})",
             **common,
         )
     return PromotionDecision(
-        promote=False,
-        reason=(
-            f"challenger {metric}={challenger_score:.6g} does not beat champion "
-            f"v{champion_version} {metric}={champion_score:.6g} by more than 0 and at least "
-            f"min_delta={min_delta} ({direction} is better; gain {gain:.6g})"
-        ),
+        promote=True,
+        reason=f"challenger {metric}={challenger_score:.6g} beats champion v{champion_version} "
+        f"{metric}={champion_score:.6g} by {gain:.6g}, beyond the noise: {noise} ({terms})",
         **common,
     )
 
 
-def recorded_promotion(existing: Any, decision: PromotionDecision) -> PromotionDecision | None:
-    """The promotion recorded on ``existing`` (a version that holds ``champion``) by the run
-    that registered it, if that run promoted it; else None."""
-    tags = existing.tags or {}
+def recorded_promotion(version: object, decision: PromotionDecision) -> PromotionDecision | None:
+    """The promotion recorded on ``version`` (one that holds ``champion``) by the run that
+    decided about it, if that run promoted it; else None."""
+    tags = getattr(version, "tags", None) or {}
     if tags.get(Promotion.DECISION) != "promoted":
         return None
 
@@ -109,28 +136,51 @@ def recorded_promotion(existing: Any, decision: PromotionDecision) -> PromotionD
     )
 
 
-def move_alias_with_rollback(
+@dataclass
+class PromotionSession:
+    """A promotion in progress under the model's lock: ``move`` makes alias moves as a plan
+    a crash cannot leave half-done. ``finished``: the interrupted promotion this session
+    finished first (None: there was none); ``outside``: the moves made outside mlflow-pipeline
+    that it recorded; ``reaped``: the dead audit runs it marked FAILED."""
+
+    registry: ModelRegistry
+    lock: PromotionLock
+    finished: Finished | None = None
+    outside: list[Move] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Raises RegistryError unless the lock is still held (before a write)."""
+        self.lock.check()
+
+    def move(self, steps: list[Step]) -> list[Move]:
+        return carry_out(self.registry, steps, self.lock)
+
+
+@contextmanager
+def promotion_session(
     registry: ModelRegistry,
-    alias: str,
-    version: str,
-    why: Why,
     *,
-    rollback_reason: str | None,
-) -> list[Move]:
-    """Point ``alias`` at ``version`` for ``why``; when ``alias`` is the champion and it left
-    a version, point the rollback alias at that version for ``why`` with ``rollback_reason``
-    (None: leave rollback where it is). Returns the moves recorded in the audit trail, in
-    order (none when ``alias`` is on ``version`` already). Raises RegistryError."""
-    moved = registry.move_alias(alias, version, why)
-    if moved is None:
-        return []
-    left = moved.from_version
-    if alias != registry.aliases.champion or left is None or rollback_reason is None:
-        return [moved]
-    back = registry.move_alias(
-        registry.aliases.rollback, left, replace(why, reason=rollback_reason)
-    )
-    return [moved] + ([back] if back else [])
+    holder: str,
+    timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    detected_by: str | None = None,
+    extra_alias: str | None = None,
+) -> Iterator[PromotionSession]:
+    """Hold the promotion lock of ``registry``'s model for the block (``holder`` says who, in
+    the lock and a waiter's messages). On entry: finish an interrupted promotion, mark dead
+    audit runs FAILED, record moves made outside mlflow-pipeline of the managed aliases and
+    ``extra_alias`` (``detected_by``: the run that found them). Raises RegistryError (the
+    lock not acquired within ``timeout_s``, store errors)."""
+    with PromotionLock(registry.client, registry.name, holder=holder, timeout_s=timeout_s) as lock:
+        failpoint("locked")
+        session = PromotionSession(registry, lock)
+        session.finished = finish_interrupted(registry, lock)
+        session.reaped = registry.audit.reap()
+        lock.check()
+        session.outside = registry.audit.reconcile(
+            registry.current_aliases(extra_alias), detected_by=detected_by
+        )
+        yield session
 
 
 @dataclass(frozen=True)
@@ -156,16 +206,18 @@ def promote_by_hand(
     reason: str,
     alias: str | None = None,
     rollback: bool = True,
+    timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> PromotionByHand:
     """``mlflow-pipeline promote``: point ``alias`` (default: the model's champion alias) at
     the version ``model_uri`` names, as the user running it and for ``reason``, recorded in
-    the audit trail.
+    the audit trail, in a promotion session (the lock; see ``promotion_session``).
 
     Moves made outside mlflow-pipeline since the last record are recorded first. Moving the
     champion also moves the rollback alias (unless ``rollback`` is False) to the version it
     leaves, as a promotion by the pipeline does. The alias names are those the pipeline
     recorded on the model (default champion/challenger/rollback). Raises ConfigError for an
-    unknown model, alias or version, a reserved alias name and an empty reason.
+    unknown model, alias or version, a reserved alias name and an empty reason; RegistryError
+    when the lock is not acquired within ``timeout_s``.
     """
     if not reason.strip():
         raise ConfigError("promote needs --reason: the audit trail records why")
@@ -177,13 +229,26 @@ def promote_by_hand(
             f"alias {alias!r} is reserved by MLflow ('latest', 'v<N>'): choose another name"
         )
     target = str(version.version)
-    moves = registry.audit.reconcile(registry.current_aliases(alias))
+    user = current_user()
     why = Why(
         kind=KIND_CLI,
         actor="mlflow-pipeline promote",
-        user=current_user(),
+        user=user,
         reason=f"{reason.strip()} (as {model_uri})",
     )
     rollback_reason = f"the {alias} before v{target}: {reason.strip()}" if rollback else None
-    moves += move_alias_with_rollback(registry, alias, target, why, rollback_reason=rollback_reason)
+    holder = f"mlflow-pipeline promote by {user}"
+    with promotion_session(
+        registry, holder=holder, timeout_s=timeout_s, extra_alias=alias
+    ) as session:
+        moves = [*(session.finished.moves if session.finished else []), *session.outside]
+        steps = alias_steps(
+            registry,
+            alias,
+            target,
+            why,
+            rollback_reason=rollback_reason,
+            current=registry.current_aliases(alias),
+        )
+        moves += session.move(steps)
     return PromotionByHand(alias=alias, model_uri=model_uri, moves=moves)

@@ -326,6 +326,8 @@ def _threshold_on_statistic(features: list[tuple[str, dict]]) -> bool:
     """Whether ``drifted`` agrees with statistic >= threshold (else it is a p-value threshold)."""
     for _, f in features:
         stat, thr = f.get("statistic"), f.get("threshold")
+        if f.get("all_new"):  # drifted because every value is a new category, whatever stat
+            continue
         if is_finite_number(stat) and is_finite_number(thr) and f.get("drifted") is not None:
             if math.isclose(stat, thr):
                 continue

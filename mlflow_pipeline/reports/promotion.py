@@ -1,4 +1,5 @@
-"""The promotion report: the register stage's decision, challenger against champion."""
+"""The promotion report: the register stage's decision, challenger against champion, with the
+gain's confidence interval from the paired bootstrap."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mlflow_pipeline.reports.html import banner, figures, fmt, is_finite_number, page, table
-from mlflow_pipeline.reports.plots import BLUE, GREY, plot, shorten
+from mlflow_pipeline.reports.plots import BLUE, GREEN, GREY, RED, plot, shorten
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -17,7 +18,9 @@ def promotion_report(promotion: dict) -> str:
     """Render the register stage's promotion decision (challenger vs champion) as HTML.
 
     ``promotion`` is promotion.json: promote, reason, metric, greater_is_better, both scores,
-    versions before and after. Returns one HTML document.
+    versions before and after, and (when there was a champion to compare with) the paired
+    bootstrap ``comparison``: gain, low, high, confidence, resamples, rows. Returns one HTML
+    document.
     """
     name = str(promotion.get("model_name") or "model")
     version = promotion.get("version")
@@ -49,6 +52,8 @@ def promotion_report(promotion: dict) -> str:
         if is_finite_number(challenger_score) and is_finite_number(champion_score)
         else None
     )
+    comparison = promotion.get("comparison") or {}
+    duplicate = promotion.get("duplicate_of") or {}
     body = [
         verdict,
         f"<p><strong>Reason:</strong> {html.escape(str(promotion.get('reason') or '—'))}</p>",
@@ -65,6 +70,19 @@ def promotion_report(promotion: dict) -> str:
                 ["Challenger score", challenger_score],
                 ["Champion score", champion_score],
                 ["Difference (challenger − champion)", delta],
+                *_comparison_rows(comparison),
+                [
+                    "Registered",
+                    f"no: identical to version {duplicate.get('version')} (same content digest)"
+                    if duplicate
+                    else "yes",
+                ],
+                ["Content digest", promotion.get("content_digest") or "—"],
+                ["Alias moves", "; ".join(promotion.get("moves") or []) or "none"],
+                [
+                    "Finished an interrupted promotion",
+                    promotion.get("finished_interrupted") or "—",
+                ],
                 [
                     "Moved outside mlflow-pipeline",
                     "; ".join(promotion.get("moved_outside") or []) or "—",
@@ -77,10 +95,73 @@ def promotion_report(promotion: dict) -> str:
     if champion_version is not None or champion_score is not None:
         bars.append((f"champion v{champion_version}", champion_score, GREY))
     bars = [b for b in bars if is_finite_number(b[1])]
-    if bars:
+    plots = [(_score_plot(bars, metric), "")] if bars else []
+    if is_finite_number(comparison.get("low")) and is_finite_number(comparison.get("high")):
+        plots.append((_gain_plot(comparison, metric), _gain_caption(comparison)))
+    if plots:
         body.append("<h2>Scores</h2>")
-        body.append(figures([(_score_plot(bars, metric), "")]))
+        body.append(figures(plots))
     return page(f"Promotion: {name} v{version}", summary, body)
+
+
+def _comparison_rows(comparison: dict[str, Any]) -> list[list[Any]]:
+    """The gain and its interval, as table rows (none without a comparison)."""
+    if not comparison:
+        return []
+    level = comparison.get("confidence") or 0.0
+    low, high = comparison.get("low"), comparison.get("high")
+    interval = (
+        f"[{fmt(low)}, {fmt(high)}]"
+        if is_finite_number(low) and is_finite_number(high)
+        else "could not be estimated"
+    )
+    return [
+        ["Gain (in the better direction)", comparison.get("gain")],
+        [f"{level:.0%} confidence interval of the gain", interval],
+        [
+            "Paired bootstrap",
+            f"{comparison.get('resamples')} resamples of {comparison.get('rows')} test rows "
+            f"(seed {comparison.get('seed')}; metric defined in {comparison.get('defined')})",
+        ],
+    ]
+
+
+def _gain_caption(comparison: dict[str, Any]) -> str:
+    return (
+        f"Gain and its {comparison.get('confidence', 0):.0%} interval: promoted only when the "
+        "whole interval is above 0"
+    )
+
+
+def _gain_plot(comparison: dict[str, Any], metric: str) -> str:
+    return plot(
+        partial(_plot_gain, comparison=comparison, metric=metric),
+        (4.0, 1.6),
+        f"gain in {metric} with its confidence interval",
+        left=0.12,
+        bottom=0.35,
+    )
+
+
+def _plot_gain(fig: Figure, comparison: dict[str, Any], metric: str) -> None:
+    """The gain as a point with its interval as a bar, against the zero line."""
+    ax = fig.add_subplot()
+    gain, low, high = (float(comparison[k]) for k in ("gain", "low", "high"))
+    colour = GREEN if low > 0 else RED
+    ax.errorbar(
+        [gain],
+        [0],
+        xerr=[[max(gain - low, 0.0)], [max(high - gain, 0.0)]],
+        fmt="o",
+        color=colour,
+        capsize=5,
+        lw=2,
+    )
+    ax.axvline(0, color="black", lw=0.8)
+    span = max(abs(low), abs(high), 1e-12)
+    ax.set_xlim(min(low, 0) - 0.15 * span, max(high, 0) + 0.15 * span)
+    ax.set_yticks([])
+    ax.set_xlabel(f"gain in {shorten(metric, 30)} (challenger better → right)")
 
 
 def _score_plot(bars: list[tuple[str, Any, str]], metric: str) -> str:

@@ -131,32 +131,75 @@ def feature_importance(
     regressor, as sklearn's ``permutation_importance``) drops when the column is shuffled,
     averaged over IMPORTANCE_REPEATS shuffles.
 
-    Every shuffled copy is stacked into one frame and predicted in one call: the pipeline's
-    per-call overhead, not the rows, is what costs on a small sample (one call instead of
-    ``columns x repeats + 1``).
+    Shuffled copies are stacked and predicted together, in chunks that fit in
+    ``evaluation.importance_memory_mb``: the pipeline's per-call overhead, not the rows, is what
+    costs on a small sample, while stacking all ``columns x repeats + 1`` copies of a wide table
+    at once would need gigabytes. The chunking changes nothing in the result.
     """
     if len(features) > IMPORTANCE_ROWS:
         features = features.sample(IMPORTANCE_ROWS, random_state=0)
         target = target.loc[features.index]
     rng = np.random.default_rng(cfg.seed or 0)
     rows = len(features)
-    copies = [features]
-    for column in features.columns:
-        values, dtype = features[column].to_numpy(), features[column].dtype
-        for _ in range(IMPORTANCE_REPEATS):
-            shuffled = pd.Series(values[rng.permutation(rows)], index=features.index, dtype=dtype)
-            copies.append(features.assign(**{column: shuffled}))
-    predicted = np.asarray(model.predict(pd.concat(copies, ignore_index=True)))
-    predicted = predicted.reshape(len(copies), rows)
+    # (column, permutation) per shuffled copy, drawn in a fixed order: the unshuffled copy
+    # first, then IMPORTANCE_REPEATS per column.
+    copies = [(None, None)] + [
+        (column, rng.permutation(rows))
+        for column in features.columns
+        for _ in range(IMPORTANCE_REPEATS)
+    ]
+    per_chunk = copies_per_chunk(features, _importance_budget_mb(cfg))
     truth = target.to_numpy()
-    if Task(cfg.data.task) is Task.classification:
-        scores = (predicted == truth).mean(axis=1)
-    else:
-        residual = ((predicted - truth) ** 2).sum(axis=1)
-        total = float(((truth - truth.mean()) ** 2).sum()) or 1.0
-        scores = 1.0 - residual / total
+    scores = np.concatenate(
+        [
+            _scores(model, features, copies[start : start + per_chunk], truth, cfg)
+            for start in range(0, len(copies), per_chunk)
+        ]
+    )
     drops = (scores[0] - scores[1:]).reshape(len(features.columns), IMPORTANCE_REPEATS)
     return {str(c): float(v) for c, v in zip(features.columns, drops.mean(axis=1), strict=True)}
+
+
+# What predicting one stacked copy costs in memory, in copies of the frame: the stacked frame,
+# the pipeline's transformed arrays (imputed, scaled, encoded) and the assigned copy itself.
+COPY_OVERHEAD = 4
+
+
+def copies_per_chunk(features: pd.DataFrame, budget_mb: float) -> int:
+    """How many shuffled copies of ``features`` to predict at once within ``budget_mb``."""
+    per_copy = max(int(features.memory_usage(index=False, deep=True).sum()), 1) * COPY_OVERHEAD
+    return max(1, int(budget_mb * 2**20 // per_copy))
+
+
+def _importance_budget_mb(cfg: DictConfig) -> float:
+    return float(cfg.evaluation.get("importance_memory_mb") or 256.0)
+
+
+def _scores(
+    model: Any,
+    features: pd.DataFrame,
+    copies: list[tuple[Any, Any]],
+    truth: np.ndarray,
+    cfg: DictConfig,
+) -> np.ndarray:
+    """The default score of ``model`` on each copy: ``features`` with ``column`` shuffled by
+    ``permutation`` (the unshuffled frame where ``column`` is None)."""
+    rows = len(features)
+    frames = []
+    for column, permutation in copies:
+        if column is None:
+            frames.append(features)
+            continue
+        values, dtype = features[column].to_numpy(), features[column].dtype
+        shuffled = pd.Series(values[permutation], index=features.index, dtype=dtype)
+        frames.append(features.assign(**{column: shuffled}))
+    predicted = np.asarray(model.predict(pd.concat(frames, ignore_index=True)))
+    predicted = predicted.reshape(len(frames), rows)
+    if Task(cfg.data.task) is Task.classification:
+        return (predicted == truth).mean(axis=1)
+    residual = ((predicted - truth) ** 2).sum(axis=1)
+    total = float(((truth - truth.mean()) ** 2).sum()) or 1.0
+    return 1.0 - residual / total
 
 
 def check_thresholds(cfg: DictConfig, outputs: dict[str, pd.DataFrame]) -> None:

@@ -1,36 +1,72 @@
-"""register: register the challenger and move ``champion`` only when the rule says so.
+"""register: register the challenger (once per model content) and move ``champion`` only when
+the rule says so.
 
 The rule (registry/promotion.py ``judge``): no champion yet, or the challenger beats the
-champion, both scored on the current test set, by at least ``promotion.min_delta`` (and by
-more than zero) on ``promotion.metric``. The registry is written only through the
+champion, both scored on the current test set, by at least ``promotion.min_delta``, by more
+than zero and beyond the noise (the lower bound of a paired bootstrap confidence interval of
+the gain is above zero). Everything from reading the champion to the last alias move happens
+in one promotion session, under the model's lock. The registry is written only through the
 ``ModelRegistry`` handed in.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import promotion_metric
-from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.errors import PipelineError, StageError
 from mlflow_pipeline.registry.audit import KIND_PIPELINE, Move, Why, current_user
+from mlflow_pipeline.registry.comparison import (
+    Comparison,
+    Predictions,
+    check_settings,
+    paired_bootstrap,
+)
 from mlflow_pipeline.registry.model_registry import ModelRegistry, lineage_json, lineage_tags
+from mlflow_pipeline.registry.plan import Step, alias_steps
 from mlflow_pipeline.registry.promotion import (
     PromotionDecision,
+    PromotionSession,
     judge,
-    move_alias_with_rollback,
+    promotion_session,
     recorded_promotion,
 )
 from mlflow_pipeline.reports.promotion import promotion_report
 from mlflow_pipeline.schemas import TrainedModel
-from mlflow_pipeline.stages.evaluate import model_metrics
-from mlflow_pipeline.tags import Promotion
+from mlflow_pipeline.stages.evaluate import metrics_of, predict
+from mlflow_pipeline.stages.train import feature_columns
+from mlflow_pipeline.tags import Promotion, Registry
 
 STAGE = "register"
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion re-scored on the current test set: its score and predictions, or why it
+    could not be scored."""
+
+    score: float | None = None
+    predictions: Predictions | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The decision that stands for this model and why; ``promoted_before``: the run that
+    registered this very model promoted it already (its moves are made); ``takes_over``: the
+    register run (killed) whose decision about this model this run completes;
+    ``duplicate_of``: the version of another run holding the same model."""
+
+    decision: PromotionDecision
+    reason: str
+    promoted_before: bool = False
+    takes_over: str | None = None
+    duplicate_of: Any = None
 
 
 def register(
@@ -44,38 +80,49 @@ def register(
     stage_run_id: str,
     lineage: dict[str, Any],
 ) -> dict[str, str]:
-    """Register the challenger, apply the rule, tag the version with the decision and its
-    lineage.
+    """Register the challenger unless the same model (content digest) is registered already,
+    apply the rule, tag the version with the decision and its lineage, move the aliases.
 
-    Idempotent: a model already registered (a rerun after a crash in this stage) is not
-    registered again, and a version that already holds ``champion`` stays there.
-    Returns ``{"promotion": JSON report, "lineage": JSON, "promotion_report": HTML}``.
-    Raises StageError when the model was never logged.
+    Idempotent and safe to run concurrently: under the model's promotion lock; a promotion a
+    crash interrupted is finished first; a model already registered (by a crashed attempt, or
+    by another run) is not registered again, and a version that already holds ``champion``
+    stays there. Returns ``{"promotion": JSON report, "lineage": JSON, "promotion_report":
+    HTML}``. Raises StageError when the model was never logged, RegistryError when the
+    registry fails or the lock is not acquired in ``promotion.lock_timeout_s``.
     """
     metric, greater_is_better = promotion_metric(cfg)
     challenger_score = _challenger_score(model, metrics, metric)
-    # Moves made in the UI since the last record go into the audit trail before ours.
-    outside = registry.reconcile(detected_by=pipeline_run_id)
-    existing = registry.version_of(model.uri)
-    champion = registry.champion()
-    champion_score, scoring_error = _champion_score(registry, champion, test, cfg, metric)
-    decision = judge(
-        metric=metric,
-        greater_is_better=greater_is_better,
-        challenger_score=challenger_score,
-        champion_score=champion_score,
-        # MLflow gives versions as int from a SQL store and as str over REST: one type here.
-        champion_version=str(champion.version) if champion is not None else None,
-        min_delta=cfg.promotion.min_delta,
-    )
-    decision, reason, promoted_before = _standing_decision(
-        decision, scoring_error, existing, champion
-    )
-    tags = _version_tags(decision, reason, pipeline_run_id, lineage)
-    version = _registered(registry, model.uri, existing, tags)
-    why = _why(decision, reason, pipeline_run_id, stage_run_id)
-    _move_aliases(registry, version.version, decision, why, promoted_before=promoted_before)
-    report = _report(registry, decision, reason, str(version.version), outside)
+    check_settings(cfg.promotion.confidence, cfg.promotion.resamples)
+    digest = registry.content_digest(model.uri)
+    challenger = _predictions(model.estimator, test, cfg)
+    holder = f"register run {stage_run_id} of pipeline run {pipeline_run_id}"
+    with promotion_session(
+        registry,
+        holder=holder,
+        timeout_s=float(cfg.promotion.lock_timeout_s),
+        detected_by=pipeline_run_id,
+    ) as session:
+        # Read under the lock: no other promotion of this model moves anything until we are done.
+        existing = registry.version_with(digest, model.uri)
+        champion = registry.champion()
+        champion_version = str(champion.version) if champion is not None else None
+        scored = _champion_score(registry, champion_version, test, cfg, metric)
+        decision = judge(
+            metric=metric,
+            greater_is_better=greater_is_better,
+            challenger_score=challenger_score,
+            champion_score=scored.score,
+            champion_version=champion_version,
+            min_delta=cfg.promotion.min_delta,
+            comparison=_comparison(cfg, metric, greater_is_better, test, challenger, scored),
+        )
+        standing = _standing(registry, decision, scored.error, existing, champion_version)
+        tags = _version_tags(standing, digest, pipeline_run_id, stage_run_id, lineage)
+        session.check()
+        version = _registered(registry, model.uri, existing, standing, tags, digest)
+        why = _why(standing, pipeline_run_id, stage_run_id)
+        moves = session.move(_steps(registry, version, standing, why))
+        report = _report(registry, session, standing, version, digest, moves)
     return {
         "promotion": json.dumps(report, indent=2),
         "lineage": lineage_json(lineage),
@@ -96,93 +143,195 @@ def _challenger_score(model: TrainedModel, metrics: pd.DataFrame, metric: str) -
     return float(scores[metric])
 
 
+def _predictions(estimator: Any, test: pd.DataFrame, cfg: DictConfig) -> Predictions:
+    y_pred, proba = predict(estimator, test[feature_columns(cfg, test)], cfg)
+    return Predictions(y_pred, proba, getattr(estimator, "classes_", None))
+
+
 def _champion_score(
-    registry: ModelRegistry, champion: Any, test: pd.DataFrame, cfg: DictConfig, metric: str
-) -> tuple[float | None, str | None]:
-    """The champion's ``metric`` re-scored on this test set (None: no champion), or None and
+    registry: ModelRegistry,
+    champion_version: str | None,
+    test: pd.DataFrame,
+    cfg: DictConfig,
+    metric: str,
+) -> ChampionScore:
+    """The champion's ``metric`` and predictions on this test set (empty: no champion), or
     why it could not be scored."""
-    if champion is None:
-        return None, None
+    if champion_version is None:
+        return ChampionScore()
     try:
-        return model_metrics(registry.load(champion.version), test, cfg)[metric], None
+        estimator = registry.load(champion_version)
+        predictions = _predictions(estimator, test, cfg)
+        scores = metrics_of(
+            estimator, test[cfg.data.target], predictions.y_pred, predictions.proba, cfg
+        )
+        return ChampionScore(scores[metric], predictions)
     except Exception as exc:  # any failure to score means: do not replace it blindly
-        return None, f"{type(exc).__name__}: {exc}"
+        return ChampionScore(error=f"{type(exc).__name__}: {exc}")
 
 
-def _standing_decision(
-    decision: PromotionDecision, scoring_error: str | None, existing: Any, champion: Any
-) -> tuple[PromotionDecision, str, bool]:
-    """The decision that stands, its reason, and whether the run that registered this very
-    model promoted it already (a rerun after a crash in this stage: its aliases moved then)."""
+def _comparison(
+    cfg: DictConfig,
+    metric: str,
+    greater_is_better: bool,
+    test: pd.DataFrame,
+    challenger: Predictions,
+    champion: ChampionScore,
+) -> Comparison | None:
+    """The paired bootstrap of challenger against champion on the test rows (None: no
+    champion predictions, or the metric has no bootstrap for these predictions)."""
+    if champion.predictions is None:
+        return None
+    try:
+        return paired_bootstrap(
+            metric,
+            test[cfg.data.target].to_numpy(),
+            challenger,
+            champion.predictions,
+            greater_is_better=greater_is_better,
+            confidence=float(cfg.promotion.confidence),
+            resamples=int(cfg.promotion.resamples),
+            seed=int(cfg.seed or 0),
+        )
+    except PipelineError:
+        return None
+
+
+def _standing(
+    registry: ModelRegistry,
+    decision: PromotionDecision,
+    scoring_error: str | None,
+    existing: Any,
+    champion_version: str | None,
+) -> Standing:
+    """The decision that stands. ``existing``: the version already holding this model.
+
+    Registered by a register run that was killed (or by this pipeline run), this run takes
+    its decision over: a recorded promotion stands (comparing the champion with itself would
+    say "not promoted"). Registered by another run, that version is this run's challenger:
+    nothing is registered again."""
     reason = decision.reason + (f" ({scoring_error})" if scoring_error else "")
-    already_champion = (
-        existing is not None and champion is not None and existing.version == champion.version
-    )
-    recorded = recorded_promotion(existing, decision) if already_champion else None
-    if recorded is not None:
-        # Its decision stands (comparing the champion with itself would record "not promoted").
-        return recorded, recorded.reason, True
-    if already_champion:
-        reason = f"v{existing.version} (this model) is already the champion"
-    return decision, reason, False
+    if existing is None:
+        return Standing(decision, reason)
+    version = str(existing.version)
+    takes_over = registry.decided_by_a_dead_run(existing)
+    is_champion = version == champion_version
+    if takes_over is not None:
+        recorded = recorded_promotion(existing, decision) if is_champion else None
+        if recorded is not None:
+            return Standing(recorded, recorded.reason, promoted_before=True, takes_over=takes_over)
+        if is_champion:
+            reason = f"v{version} (this model) is already the champion"
+        return Standing(decision, reason, takes_over=takes_over)
+    same = f"identical to v{version} (content digest {_short(existing)}): not registered again"
+    if is_champion:
+        return Standing(
+            decision, f"{same}; v{version} is already the champion", duplicate_of=existing
+        )
+    return Standing(decision, f"{same}; {reason}", duplicate_of=existing)
+
+
+def _short(version: Any) -> str:
+    text = (version.tags or {}).get(Registry.CONTENT_DIGEST) or "the same model source"
+    return text[:19] + "…" if text.startswith("sha256:") else text
 
 
 def _version_tags(
-    decision: PromotionDecision, reason: str, pipeline_run_id: str, lineage: dict[str, Any]
+    standing: Standing,
+    digest: str,
+    pipeline_run_id: str,
+    stage_run_id: str,
+    lineage: dict[str, Any],
 ) -> dict[str, str]:
-    """The registered version's tags: the decision, its scores, and the lineage."""
-    return {
+    """The registered version's tags: its content digest, the decision, its scores and
+    interval, and the lineage."""
+    decision = standing.decision
+    tags = {
+        Registry.CONTENT_DIGEST: digest,
         Promotion.DECISION: "promoted" if decision.promote else "not_promoted",
-        Promotion.REASON: reason[:5000],
+        Promotion.REASON: standing.reason[:5000],
         Promotion.METRIC: decision.metric,
         Promotion.CHALLENGER_SCORE: repr(decision.challenger_score),
         Promotion.CHAMPION_SCORE: repr(decision.champion_score),
         Promotion.CHAMPION_VERSION: str(decision.champion_version),
         Promotion.PIPELINE_RUN: pipeline_run_id,
+        Promotion.STAGE_RUN: stage_run_id,
         **lineage_tags(lineage),
     }
+    comparison = decision.comparison
+    if comparison is not None and comparison.estimated:
+        tags[Promotion.GAIN_INTERVAL] = (
+            f"{comparison.gain:.6g} [{comparison.low:.6g}, {comparison.high:.6g}] at "
+            f"{comparison.confidence:.0%} ({comparison.resamples} resamples)"
+        )
+    return tags
 
 
 def _registered(
-    registry: ModelRegistry, model_uri: str, existing: Any, tags: dict[str, str]
-) -> Any:
-    """The version of ``model_uri``, registered now unless ``existing``, tagged ``tags``."""
-    if existing is None:
-        return registry.register(model_uri, tags)
-    registry.tag_version(existing.version, tags)
-    return existing
-
-
-def _move_aliases(
     registry: ModelRegistry,
-    version: str,
-    decision: PromotionDecision,
-    why: Why,
-    *,
-    promoted_before: bool,
-) -> None:
+    model_uri: str,
+    existing: Any,
+    standing: Standing,
+    tags: dict[str, str],
+    digest: str,
+) -> str:
+    """The version holding this model: registered now with ``tags`` unless ``existing``.
+    An existing version is tagged ``tags`` when this run completes a killed run's decision
+    about it; the version of another run only gets the decision when this run promotes it
+    (its lineage stays the lineage of the run that registered it)."""
+    if existing is None:
+        return str(registry.register(model_uri, tags).version)
+    version = str(existing.version)
+    if standing.takes_over is not None:
+        registry.tag_version(version, tags)
+    elif standing.decision.promote:
+        registry.tag_version(version, {k: v for k, v in tags.items() if _decision_tag(k)})
+    elif (existing.tags or {}).get(Registry.CONTENT_DIGEST) != digest:
+        registry.tag_version(version, {Registry.CONTENT_DIGEST: digest})
+    return version
+
+
+def _decision_tag(key: str) -> bool:
+    return key.startswith("promotion.") or key in (Promotion.PIPELINE_RUN, Promotion.STAGE_RUN)
+
+
+def _steps(registry: ModelRegistry, version: str, standing: Standing, why: Why) -> list[Step]:
     """``challenger`` to ``version``; then, when the rule promotes it, ``champion`` too and
     ``rollback`` to the champion it replaces (a recorded promotion moved them already)."""
+    decision = standing.decision
     decided = "promoted" if decision.promote else "not promoted"
     challenger_why = replace(why, reason=f"registered by this run; {decided}: {why.reason}")
-    registry.move_alias(registry.aliases.challenger, version, challenger_why)
-    if decision.promote and not promoted_before:
-        move_alias_with_rollback(
+    if standing.duplicate_of is not None:
+        challenger_why = replace(why, reason=f"{decided}: {why.reason}")
+    current = registry.current_aliases()
+    steps = alias_steps(
+        registry,
+        registry.aliases.challenger,
+        version,
+        challenger_why,
+        rollback_reason=None,
+        current=current,
+    )
+    if decision.promote and not standing.promoted_before:
+        steps += alias_steps(
             registry,
             registry.aliases.champion,
             version,
             why,
             rollback_reason=f"the champion before v{version}: {why.reason}",
+            current=current,
         )
+    return steps
 
 
-def _why(decision: PromotionDecision, reason: str, pipeline_run_id: str, stage_run_id: str) -> Why:
+def _why(standing: Standing, pipeline_run_id: str, stage_run_id: str) -> Why:
     """The audit record of this stage's alias moves: the rule, its reason and both scores."""
+    decision = standing.decision
     return Why(
         kind=KIND_PIPELINE,
         actor="mlflow-pipeline register stage",
         user=current_user(),
-        reason=reason,
+        reason=standing.reason,
         pipeline_run=pipeline_run_id,
         stage_run=stage_run_id,
         metric=decision.metric,
@@ -193,19 +342,41 @@ def _why(decision: PromotionDecision, reason: str, pipeline_run_id: str, stage_r
 
 def _report(
     registry: ModelRegistry,
-    decision: PromotionDecision,
-    reason: str,
+    session: PromotionSession,
+    standing: Standing,
     version: str,
-    outside: list[Move],
+    digest: str,
+    moves: list[Move],
 ) -> dict[str, Any]:
     """The promotion report (promotion.json and the HTML report's input)."""
-    return {
-        **asdict(decision),
-        "reason": reason,
+    decision = standing.decision
+    comparison = decision.comparison
+    duplicate = standing.duplicate_of
+    report = {
+        **{k: v for k, v in asdict(decision).items() if k != "comparison"},
+        "reason": standing.reason,
         "model_name": registry.name,
         "version": version,
         "champion_version_after": version if decision.promote else decision.champion_version,
+        # The challenger's gain over the champion (in the metric's better direction) and its
+        # confidence interval from the paired bootstrap; None without a champion to compare.
+        "comparison": comparison.as_dict() if comparison is not None else None,
+        "content_digest": digest,
+        # False: the same model was registered by another run as this version already.
+        "registered": duplicate is None,
+        "duplicate_of": None
+        if duplicate is None
+        else {
+            "version": str(duplicate.version),
+            "pipeline_run": (duplicate.tags or {}).get(Promotion.PIPELINE_RUN),
+        },
+        # A killed register run whose decision about this model this run completed.
+        "takes_over": standing.takes_over,
+        "moves": [move.title for move in moves],
+        # A promotion a crash interrupted, finished by this run before its own.
+        "finished_interrupted": session.finished.describe() if session.finished else None,
         # Moves made outside mlflow-pipeline since the last record, recorded by this run.
-        "moved_outside": [move.title for move in outside],
+        "moved_outside": [move.title for move in session.outside],
         "audit_experiment": registry.audit.experiment,
     }
+    return report

@@ -87,10 +87,21 @@ def build_pipeline(cfg: DictConfig, features: pd.DataFrame) -> Pipeline:
     """Unfitted Pipeline(features -> estimator) for the columns of ``features``."""
     from sklearn.pipeline import Pipeline
 
+    steps = [(f"transform_{i}", instantiate(t)) for i, t in enumerate(cfg.features.transformers)]
+    if steps:  # the columns the column transformer sees are those the transformers return
+        from sklearn.pipeline import Pipeline as Steps
+
+        features = Steps(steps).fit_transform(features.head(1000))
+        if not isinstance(features, pd.DataFrame):
+            raise ConfigError(
+                f"features.transformers of '{cfg.features.name}' must return a DataFrame "
+                f"(got {type(features).__name__}): the columns are selected by name after them"
+            )
     numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
     categorical = [c for c in features.columns if c not in numeric]
     return Pipeline(
         [
+            *steps,
             ("features", build_features(cfg.features, numeric, categorical)),
             ("model", build_estimator(cfg.model, cfg.data.task)),
         ]

@@ -1,19 +1,44 @@
-"""Stage datasets as run artifacts: parquet frames and text files, with content digests."""
+"""Stage datasets as run artifacts: parquet frames and text files, with content digests; and
+models, logged with skops and loaded back only when their format is one we trust."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.errors import StageError, UntrustedModelError
 
 FRAME_DIR = "data"
+# The types our own models need that skops does not trust by default: skops.io.get_untrusted_types
+# of every conf/model x conf/features option, for both tasks (tests/store/test_artifacts.py
+# recomputes it). The list is ours: never the one a model's MLmodel file carries, which whoever
+# wrote the artifact chose.
+TRUSTED_TYPES = frozenset(
+    {
+        "collections.OrderedDict",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+        "numpy.dtype",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.tree._tree.Tree",
+    }
+)
+SKLEARN_FLAVOR = "sklearn"
+PYFUNC_FLAVOR = "python_function"
+SKOPS = "skops"
+UNSAFE_HINT = (
+    "set registry.allow_unsafe_models=true (or --allow-unsafe-model) only if you trust everyone "
+    "who can write to this registry and its artifacts"
+)
 
 
 def digest(df: pd.DataFrame) -> str:
@@ -124,5 +149,123 @@ def log_model(model: object, input_example: pd.DataFrame) -> str:
         pip_requirements=pip_requirements(),
         serialization_format="skops",
         skops_trusted_types=trusted,
+        # The project's own classes in the model (a transformer from its src/) travel with it:
+        # it then loads and serves from any directory, without the project's checkout.
+        code_paths=project_code_paths(model) or None,
     )
     return info.model_uri
+
+
+def project_code_paths(model: object) -> list[str]:
+    """The directories of the project's own packages whose classes ``model`` holds (estimators
+    and transformers, nested ones included): packages under the project root, not installed."""
+    from mlflow_pipeline.config import PROJECT_ROOT
+
+    root = PROJECT_ROOT.resolve()
+    paths: set[str] = set()
+    for obj in _parts(model):
+        top = type(obj).__module__.split(".")[0]
+        module = sys.modules.get(top)
+        location = getattr(module, "__file__", None)
+        if not location or top == "mlflow_pipeline":
+            continue
+        package_dir = Path(location).resolve().parent
+        if package_dir.is_relative_to(root) and ".venv" not in package_dir.parts:
+            paths.add(str(package_dir))
+    return sorted(paths)
+
+
+def _parts(model: object, depth: int = 0) -> list[object]:
+    """``model`` and every estimator inside it (Pipeline steps, ColumnTransformer parts)."""
+    found = [model]
+    if depth > 10:
+        return found
+    for attribute in ("steps", "transformers", "transformers_"):
+        for item in getattr(model, attribute, None) or []:
+            if isinstance(item, tuple) and len(item) >= 2:
+                found += _parts(item[1], depth + 1)
+    return found
+
+
+def load_trusted_model(model_uri: str, *, allow_unsafe: bool = False) -> Any:
+    """The scikit-learn model at ``model_uri`` (``models:/NAME/VERSION``, ``runs:/...``, a path),
+    loaded without running code from the artifact: only a skops file whose types are all
+    trusted by skops or on TRUSTED_TYPES (see ``check_trusted_model``). With ``allow_unsafe``
+    anything MLflow's sklearn flavor loads is loaded (pickle included).
+
+    Raises UntrustedModelError naming the model and what is untrusted; MlflowException when
+    the model cannot be downloaded.
+    """
+    import mlflow.sklearn
+    import skops.io
+
+    with tempfile.TemporaryDirectory(prefix="mlflow-pipeline-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        if allow_unsafe:
+            return mlflow.sklearn.load_model(str(local))
+        path, types = check_trusted_model(local, model_uri)
+        return skops.io.load(path, trusted=sorted(types))
+
+
+def trusted_model_copy(model_uri: str, dst: str | Path, *, allow_unsafe: bool = False) -> Path:
+    """Download the model at ``model_uri`` into ``dst`` and check it (``check_trusted_model``,
+    unless ``allow_unsafe``); returns the local model directory, which is what should then be
+    served (the checked copy, not a second download). Raises UntrustedModelError."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    if not allow_unsafe:
+        check_trusted_model(local, model_uri)
+    return local
+
+
+def check_trusted_model(local: Path, model_uri: str) -> tuple[Path, set[str]]:
+    """Check a downloaded model directory without loading it: an MLflow sklearn model saved
+    with skops, served by MLflow's own sklearn loader (no custom code), whose skops file needs
+    no type beyond skops' defaults and TRUSTED_TYPES. Returns the skops file and the types to
+    pass to ``skops.io.load``.
+
+    Raises UntrustedModelError naming ``model_uri`` and what is untrusted.
+    """
+    import skops.io
+    from mlflow.models import Model
+
+    def refuse(why: str) -> UntrustedModelError:
+        return UntrustedModelError(
+            f"refusing to load the model {model_uri}: {why}. mlflow-pipeline loads only "
+            "scikit-learn models saved with skops whose types are on its trusted list; "
+            + UNSAFE_HINT
+        )
+
+    try:
+        flavors = Model.load(str(local)).flavors
+    except Exception as exc:  # no or malformed MLmodel file
+        raise refuse(f"it has no readable MLmodel file ({exc})") from exc
+    sklearn_conf = flavors.get(SKLEARN_FLAVOR)
+    if sklearn_conf is None:
+        raise refuse(f"it is not a scikit-learn model (flavors: {', '.join(sorted(flavors))})")
+    serialization = sklearn_conf.get("serialization_format", "pickle")
+    if serialization != SKOPS:
+        raise refuse(
+            f"it is serialized with {serialization}, which runs any code the file holds when "
+            "it is loaded"
+        )
+    pyfunc = flavors.get(PYFUNC_FLAVOR) or {}
+    if pyfunc and (
+        pyfunc.get("loader_module") != "mlflow.sklearn"
+        or pyfunc.get("code")
+        or pyfunc.get("model_path") != sklearn_conf.get("pickled_model")
+    ):
+        raise refuse(
+            "its python_function flavor does not load it with mlflow.sklearn alone "
+            f"(loader_module {pyfunc.get('loader_module')!r}, code {pyfunc.get('code')!r})"
+        )
+    path = (local / str(sklearn_conf.get("pickled_model", ""))).resolve()
+    if not path.is_file() or not path.is_relative_to(local.resolve()):
+        raise refuse(f"its model file {sklearn_conf.get('pickled_model')!r} is not in the model")
+    try:
+        types = set(skops.io.get_untrusted_types(file=path))
+    except Exception as exc:  # not a skops file at all
+        raise refuse(f"its model file is not a readable skops file ({exc})") from exc
+    outside = sorted(types - TRUSTED_TYPES)
+    if outside:
+        raise refuse(f"its skops file needs types outside the trusted list: {', '.join(outside)}")
+    return path, types

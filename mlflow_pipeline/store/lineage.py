@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from mlflow_pipeline.config import resolved_yaml
+from mlflow_pipeline.redaction import redacted
 from mlflow_pipeline.store.tracking import code_version
 from mlflow_pipeline.tags import Cache, Runs
 
@@ -68,7 +69,7 @@ def collect(
             },
         }
         frontier += [v for k, v in tags.items() if k.startswith(Runs.UPSTREAM_PREFIX)]
-    config = resolved_yaml(cfg)
+    config = resolved_yaml(redacted(cfg))  # secrets never leave memory
     version = code_version()
     return {
         "pipeline_run_id": pipeline_run_id,

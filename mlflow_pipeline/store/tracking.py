@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import logging
 import os
 import re
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 import psutil
@@ -20,23 +24,68 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mlflow_pipeline.config import PROJECT_ROOT
+from mlflow_pipeline.config import PROJECT_ROOT, require_extra
+from mlflow_pipeline.errors import StoreError
+from mlflow_pipeline.redaction import redact_url
 from mlflow_pipeline.tags import Env, MLflow, Runs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Messages of store errors worth retrying: the store briefly locked, busy or unreachable.
+# Messages of store errors worth retrying: the store briefly locked or busy. HTTP errors (a
+# refused connection, a timeout, 429/503) are not among them: MLflow's HTTP client retries those
+# itself (HTTP_DEFAULTS), and retrying its retries multiplied a 4-minute wait into 20.
 TRANSIENT_MARKERS = (
     "database is locked",
     "database table is locked",
-    "connection refused",
-    "could not connect",
     "connection reset",
     "temporarily unavailable",
-    "timed out",
     "server closed the connection",
-    "too many requests",
-    "503",
+)
+
+
+# MLflow's HTTP retries when the user has not set them: a server that is down fails in about
+# 3 s, one that hangs in about a minute (MLflow's defaults, 7 retries with backoff 2 and a 120 s
+# timeout, take ~4 minutes to report a refused connection).
+HTTP_DEFAULTS = {
+    Env.HTTP_MAX_RETRIES: "2",
+    Env.HTTP_BACKOFF_FACTOR: "1",
+    Env.HTTP_BACKOFF_JITTER: "0.5",
+    Env.HTTP_TIMEOUT: "20",
+}
+# A tracking server or database must accept a TCP connection within this many seconds.
+REACH_TIMEOUT_S = 5.0
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+# Store faults in plain words: (markers searched in the error chain, lower case; the cause).
+# The first match wins; {uri} is the store (its password redacted).
+STORE_FAULTS = (
+    (
+        ("readonly database", "read-only file system", "[errno 30]"),
+        "the tracking store {uri} is read-only",
+    ),
+    (
+        ("database or disk is full", "no space left on device", "[errno 28]"),
+        "no space left on the device holding the tracking store {uri}",
+    ),
+    (
+        ("database is locked", "database table is locked"),
+        "the tracking store {uri} is locked by another process (database is locked)",
+    ),
+    (
+        ("connection refused", "failed to establish a new connection"),
+        "cannot reach the tracking server at {uri}: connection refused",
+    ),
+    (
+        ("name or service not known", "temporary failure in name resolution", "nodename nor"),
+        "cannot reach the tracking server at {uri}: its host name does not resolve",
+    ),
+    (
+        ("read timed out", "timed out"),
+        "the tracking server at {uri} did not answer in time",
+    ),
+    (
+        ("unable to open database file",),
+        "cannot open the tracking store {uri}: its directory is missing or not writable",
+    ),
 )
 
 
@@ -59,8 +108,21 @@ def resolve_tracking(cfg: DictConfig) -> Tracking:
     if not uri:
         return Tracking(uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlruns"))
     uri = absolute_sqlite_uri(uri)
+    if uri.startswith("postgresql"):
+        require_extra("psycopg2", "server", f"the PostgreSQL tracking store {uri.split('@')[-1]}")
     artifact_root = str(root / "mlruns") if uri.startswith("sqlite:") else None
     return Tracking(uri=uri, artifact_root=artifact_root)
+
+
+def is_other_default_store(uri: str | None, root: Path) -> bool:
+    """Is ``uri`` MLflow's default local store of another directory than the project ``root``
+    (``sqlite:///<dir>/mlflow.db``)? That is what ``mlflow run <root>`` started from elsewhere
+    hands the project's command; the project keeps its runs in its own store instead."""
+    prefix = "sqlite:///"
+    if not uri or not uri.startswith(prefix):
+        return False
+    path = Path(uri[len(prefix) :])
+    return path.name == "mlflow.db" and path.resolve().parent != root.resolve()
 
 
 def absolute_sqlite_uri(uri: str) -> str:
@@ -71,13 +133,126 @@ def absolute_sqlite_uri(uri: str) -> str:
     return uri
 
 
-def activate(tracking: Tracking) -> None:
-    """Point this process, and every process it starts, at ``tracking``."""
-    mlflow.set_tracking_uri(tracking.uri)
-    mlflow.set_registry_uri(tracking.uri)
-    os.environ[Env.TRACKING_URI] = tracking.uri
+def activate(tracking: Tracking) -> Tracking:
+    """Point this process, and every process it starts, at ``tracking``, once the store is
+    known to be usable: a server (or database server) accepts a connection, a brand-new
+    SQLite store is created and migrated by one process at a time (``prepare_sqlite``).
+
+    An http(s) URI's ``user:password@`` moves to MLflow's credential variables, so the URI
+    MLflow prints and we log holds no password. Returns the tracking as activated.
+    Raises StoreError naming the store and the cause.
+    """
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    uri = _credentials_to_environment(tracking.uri)
+    tracking = Tracking(uri=uri, artifact_root=tracking.artifact_root)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    os.environ[Env.TRACKING_URI] = uri
     # A progress bar per artifact read floods the log of every stage that reads one.
     os.environ.setdefault(Env.ARTIFACTS_PROGRESS_BAR, "false")
+    if uri.startswith(SQLITE_PREFIX):
+        prepare_sqlite(uri)
+    return tracking
+
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def _credentials_to_environment(uri: str) -> str:
+    """``http(s)://user:password@host`` -> ``http(s)://host``, the user and password set as
+    MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow sends them as basic auth)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    if parts.username:
+        os.environ[Env.TRACKING_USERNAME] = unquote(parts.username)
+    if parts.password:
+        os.environ[Env.TRACKING_PASSWORD] = unquote(parts.password)
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def check_reachable(uri: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Raises StoreError when the server of a network store (http(s), PostgreSQL, MySQL, SQL
+    Server) does not accept a TCP connection: one clear line in seconds, instead of MLflow's
+    and SQLAlchemy's retries. Skipped when a proxy stands between us and the server."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return
+    if scheme in ("http", "https") and urllib.request.getproxies().get(scheme):
+        if not urllib.request.proxy_bypass(parts.hostname):
+            return
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        return  # MLflow reports a malformed URI itself
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = _reach_failure(exc, timeout_s)
+        raise StoreError(
+            f"cannot reach the tracking server at {redact_url(uri)}: {reason}"
+        ) from exc
+
+
+def _reach_failure(exc: OSError, timeout_s: float) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, socket.gaierror):
+        return "its host name does not resolve"
+    return exc.strerror or str(exc)
+
+
+def prepare_sqlite(uri: str) -> None:
+    """Open the SQLite store at ``uri``, creating and migrating it if it is new, with an
+    exclusive lock on ``<db>.lock`` next to it: two processes starting together on a store that
+    does not exist yet would both create its tables and one would fail in the migration.
+    Later processes take the lock only for as long as opening takes.
+    Raises StoreError when the store's directory cannot be created.
+    """
+    path = Path(uri[len(SQLITE_PREFIX) :].split("?", 1)[0])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot open the tracking store {redact_url(uri)}: cannot create its directory "
+            f"{path.parent} ({exc.strerror})"
+        ) from exc
+    try:
+        lock = open(path.with_name(path.name + ".lock"), "a")  # held until opened
+    except OSError:  # a read-only directory: nobody can create the store there either
+        lock = None
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        MlflowClient(tracking_uri=uri, registry_uri=uri)  # creates and migrates the tables
+    except Exception as exc:
+        cause = describe_store_fault(exc, uri)
+        if cause is None:
+            raise
+        raise StoreError(cause) from exc
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
+
+
+def describe_store_fault(error: BaseException, uri: str | None = None) -> str | None:
+    """``error`` as one plain line naming the store (``uri``, default: the active tracking
+    URI, password redacted) and the cause, when it is a store fault (see STORE_FAULTS): a
+    server that is down, a read-only store, a full disk, a locked database, a missing
+    directory. None for anything else."""
+    if isinstance(error, StoreError):
+        return str(error)
+    text = " ".join(str(e) for e in _chain(error)).lower()
+    for markers, cause in STORE_FAULTS:
+        if any(marker in text for marker in markers):
+            return cause.format(uri=redact_url(uri or mlflow.get_tracking_uri()))
+    return None
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking: Tracking) -> str:
@@ -116,7 +291,8 @@ def end_active_run(failure: BaseException | None = None) -> None:
 def record_error(run_id: str, error: BaseException) -> None:
     """Best effort: tag ``run_id`` with the error's message (the store may be what failed)."""
     try:
-        MlflowClient().set_tag(run_id, Runs.ERROR, str(error)[:5000] or type(error).__name__)
+        message = redact_url(str(error))[:5000] or type(error).__name__
+        MlflowClient().set_tag(run_id, Runs.ERROR, message)
     except Exception:  # the original error matters more than this tag
         pass
 
@@ -127,8 +303,21 @@ def _git(*args: str) -> str:
     ).stdout.strip()
 
 
+# Longest folder name an experiment's artifacts get (file systems stop at 255 bytes).
+MAX_SLUG_CHARS = 100
+
+
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "experiment"
+    """``name`` as one folder name that stays where it is put: letters, digits, ``_``, ``.``
+    and ``-`` only (no separator), never starting with a dot (``..``, ``.hidden``), never empty,
+    at most MAX_SLUG_CHARS (a longer name ends with a short digest of itself). Two names may
+    share a folder (``a/b``, ``a_b``): their runs' folders are still their own."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    slug = re.sub(r"^\.+", lambda m: "_" * len(m[0]), slug) or "experiment"
+    if len(slug) <= MAX_SLUG_CHARS:
+        return slug
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{slug[: MAX_SLUG_CHARS - 9]}-{digest}"
 
 
 @functools.cache
@@ -191,6 +380,24 @@ def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     if reaped:
         log.info("marked %d abandoned run(s) FAILED: %s", len(reaped), ", ".join(reaped))
     return reaped
+
+
+def end_own_runs(client: MlflowClient, experiment_id: str, status: str = "KILLED") -> list[str]:
+    """Mark ``status`` every run of ``experiment_id`` that this process owns and left RUNNING
+    (an interrupt can land between creating a run and making it active). Returns their ids."""
+    me = owner_tags()
+    runs = client.search_runs(
+        [experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`{Runs.HOST}` = '{me[Runs.HOST]}' "
+        f"and tags.`{Runs.PID}` = '{me[Runs.PID]}'",
+        max_results=1000,
+    )
+    ended = []
+    for run in runs:
+        if run.data.tags.get(Runs.PID_STARTED) == me[Runs.PID_STARTED]:
+            client.set_terminated(run.info.run_id, status)
+            ended.append(run.info.run_id)
+    return ended
 
 
 def is_transient(error: BaseException) -> bool:

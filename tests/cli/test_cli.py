@@ -61,3 +61,36 @@ def test_dry_run_of_a_sweep_is_refused_before_anything_runs(tmp_path, tracking_s
     client = tracking_store.client()
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(experiments) == []
+
+
+def test_a_store_fault_prints_one_plain_line(capsys):
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_pipeline.cli.common import fail, store_fault
+
+    try:
+        try:
+            raise OSError("(sqlite3.OperationalError) attempt to write a readonly database")
+        except OSError as inner:
+            raise MlflowException("(raised as a result of Query-invoked autoflush; ...)") from inner
+    except MlflowException as exc:
+        fault = exc
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("mlflow.get_tracking_uri", lambda: "postgresql://u:pw@db/mlflow")
+        assert store_fault(fault) == "the tracking store postgresql://u:***@db/mlflow is read-only"
+        fail(fault)
+    assert capsys.readouterr().err == (
+        "mlflow-pipeline: error: the tracking store postgresql://u:***@db/mlflow is read-only\n"
+    )
+    assert store_fault(ConfigError("database is locked in the message of our own error")) is None
+
+
+def test_ctrl_c_is_one_line_and_exit_130_and_a_bug_keeps_its_traceback(capsys):
+    from mlflow_pipeline.cli.common import INTERRUPTED, reported
+
+    with pytest.raises(SystemExit) as stopped, reported():
+        raise KeyboardInterrupt
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == INTERRUPTED + "\n"
+    with pytest.raises(ValueError, match="a bug"), reported():
+        raise ValueError("a bug")

@@ -126,7 +126,7 @@ def test_eight_jobs_four_in_parallel_on_a_brand_new_store(tmp_path: Path) -> Non
 
 
 def test_optuna_search_registers_its_best_trial(store: Store) -> None:
-    result = store.pipeline("-m", "+search=logistic_regression", "hydra.sweeper.n_trials=3")
+    result = store.pipeline("-m", "search=logistic_regression", "hydra.sweeper.n_trials=3")
     assert_ok(result)
     found = _check_sweep(store, jobs=3)
     assert "OptunaSweeper" in found["sweep"].data.tags["pipeline.sweep.sweeper"]

@@ -144,6 +144,28 @@ def test_failure_payload(make_config, tracking_store):
     assert {"host", "time", "details"} <= set(payload)
 
 
+def test_an_alert_says_no_secret(make_config):
+    """The tracking server's password and any secret of the config are not in the alert,
+    neither in its fields nor in the error it quotes."""
+    cfg = make_config(
+        "tracking.uri=https://ann:pa55-word@mlflow.example",
+        "+data.api_token=tok-123456",
+        "alerts.webhook='https://hooks.example/T000/B000/xyzxyzxyzxyzxyz'",
+    )
+    alert = make_alert(
+        cfg,
+        kind="failure",
+        stage="ingest",
+        error="GET https://ann:pa55-word@mlflow.example failed with token tok-123456",
+        pipeline_run_id="r1",
+        experiment_id="7",
+    )
+    text = json.dumps(alert.payload()) + json.dumps(alert.environment())
+    for secret in ("pa55-word", "tok-123456", "xyzxyzxyzxyzxyz"):
+        assert secret not in text
+    assert alert.tracking_uri == "https://ann:***@mlflow.example"
+
+
 def test_a_command_hook_gets_the_alert_in_its_environment(tmp_path, make_config, tracking_store):
     out = tmp_path / "alert.json"
     cfg = make_config(dump_env_to(out))

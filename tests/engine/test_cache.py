@@ -362,7 +362,7 @@ def test_code_hashes_see_a_helper_edit_but_not_docstrings_or_comments(toy_packag
 
 
 def test_manifest_key_changes_with_each_component():
-    from mlflow_pipeline.reference import PIPELINE
+    from tests.helpers import REFERENCE as PIPELINE
 
     stage = PIPELINE.stage_named("split")
     cfg = load_config([])

@@ -12,9 +12,9 @@ from mlflow_pipeline.engine.inputs import find_stage_run
 from mlflow_pipeline.engine.result import PipelineResult, describe
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import DataValidationError, StageError, ThresholdError
-from mlflow_pipeline.reference import PIPELINE
 from mlflow_pipeline.tags import MLflow, Runs
 from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
+from tests.helpers import REFERENCE as PIPELINE
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
 RECOMPUTE = "cache.policy=recompute"

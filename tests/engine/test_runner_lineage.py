@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 from mlflow_pipeline.engine.inputs import check_lineage
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import StageError, ThresholdError
-from mlflow_pipeline.reference import PIPELINE
 from mlflow_pipeline.tags import Runs
+from tests.helpers import REFERENCE as PIPELINE
 
 FAST = ["model=logistic_regression", "model.max_iter=200"]
 

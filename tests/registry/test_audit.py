@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import pytest
@@ -176,3 +178,33 @@ def test_the_experiment_is_found_by_the_id_the_model_recorded(trail, tracking_st
     assert by_id.experiment == "renamed"
     with pytest.raises(RegistryError, match=r"audit experiment of model 'churn' \(id 999"):
         AuditTrail(client, MODEL, "x", experiment_id="999").moves()
+
+
+def test_a_record_names_its_writer_and_a_half_written_one_is_no_record(trail, tracking_store):
+    client = tracking_store.client()
+    register_model(client)
+    recorded = trail.record(Move.of(MODEL, "champion", "1", "2", WHY))
+    tags = client.get_run(recorded.run_id).data.tags
+    assert tags["pipeline.host"] == socket.gethostname()
+    assert tags["pipeline.pid"] == str(os.getpid())
+    # A writer killed after creating its run: RUNNING, owned by a process that is gone.
+    experiment_id = trail.experiment_id(create=False)
+    half = client.create_run(
+        experiment_id,
+        tags={
+            Audit.MODEL: MODEL,
+            Audit.ALIAS: "champion",
+            Audit.FROM: "2",
+            Audit.TO: "3",
+            "pipeline.host": socket.gethostname(),
+            "pipeline.pid": "999999999",
+            "pipeline.pid_started": "1.00",
+        },
+    )
+    assert [m.to_version for m in trail.moves()] == ["2"]  # only finished runs are records
+    assert trail.last("champion").to_version == "2"
+    assert trail.reap() == [half.info.run_id]
+    run = client.get_run(half.info.run_id)
+    assert run.info.status == "FAILED"
+    assert "ended while this run was RUNNING" in run.data.tags["pipeline.error"]
+    assert client.get_run(recorded.run_id).info.status == "FINISHED"

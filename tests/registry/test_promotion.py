@@ -1,5 +1,6 @@
-"""Promotion: the champion/challenger rule (a pure function), and ``promote_by_hand`` on a
-real SQLite registry (champion, then rollback, audited)."""
+"""Promotion: the champion/challenger rule (a pure function of the scores and the interval of
+the gain), and ``promote_by_hand`` on a real SQLite registry (champion, then rollback,
+audited, under the promotion lock)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,44 @@ import pytest
 
 from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.registry.audit import Why, current_user
+from mlflow_pipeline.registry.comparison import Comparison
+from mlflow_pipeline.registry.lock import PromotionLock
 from mlflow_pipeline.registry.model_registry import Aliases, ModelRegistry, audit_of
-from mlflow_pipeline.registry.promotion import judge, move_alias_with_rollback, promote_by_hand
+from mlflow_pipeline.registry.plan import alias_steps, carry_out
+from mlflow_pipeline.registry.promotion import judge, promote_by_hand
 from tests.helpers import alias_version
 from tests.registry.helpers import two_versions
 
 MODEL = "breast_cancer"
 
 
-def rule(challenger: float, champion: float | None, *, higher: bool = True, min_delta: float = 0.0):
+def interval(gain: float, low: float, high: float, higher: bool = True) -> Comparison:
+    return Comparison(
+        metric="roc_auc" if higher else "rmse",
+        greater_is_better=higher,
+        gain=gain,
+        low=low,
+        high=high,
+        confidence=0.95,
+        resamples=1000,
+        defined=1000,
+        rows=114,
+        seed=42,
+    )
+
+
+def rule(
+    challenger: float,
+    champion: float | None,
+    *,
+    higher: bool = True,
+    min_delta: float = 0.0,
+    low: float | None = None,
+):
+    """The rule; the interval of the gain is [low, 2 * gain - low] (default: gain/2 either
+    side)."""
+    gain = 0.0 if champion is None else (challenger - champion) * (1 if higher else -1)
+    low = gain / 2 if low is None else low
     return judge(
         metric="roc_auc" if higher else "rmse",
         greater_is_better=higher,
@@ -24,6 +54,7 @@ def rule(challenger: float, champion: float | None, *, higher: bool = True, min_
         champion_score=champion,
         champion_version=None if champion is None else "3",
         min_delta=min_delta,
+        comparison=None if champion is None else interval(gain, low, 2 * gain - low, higher),
     )
 
 
@@ -58,6 +89,42 @@ def test_rule(challenger: float, champion: float, higher: bool, min_delta: float
     assert ("higher is better" if higher else "lower is better") in decision.reason
 
 
+@pytest.mark.parametrize(
+    ("low", "promote", "says"),
+    [
+        (0.01, True, "beyond the noise: 95% CI of the gain [0.01, 0.09]"),
+        (0.0, False, "beyond the noise: challenger roc_auc=0.95, champion v3 roc_auc=0.9, gain"),
+        (
+            -0.02,
+            False,
+            "95% CI of the gain [-0.02, 0.12] (1000 paired bootstrap resamples of "
+            "114 test rows) includes 0",
+        ),
+    ],
+)
+def test_a_gain_within_the_noise_is_not_promoted(low: float, promote: bool, says: str):
+    decision = rule(0.95, 0.90, low=low)
+    assert decision.promote is promote
+    assert says in decision.reason
+    assert decision.comparison.low == low
+
+
+def test_a_gain_whose_noise_could_not_be_estimated_is_not_promoted():
+    common = dict(
+        metric="roc_auc",
+        greater_is_better=True,
+        challenger_score=0.95,
+        champion_score=0.90,
+        champion_version="3",
+        min_delta=0.0,
+    )
+    assert judge(**common, comparison=None).promote is False
+    undefined = interval(0.05, float("nan"), float("nan"))
+    decision = judge(**common, comparison=undefined)
+    assert decision.promote is False
+    assert "no 95% interval: roc_auc was undefined in 0 of 1000" in decision.reason
+
+
 def test_champion_that_cannot_be_scored_is_kept():
     decision = judge(
         metric="roc_auc",
@@ -66,6 +133,7 @@ def test_champion_that_cannot_be_scored_is_kept():
         champion_score=None,
         champion_version="2",
         min_delta=0.0,
+        comparison=None,
     )
     assert decision.promote is False
     assert decision.reason == "champion v2 could not be scored on the current test set"
@@ -145,13 +213,20 @@ def test_only_a_champion_move_takes_rollback_along(tracking_store):
     two_versions(client, MODEL)
     registry = ModelRegistry(client, MODEL)
     why = Why(kind="cli", actor="t", user="ci", reason="r")
-    moves = move_alias_with_rollback(registry, "challenger", "1", why, rollback_reason="x")
+
+    def move(alias: str, version: str, rollback_reason: str | None):
+        with PromotionLock(client, MODEL, holder="test") as lock:
+            steps = alias_steps(registry, alias, version, why, rollback_reason=rollback_reason)
+            return carry_out(registry, steps, lock)
+
+    moves = move("challenger", "1", rollback_reason="x")
     assert [(m.alias, m.from_version, m.to_version) for m in moves] == [("challenger", "2", "1")]
-    moves = move_alias_with_rollback(registry, "champion", "2", why, rollback_reason=None)
+    moves = move("champion", "2", rollback_reason=None)
     assert [(m.alias, m.from_version, m.to_version) for m in moves] == [("champion", "1", "2")]
-    moves = move_alias_with_rollback(registry, "champion", "1", why, rollback_reason="back")
+    moves = move("champion", "1", rollback_reason="back")
     assert [(m.alias, m.to_version, m.reason) for m in moves] == [
         ("champion", "1", "r"),
         ("rollback", "2", "back"),
     ]
     assert alias_version(client, MODEL, "rollback") == "2"
+    assert move("champion", "1", rollback_reason="back") == []  # there already: no plan

@@ -162,3 +162,36 @@ def test_feature_importance_is_sklearns_permutation_importance(task):
         expected[column] = float(np.mean(drops))
     assert found == pytest.approx(expected, abs=1e-12)
     assert found["signal"] > 0.3
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_feature_importance_in_chunks_is_the_same(task):
+    """A memory budget of one copy per chunk gives exactly what one chunk of all copies gives."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from mlflow_pipeline.stages.evaluate import copies_per_chunk, feature_importance
+
+    rng = np.random.default_rng(1)
+    features = pd.DataFrame(rng.normal(size=(120, 6)), columns=[f"x{i}" for i in range(6)])
+    y = features["x0"] - features["x1"] + rng.normal(scale=0.5, size=120)
+    if task == "classification":
+        y, model = (y > 0).astype(int), LogisticRegression()
+    else:
+        model = Ridge()
+    model.fit(features, y)
+    tiny = load_config([f"data.task={task}", "evaluation.importance_memory_mb=0.000001"])
+    large = load_config([f"data.task={task}", "evaluation.importance_memory_mb=4096"])
+    assert copies_per_chunk(features, tiny.evaluation.importance_memory_mb) == 1
+    assert copies_per_chunk(features, large.evaluation.importance_memory_mb) > 19
+    assert feature_importance(model, features, y, tiny) == feature_importance(
+        model, features, y, large
+    )
+
+
+def test_a_wide_table_is_predicted_in_chunks_within_the_budget():
+    from mlflow_pipeline.stages.evaluate import COPY_OVERHEAD, copies_per_chunk
+
+    wide = pd.DataFrame(np.zeros((400, 2000)))  # 6.4 MB a copy
+    per_chunk = copies_per_chunk(wide, 256)
+    assert per_chunk * 6.4e6 * COPY_OVERHEAD <= 256 * 2**20
+    assert per_chunk >= 5

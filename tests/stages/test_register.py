@@ -1,7 +1,10 @@
-"""register: the stage on a real registry (the rule itself: tests/registry/test_promotion.py)."""
+"""register: the stage on a real registry (the rule itself: tests/registry/test_promotion.py;
+the bootstrap: tests/registry/test_comparison.py; real processes: tests/e2e/
+test_promotion_faults.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import mlflow
@@ -18,23 +21,42 @@ from mlflow_pipeline.stages.register import register
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
 from mlflow_pipeline.store import artifacts
-from mlflow_pipeline.tags import Promotion
+from mlflow_pipeline.tags import Promotion, Registry
 from tests.helpers import alias_version
+
+WEAK = ["model=random_forest", "model.n_estimators=1", "model.max_depth=1"]
+
+
+def fitted(*overrides: str):
+    """A small fitted model, its test set and its metrics (no MLflow yet)."""
+    cfg = load_config(list(overrides))
+    parts = split(cfg, ingest(cfg)["raw"])
+    model = train(cfg, parts["train"])["model"]
+    return model, parts["test"], evaluate(cfg, model, parts["test"])["metrics"]
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small fitted model, its test set and its metrics (no MLflow yet)."""
-    cfg = load_config(["model=logistic_regression"])
-    parts = split(cfg, ingest(cfg)["raw"])
-    model = train(cfg, parts["train"])["model"]
-    return model, parts["test"], evaluate(cfg, model, parts["test"])["metrics"]
+    return fitted("model=logistic_regression")
+
+
+@pytest.fixture(scope="module")
+def weak():
+    return fitted(*WEAK)
 
 
 def logged(model: TrainedModel) -> TrainedModel:
     with mlflow.start_run():
         uri = artifacts.log_model(model.estimator, model.input_example)
     return TrainedModel(model.estimator, model.input_example, uri=uri)
+
+
+def same_predictions_other_bytes(model: TrainedModel) -> TrainedModel:
+    """The same fitted model with a parameter that changes no prediction: another model for
+    the registry (another content digest), a tie for the rule."""
+    estimator = copy.deepcopy(model.estimator)
+    estimator.steps[-1][1].verbose = 1
+    return TrainedModel(estimator, model.input_example)
 
 
 # What lineage.collect returns, for a register call outside a pipeline run.
@@ -50,32 +72,45 @@ LINEAGE = {
 }
 
 
-def run_register(cfg, model, test, metrics, client) -> dict:
+def run_register(cfg, model, test, metrics, client, *, pipeline_run="p1", ends="FINISHED"):
+    """register in a real stage run of its own, which ends ``ends`` (FAILED: as a process
+    killed after the stage's moves, before its run was finished, leaves it once reaped)."""
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    stage_run = client.create_run(experiment).info.run_id
     out = register(
         cfg,
         model,
         test,
         metrics,
         registry=ModelRegistry.from_config(client, cfg),
-        pipeline_run_id="p1",
-        stage_run_id="s1",
+        pipeline_run_id=pipeline_run,
+        stage_run_id=stage_run,
         lineage=LINEAGE,
     )
+    client.set_terminated(stage_run, ends)
     assert json.loads(out["lineage"]) == LINEAGE
-    return json.loads(out["promotion"])
+    report = json.loads(out["promotion"])
+    report["stage_run"] = stage_run
+    return report
 
 
-def test_register_first_then_a_tie(trained, tracking_store):
+def versions(client) -> list[str]:
+    return sorted(str(v.version) for v in client.search_model_versions("name = 'm'"))
+
+
+def test_register_first_then_an_identical_model_is_not_registered_again(trained, tracking_store):
     cfg = tracking_store.config("registry.model_name=m")
     client = tracking_store.client()
     model, test, metrics = trained
-    model = logged(model)
 
-    first = run_register(cfg, model, test, metrics, client)
+    first = run_register(cfg, logged(model), test, metrics, client)
     assert first["promote"] is True
+    assert first["registered"] is True
     assert first["model_name"] == "m"
     assert str(first["version"]) == "1"
     assert str(first["champion_version_after"]) == "1"
+    assert first["comparison"] is None  # nothing to compare with
+    assert first["moves"] == ["challenger: none -> v1", "champion: none -> v1"]
     assert alias_version(client, "m", "champion") == "1"
     assert alias_version(client, "m", "challenger") == "1"
     tags = client.get_model_version("m", "1").tags
@@ -83,6 +118,8 @@ def test_register_first_then_a_tie(trained, tracking_store):
     assert tags[Promotion.METRIC] == "roc_auc"
     assert tags[Promotion.CHAMPION_VERSION] == "None"
     assert tags[Promotion.PIPELINE_RUN] == "p1"
+    assert tags[Promotion.STAGE_RUN] == first["stage_run"]
+    assert tags[Registry.CONTENT_DIGEST] == first["content_digest"]
     assert tags["lineage.run.train"] == "t1"
     assert tags["lineage.digest.test"] == "d" * 64
     assert tags["lineage.git_commit"] == "abc"
@@ -90,33 +127,91 @@ def test_register_first_then_a_tie(trained, tracking_store):
     assert tags["lineage.packages"] == "scikit-learn==1.9.1"
     assert tags["lineage.artifact"] == "runs:/r1/lineage.json"
 
-    # An equal model logged again: the champion is re-scored on this test set and ties.
-    second = run_register(cfg, logged(trained[0]), test, metrics, client)
+    # The same model trained and logged again by another pipeline run: not registered again.
+    second = run_register(cfg, logged(model), test, metrics, client, pipeline_run="p2")
+    assert versions(client) == ["1"]
+    assert second["registered"] is False
+    assert second["duplicate_of"] == {"version": "1", "pipeline_run": "p1"}
+    assert second["content_digest"] == first["content_digest"]
+    assert str(second["version"]) == str(second["champion_version_after"]) == "1"
     assert second["promote"] is False
-    assert float(second["champion_score"]) == pytest.approx(float(second["challenger_score"]))
+    assert second["reason"] == (
+        f"identical to v1 (content digest {first['content_digest'][:19]}…): not registered "
+        "again; v1 is already the champion"
+    )
+    assert second["moves"] == []
+    assert client.get_model_version("m", "1").tags == tags  # still the first run's
+
+
+def test_a_model_with_the_same_predictions_ties_and_is_not_promoted(trained, tracking_store):
+    cfg = tracking_store.config("registry.model_name=m")
+    client = tracking_store.client()
+    model, test, metrics = trained
+    run_register(cfg, logged(model), test, metrics, client)
+
+    tie = run_register(cfg, logged(same_predictions_other_bytes(model)), test, metrics, client)
+    assert tie["registered"] is True
+    assert tie["promote"] is False
+    assert float(tie["champion_score"]) == pytest.approx(float(tie["challenger_score"]))
+    comparison = tie["comparison"]
+    assert (comparison["gain"], comparison["low"], comparison["high"]) == (0.0, 0.0, 0.0)
+    assert (comparison["confidence"], comparison["resamples"], comparison["rows"]) == (
+        0.95,
+        1000,
+        len(test),
+    )
+    assert "challenger does not beat champion v1 by more than 0" in tie["reason"]
     assert alias_version(client, "m", "champion") == "1"
     assert alias_version(client, "m", "challenger") == "2"
     tags = client.get_model_version("m", "2").tags
     assert tags[Promotion.DECISION] == "not_promoted"
     assert tags[Promotion.CHAMPION_VERSION] == "1"
-    assert float(tags[Promotion.CHAMPION_SCORE]) == pytest.approx(second["champion_score"])
+    assert tags[Promotion.GAIN_INTERVAL] == "0 [0, 0] at 95% (1000 resamples)"
+    assert float(tags[Promotion.CHAMPION_SCORE]) == pytest.approx(tie["champion_score"])
 
 
-def test_registering_the_same_model_again_adds_no_version(trained, tracking_store):
-    """A rerun after a crash inside register: the model is registered already."""
+def test_a_clearly_better_model_is_promoted_beyond_the_noise(trained, weak, tracking_store):
+    cfg = tracking_store.config("registry.model_name=m", "promotion.resamples=300")
+    client = tracking_store.client()
+    run_register(cfg, logged(weak[0]), *weak[1:], client)
+
+    better = run_register(cfg, logged(trained[0]), *trained[1:], client)
+    assert better["promote"] is True
+    comparison = better["comparison"]
+    assert 0 < comparison["low"] < comparison["gain"] < comparison["high"]
+    assert comparison["gain"] == pytest.approx(
+        better["challenger_score"] - better["champion_score"]
+    )
+    assert comparison["resamples"] == 300
+    assert "beyond the noise: 95% CI of the gain [" in better["reason"]
+    assert better["moves"] == [
+        "challenger: v1 -> v2",
+        "champion: v1 -> v2",
+        "rollback: none -> v1",
+    ]
+    assert alias_version(client, "m", "rollback") == "1"
+
+
+def test_a_rerun_after_a_killed_register_takes_its_decision_over(trained, tracking_store):
+    """The register run that registered and promoted the model was killed before finishing."""
     cfg = tracking_store.config("registry.model_name=m")
     client = tracking_store.client()
     model = logged(trained[0])
-    run_register(cfg, model, trained[1], trained[2], client)
-    again = run_register(cfg, model, trained[1], trained[2], client)
-    assert str(again["version"]) == "1"
-    assert str(again["champion_version_after"]) == "1"
-    # The decision recorded when it was registered and promoted stands.
+    killed = run_register(cfg, model, *trained[1:], client, ends="FAILED")
+    again = run_register(cfg, model, *trained[1:], client, pipeline_run="p2")
+    assert versions(client) == ["1"]
+    assert str(again["version"]) == str(again["champion_version_after"]) == "1"
+    # The decision recorded when it was registered and promoted stands, now this run's.
     assert again["promote"] is True
     assert again["reason"] == "no champion yet"
-    assert client.get_model_version("m", "1").tags[Promotion.DECISION] == "promoted"
+    assert again["registered"] is True
+    assert again["takes_over"] == killed["stage_run"]
+    assert again["moves"] == []
+    tags = client.get_model_version("m", "1").tags
+    assert tags[Promotion.DECISION] == "promoted"
+    assert tags[Promotion.PIPELINE_RUN] == "p2"
+    assert tags[Promotion.STAGE_RUN] == again["stage_run"]
     assert alias_version(client, "m", "champion") == "1"
-    assert [str(v.version) for v in client.search_model_versions("name = 'm'")] == ["1"]
 
 
 def test_champion_that_fails_on_the_new_test_set_is_not_replaced(trained, tracking_store):
@@ -124,10 +219,14 @@ def test_champion_that_fails_on_the_new_test_set_is_not_replaced(trained, tracki
     client = tracking_store.client()
     model, test, metrics = trained
     run_register(cfg, logged(model), test, metrics, client)
-    renamed = test.rename(columns={"mean radius": "radius"})
-    report = run_register(cfg, logged(model), renamed, metrics, client)
+    # A column renamed in today's data: the new model was trained with it, the champion not.
+    renamed = {"mean radius": "radius"}
+    parts = split(cfg, ingest(cfg)["raw"].rename(columns=renamed))
+    other = logged(train(cfg, parts["train"])["model"])
+    report = run_register(cfg, other, parts["test"], metrics, client)
     assert report["promote"] is False
     assert "could not be scored" in report["reason"]
+    assert report["comparison"] is None
     assert alias_version(client, "m", "champion") == "1"
 
 

@@ -37,6 +37,8 @@ def test_feature_columns_drop_target_and_ignored():
         ["model=logistic_regression", "features=standard"],
         ["model=random_forest", "model.n_estimators=10", "features=trees"],
         ["model=hist_gradient_boosting", "model.max_iter=20", "features=trees"],
+        # An estimator from another library, chosen in config alone (the lightgbm extra).
+        ["model=lightgbm", "model.n_estimators=20", "features=trees"],
     ],
 )
 def test_trains_on_string_categoricals_with_missing_values(overrides, validated: pd.DataFrame):
@@ -97,3 +99,31 @@ def test_regression_model_from_the_same_option():
     pipeline = train(cfg, raw)["model"].estimator
     assert type(pipeline.named_steps["model"]).__name__ == "Ridge"
     assert pipeline.score(raw.drop(columns="target"), raw["target"]) > 0.3
+
+
+class AddIncomePerYear:
+    """A feature transformer of a project's own: adds a column, returns a DataFrame."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X.assign(income_per_year=X["income"] / X["age"].clip(lower=1))
+
+    def get_params(self, deep=True):
+        return {}
+
+
+def test_features_transformers_run_first_and_their_columns_are_used(validated: pd.DataFrame):
+    cfg = load_config(
+        [
+            *csv_overrides(CSV),
+            "model=logistic_regression",
+            "+features.transformers=[{_target_: tests.stages.test_train.AddIncomePerYear}]",
+        ]
+    )
+    model = train(cfg, validated)["model"].estimator
+    assert isinstance(model.steps[0][1], AddIncomePerYear)
+    numeric = dict((name, cols) for name, _, cols in model.named_steps["features"].transformers)
+    assert "income_per_year" in numeric["numeric"]
+    assert model.predict(validated.drop(columns=["churned"])).shape == (len(validated),)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from sklearn.ensemble import RandomForestClassifier
 
-from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.errors import StageError, UntrustedModelError
 from mlflow_pipeline.store import artifacts
-from tests.helpers import mixed_frame
+from tests.helpers import csv_overrides, mixed_frame
 
 
 @pytest.fixture
@@ -99,3 +102,104 @@ def test_logged_forest_loads_back_and_predicts_the_same(tracking_store):
     assert info.signature is not None
     assert [c.name for c in info.signature.inputs] == ["a", "b"]
     assert info.run_id == run.info.run_id
+
+
+# ---- loading only what we trust ------------------------------------------------------------
+
+
+class Tripwire:
+    """A "model" whose unpickling creates ``marker``: proof that its code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path(self.marker),))
+
+
+def _forest() -> tuple[RandomForestClassifier, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=50), "b": rng.normal(size=50)})
+    return RandomForestClassifier(n_estimators=3, random_state=0).fit(x, x["a"] > 0), x
+
+
+def test_our_own_model_loads_as_trusted(tracking_store):
+    model, x = _forest()
+    with mlflow.start_run():
+        uri = artifacts.log_model(model, x.head(3))
+    loaded = artifacts.load_trusted_model(uri)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_a_pickled_model_is_refused_without_running_it(tracking_store, tmp_path: Path):
+    marker = tmp_path / "ran"
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            Tripwire(marker), name="model", serialization_format="cloudpickle", pip_requirements=[]
+        )
+    with pytest.raises(UntrustedModelError, match=r"serialized with cloudpickle.*allow_unsafe"):
+        artifacts.load_trusted_model(info.model_uri)
+    with pytest.raises(UntrustedModelError, match="cloudpickle"):
+        artifacts.trusted_model_copy(info.model_uri, tmp_path / "copy")
+    assert not marker.exists()
+    artifacts.load_trusted_model(info.model_uri, allow_unsafe=True)
+    assert marker.exists()  # the tripwire works
+
+
+def test_a_skops_model_needing_other_types_is_refused(tracking_store):
+    """skops would load it, since its MLmodel file trusts what it needs; our list does not."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    model, x = _forest()
+    model = make_pipeline(FunctionTransformer(eval), model)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            pip_requirements=[],
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        )
+    with pytest.raises(UntrustedModelError, match="outside the trusted list: builtins.eval"):
+        artifacts.load_trusted_model(info.model_uri)
+
+
+def test_a_model_served_by_other_code_is_refused(tmp_path: Path):
+    model, _ = _forest()
+    local = tmp_path / "model"
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    mlflow.sklearn.save_model(model, local, pip_requirements=[], skops_trusted_types=trusted)
+    path, types = artifacts.check_trusted_model(local, "m")
+    assert path.name == "model.skops"
+    assert types <= artifacts.TRUSTED_TYPES
+    mlmodel = (local / "MLmodel").read_text()
+    evil = mlmodel.replace("loader_module: mlflow.sklearn", "loader_module: evil")
+    (local / "MLmodel").write_text(evil)
+    with pytest.raises(UntrustedModelError, match="loader_module 'evil'"):
+        artifacts.check_trusted_model(local, "m")
+    (local / "MLmodel").write_text(mlmodel.replace("model.skops", "../elsewhere.skops"))
+    with pytest.raises(UntrustedModelError, match="not in the model"):
+        artifacts.check_trusted_model(local, "m")
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_every_model_and_features_option_needs_only_trusted_types(task: str, tmp_path: Path):
+    """TRUSTED_TYPES covers what every conf/model x conf/features option produces: a new
+    option needing another type fails here, naming it."""
+    from mlflow_pipeline.config import PACKAGE_CONF, load_config
+    from mlflow_pipeline.stages.train import train
+
+    frame = mixed_frame(80)
+    if task == "regression":
+        frame["churned"] = frame["income"].fillna(50.0) / 10.0
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    needed: set[str] = set()
+    for model in sorted(p.stem for p in (PACKAGE_CONF / "model").glob("*.yaml")):
+        for features in sorted(p.stem for p in (PACKAGE_CONF / "features").glob("*.yaml")):
+            cfg = load_config(
+                csv_overrides(path, f"data.task={task}", f"model={model}", f"features={features}")
+            )
+            estimator = train(cfg, frame)["model"].estimator
+            needed |= set(skops.io.get_untrusted_types(data=skops.io.dumps(estimator)))
+    assert needed <= artifacts.TRUSTED_TYPES, sorted(needed - artifacts.TRUSTED_TYPES)

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.config import PROJECT_ROOT, load_config
+from mlflow_pipeline.errors import StoreError
 from mlflow_pipeline.store import tracking
 from mlflow_pipeline.tags import MLflow, Runs
 
@@ -195,3 +196,142 @@ def test_a_store_locked_by_another_writer_is_waited_for(tracking_store):
         release.join()
         db.close()
     assert client.get_experiment(experiment).name == "while-locked"
+
+
+# ---- store faults, credentials, a new store, names ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "cause"),
+    [
+        ("(sqlite3.OperationalError) attempt to write a readonly database", "is read-only"),
+        ("[Errno 30] Read-only file system: '/s/mlruns/1'", "is read-only"),
+        ("(sqlite3.OperationalError) database or disk is full", "no space left on the device"),
+        ("[Errno 28] No space left on device", "no space left on the device"),
+        ("(sqlite3.OperationalError) database is locked", "is locked by another process"),
+        (
+            "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: x "
+            "(Caused by NewConnectionError('Failed to establish a new connection: "
+            "[Errno 111] Connection refused'))",
+            "cannot reach the tracking server at http://127.0.0.1:9: connection refused",
+        ),
+        ("(sqlite3.OperationalError) unable to open database file", "directory is missing"),
+    ],
+)
+def test_store_faults_read_as_one_plain_line(message: str, cause: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            raise OSError(message)
+        except OSError as inner:
+            raise MlflowException("(raised as a result of Query-invoked autoflush)") from inner
+    except MlflowException as exc:
+        described = tracking.describe_store_fault(exc, "http://127.0.0.1:9")
+    assert described is not None
+    assert cause in described
+    assert "\n" not in described
+
+
+def test_other_errors_are_not_store_faults():
+    assert tracking.describe_store_fault(ValueError("no such column: x"), "sqlite:///x") is None
+
+
+def test_a_server_that_is_down_is_reported_at_once():
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends
+    started = time.monotonic()
+    with pytest.raises(
+        StoreError, match=f"http://u:\\*\\*\\*@127.0.0.1:{port}: connection refused"
+    ):
+        tracking.check_reachable(f"http://u:secret@127.0.0.1:{port}")
+    assert time.monotonic() - started < 2
+    tracking.check_reachable("sqlite:////nowhere/mlflow.db")  # not a network store
+
+
+def test_activate_moves_server_credentials_out_of_the_uri(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(tracking, "check_reachable", lambda uri: None)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    for name in tracking.HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # the user's choice stays
+    try:
+        active = tracking.activate(
+            tracking.Tracking(uri="https://ann:p%40ss@mlflow.example.com/x", artifact_root=None)
+        )
+        assert active.uri == "https://mlflow.example.com/x"
+        assert mlflow.get_tracking_uri() == "https://mlflow.example.com/x"
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "ann"
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300"
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def test_a_new_sqlite_store_is_created_once_under_a_lock(tmp_path: Path):
+    """Four processes open the same brand-new store at once: one creates it, all succeed."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    code = (
+        "import sys\n"
+        "from mlflow.tracking import MlflowClient\n"
+        "from mlflow_pipeline.store.tracking import prepare_sqlite\n"
+        "prepare_sqlite(sys.argv[1])\n"
+        "MlflowClient(sys.argv[1]).search_experiments()\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, errors
+    assert (tmp_path / "new" / "mlflow.db.lock").exists()
+
+
+def test_a_store_under_a_file_is_a_store_error(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot create its directory .*Not a directory"):
+        tracking.prepare_sqlite(f"sqlite:///{tmp_path / 'file' / 'sub' / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("customers", "customers"),
+        ("..", "__"),
+        ("../../etc", "___.._etc"),
+        (".hidden", "_hidden"),
+        ("my data/v2", "my_data_v2"),
+        ("", "experiment"),
+    ],
+)
+def test_experiment_folders_stay_under_the_artifact_root(tmp_path: Path, name: str, slug: str):
+    store = tracking.Tracking(uri="sqlite:///x.db", artifact_root=str(tmp_path / "mlruns"))
+    location = tracking.experiment_location(store, name)
+    assert location == (tmp_path / "mlruns" / slug).as_uri()
+    assert Path(location.removeprefix("file://")).resolve().parent == tmp_path / "mlruns"
+
+
+def test_a_long_name_is_cut_with_a_digest():
+    long = tracking._slug("x" * 300)
+    assert len(long) == tracking.MAX_SLUG_CHARS
+    assert long != tracking._slug("x" * 301)
+
+
+def test_an_interrupted_process_ends_the_runs_it_left_running(tracking_store):
+    client = tracking_store.client()
+    experiment = client.create_experiment("interrupted")
+    mine = client.create_run(experiment, tags=tracking.owner_tags()).info.run_id
+    other = client.create_run(experiment, tags={Runs.PID: "1"}).info.run_id
+    assert tracking.end_own_runs(client, experiment) == [mine]
+    assert client.get_run(mine).info.status == "KILLED"
+    assert client.get_run(other).info.status == "RUNNING"

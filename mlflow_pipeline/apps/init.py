@@ -1,0 +1,429 @@
+"""``mlflow-pipeline init DIR``: a new project that runs at once (``cd DIR && mlflow run .
+--env-manager local`` reaches a champion), with one example stage and one example feature
+transformer of its own, an inferred and editable data contract, and a smoke test."""
+
+from __future__ import annotations
+
+import keyword
+import re
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from mlflow_pipeline.config import Task, conf_dir_of, use_project_code
+from mlflow_pipeline.errors import ConfigError
+
+# The example data a project starts with when no --data is given.
+EXAMPLE_FILE = "customers.csv"
+EXAMPLE_TARGET = "label"
+# Pinned in the project's requirements.txt: this package and what it runs on.
+PINNED = ("mlflow-pipeline", "mlflow", "hydra-core", "pandera", "pandas", "scikit-learn", "skops")
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """What ``init`` made: the project, its package, the data it reads and its stages."""
+
+    root: Path
+    package: str
+    data: Path
+    target: str
+    task: str
+    stages: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (
+            f"created project {self.package} in {self.root}\n"
+            f"  data: {self.data} (target {self.target}, {self.task})\n"
+            f"  stages: {' -> '.join(self.stages)}\n"
+            f"  next: cd {self.root} && mlflow run . --env-manager local"
+        )
+
+
+def package_name(directory: Path) -> str:
+    """A Python package name from the project directory's name (``My-Churn`` -> ``my_churn``)."""
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", directory.name).strip("_").lower() or "project"
+    if name[0].isdigit() or keyword.iskeyword(name):
+        name = f"project_{name}"
+    return name
+
+
+def init_project(
+    directory: str | Path,
+    *,
+    data: str | Path | None = None,
+    target: str | None = None,
+    task: str | None = None,
+) -> Scaffold:
+    """Write a new project into ``directory`` (which must not exist or be empty).
+
+    Without ``data`` the project gets the example customer table. Raises ConfigError for an
+    existing non-empty directory, a missing data file, target or task.
+    """
+    root = Path(directory).resolve()
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(f"init: {root} exists and is not empty; choose a new directory")
+    package = package_name(root)
+    source, target, task = _data_source(data, target, task)
+    frame = _read(source, target)
+    root.mkdir(parents=True, exist_ok=True)
+    data_path = root / "data" / source.name
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, data_path)
+    files = _files(package, source.name, target, task, frame)
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    stages = _stage_names(root)
+    (root / "MLproject").write_text(mlproject(package, stages), encoding="utf-8")
+    return Scaffold(root, package, data_path, target, task, stages)
+
+
+def _data_source(
+    data: str | Path | None, target: str | None, task: str | None
+) -> tuple[Path, str, str]:
+    if data is None:
+        from tempfile import mkdtemp
+
+        from mlflow_pipeline.data.examples import write_customers
+
+        source = write_customers(Path(mkdtemp(prefix="mlflow-pipeline-init-")) / EXAMPLE_FILE, 600)
+        return source, target or EXAMPLE_TARGET, task or Task.classification.value
+    source = Path(data)
+    if not source.is_file():
+        raise ConfigError(f"init --data: no file {source}")
+    if not target:
+        raise ConfigError("init: --data needs --target (the column to predict)")
+    if task not in (t.value for t in Task):
+        raise ConfigError("init: --data needs --task classification or --task regression")
+    return source.resolve(), target, task
+
+
+def _read(source: Path, target: str) -> pd.DataFrame:
+    from mlflow_pipeline.stages.ingest import read_csv
+
+    frame = read_csv(source, {})
+    if target not in frame.columns:
+        raise ConfigError(
+            f"init --target: no column '{target}' in {source} (columns: "
+            f"{', '.join(map(str, frame.columns[:20]))})"
+        )
+    return frame
+
+
+def _stage_names(root: Path) -> tuple[str, ...]:
+    """The project's stages in order, from its own config (its pipeline declaration)."""
+    from hydra import compose, initialize_config_dir
+
+    from mlflow_pipeline.engine.pipeline import build_pipeline
+
+    use_project_code(root)
+    with initialize_config_dir(config_dir=str(conf_dir_of(root)), version_base="1.3"):
+        cfg = compose(config_name="config")
+    return tuple(s.name for s in build_pipeline(cfg.pipeline).order())
+
+
+def _files(package: str, data_file: str, target: str, task: str, frame: pd.DataFrame) -> dict:
+    from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
+
+    contract = contract_to_yaml(infer_contract(frame, target, Task(task)))
+    return {
+        "conf/config.yaml": CONFIG.format(package=package),
+        f"conf/data/{package}.yaml": DATA.format(
+            package=package, data_file=data_file, target=target, task=task
+        ),
+        "conf/contract.yaml": CONTRACT_HEADER + contract,
+        f"conf/pipeline/{package}.yaml": PIPELINE.format(package=package),
+        f"conf/features/{package}.yaml": FEATURES.format(package=package),
+        f"src/{package}/__init__.py": f'"""The {package} project\'s own code."""\n',
+        f"src/{package}/stages.py": STAGES,
+        f"src/{package}/features.py": FEATURES_CODE,
+        "tests/test_smoke.py": SMOKE_TEST.format(package=package),
+        "python_env.yaml": PYTHON_ENV,
+        "pyproject.toml": PYPROJECT.format(package=package),
+        "requirements.txt": requirements(),
+        "README.md": README.format(package=package, data_file=data_file, target=target),
+        ".gitignore": GITIGNORE,
+    }
+
+
+def requirements() -> str:
+    """This package and what it runs on, pinned to the versions installed here."""
+    lines = ["# Pinned by mlflow-pipeline init: the versions it was created with."]
+    for name in PINNED:
+        try:
+            lines.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            lines.append(name)
+    return "\n".join(lines) + "\n"
+
+
+def mlproject(package: str, stages: tuple[str, ...]) -> str:
+    """The MLproject: ``main``, one entry point per stage, and ``score``."""
+    parts = [MLPROJECT_HEAD.format(package=package)]
+    for name in stages:
+        parts.append(MLPROJECT_STAGE.format(stage=name))
+    parts.append(MLPROJECT_SCORE.format(package=package))
+    return "".join(parts)
+
+
+CONFIG = """\
+# The project's config: mlflow-pipeline's defaults (pkg://mlflow_pipeline.conf), then what this
+# project chooses. Add options of your own under conf/<group>/ (conf/model/my_model.yaml, ...)
+# and pick them here or on the command line (model=my_model).
+defaults:
+  - mlflow_pipeline
+  - override data: {package}
+  - override pipeline: {package}
+  - override features: {package}
+  - _self_
+
+hydra:
+  searchpath:
+    - pkg://mlflow_pipeline.conf
+"""
+
+DATA = """\
+# The project's data. ${{project:}} is the project's root directory, wherever you run from.
+name: {package}
+source: csv
+path: ${{project:}}/data/{data_file}
+target: {target}
+task: {task}
+# The data contract, inferred by mlflow-pipeline init: edit it (checks, nullable, columns).
+schema: ${{project:}}/conf/contract.yaml
+read_options: {{}}
+ignore_columns: []
+"""
+
+CONTRACT_HEADER = """\
+# The data contract (pandera YAML), inferred from the data by mlflow-pipeline init. Every stage
+# boundary validates against it: edit the checks, nullability and columns as you learn the data.
+"""
+
+PIPELINE = """\
+# The project's pipeline: the reference pipeline with one stage of its own, `clean`, between
+# split and train. A stage is a function in src/{package}/ (see stages.py) with named inputs and
+# outputs; the engine derives the order, caches each stage and logs it as its own MLflow run.
+defaults:
+  - reference
+  - _self_
+
+name: {package}
+datasets:
+  clean_train: {{kind: frame, schema: mlflow_pipeline.reference.contract_schema}}
+stages:
+  clean:
+    _target_: {package}.stages.drop_outliers
+    inputs: {{train: train}}
+    schema_inputs: [contract]
+    outputs: [clean_train]
+    config_keys: [data]
+  # train now learns from the cleaned rows (its `train` argument reads clean_train).
+  train:
+    inputs: {{train: clean_train}}
+"""
+
+FEATURES = """\
+# The project's features: the standard ones, after the project's own transformer
+# (src/{package}/features.py), which is part of the logged model and so runs when it serves.
+defaults:
+  - standard
+  - _self_
+
+name: {package}
+transformers:
+  - _target_: {package}.features.ClipExtremes
+    quantile: 0.01
+"""
+
+STAGES = '''\
+"""The project's own stages: pure functions from DataFrames (and the config) to DataFrames."""
+
+from __future__ import annotations
+
+import pandas as pd
+from omegaconf import DictConfig
+
+
+def drop_outliers(cfg: DictConfig, train: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Drop training rows with a numeric feature more than 4 standard deviations from its mean.
+
+    Only the training rows: the test set, and the rows the model scores later, stay as they come.
+    """
+    features = train.drop(columns=[cfg.data.target]).select_dtypes("number")
+    z = (features - features.mean()) / features.std(ddof=0).replace(0, 1)
+    keep = ~(z.abs() > 4).any(axis=1)
+    return {"clean_train": train[keep].reset_index(drop=True)}
+'''
+
+FEATURES_CODE = '''\
+"""The project's own feature transformer: fitted with the model, logged with it, and so applied
+the same way when the model scores or serves."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+
+class ClipExtremes(TransformerMixin, BaseEstimator):
+    """Clip every numeric column to its [quantile, 1 - quantile] range seen in training."""
+
+    def __init__(self, quantile: float = 0.01) -> None:
+        self.quantile = quantile
+
+    def fit(self, X: pd.DataFrame, y=None) -> ClipExtremes:
+        numeric = X.select_dtypes("number")
+        self.low_ = numeric.quantile(self.quantile).to_dict()
+        self.high_ = numeric.quantile(1 - self.quantile).to_dict()
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X.copy()
+        for column, low in self.low_.items():
+            out[column] = out[column].clip(low, self.high_[column])
+        return out
+'''
+
+SMOKE_TEST = '''\
+"""A quick check that the project's config composes, its pipeline builds and its own code runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+
+from mlflow_pipeline.engine.pipeline import build_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config")
+
+
+def test_the_pipeline_builds_with_the_project_stage():
+    pipeline = build_pipeline(config().pipeline)
+    names = [s.name for s in pipeline.order()]
+    assert names.index("split") < names.index("clean") < names.index("train")
+
+
+def test_the_project_stage_and_transformer_run_on_the_data():
+    from {package}.features import ClipExtremes
+    from {package}.stages import drop_outliers
+
+    cfg = config()
+    frame = pd.read_csv(cfg.data.path)
+    cleaned = drop_outliers(cfg, frame)["clean_train"]
+    assert 0 < len(cleaned) <= len(frame)
+    features = frame.drop(columns=[cfg.data.target])
+    clipped = ClipExtremes().fit(features).transform(features)
+    assert list(clipped.columns) == list(features.columns)
+'''
+
+PYPROJECT = """\
+[project]
+name = "{package}"
+version = "0.1.0"
+requires-python = ">=3.11"
+dynamic = ["dependencies"]
+
+[tool.setuptools.dynamic]
+dependencies = {{file = ["requirements.txt"]}}
+
+[tool.setuptools.packages.find]
+where = ["src"]
+
+[tool.pytest.ini_options]
+# The project's own code, importable in its tests as it is when the pipeline runs.
+pythonpath = ["src"]
+testpaths = ["tests"]
+"""
+
+PYTHON_ENV = """\
+# For --env-manager uv/virtualenv: the pinned requirements (requirements.txt).
+python: "3.11"
+build_dependencies:
+  - pip
+dependencies:
+  - -r requirements.txt
+"""
+
+README = """\
+# {package}
+
+An [mlflow-pipeline](https://pypi.org/project/mlflow-pipeline/) project: tabular ML from
+`data/{data_file}` (target `{target}`) to a champion in the MLflow registry.
+
+```bash
+mlflow run . --env-manager local          # the whole pipeline; again: every stage a cache hit
+mlflow run . --env-manager local -e train # one stage on its own
+mlflow-pipeline model=random_forest       # the same as a Hydra app, with overrides
+mlflow-pipeline --dry-run                 # what would run, and why
+pytest                                    # the smoke test
+mlflow ui --backend-store-uri sqlite:///mlflow.db   # the runs, datasets and registry
+```
+
+- `conf/config.yaml` picks this project's options; `conf/data/{package}.yaml` is the data,
+  `conf/contract.yaml` its contract (inferred: edit it), `conf/pipeline/{package}.yaml` the
+  stages, `conf/features/{package}.yaml` the features.
+- `src/{package}/stages.py` holds the project's own stage (`clean`), `src/{package}/features.py`
+  its feature transformer. Edit them: the next run reruns exactly the stages they reach.
+- Runs and models live in this directory's store (`mlflow.db`, `mlruns/`), wherever you run
+  from. `export MLFLOW_TRACKING_URI=$(mlflow-pipeline tracking-uri)` points other tools at it.
+"""
+
+GITIGNORE = """\
+mlflow.db
+mlflow.db.lock
+mlruns/
+outputs/
+multirun/
+__pycache__/
+*.egg-info/
+"""
+
+MLPROJECT_HEAD = """\
+name: {package}
+
+python_env: python_env.yaml
+
+entry_points:
+  # The whole pipeline (or the listed steps), one child run per stage.
+  main:
+    parameters:
+      steps: {{type: string, default: all}}
+      hydra_options: {{type: string, default: ""}}
+    command: "python -m mlflow_pipeline.cli main --steps {{steps}} --hydra-options {{hydra_options}}"
+
+  # One entry point per stage: the stage on its own (inputs from the newest finished runs, or
+  # from upstream_run_id).
+"""
+
+MLPROJECT_STAGE = """\
+  {stage}:
+    parameters:
+      hydra_options: {{type: string, default: ""}}
+      pipeline_run_id: {{type: string, default: ""}}
+      upstream_run_id: {{type: string, default: ""}}
+    command: "python -m mlflow_pipeline.cli {stage} --hydra-options {{hydra_options}} --pipeline-run-id {{pipeline_run_id}} --upstream-run-id {{upstream_run_id}}"
+"""
+
+MLPROJECT_SCORE = """\
+
+  # Batch scoring of a CSV file with a registered version, validated against its contract.
+  score:
+    parameters:
+      model_uri: {{type: string, default: "models:/{package}@champion"}}
+      input: path
+      output: string
+    command: "python -m mlflow_pipeline.cli score {{model_uri}} --input {{input}} --output {{output}}"
+"""

@@ -1,0 +1,1 @@
+"""mlflow-pipeline's default Hydra configs (package data): ``pkg://mlflow_pipeline.conf``."""
