@@ -6,6 +6,7 @@ A typo in an override fails at composition with the key named; required values a
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -348,11 +349,32 @@ class PipelineConfig:
     seed: int | None = 42
 
 
+# A date or timestamp in a file name: 2026-12-01, 20261201, 2026_12_01T06-30.
+_DATE = re.compile(
+    r"(19|20)\d{2}([-_.]?)(0[1-9]|1[0-2])(\2(0[1-9]|[12]\d|3[01]))?"
+    r"([tT_ -]?\d{2}[-_:.]?\d{2}([-_:.]?\d{2})?)?"
+)
+
+
+def dataset_name(path: Any) -> str:
+    """The name a data file gives its experiment and model: its stem without dates; the
+    folder's name when nothing else is left (``sales/2026-12-01.csv`` -> ``sales``)."""
+    file = Path(str(path))
+    name = _DATE.sub("", file.stem).strip("-_. ")
+    if not name:
+        name = _DATE.sub("", file.parent.name).strip("-_. ") or "data"
+    return name
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore and our resolvers in OmegaConf (idempotent)."""
     # ${stem:${.path}}: a dataset named after its file (customers.csv -> customers).
     if not OmegaConf.has_resolver("stem"):
         OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
+    # ${dataset_name:${.path}}: a dataset named after its file, without dates in the name
+    # (daily/2026-12-01.csv -> daily), so a daily file does not make a new model each day.
+    if not OmegaConf.has_resolver("dataset_name"):
+        OmegaConf.register_new_resolver("dataset_name", dataset_name)
     # ${project:}: the project's root directory, wherever mlflow-pipeline runs from.
     if not OmegaConf.has_resolver("project"):
         OmegaConf.register_new_resolver("project", lambda: str(PROJECT_ROOT))

@@ -184,6 +184,9 @@ class Env:
     HTTP_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
     HTTP_BACKOFF_JITTER = "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"
     HTTP_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+    # Secrets handed to a stage's entry point (runner=projects) as ${oc.env:...}, never as
+    # MLproject parameters (which MLflow logs): MLFLOW_PIPELINE_SECRET_0, _1, ...
+    SECRET_PREFIX = "MLFLOW_PIPELINE_SECRET_"
     # A tracking server's basic-auth credentials (taken out of an http://user:pass@ URI).
     TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"
     TRACKING_PASSWORD = "MLFLOW_TRACKING_PASSWORD"

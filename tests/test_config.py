@@ -15,6 +15,7 @@ from mlflow_pipeline.config import (
     PACKAGE_CONF,
     Task,
     check_config,
+    dataset_name,
     flatten,
     hydra_quote,
     load_config,
@@ -335,3 +336,19 @@ def test_flatten_and_resolved_yaml():
     text = resolved_yaml(cfg)
     assert "${" not in text
     assert OmegaConf.create(text).model.random_state == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("customers.csv", "customers"),
+        ("data/daily/2026-12-01.csv", "daily"),
+        ("sales_2026-12-01.csv", "sales"),
+        ("exports/20261201.csv", "exports"),
+        ("prices-2026_12_01T06-30.csv", "prices"),
+    ],
+)
+def test_a_dataset_is_not_named_after_the_date_in_its_file_name(path: str, name: str):
+    assert dataset_name(path) == name
+    cfg = load_config(["data=csv", f"data.path={path}", "data.target=y", "data.task=regression"])
+    assert cfg.data.name == cfg.registry.model_name == name

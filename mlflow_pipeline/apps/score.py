@@ -373,8 +373,8 @@ def score(
     unexpected columns, types coerced as in training) and every categorical feature value must
     have been seen in its training data. Nothing is written unless everything succeeds.
 
-    The model is loaded only from a format we trust (store.artifacts.load_trusted_model), before
-    anything else is read, unless ``allow_unsafe``.
+    The model is loaded only from a format we trust (store.artifacts.load_trusted_model), unless
+    ``allow_unsafe``.
 
     Raises ConfigError (bad URI, unknown model, alias or version), UntrustedModelError (a
     model that could run code when loaded), DataError (unreadable input, unwritable output),
@@ -386,8 +386,8 @@ def score(
     output_path = Path(output_path)
     check_writable(output_path)
     model = resolve_model(model_uri, tracking_uri)
-    estimator = load_trusted_model(model.uri, allow_unsafe=allow_unsafe)
     training = training_of(model)
+    estimator = load_trusted_model(model.uri, allow_unsafe=allow_unsafe)
     cfg = training.cfg
     rows = read_input(Path(input_path), OmegaConf.to_container(cfg.data.read_options, resolve=True))
     categorical = categorical_features(

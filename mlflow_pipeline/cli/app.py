@@ -15,7 +15,9 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.cli.commands import SUBCOMMANDS
 from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail, reported, store_fault
+from mlflow_pipeline.cli.help import print_help, unknown_subcommand
 from mlflow_pipeline.cli.startup import frozen_imports
+from mlflow_pipeline.cli.summary import print_summary
 from mlflow_pipeline.config import CONF_DIR, check_config, load_config, require_extra
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError
@@ -29,7 +31,6 @@ SWEEP_FLAGS = ("-m", "--multirun")
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_app(cfg: DictConfig) -> float | None:
     """One pipeline run; in a sweep, returns the job's objective (see engine.sweep)."""
-    from mlflow_pipeline.engine.result import describe
     from mlflow_pipeline.engine.runner import run_pipeline
     from mlflow_pipeline.engine.sweep import objective, record_failed_job, sweep_run_of
     from mlflow_pipeline.store.tracking import resolve_tracking
@@ -79,7 +80,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         if multirun:
             return JOB_FAILED
         raise SystemExit(1) from None
-    print(describe(result))
+    print_summary(result)
     return objective(result, cfg) if multirun else None
 
 
@@ -95,6 +96,15 @@ def _main() -> None:
     subcommand = SUBCOMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
     if subcommand is not None:
         raise SystemExit(subcommand(sys.argv[2:]))
+    if sys.argv[1:2] in (["--help"], ["-h"], ["help"]):
+        print_help()
+        raise SystemExit(0)
+    if sys.argv[1:2] == ["--hydra-help"]:
+        sys.argv[1] = "--help"  # Hydra's own help, as `--hydra-help` promises
+    error = unknown_subcommand(sys.argv[1], sorted(SUBCOMMANDS)) if len(sys.argv) > 1 else None
+    if error:
+        print(f"mlflow-pipeline: error: {error}", file=sys.stderr)
+        raise SystemExit(2)
     with frozen_imports():
         from mlflow_pipeline.engine.sweep import SweepFailed
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, LOG_FORMAT, fail
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.errors import ConfigError, PipelineError
 from mlflow_pipeline.store.tracking import record_error
@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 
 def schema_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline-schema``: infer the data contract of the configured data to a file."""
+    """``mlflow-pipeline schema -o FILE [overrides]`` (also ``mlflow-pipeline-schema``): infer
+    the data contract of the configured data to a file."""
     parser = argparse.ArgumentParser(
-        prog="mlflow-pipeline-schema",
+        prog="mlflow-pipeline schema",
         description="Write the data contract inferred from the configured data as pandera YAML.",
     )
     parser.add_argument("--output", "-o", required=True, help="file to write")
@@ -67,7 +68,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     )
     _unsafe_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from mlflow_pipeline.apps.reproduce import describe, reproduce
     from mlflow_pipeline.store.tracking import resolve_tracking
 
@@ -475,6 +476,7 @@ def tracking_uri_main(argv: list[str] | None = None) -> int:
 # `mlflow-pipeline <name> ...`: commands that are not a pipeline run.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "init": init_main,
+    "schema": schema_main,
     "tracking-uri": tracking_uri_main,
     "reproduce": reproduce_main,
     "score": score_main,

@@ -18,6 +18,8 @@ from mlflow_pipeline.store.tracking import describe_store_fault
 # MLflow refusing or failing to reach the store (bad URI, store down, unknown run id).
 EXPECTED_ERRORS = (PipelineError, MlflowException)
 INTERRUPTED = "mlflow-pipeline: interrupted; runs marked KILLED"
+# The one log format (the Hydra app's is set to the same in conf/mlflow_pipeline.yaml).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # As a shell reports a process stopped by SIGINT.
 INTERRUPTED_EXIT = 130
 MLFLOW_DB_LOGGER = "mlflow.store.db.utils"

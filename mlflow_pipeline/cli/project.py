@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail, reported, store_fault
+from mlflow_pipeline.cli.common import EXPECTED_ERRORS, LOG_FORMAT, fail, reported, store_fault
 from mlflow_pipeline.config import PROJECT_ROOT, load_config, split_overrides, unquote_parameter
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError
@@ -62,7 +62,7 @@ def _project_main(argv: list[str] | None) -> int:
     parser.add_argument("--pipeline-run-id", default="")
     parser.add_argument("--upstream-run-id", default="")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     cfg = None
     # A stage entry point started by the runner (runner=projects) leaves alerts to that runner.
     alerts_here = args.entry_point == "main" or not args.pipeline_run_id
@@ -116,12 +116,12 @@ def _own_store(cfg: DictConfig, mlflow_run_id: str | None) -> str | None:
 def _run_entry_point(
     args: argparse.Namespace, cfg: object, overrides: list[str], mlflow_run_id: str | None
 ) -> None:
+    from mlflow_pipeline.cli.summary import print_summary
     from mlflow_pipeline.engine.projects import run_stage_project
-    from mlflow_pipeline.engine.result import describe
     from mlflow_pipeline.engine.runner import run_pipeline
 
     if args.entry_point == "main":
-        print(describe(run_pipeline(cfg, overrides, run_id=mlflow_run_id)))
+        print_summary(run_pipeline(cfg, overrides, run_id=mlflow_run_id))
         return
     run_stage_project(
         args.entry_point,

@@ -288,6 +288,4 @@ def _plain(node: Any, where: str) -> dict[str, Any]:
 def _no_unknown_fields(fields: dict[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown field(s) {unknown}; known: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {', '.join(sorted(known))}")

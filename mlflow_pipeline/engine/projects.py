@@ -13,7 +13,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.projects import ExecutionException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote
 from mlflow_pipeline.engine.inputs import resolve_inputs
@@ -23,6 +23,7 @@ from mlflow_pipeline.engine.services import run_context
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext, cache_decision, record_hit, run_stage
 from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.redaction import redact_overrides
 from mlflow_pipeline.store.tracking import (
     activate,
     ensure_experiment,
@@ -30,7 +31,7 @@ from mlflow_pipeline.store.tracking import (
     resolve_tracking,
     retry_transient,
 )
-from mlflow_pipeline.tags import Runs
+from mlflow_pipeline.tags import Env, Runs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_as_projects(
     bin_dir = os.path.dirname(sys.executable)
     if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    hydra_options = " ".join(_pinned_overrides(cfg, overrides))
+    hydra_options = " ".join(secrets_via_environment(cfg, _pinned_overrides(cfg, overrides)))
     for stage in stages:
         available = resolve_inputs(stage, ctx, {})
         decision = retry_transient(cache_decision, stage, cfg, ctx, available, what="cache")
@@ -98,6 +99,24 @@ def _pinned_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         value = cfg.data.get(key)
         if value:
             pinned.append(f"data.{key}={hydra_quote(str(Path(value).resolve()))}")
+    return pinned
+
+
+def secrets_via_environment(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """``overrides`` with each one holding a secret replaced by ``key='${oc.env:NAME}'``, its
+    value put in this process's environment as NAME (MLFLOW_PIPELINE_SECRET_<n>): the entry
+    point's process inherits it and resolves it, and MLflow logs the interpolation as the
+    parameter, not the secret."""
+    pinned = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        value = OmegaConf.select(cfg, key.lstrip("+~").strip())
+        if redact_overrides([override])[0] == override or not isinstance(value, str):
+            pinned.append(override)
+            continue
+        name = f"{Env.SECRET_PREFIX}{sum(k.startswith(Env.SECRET_PREFIX) for k in os.environ)}"
+        os.environ[name] = value
+        pinned.append(f"{key}='${{oc.env:{name}}}'")
     return pinned
 
 

@@ -26,6 +26,9 @@ class PipelineResult:
     # drift_output), when the stages that make them ran or were reused.
     promotion: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
+    # Stage name -> wall seconds; the metrics of the pipeline's metrics stage.
+    durations: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def collect(result: PipelineResult, pipeline: Pipeline, outputs: dict[str, Handoff]) -> None:
@@ -102,8 +105,11 @@ def _describe_promotion(promo: dict[str, Any], register: cache.CacheDecision | N
         )
     champion = promo["champion_version_after"]
     verdict = "promoted to champion" if promo["promote"] else "not promoted"
+    score = ""
+    if promo.get("champion_score") is None and promo.get("challenger_score") is not None:
+        score = f"; {promo['metric']}={promo['challenger_score']:.6g}"
     lines.append(
         f"registered {promo['model_name']} v{promo['version']}: {verdict} "
-        f"({promo['reason']}); champion is v{champion}"
+        f"({promo['reason']}{score}); champion is v{champion}"
     )
     return lines

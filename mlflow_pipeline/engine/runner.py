@@ -7,13 +7,15 @@ Two strategies give the same run tree (the same child runs, artifacts and regist
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import flatten, resolved_yaml
 from mlflow_pipeline.engine.alerts import alert_drift
@@ -51,12 +53,14 @@ from mlflow_pipeline.store.tracking import (
     resolve_tracking,
     retry_transient,
 )
-from mlflow_pipeline.tags import Cache, Env, Runs, Sweep
+from mlflow_pipeline.tags import Cache, Env, MLflow, Runs, Sweep
 
 log = logging.getLogger(__name__)
 
 # Top-level config keys not logged as params of the pipeline run.
 UNLOGGED = ("steps", "pipeline")
+# Config that does not change what a run computes: left out of its name's key.
+NOT_IN_RUN_KEY = ("steps", "tracking", "runner", "cache", "alerts")
 # Called with (error, pipeline run id, experiment id) when a pipeline run fails.
 OnFailure = Callable[[BaseException, str, str], None]
 
@@ -100,7 +104,13 @@ def run_pipeline(
     )
     result = PipelineResult(pipeline_run_id, experiment_id, pipeline)
     uri = redact_url(tracking.uri)
-    log.info("pipeline run %s (experiment %s) at %s", pipeline_run_id, experiment_id, uri)
+    log.info(
+        "pipeline run %s (experiment %s, model %s) at %s",
+        pipeline_run_id,
+        experiment_id,
+        OmegaConf.select(cfg, "registry.model_name"),
+        uri,
+    )
     try:
         written = redacted(cfg)  # secrets never leave memory
         # The pipeline's declaration is in config.yaml; as params it would drown the rest.
@@ -153,13 +163,17 @@ def _start_pipeline_run(
     }
     if role:
         tags[Sweep.ROLE] = role
+    tags[MLflow.RUN_NAME] = run_name(cfg)
     if run_id:
         # start_run(run_id=...) leaves $MLFLOW_RUN_ID set (`mlflow run` sets it), and the first
         # stage's start_run would then resume this run instead of starting a child run.
         os.environ.pop(Env.RUN_ID, None)
         return mlflow.start_run(run_id=run_id, tags=tags).info.run_id
     run = mlflow.start_run(
-        experiment_id=experiment_id, run_name="pipeline", parent_run_id=parent_run_id, tags=tags
+        experiment_id=experiment_id,
+        run_name=tags[MLflow.RUN_NAME],
+        parent_run_id=parent_run_id,
+        tags=tags,
     )
     return run.info.run_id
 
@@ -169,7 +183,16 @@ def _finish(cfg: DictConfig, ctx: RunContext, result: PipelineResult) -> None:
     run that computed the drift result, not from the runs that reuse it."""
     result.stage_run_ids.update(ctx.stage_runs)
     result.decisions.update(ctx.decisions)
+    result.durations.update(ctx.durations)
     mlflow.set_tag(Cache.SUMMARY, cache_summary(ctx.decisions))
+    scored_by = ctx.stage_runs.get(ctx.pipeline.metrics_stage or "")
+    if scored_by:
+        # The pipeline run carries its score, so MLflow's compare and parallel-coordinates
+        # views relate the config (its params) to the metrics across runs and sweep jobs.
+        metrics = ctx.client.get_run(scored_by).data.metrics
+        result.metrics = {k: v for k, v in metrics.items() if not _bookkeeping(k)}
+        if result.metrics:
+            mlflow.log_metrics(result.metrics)
     drift_stage = producer_of(ctx.pipeline, ctx.pipeline.drift_output)
     decision = result.decisions.get(drift_stage) if drift_stage else None
     alert_drift(
@@ -179,6 +202,22 @@ def _finish(cfg: DictConfig, ctx: RunContext, result: PipelineResult) -> None:
         experiment_id=result.experiment_id,
         computed=decision is not None and not decision.hit,
     )
+
+
+def _bookkeeping(metric: str) -> bool:
+    """Metrics every stage run logs about itself, not about the model."""
+    return metric in ("wall_time_s", "peak_rss_mb") or metric.startswith("rows.")
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``<model>-<data>-<key>``: what a pipeline run trains on what, and a short digest of its
+    config (runs with the same name ran the same config)."""
+    relevant = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+                if k not in NOT_IN_RUN_KEY}  # fmt: skip
+    key = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+    model = OmegaConf.select(cfg, "model.name") or "model"
+    data = OmegaConf.select(cfg, "data.name") or "data"
+    return f"{model}-{data}-{key[:6]}"
 
 
 def run_in_process(

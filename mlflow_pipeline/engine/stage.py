@@ -78,6 +78,8 @@ class RunContext:
     decisions: dict[str, cache.CacheDecision] = field(default_factory=dict)
     # Stage name -> what it reads from outside the pipeline, resolved once (Stage.context).
     contexts: dict[str, dict[str, Context]] = field(default_factory=dict)
+    # Stage name -> wall seconds in this pipeline run (a hit's too).
+    durations: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,22 @@ def run_stage(
     ``decision``: the cache decision when the caller made it already.
     Raises whatever the stage raised, after marking the run FAILED.
     """
+    started = time.perf_counter()
+    try:
+        return _run_or_reuse(stage, cfg, ctx, available, run_id=run_id, decision=decision)
+    finally:
+        ctx.durations[stage.name] = time.perf_counter() - started
+
+
+def _run_or_reuse(
+    stage: Stage,
+    cfg: DictConfig,
+    ctx: RunContext,
+    available: dict[str, Handoff],
+    *,
+    run_id: str | None,
+    decision: cache.CacheDecision | None,
+) -> dict[str, Handoff]:
     if decision is None:
         decision = retry_transient(cache_decision, stage, cfg, ctx, available, what="cache")
     log.info(decision.describe())
@@ -307,6 +325,7 @@ def _run_in_active_run(
             values,
             _contract(stage.outputs, values) or contract,
             model_digest,
+            pipeline_run_id=ctx.pipeline_run_id,
         )
         if stage.gate is not None:
             stage.gate(cfg, values)
@@ -394,7 +413,8 @@ def _checked_input(
             frame = frame.copy(deep=False)
         else:
             frame = _validate(stage, dataset, cfg, contract, frame)
-    _log_frame_facts("input", dataset.name, frame, digest)
+    digest = _log_frame_facts("input", dataset.name, frame, digest)
+    _log_dataset(MlflowClient(), mlflow.active_run().info.run_id, dataset.name, frame, digest)
     return frame
 
 
@@ -463,6 +483,8 @@ def _save_outputs(
     values: dict[str, Any],
     contract: pa.DataFrameSchema | None,
     model_digest: str,
+    *,
+    pipeline_run_id: str | None = None,
 ) -> dict[str, Handoff]:
     outputs: dict[str, Handoff] = {}
     for index, dataset in enumerate(stage.outputs):
@@ -478,6 +500,9 @@ def _save_outputs(
                 handoff.schema_key = _schema_key(dataset, cfg, contract)
             artifacts.save_frame(client, run_id, dataset.name, value)
             handoff.digest = _log_frame_facts("output", dataset.name, value)
+            if not any(d.kind == "frame" for d in stage.inputs) and pipeline_run_id:
+                # A dataset the pipeline starts from: the pipeline run's Dataset column shows it.
+                _log_dataset(client, pipeline_run_id, dataset.name, value, handoff.digest)
             if dataset.log_as_metrics:
                 mlflow.log_metrics(dict(zip(value["metric"], value["value"], strict=True)))
         elif dataset.kind == "text":
@@ -522,6 +547,22 @@ def _log_frame_facts(
     mlflow.set_tag(f"{Runs.DIGEST_PREFIX}{direction}.{name}", digest)
     mlflow.log_metric(f"rows.{direction}.{name}", len(frame))
     return digest
+
+
+def _log_dataset(
+    client: MlflowClient, run_id: str, name: str, frame: pd.DataFrame, digest: str
+) -> None:
+    """``frame`` as an input of run ``run_id`` with MLflow's dataset tracking (name, digest,
+    schema, row count; context: the dataset's name), so the UI lists and compares it."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types.utils import _infer_schema
+
+    dataset = mlflow.data.from_pandas(frame, name=name, digest=digest[:20])
+    # The schema from the first rows: inferring it from every row of a large frame is slow.
+    dataset.__dict__["schema"] = _infer_schema(frame.head(1000))
+    tags = [InputTag(key="mlflow.data.context", value=name)]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 
 
 def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseException) -> None:

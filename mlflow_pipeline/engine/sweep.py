@@ -30,6 +30,7 @@ from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import PipelineError
 from mlflow_pipeline.redaction import (
     redact_file,
+    redact_logs,
     redact_overrides,
     redact_url,
     restore_redacted,
@@ -90,6 +91,8 @@ class SweepRun(Callback):
             if host in ("127.0.0.1", "localhost"):  # else Ray swaps in the network IP and hangs
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         cfg = task_config(config)
+        # Hydra's launcher logs every job's overrides (a secret included) before it runs.
+        redact_logs(secrets_of(cfg))
         tracking = resolve_tracking(cfg)
         activate(tracking)
         self.client = retry_transient(MlflowClient)

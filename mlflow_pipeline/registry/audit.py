@@ -403,7 +403,15 @@ class AuditTrail:
         """Mark FAILED the audit runs whose writer died before finishing them (not records;
         the move they describe, if it happened, is recorded again by ``reconcile``)."""
         experiment_id = self.experiment_id(create=False)
-        return [] if experiment_id is None else reap_dead_runs(self.client, experiment_id)
+        if experiment_id is None:
+            return []
+        try:
+            return reap_dead_runs(self.client, experiment_id)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"cannot check the audit experiment '{self.experiment}' for runs of dead "
+                f"processes: {exc.message}"
+            ) from exc
 
     def _tag_model(self, experiment_id: str) -> None:
         tags = {Audit.MODEL_EXPERIMENT: self.experiment, Audit.MODEL_EXPERIMENT_ID: experiment_id}

@@ -2,8 +2,8 @@
 
 Promotion is an alias move (``challenger`` -> ``champion``, see promotion.py), never a registry
 stage; whatever holds ``champion`` now, including a version a human chose in the UI, is what
-the rule compares. Every move made here is recorded in the model's audit trail (audit.py), and
-``reconcile`` records the moves made outside mlflow-pipeline since the last record. A model is
+the rule compares. Every move made here is recorded in the model's audit trail (audit.py),
+which also records the moves made outside mlflow-pipeline since the last record. A model is
 registered once: a version records its content digest (digest.py), and ``version_with`` finds
 an existing version of the same model.
 """
@@ -163,15 +163,6 @@ class ModelRegistry:
         ]
         return min(matches, key=lambda v: int(v.version)) if matches else None
 
-    def version_of(self, model_uri: str) -> ModelVersion | None:
-        """The version already registered from ``model_uri``, if any."""
-        try:
-            versions = self.client.search_model_versions(f"name = {quoted(self.name)}")
-        except MlflowException:
-            return None
-        matches = [v for v in versions if v.source == model_uri]
-        return max(matches, key=lambda v: int(v.version)) if matches else None
-
     def decided_by_a_dead_run(self, version: ModelVersion) -> str | None:
         """The register run whose decision ``version``'s promotion tags hold, when that run
         did not finish and will not (FAILED, KILLED, its process gone, or deleted): a rerun
@@ -226,13 +217,10 @@ class ModelRegistry:
             held = {}
         return {alias: str(held[alias]) if alias in held else None for alias in names}
 
-    def reconcile(self, *, detected_by: str | None = None) -> list[Move]:
-        """Record in the audit trail the alias moves made outside mlflow-pipeline."""
-        return self.audit.reconcile(self.current_aliases(), detected_by=detected_by)
-
     def move_alias(self, alias: str, version: str, why: Why) -> Move | None:
         """Point ``alias`` at ``version`` and record the move with ``why``; None (and nothing
-        recorded) when ``alias`` is already there."""
+        recorded) when ``alias`` is already there. One move, with neither the promotion lock
+        nor a plan: promotions go through ``promotion.promotion_session``."""
         before = self.version_by_alias(alias)
         before_version = str(before.version) if before is not None else None
         if before_version == str(version):
@@ -248,7 +236,9 @@ class ModelRegistry:
 def audit_of(client: MlflowClient, name: str, alias: str | None = None) -> str:
     """``mlflow-pipeline audit``: the recorded moves of ``name``'s aliases (of ``alias``
     only, when given), the aliases now, and the moves made outside mlflow-pipeline that the
-    next run will record. Raises ConfigError for an unknown model."""
+    next run will record; a promotion a crash interrupted is shown as such (the next
+    promotion finishes it), not as moves made outside. Raises ConfigError for an unknown
+    model."""
     registry = ModelRegistry(client, name)
     try:
         current = registry.current_aliases(alias, missing_model_ok=False)
@@ -256,9 +246,29 @@ def audit_of(client: MlflowClient, name: str, alias: str | None = None) -> str:
         raise ConfigError(f"no registered model '{name}'") from exc
     if alias is not None:
         current = {alias: current[alias]}
-    return describe(
-        registry.audit.moves(alias), current, pending=registry.audit.unrecorded(current)
-    )
+    interrupted = _interrupted_steps(registry, alias)
+    pending = [m for m in registry.audit.unrecorded(current) if m.alias not in interrupted]
+    text = describe(registry.audit.moves(alias), current, pending=pending)
+    if interrupted:
+        moves = ", ".join(f"{a} -> v{to}" for a, to in interrupted.items())
+        text += (
+            f"\ninterrupted promotion: {moves} (a killed run's; the next register or promote "
+            "of this model finishes and records it)"
+        )
+    return text
+
+
+def _interrupted_steps(registry: ModelRegistry, alias: str | None) -> dict[str, str]:
+    """Alias -> version of the moves an interrupted promotion planned (plan.py writes the
+    plan; only its aliases and targets are read here)."""
+    text = registry._model_tags().get(Registry.PLAN)
+    try:
+        steps = json.loads(text)["steps"] if text else []
+        return {
+            s["alias"]: str(s["to_version"]) for s in steps if alias is None or s["alias"] == alias
+        }
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def lineage_tags(lineage: dict[str, Any]) -> dict[str, str]:

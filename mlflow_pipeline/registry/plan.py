@@ -20,7 +20,6 @@ import json
 import logging
 import uuid
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 from mlflow.exceptions import MlflowException
 
@@ -203,8 +202,3 @@ def _clear_plan(registry: ModelRegistry, lock: PromotionLock) -> None:
         raise RegistryError(
             f"cannot clear the promotion plan on '{registry.name}': {exc.message}"
         ) from exc
-
-
-def plan_summary(plan: Plan) -> list[dict[str, Any]]:
-    """The plan's steps as plain data (alias, from, to), for reports."""
-    return [{"alias": s.alias, "from": s.from_version, "to": s.to_version} for s in plan.steps]

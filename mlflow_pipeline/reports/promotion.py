@@ -136,10 +136,10 @@ def _gain_caption(comparison: dict[str, Any]) -> str:
 def _gain_plot(comparison: dict[str, Any], metric: str) -> str:
     return plot(
         partial(_plot_gain, comparison=comparison, metric=metric),
-        (4.0, 1.6),
+        (4.0, 1.7),
         f"gain in {metric} with its confidence interval",
-        left=0.12,
-        bottom=0.35,
+        left=0.2,
+        bottom=0.5,
     )
 
 

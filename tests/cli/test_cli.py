@@ -94,3 +94,33 @@ def test_ctrl_c_is_one_line_and_exit_130_and_a_bug_keeps_its_traceback(capsys):
     assert capsys.readouterr().err == INTERRUPTED + "\n"
     with pytest.raises(ValueError, match="a bug"), reported():
         raise ValueError("a bug")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from mlflow_pipeline.cli.app import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
+
+
+def test_help_lists_the_subcommands_and_the_groups_a_user_chooses_from():
+    result = cli("--help")
+    assert result.returncode == 0, result.stderr
+    for name in ("init", "score", "serve", "simulate", "schedule", "promote", "audit",
+                 "reproduce", "example-data", "schema", "tracking-uri"):  # fmt: skip
+        assert f"\n {name} " in result.stdout, name
+    assert "random_forest" in result.stdout  # model options
+    assert "quick_rf" in result.stdout  # this project's own experiment option
+    assert "schema/model" not in result.stdout
+    assert "hydra/launcher" not in result.stdout
+
+
+@pytest.mark.parametrize(("word", "hint"), [("scor", "score"), ("sereve", "serve")])
+def test_a_mistyped_subcommand_gets_did_you_mean(word: str, hint: str):
+    result = cli(word, "models:/x@champion")
+    assert result.returncode == 2
+    assert f"unknown command '{word}'; did you mean '{hint}'?" in result.stderr
+    assert "Traceback" not in result.stderr

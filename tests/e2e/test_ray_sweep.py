@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from mlflow.entities import Run
 
 from .helpers import CLASSIFICATION_METRICS, REPO, VENV_BIN, Store, assert_ok
@@ -196,10 +195,11 @@ def test_ray_sweep_jobs_ran_in_the_clusters_workers(cluster: RayCluster, sweeps:
         assert pid != driver_pid
         [worker_log] = cluster.logs.glob(f"worker-*-{pid}.out")
         assert job.info.run_id in worker_log.read_text("utf-8")
-    # Workers run where the cluster was started: Hydra's job folders are there.
-    written = cluster.workdir.glob("multirun/*/*/*/.hydra/overrides.yaml")
-    root = f"tracking.root={sweeps.ray.root / 'embedded'}"
-    assert len([p for p in written if root in yaml.safe_load(p.read_text("utf-8"))]) == 2
+    # Workers run where the cluster was started: Hydra's job folders (each with the job's log;
+    # no .hydra/ copy of the overrides, which may hold secrets) are there.
+    logs = [p.read_text("utf-8") for p in cluster.workdir.glob("multirun/*/*/*/*.log")]
+    for job in jobs:
+        assert any(job.info.run_id in text for text in logs), job.info.run_id
 
 
 def test_a_job_failing_on_the_cluster_fails_the_sweep_but_not_the_other_job(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,13 @@ def test_pipeline_run_tree(runs):
     assert pipeline.data.tags[Runs.STEPS] == ",".join(PIPELINE.stage_names)
     assert pipeline.data.tags[Runs.RUNNER_MODE] == "in_process"
     assert pipeline.data.params["model.name"] == "logistic_regression"
+    assert not any(p.startswith("pipeline.") for p in pipeline.data.params)
+    assert re.fullmatch(r"logistic_regression-breast_cancer-[0-9a-f]{6}", pipeline.info.run_name)
+    assert pipeline.data.metrics["roc_auc"] == result.metrics["roc_auc"]
+    # The data it starts from, with MLflow's dataset tracking (the UI's Dataset column).
+    [raw] = pipeline.inputs.dataset_inputs
+    assert raw.dataset.name == "raw"
+    assert json.loads(raw.dataset.profile)["num_rows"] == 569
     assert artifacts(client, result.pipeline_run_id) == {"config.yaml"}
     children = stage_runs(client, result)
     assert set(children) == set(PIPELINE.stage_names)
@@ -107,10 +116,14 @@ def test_result_and_describe(runs):
     assert result.promotion["model_name"] == "breast_cancer"
     text = describe(result)
     assert result.pipeline_run_id in text
-    assert (
-        "registered breast_cancer v1: promoted to champion (no champion yet); champion is v1"
-        in text
-    )
+    assert re.search(
+        r"registered breast_cancer v1: promoted to champion \(no champion yet; "
+        r"roc_auc=0\.9\d+\); champion is v1",
+        text,
+    ), text
+    # The pipeline run carries the evaluate metrics and an informative name.
+    assert set(result.metrics) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    assert result.durations.keys() == result.decisions.keys()
 
 
 def test_sliced_run_reads_inputs_from_the_latest_finished_runs(runs):

@@ -15,7 +15,7 @@ import pytest
 
 from mlflow_pipeline.registry.audit import KIND_EXTERNAL, Why
 from mlflow_pipeline.registry.lock import PromotionLock, lock_name
-from mlflow_pipeline.registry.model_registry import ModelRegistry
+from mlflow_pipeline.registry.model_registry import ModelRegistry, audit_of
 from mlflow_pipeline.registry.plan import Plan, _write_plan, alias_steps, finish_interrupted
 from mlflow_pipeline.registry.promotion import promote_by_hand, promotion_session
 from mlflow_pipeline.tags import Audit, Env, Registry
@@ -165,3 +165,15 @@ def test_promote_killed_at_any_point_then_run_again_ends_promoted(registry, trac
     assert_promoted(registry)
     if point == "locked":  # nothing had moved: this run made the moves
         assert [m.kind for m in again.moves] == ["cli", "cli"]
+
+
+def test_audit_shows_an_interrupted_promotion_as_such(registry):
+    _write_plan(registry, Plan.of(promotion_steps(registry)))
+    registry.set_alias("champion", "2")  # killed right after this
+    lines = audit_of(registry.client, MODEL).splitlines()
+    assert lines[-2] == "now: champion v2, challenger v2, rollback none"
+    assert lines[-1] == (
+        "interrupted promotion: champion -> v2, rollback -> v1 (a killed run's; the next "
+        "register or promote of this model finishes and records it)"
+    )
+    assert not any(line.startswith("not recorded yet") for line in lines)

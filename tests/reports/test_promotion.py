@@ -52,3 +52,30 @@ def test_promotion_report_not_promoted_and_first_version():
     (image,) = decoded_images(first)
     assert image.shape[0] >= 200
     assert "no champion yet" in visible_text(first)
+
+
+def test_promotion_report_shows_the_gain_and_its_interval():
+    comparison = {
+        "metric": "roc_auc",
+        "greater_is_better": True,
+        "gain": 0.01,
+        "low": 0.004,
+        "high": 0.017,
+        "confidence": 0.95,
+        "resamples": 1000,
+        "defined": 1000,
+        "rows": 114,
+        "seed": 42,
+    }
+    document = promotion_report(
+        promotion(comparison=comparison, duplicate_of={"version": "1"}, moves=["a: v1 -> v2"])
+    )
+    assert len(decoded_images(document)) == 2  # the scores, the gain with its interval
+    text = visible_text(document)
+    assert "95% confidence interval of the gain" in text
+    assert "[0.004, 0.017]" in text
+    assert "1000 resamples of 114 test rows" in text
+    assert "no: identical to version 1 (same content digest)" in text
+    undefined = promotion_report(promotion(comparison={**comparison, "low": None, "high": None}))
+    assert "could not be estimated" in visible_text(undefined)
+    assert len(decoded_images(undefined)) == 1
