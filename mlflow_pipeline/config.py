@@ -109,6 +109,10 @@ class DataConfig:
     read_options: dict[str, Any] = field(default_factory=dict)
     # Columns that are neither features nor target (ids, timestamps); kept in the data.
     ignore_columns: list[str] = field(default_factory=list)
+    # Per column, what it is to the model: ``{name: {role: ...}}`` with role one of numeric,
+    # integer, categorical, datetime, text, id, ignore. Unset columns get an inferred role;
+    # id, text, datetime and ignore columns are not features.
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -215,6 +215,20 @@ def redact_logs(secrets: Iterable[str] = (), loggers: Iterable[str] = ("", "mlfl
                 handler.addFilter(RedactingFilter(secrets))
 
 
+def redact_records_of(names: Iterable[str], secrets: Iterable[str] = ()) -> None:
+    """Redact every record the loggers ``names`` create, whatever handlers are in place when
+    they log (Hydra's launchers reconfigure logging between jobs, replacing the handlers
+    ``redact_logs`` filtered)."""
+    secrets = set(secrets)
+    for name in names:
+        logger = logging.getLogger(name)
+        existing = [f for f in logger.filters if isinstance(f, RedactingFilter)]
+        if existing:
+            existing[0].secrets |= secrets
+        else:
+            logger.addFilter(RedactingFilter(secrets))
+
+
 def is_redacted(value: Any) -> bool:
     """Was ``value`` (a config value read back from a run) redacted when it was written?"""
     return isinstance(value, str) and (value == REDACTED or value.endswith("/" + REDACTED))

@@ -8,6 +8,8 @@ dataset: validated data, train and test splits. Fixed-shape datasets are DataFra
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,12 @@ from pandera.typing import Series
 from mlflow_pipeline.config import Task
 from mlflow_pipeline.errors import ConfigError
 
-# The dtype every numeric feature is coerced to: float holds missing values, int does not.
+# The dtype of numeric features that are not integers (and of integers with missing values,
+# which an int64 cannot hold and MLflow's signature cannot declare as ``long``).
 NUMERIC_DTYPE = "float64"
+# Integer columns with no missing values stay integers: a signature that calls them ``double``
+# makes MLflow's pyfunc refuse the int64 columns pd.read_csv gives for the same file.
+INTEGER_DTYPE = "int64"
 # pandas' string dtype (pandas 3 default for text); missing values stay missing.
 STRING_DTYPE = "str"
 
@@ -41,26 +47,238 @@ def raw_schema(target: str) -> pa.DataFrameSchema:
 # the rest are junk ("12kg", "?") that the gate then reports instead of a silent categorical.
 NUMERIC_TEXT_FRACTION = 0.9
 
+# What a column is to the model (``data.columns.<name>.role``). The contract records each
+# feature column's role in its description (pandera YAML keeps descriptions, not metadata).
+ROLES = ("numeric", "integer", "categorical", "datetime", "text", "id", "ignore")
+# Roles whose columns are not model features: an id or a free text one-hot encoded is noise
+# that makes every new row "unseen"; datetime until datetime features exist.
+NOT_FEATURES = ("datetime", "text", "id", "ignore")
+ROLE_PREFIX = "role="
+# A column is id-like when at least this fraction of its values present are distinct, in at
+# least ID_MIN_ROWS rows (fewer rows say nothing); integer ones also need an id-like name or
+# near-consecutive values, so that a measurement with distinct values stays a feature.
+ID_DISTINCT_FRACTION = 0.95
+ID_MIN_ROWS = 50
+ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^id[_\W]|[a-z]Id$", re.IGNORECASE)
+# Free text: strings longer than this (median characters) or with this many words (median),
+# most of them distinct.
+TEXT_MIN_LENGTH = 30
+TEXT_MIN_WORDS = 5
+TEXT_DISTINCT_FRACTION = 0.5
+TEXT_MIN_DISTINCT = 20
+# Datetime: every distinct value (a sample of them) looks like a date and parses as one.
+DATETIME_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}([-/.]\d{1,4})?([ T]\d{1,2}:\d{2}.*)?\s*$")
+DATETIME_SAMPLE = 1000
 
-def infer_contract(df: pd.DataFrame, target: str, task: Task) -> pa.DataFrameSchema:
-    """Infer the data contract from raw data.
 
-    Numeric features (and text columns that are mostly numbers) become nullable floats,
-    everything else nullable strings; the target must be present and non-null (and numeric for
-    regression). No unexpected columns.
+@dataclass(frozen=True)
+class ColumnRole:
+    """A column's role and why: ``reason`` is what was seen (inferred) or where it was set."""
+
+    role: str
+    reason: str
+    inferred: bool = True
+
+    @property
+    def feature(self) -> bool:
+        return self.role not in NOT_FEATURES
+
+    def description(self) -> str:
+        return f"{ROLE_PREFIX}{self.role}; {'inferred: ' if self.inferred else ''}{self.reason}"
+
+    @classmethod
+    def from_description(cls, text: str | None) -> ColumnRole | None:
+        """The role a contract column's description records (None: none recorded)."""
+        if not text or not text.startswith(ROLE_PREFIX):
+            return None
+        role, _, rest = text[len(ROLE_PREFIX) :].partition(";")
+        rest = rest.strip()
+        inferred = rest.startswith("inferred: ")
+        reason = rest.removeprefix("inferred: ").split(" | ", 1)[0]
+        return cls(role=role.strip(), reason=reason, inferred=inferred)
+
+
+def infer_role(values: pd.Series, name: str) -> ColumnRole:
+    """What a column looks like: id, text, datetime, integer, numeric or categorical."""
+    present = values.dropna()
+    rows = len(present)
+    if pd.api.types.is_bool_dtype(values):
+        return ColumnRole("categorical", "true/false values")
+    if pd.api.types.is_integer_dtype(values):
+        if _id_like_integers(present, str(name)):
+            return ColumnRole("id", f"{present.nunique()} distinct in {rows} rows")
+        return ColumnRole("integer", "whole numbers")
+    if pd.api.types.is_numeric_dtype(values):
+        if values.isna().any() and _whole(present):
+            return ColumnRole("integer", "whole numbers with missing values")
+        return ColumnRole("numeric", "numbers")
+    if mostly_numbers(values):
+        return ColumnRole("numeric", "text that is mostly numbers")
+    texts = present.astype(str)
+    distinct = texts.nunique()
+    if rows and _dates(texts):
+        return ColumnRole("datetime", f"every value present parses as a date ({distinct} distinct)")
+    if rows and distinct >= TEXT_MIN_DISTINCT and distinct >= TEXT_DISTINCT_FRACTION * rows:
+        length = texts.str.len().median()
+        words = texts.str.split().str.len().median()
+        if length > TEXT_MIN_LENGTH or words >= TEXT_MIN_WORDS:
+            return ColumnRole(
+                "text", f"free text: median {length:.0f} characters, {words:.0f} words"
+            )
+    if rows >= ID_MIN_ROWS and distinct >= ID_DISTINCT_FRACTION * rows:
+        return ColumnRole("id", f"{distinct} distinct in {rows} rows")
+    return ColumnRole("categorical", "text")
+
+
+def _whole(values: pd.Series) -> bool:
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    finite = numbers[np.isfinite(numbers)]
+    return bool(finite.size) and bool(np.all(finite == np.round(finite)))
+
+
+def _id_like_integers(present: pd.Series, name: str) -> bool:
+    rows = len(present)
+    if rows < ID_MIN_ROWS:
+        return False
+    distinct = present.nunique()
+    if distinct < ID_DISTINCT_FRACTION * rows:
+        return False
+    span = float(present.max()) - float(present.min()) + 1
+    return bool(ID_NAME.search(name)) or span <= 2 * distinct
+
+
+def _dates(texts: pd.Series) -> bool:
+    distinct = pd.Series(texts.unique()[:DATETIME_SAMPLE])
+    if not distinct.str.match(DATETIME_LIKE).all():
+        return False
+    parsed = pd.to_datetime(distinct, errors="coerce", format="mixed")
+    return bool(parsed.notna().all())
+
+
+def column_roles(
+    df: pd.DataFrame,
+    target: str,
+    columns: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
+) -> dict[str, ColumnRole]:
+    """The role of every column but the target: ``data.columns.<name>.role`` where set, then
+    ``data.ignore_columns`` (role ignore), else inferred from the values.
+
+    Raises ConfigError for a role on a column the data does not have, or an unknown role.
     """
-    columns: dict[str, pa.Column] = {}
+    chosen = _configured_roles(df, target, columns or {})
+    roles: dict[str, ColumnRole] = {}
     for name in df.columns:
         if name == target:
             continue
-        if pd.api.types.is_bool_dtype(df[name]):
-            columns[name] = pa.Column(STRING_DTYPE, nullable=True, coerce=True)
-        elif pd.api.types.is_numeric_dtype(df[name]) or mostly_numbers(df[name]):
-            columns[name] = pa.Column(NUMERIC_DTYPE, nullable=True, coerce=True)
+        if name in chosen:
+            roles[name] = ColumnRole(chosen[name], f"data.columns.{name}.role", inferred=False)
+        elif name in ignore:
+            roles[name] = ColumnRole("ignore", "data.ignore_columns", inferred=False)
         else:
-            columns[name] = pa.Column(STRING_DTYPE, nullable=True, coerce=True)
-    columns[target] = target_column(df[target], task)
-    return pa.DataFrameSchema(columns, strict=True, coerce=True, name="contract")
+            roles[name] = infer_role(df[name], name)
+    return roles
+
+
+def _configured_roles(df: pd.DataFrame, target: str, columns: Mapping[str, Any]) -> dict[str, str]:
+    roles = {}
+    for name, spec in columns.items():
+        role = spec.get("role") if isinstance(spec, Mapping) else spec
+        if name not in df.columns or name == target:
+            raise ConfigError(
+                f"data.columns.{name}: no feature column '{name}' in the data (columns: "
+                f"{', '.join(str(c) for c in df.columns if c != target)})"
+            )
+        if role not in ROLES:
+            raise ConfigError(
+                f"data.columns.{name}.role: {role!r} is not a role (one of {', '.join(ROLES)})"
+            )
+        roles[name] = role
+    return roles
+
+
+def contract_roles(contract: pa.DataFrameSchema) -> dict[str, ColumnRole]:
+    """The roles a contract records, by column (columns with none recorded are left out)."""
+    found = {}
+    for name, column in contract.columns.items():
+        role = ColumnRole.from_description(column.description)
+        if role is not None:
+            found[name] = role
+    return found
+
+
+def non_features(contract: pa.DataFrameSchema) -> list[str]:
+    """The contract's columns whose role keeps them out of the model (id, text, ...)."""
+    return [name for name, role in contract_roles(contract).items() if not role.feature]
+
+
+def infer_contract(
+    df: pd.DataFrame,
+    target: str,
+    task: Task,
+    columns: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
+) -> pa.DataFrameSchema:
+    """Infer the data contract from raw data.
+
+    Integer columns stay int64 (with missing values: float64, role integer), other numbers
+    and text that is mostly numbers become nullable floats, everything else nullable strings;
+    a role set in ``columns`` (``data.columns``) decides the type where it names one
+    (categorical and text: strings, numeric: float). Each column's role is recorded in its
+    description. The target must be present and non-null (and numeric for regression). No
+    unexpected columns.
+
+    Raises ConfigError for a role on an unknown column or an unknown role.
+    """
+    roles = column_roles(df, target, columns, ignore)
+    contract: dict[str, pa.Column] = {}
+    for name, role in roles.items():
+        contract[name] = pa.Column(
+            _dtype(df[name], role.role),
+            nullable=True,
+            coerce=True,
+            description=role.description(),
+        )
+    contract[target] = target_column(df[target], task)
+    return pa.DataFrameSchema(contract, strict=True, coerce=True, name="contract")
+
+
+def with_roles(
+    contract: pa.DataFrameSchema,
+    df: pd.DataFrame,
+    target: str,
+    columns: Mapping[str, Any] | None = None,
+    ignore: Sequence[str] = (),
+) -> pa.DataFrameSchema:
+    """A user's contract with the role of each column it declares recorded (its own
+    description kept after it)."""
+    present = [c for c in contract.columns if c in df.columns]
+    roles = column_roles(df[present], target, columns, ignore)
+    updated = copy.deepcopy(contract)
+    for name, role in roles.items():
+        column = updated.columns[name]
+        recorded = ColumnRole.from_description(column.description)
+        if recorded is not None and role.inferred:
+            continue  # the schema file's own role stands over an inferred one
+        own = None if recorded is not None else column.description
+        column.description = role.description() + (f" | {own}" if own else "")
+    return updated
+
+
+def _dtype(values: pd.Series, role: str) -> str:
+    if role in ("categorical", "text", "datetime"):
+        return STRING_DTYPE
+    if pd.api.types.is_bool_dtype(values):
+        return STRING_DTYPE
+    if role == "numeric":
+        return NUMERIC_DTYPE
+    if pd.api.types.is_integer_dtype(values):
+        return INTEGER_DTYPE
+    if pd.api.types.is_numeric_dtype(values) or mostly_numbers(values):
+        return NUMERIC_DTYPE
+    if role == "integer":  # an integer role on text: numbers, maybe with missing values
+        return NUMERIC_DTYPE
+    return STRING_DTYPE
 
 
 def mostly_numbers(values: pd.Series) -> bool:

@@ -15,6 +15,7 @@ from mlflow_pipeline.redaction import (
     is_secret_key,
     redact_file,
     redact_overrides,
+    redact_records_of,
     redact_text,
     redact_url,
     redacted,
@@ -108,6 +109,14 @@ def test_log_records_and_files_are_redacted(tmp_path):
     record.args = ("key-987654", "http://u:pw123@h")
     assert RedactingFilter({"key-987654"}).filter(record)
     assert record.getMessage() == "token *** at http://u:***@h"
+    source = logging.getLogger("tests.redaction.launcher")
+    redact_records_of([source.name], {"key-987654"})
+    handler = logging.Handler()
+    seen: list[str] = []
+    handler.emit = lambda r: seen.append(r.getMessage())  # type: ignore[method-assign]
+    source.addHandler(handler)  # a handler added later (Hydra reconfigures between jobs)
+    source.warning("#0 : +data.api_token=key-987654")
+    assert seen == ["#0 : +data.api_token=***"]
     path = tmp_path / "multirun.yaml"
     path.write_text("- +data.api_token=key-987654\n")
     redact_file(path, {"key-987654"})

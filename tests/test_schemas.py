@@ -35,7 +35,7 @@ def test_inferred_contract_types(frame: pd.DataFrame):
     contract = schemas.infer_contract(frame, "churned", Task.classification)
     dtypes = {name: str(col.dtype) for name, col in contract.columns.items()}
     assert dtypes["income"] == "float64"
-    assert dtypes["customer_id"] == "float64"
+    assert dtypes["customer_id"] == "int64"  # integers stay integers
     assert dtypes["churned"] == "int64"
     assert "str" in dtypes["city"] or "string" in dtypes["city"]
     assert dtypes["flag"] == dtypes["city"]  # booleans are treated as categories
@@ -63,7 +63,7 @@ def test_target_column_dtype(target: pd.Series, task: Task, dtype: str):
 def test_contract_validates_and_coerces_the_data_it_came_from(frame: pd.DataFrame, gate):
     out = check(frame, gate)
     assert out["income"].dtype == "float64"
-    assert out["customer_id"].dtype == "float64"
+    assert out["customer_id"].dtype == "int64"
     assert pd.api.types.is_string_dtype(out["city"])
     assert out["city"].isna().sum() == frame["city"].isna().sum()
     assert out["income"].isna().sum() == frame["income"].isna().sum()
@@ -211,3 +211,28 @@ def test_metrics_schema():
         check(pd.DataFrame({"metric": ["a", "a"], "value": [1.0, 2.0]}), schema, "metrics")
     with pytest.raises(DataValidationError, match=r"column 'value', check not_nullable"):
         check(pd.DataFrame({"metric": ["a"], "value": [np.nan]}), schema, "metrics")
+
+
+@pytest.mark.parametrize(
+    ("values", "role"),
+    [
+        (pd.Series(pd.date_range("2024-01-01", periods=80).astype(str)), "datetime"),
+        (
+            pd.Series([f"2024/0{i % 9 + 1}/1{i % 9} 10:{i % 50 + 10}" for i in range(80)]),
+            "datetime",
+        ),
+        (pd.Series(["Jan", "Feb", "Mar"] * 30), "categorical"),
+        (pd.Series([f"A{i:04d}" for i in range(80)]), "id"),
+        (pd.Series([f"A{i:04d}" for i in range(30)]), "categorical"),  # too few rows to tell
+        (pd.Series(np.random.default_rng(0).normal(size=80) * 1000).round(), "numeric"),
+        (pd.Series([1.0, None, 3.0] * 30), "integer"),
+        (pd.Series(np.arange(80) * 7 + 12345), "numeric_id"),  # distinct but spread: kept
+    ],
+)
+def test_inferred_roles(values: pd.Series, role: str):
+    name = "value"
+    if role == "numeric_id":
+        assert schemas.infer_role(values, "amount").role == "integer"
+        assert schemas.infer_role(values, "order_id").role == "id"
+        return
+    assert schemas.infer_role(values, name).role == role

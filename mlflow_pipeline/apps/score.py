@@ -29,7 +29,7 @@ from mlflow_pipeline.errors import (
     DataValidationError,
     PipelineError,
 )
-from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate
+from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, non_features
 from mlflow_pipeline.store.tracking import Tracking, activate
 from mlflow_pipeline.tags import Lineage, Runs, Score
 
@@ -185,6 +185,8 @@ def scoring_gate(
     target = cfg.data.target
     if target in schema.columns:
         schema = schema.update_column(target, required=False)
+    for name in non_features(contract):  # ids, free text...: the model never reads them
+        schema = schema.update_column(name, required=False)
     for name, allowed in seen.items():
         checks = [*schema.columns[name].checks, seen_in_training_check(allowed)]
         schema = schema.update_column(name, checks=checks)
@@ -391,7 +393,10 @@ def score(
     cfg = training.cfg
     rows = read_input(Path(input_path), OmegaConf.to_container(cfg.data.read_options, resolve=True))
     categorical = categorical_features(
-        training.contract, training.train, cfg.data.target, list(cfg.data.ignore_columns)
+        training.contract,
+        training.train,
+        cfg.data.target,
+        [*cfg.data.ignore_columns, *non_features(training.contract)],
     )
     scoring = scoring_gate(training.contract, cfg, seen_categories(training.train, categorical))
     validated = validate_input(rows, scoring, max_lines=int(cfg.validation.max_message_failures))

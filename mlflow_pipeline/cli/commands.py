@@ -92,9 +92,11 @@ written unless every row scores. Exit 0 on success, 1 with one message otherwise
 
 
 SERVE_EPILOG = """\
-Equivalent to resolving MODEL_URI to models:/NAME/VERSION, then:
+Equivalent to resolving MODEL_URI to models:/NAME/VERSION, downloading it and checking that
+it loads without running code (skops, trusted types only; else refused unless
+--allow-unsafe-model), then serving that checked copy:
   PATH="<venv>/bin:$PATH" MLFLOW_TRACKING_URI=<uri> MLFLOW_REGISTRY_URI=<uri> \\
-    mlflow models serve -m models:/NAME/VERSION --env-manager local --host 127.0.0.1 -p 5001
+    mlflow models serve -m <copy> --env-manager local --host 127.0.0.1 -p 5001
 (mlflow models serve starts `uvicorn` from PATH). Then:
   curl http://127.0.0.1:5001/health
   curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
@@ -111,10 +113,13 @@ def _tracking_uri(given: str | None) -> str:
 
 
 def _registry_client(given: str | None) -> MlflowClient:
-    """A client for the tracking store and registry ``--tracking-uri`` (or the default) names."""
+    """A client for the tracking store and registry ``--tracking-uri`` (or the default) names,
+    once the store is known to be usable (a server down is one line in seconds)."""
     from mlflow.tracking import MlflowClient
 
-    uri = _tracking_uri(given)
+    from mlflow_pipeline.store.tracking import Tracking, activate
+
+    uri = activate(Tracking(uri=_tracking_uri(given), artifact_root=None)).uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

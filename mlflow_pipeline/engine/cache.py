@@ -85,8 +85,16 @@ def code_hashes(objects: Iterable[Any]) -> dict[str, str]:
                 stack.append(value)
             elif _is_plain(value) and _top_package_of_module(namespace) in roots:
                 module = namespace.get("__name__", "?")
-                hashes[f"{_module_file(module)}:{name}"] = _sha(repr(value))
+                hashes[f"{_module_file(module)}:{name}"] = _sha(_stable_repr(value))
     return dict(sorted(hashes.items()))
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` that is the same in every process: a set's order follows string hashing, which
+    Python randomises per process."""
+    if isinstance(value, set | frozenset):
+        return f"{type(value).__name__}({sorted(map(_stable_repr, value))})"
+    return repr(value)
 
 
 def _is_code(value: Any) -> bool:

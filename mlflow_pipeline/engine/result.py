@@ -108,8 +108,10 @@ def _describe_promotion(promo: dict[str, Any], register: cache.CacheDecision | N
     score = ""
     if promo.get("champion_score") is None and promo.get("challenger_score") is not None:
         score = f"; {promo['metric']}={promo['challenger_score']:.6g}"
+    # A duplicate's reason says it was not registered again (identical to vN).
+    done = "registered " if promo.get("registered", True) else ""
     lines.append(
-        f"registered {promo['model_name']} v{promo['version']}: {verdict} "
+        f"{done}{promo['model_name']} v{promo['version']}: {verdict} "
         f"({promo['reason']}{score}); champion is v{champion}"
     )
     return lines

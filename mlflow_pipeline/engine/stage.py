@@ -305,7 +305,7 @@ def _run_in_active_run(
     if decision.manifest is not None:
         artifacts.save_text(client, run_id, cache.MANIFEST, decision.manifest.to_json())
 
-    with PeakMemory() as memory:
+    with PeakMemory(stage=stage.name) as memory:
         inputs, contract = _load_inputs(stage, cfg, ctx, available)
         call = StageCall(stage, cfg, ctx, available, run_id)
         kwargs = {name: _service(name, call) for name in stage.services}
@@ -583,18 +583,32 @@ def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseEx
 
 
 class PeakMemory:
-    """Samples this process's RSS in a background thread; ``peak_mb`` after the block."""
+    """Samples this process's RSS in a background thread; ``peak_mb`` after the block. With a
+    ``stage`` name it also logs a heartbeat every ``heartbeat_s`` while the block runs, so a
+    long stage is not silence."""
 
-    def __init__(self, interval_s: float = 0.02) -> None:
+    def __init__(
+        self, interval_s: float = 0.1, *, stage: str | None = None, heartbeat_s: float = 30.0
+    ) -> None:
         self.interval_s = interval_s
         self.peak_mb = 0.0
+        self.stage = stage
+        self.heartbeat_s = heartbeat_s
         self._process = psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        started = next_beat = time.monotonic()
+        next_beat += self.heartbeat_s
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            rss_mb = self._process.memory_info().rss / 2**20
+            self.peak_mb = max(self.peak_mb, rss_mb)
+            if self.stage and time.monotonic() >= next_beat:
+                elapsed = time.monotonic() - started
+                log.info("stage %s: still running (%.0f s, %.0f MB)", self.stage, elapsed, rss_mb)
+                next_beat += self.heartbeat_s
+            # Sleeps, not spins: the thread must not take a core from the stage's OpenMP work.
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakMemory:

@@ -32,6 +32,7 @@ from mlflow_pipeline.redaction import (
     redact_file,
     redact_logs,
     redact_overrides,
+    redact_records_of,
     redact_url,
     restore_redacted,
     secrets_of,
@@ -49,6 +50,14 @@ from mlflow_pipeline.store.tracking import (
 from mlflow_pipeline.tags import MLflow, Runs, Sweep
 
 log = logging.getLogger(__name__)
+# The loggers of Hydra's launchers (they log each job's overrides as "#<n> : ...").
+LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher._core",
+    "hydra_plugins.hydra_ray_launcher._core",
+    "hydra_plugins.hydra_ray_launcher._core_aws",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
 
 SWEEP_SUMMARY = "sweep_summary.csv"
 
@@ -91,8 +100,10 @@ class SweepRun(Callback):
             if host in ("127.0.0.1", "localhost"):  # else Ray swaps in the network IP and hangs
                 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         cfg = task_config(config)
-        # Hydra's launcher logs every job's overrides (a secret included) before it runs.
-        redact_logs(secrets_of(cfg))
+        # Hydra's launchers log every job's overrides (a secret included) before it runs.
+        secrets = secrets_of(cfg)
+        redact_logs(secrets)
+        redact_records_of(LAUNCHER_LOGGERS, secrets)
         tracking = resolve_tracking(cfg)
         activate(tracking)
         self.client = retry_transient(MlflowClient)

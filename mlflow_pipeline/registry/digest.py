@@ -30,10 +30,17 @@ import yaml
 
 PREFIX = "sha256:"
 # MLmodel fields that name one logging of a model (its run, id, time, place), not the model.
-LOGGING_FIELDS = frozenset(
-    {"run_id", "model_id", "model_uuid", "artifact_path", "utc_time_created", "model_size_bytes"}
+# Tuples, not sets: a set's order (and so its repr, which the stage cache fingerprints) changes
+# from one process to the next.
+LOGGING_FIELDS = (
+    "artifact_path",
+    "model_id",
+    "model_size_bytes",
+    "model_uuid",
+    "run_id",
+    "utc_time_created",
 )
-NOT_CONTENT = frozenset({"registered_model_meta"})
+NOT_CONTENT = ("registered_model_meta",)
 
 
 def content_digest(model_uri: str) -> str:

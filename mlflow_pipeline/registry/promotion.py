@@ -82,8 +82,8 @@ def judge(
     gain = challenger_score - champion_score
     if not greater_is_better:
         gain = -gain
-    scores = (
-        f"challenger {metric}={challenger_score:.6g}, champion v{champion_version} "
+    versus = (
+        f"challenger {metric}={challenger_score:.6g} %s champion v{champion_version} "
         f"{metric}={champion_score:.6g}"
     )
     terms = f"{'higher' if greater_is_better else 'lower'} is better, min_delta={min_delta}"
@@ -92,23 +92,20 @@ def judge(
         short = "by more than 0" if gain <= 0 else f"by at least min_delta={min_delta}"
         return PromotionDecision(
             promote=False,
-            reason=f"challenger does not beat champion v{champion_version} {short}: {scores}, "
-            f"gain {gain:.6g} ({terms}; {noise})",
+            reason=f"{versus % 'does not beat'} {short} (gain {gain:.6g}; {terms}; {noise})",
             **common,
         )
     if comparison is None or not comparison.estimated or comparison.low <= 0:
+        includes = " includes 0" if comparison is not None and comparison.estimated else ""
         return PromotionDecision(
             promote=False,
-            reason=f"challenger does not beat champion v{champion_version} beyond the noise: "
-            f"{scores}, gain {gain:.6g}, but {noise}"
-            + (" includes 0" if comparison is not None and comparison.estimated else "")
-            + f" ({terms})",
+            reason=f"{versus % 'does not beat'} beyond the noise: gain {gain:.6g}, but "
+            f"{noise}{includes} ({terms})",
             **common,
         )
     return PromotionDecision(
         promote=True,
-        reason=f"challenger {metric}={challenger_score:.6g} beats champion v{champion_version} "
-        f"{metric}={champion_score:.6g} by {gain:.6g}, beyond the noise: {noise} ({terms})",
+        reason=f"{versus % 'beats'} by {gain:.6g}, beyond the noise: {noise} ({terms})",
         **common,
     )
 

@@ -53,43 +53,11 @@ def promotion_report(promotion: dict) -> str:
         else None
     )
     comparison = promotion.get("comparison") or {}
-    duplicate = promotion.get("duplicate_of") or {}
     body = [
         verdict,
         f"<p><strong>Reason:</strong> {html.escape(str(promotion.get('reason') or '—'))}</p>",
         "<h2>Decision</h2>",
-        table(
-            None,
-            [
-                ["Model", name],
-                ["Challenger version", version],
-                ["Champion version before", champion_version],
-                ["Champion version after", after],
-                ["Metric", metric],
-                ["Direction", "higher is better" if higher else "lower is better"],
-                ["Challenger score", challenger_score],
-                ["Champion score", champion_score],
-                ["Difference (challenger − champion)", delta],
-                *_comparison_rows(comparison),
-                [
-                    "Registered",
-                    f"no: identical to version {duplicate.get('version')} (same content digest)"
-                    if duplicate
-                    else "yes",
-                ],
-                ["Content digest", promotion.get("content_digest") or "—"],
-                ["Alias moves", "; ".join(promotion.get("moves") or []) or "none"],
-                [
-                    "Finished an interrupted promotion",
-                    promotion.get("finished_interrupted") or "—",
-                ],
-                [
-                    "Moved outside mlflow-pipeline",
-                    "; ".join(promotion.get("moved_outside") or []) or "—",
-                ],
-                ["Audit trail (experiment)", promotion.get("audit_experiment") or "—"],
-            ],
-        ),
+        table(None, _decision_rows(promotion, delta, comparison)),
     ]
     bars = [(f"challenger v{version}", challenger_score, BLUE)]
     if champion_version is not None or champion_score is not None:
@@ -102,6 +70,35 @@ def promotion_report(promotion: dict) -> str:
         body.append("<h2>Scores</h2>")
         body.append(figures(plots))
     return page(f"Promotion: {name} v{version}", summary, body)
+
+
+def _decision_rows(promotion: dict, delta: float | None, comparison: dict) -> list[list]:
+    """The decision table: versions, scores, the bootstrap interval, what moved."""
+    duplicate = promotion.get("duplicate_of") or {}
+    higher = promotion.get("greater_is_better", True)
+    return [
+        ["Model", str(promotion.get("model_name") or "model")],
+        ["Challenger version", promotion.get("version")],
+        ["Champion version before", promotion.get("champion_version")],
+        ["Champion version after", promotion.get("champion_version_after")],
+        ["Metric", str(promotion.get("metric") or "metric")],
+        ["Direction", "higher is better" if higher else "lower is better"],
+        ["Challenger score", promotion.get("challenger_score")],
+        ["Champion score", promotion.get("champion_score")],
+        ["Difference (challenger − champion)", delta],
+        *_comparison_rows(comparison),
+        [
+            "Registered",
+            f"no: identical to version {duplicate.get('version')} (same content digest)"
+            if duplicate
+            else "yes",
+        ],
+        ["Content digest", promotion.get("content_digest") or "—"],
+        ["Alias moves", "; ".join(promotion.get("moves") or []) or "none"],
+        ["Finished an interrupted promotion", promotion.get("finished_interrupted") or "—"],
+        ["Moved outside mlflow-pipeline", "; ".join(promotion.get("moved_outside") or []) or "—"],
+        ["Audit trail (experiment)", promotion.get("audit_experiment") or "—"],
+    ]
 
 
 def _comparison_rows(comparison: dict[str, Any]) -> list[list[Any]]:

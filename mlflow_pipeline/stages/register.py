@@ -144,7 +144,10 @@ def _challenger_score(model: TrainedModel, metrics: pd.DataFrame, metric: str) -
 
 
 def _predictions(estimator: Any, test: pd.DataFrame, cfg: DictConfig) -> Predictions:
-    y_pred, proba = predict(estimator, test[feature_columns(cfg, test)], cfg)
+    # The columns the model was fitted on (the champion's may differ from today's features).
+    columns = getattr(estimator, "feature_names_in_", None)
+    columns = list(columns) if columns is not None else feature_columns(cfg, test)
+    y_pred, proba = predict(estimator, test[columns], cfg)
     return Predictions(y_pred, proba, getattr(estimator, "classes_", None))
 
 
@@ -160,7 +163,9 @@ def _champion_score(
     if champion_version is None:
         return ChampionScore()
     try:
-        estimator = registry.load(champion_version)
+        estimator = registry.load(
+            champion_version, allow_unsafe=cfg.registry.get("allow_unsafe_models", False)
+        )
         predictions = _predictions(estimator, test, cfg)
         scores = metrics_of(
             estimator, test[cfg.data.target], predictions.y_pred, predictions.proba, cfg

@@ -6,17 +6,20 @@ Serving then applies exactly the transformation that training fitted.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlflow_pipeline import schemas
 from mlflow_pipeline.config import Task
 from mlflow_pipeline.errors import ConfigError, StageError
 from mlflow_pipeline.schemas import TrainedModel
 
 if TYPE_CHECKING:
+    import pandera.pandas as pa
     from sklearn.base import BaseEstimator
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
@@ -24,14 +27,59 @@ if TYPE_CHECKING:
 # scikit-learn is imported where it is used: a rerun that is all cache hits never needs it
 # (it is about a second of the start-up of every command).
 STAGE = "train"
+log = logging.getLogger(__name__)
 # Keys of a model option that describe it rather than configure the estimator.
 MODEL_META_KEYS = ("name", "estimator")
 
 
-def feature_columns(cfg: DictConfig, frame: pd.DataFrame) -> list[str]:
-    """Every column the model sees: all but the target and ``data.ignore_columns``."""
+def feature_columns(
+    cfg: DictConfig,
+    frame: pd.DataFrame,
+    contract: pa.DataFrameSchema | None = None,
+    *,
+    infer: bool = False,
+) -> list[str]:
+    """Every column the model sees: all but the target, ``data.ignore_columns`` and the
+    columns whose role is not a feature (id, text, datetime, ignore) as ``contract`` records
+    them. Without a contract: the roles set in ``data.columns``, and inferred from ``frame``
+    only with ``infer`` (a small test set would infer differently from its training set)."""
+    roles = column_roles_of(cfg, frame, contract, infer=infer)
     dropped = {cfg.data.target, *cfg.data.ignore_columns}
+    dropped |= {name for name, role in roles.items() if not role.feature}
     return [c for c in frame.columns if c not in dropped]
+
+
+def column_roles_of(
+    cfg: DictConfig,
+    frame: pd.DataFrame,
+    contract: pa.DataFrameSchema | None,
+    *,
+    infer: bool = True,
+) -> dict[str, schemas.ColumnRole]:
+    """The roles ``contract`` records; without a contract (or roles in it), those set in
+    config and, with ``infer``, inferred from ``frame``."""
+    recorded = schemas.contract_roles(contract) if contract is not None else {}
+    if recorded:
+        return recorded
+    columns = OmegaConf.to_container(cfg.data.columns, resolve=True)
+    ignore = list(cfg.data.ignore_columns)
+    roles = schemas.column_roles(frame, cfg.data.target, columns, ignore)
+    return roles if infer else {n: r for n, r in roles.items() if not r.inferred}
+
+
+def role_notices(roles: dict[str, schemas.ColumnRole]) -> list[str]:
+    """One line per column left out of the features by an inferred role, with how to keep it."""
+    what = {
+        "id": "looks like an id",
+        "text": "looks like free text",
+        "datetime": "holds dates",
+    }
+    return [
+        f"column '{name}' {what.get(role.role, role.role)} ({role.reason}): not a feature; set "
+        f"+data.columns.{name}.role=categorical to use it"
+        for name, role in roles.items()
+        if role.inferred and not role.feature
+    ]
 
 
 def build_estimator(model: DictConfig, task: Task) -> BaseEstimator:
@@ -108,9 +156,13 @@ def build_pipeline(cfg: DictConfig, features: pd.DataFrame) -> Pipeline:
     )
 
 
-def train(cfg: DictConfig, train: pd.DataFrame) -> dict[str, Any]:
-    """Returns ``{"model": TrainedModel}``. Raises StageError when fitting fails."""
-    features = train[feature_columns(cfg, train)]
+def train(cfg: DictConfig, train: pd.DataFrame, contract: str | None = None) -> dict[str, Any]:
+    """Returns ``{"model": TrainedModel}``; ``contract`` (pandera YAML) says which columns are
+    features (see ``feature_columns``). Raises StageError when fitting fails."""
+    schema = schemas.contract_from_yaml(contract) if contract else None
+    for line in role_notices(column_roles_of(cfg, train, schema)):
+        log.info("[%s] %s", STAGE, line)
+    features = train[feature_columns(cfg, train, schema, infer=True)]
     pipeline = build_pipeline(cfg, features)
     try:
         pipeline.fit(features, train[cfg.data.target])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline import schemas
 from mlflow_pipeline.data.validation import check, summarize
@@ -26,10 +26,13 @@ def validate_data(cfg: DictConfig, raw: pd.DataFrame) -> dict[str, object]:
     when ``data.schema`` is not a usable schema file.
     """
     data = cfg.data
+    columns = OmegaConf.to_container(data.columns, resolve=True)
+    ignore = list(data.ignore_columns)
     if data.schema:
         contract = schemas.load_contract(data.schema, data.target)
+        contract = schemas.with_roles(contract, raw, data.target, columns, ignore)
     else:
-        contract = schemas.infer_contract(raw, data.target, data.task)
+        contract = schemas.infer_contract(raw, data.target, data.task, columns, ignore)
     gate = schemas.gate(contract, cfg)
     quarantine = cfg.validation.quarantine
     if quarantine.enabled:

@@ -4,6 +4,7 @@ models, logged with skops and loaded back only when their format is one we trust
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -204,7 +205,28 @@ def load_trusted_model(model_uri: str, *, allow_unsafe: bool = False) -> Any:
         if allow_unsafe:
             return mlflow.sklearn.load_model(str(local))
         path, types = check_trusted_model(local, model_uri)
+        from mlflow_pipeline.config import use_project_code
+
+        use_project_code()  # the project's own classes, from its src/
         return skops.io.load(path, trusted=sorted(types))
+
+
+def project_packages() -> set[str]:
+    """The top-level packages of the project this process runs in (``<root>/src/<name>``)."""
+    from mlflow_pipeline.config import PROJECT_ROOT
+
+    src = PROJECT_ROOT / "src"
+    if not src.is_dir():
+        return set()
+    return {p.name for p in src.iterdir() if (p / "__init__.py").is_file()}
+
+
+def _only_project_code(code_dir: Path, own: set[str]) -> bool:
+    """Is every entry of a model's code directory one of the project's own packages?"""
+    if not code_dir.is_dir():
+        return False
+    entries = {p.name for p in code_dir.iterdir() if p.name != "__pycache__"}
+    return bool(entries) and entries <= own
 
 
 def trusted_model_copy(model_uri: str, dst: str | Path, *, allow_unsafe: bool = False) -> Path:
@@ -214,7 +236,29 @@ def trusted_model_copy(model_uri: str, dst: str | Path, *, allow_unsafe: bool = 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     if not allow_unsafe:
         check_trusted_model(local, model_uri)
+        _with_project_code(local)
     return local
+
+
+def _with_project_code(local: Path) -> None:
+    """Replace the code a checked model copy carries (the project's packages, as logged) with
+    the project's own ``src/`` packages: the server imports what is on this machine, never
+    code from the artifact."""
+    from mlflow.models import Model
+
+    from mlflow_pipeline.config import PROJECT_ROOT
+
+    code = (Model.load(str(local)).flavors.get(PYFUNC_FLAVOR) or {}).get("code")
+    if not code:
+        return
+    for entry in (local / str(code)).iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        own = PROJECT_ROOT / "src" / entry.name
+        if own.is_dir():
+            shutil.copytree(own, entry, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def check_trusted_model(local: Path, model_uri: str) -> tuple[Path, set[str]]:
@@ -249,9 +293,10 @@ def check_trusted_model(local: Path, model_uri: str) -> tuple[Path, set[str]]:
             "it is loaded"
         )
     pyfunc = flavors.get(PYFUNC_FLAVOR) or {}
+    own = project_packages()
     if pyfunc and (
         pyfunc.get("loader_module") != "mlflow.sklearn"
-        or pyfunc.get("code")
+        or (pyfunc.get("code") and not _only_project_code(local / str(pyfunc["code"]), own))
         or pyfunc.get("model_path") != sklearn_conf.get("pickled_model")
     ):
         raise refuse(
@@ -265,7 +310,9 @@ def check_trusted_model(local: Path, model_uri: str) -> tuple[Path, set[str]]:
         types = set(skops.io.get_untrusted_types(file=path))
     except Exception as exc:  # not a skops file at all
         raise refuse(f"its model file is not a readable skops file ({exc})") from exc
-    outside = sorted(types - TRUSTED_TYPES)
+    # The project's own classes are trusted as its own code is: imported from its src/, never
+    # from the artifact (which is not put on sys.path here).
+    outside = sorted(t for t in types - TRUSTED_TYPES if t.split(".")[0] not in own)
     if outside:
         raise refuse(f"its skops file needs types outside the trusted list: {', '.join(outside)}")
     return path, types

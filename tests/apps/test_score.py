@@ -95,7 +95,8 @@ def test_missing_and_unexpected_columns_are_named(gate):
     message = str(info.value)
     assert "missing column(s): 'age'" in message
     assert "unexpected column(s): 'notes'" in message
-    assert f"(optional: {TARGET})" in message
+    # The target and columns the model does not read (customer_id: data.ignore_columns).
+    assert f"(optional: customer_id, {TARGET})" in message
 
 
 def test_a_rule_of_the_training_config_still_applies(make_config, mixed_csv, train):

@@ -80,14 +80,17 @@ def pipeline_args(store: Store, csv: Path, *overrides: str) -> list[str | Path]:
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """Non-zero exit; stderr is one line naming every needle; no traceback anywhere."""
+    """Non-zero exit; one error line, the last, naming every needle; no traceback anywhere.
+    (Python warnings of the stages that ran before the fault may precede it.)"""
     context = f"--- stdout\n{tail(result.stdout)}\n--- stderr\n{tail(result.stderr)}"
     assert result.returncode != 0, context
     assert "Traceback" not in result.stderr + result.stdout, context
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, context
+    errors = [line for line in lines if line.startswith("mlflow-pipeline:")]
+    assert len(errors) == 1, context
+    assert lines[-1] == errors[0], context
     for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in the error\n{context}"
+        assert needle in errors[0], f"{needle!r} not in the error\n{context}"
 
 
 def assert_nothing_left_running(uri: str) -> None:
@@ -193,6 +196,30 @@ def test_secrets_are_in_no_byte_a_run_writes(store: Store, csv: Path):
     written["stdout"] = (good.stdout + failed.stdout).encode()
     written["stderr"] = (good.stderr + failed.stderr).encode()
     written["alert"] = webhook.bodies[0]
+    for secret in (SECRET_TOKEN, SECRET_KEY):
+        leaks = [name for name, data in written.items() if secret.encode() in data]
+        assert not leaks, (secret, leaks)
+
+
+def test_a_sweep_writes_no_secret(store: Store, csv: Path):
+    """A sweep: Hydra's multirun.yaml and job logs, the sweep run's tags and summary, and the
+    best job's register run (which gets the secret back from memory) hold no secret."""
+    webhook = Webhook()
+    try:
+        command = pipeline_args(
+            store, csv, "model.C=0.5,1.0", f"+data.api_token={SECRET_KEY}",
+            f"alerts.webhook='{webhook.url}'",
+        )  # fmt: skip
+        result = store.run(command[0], "-m", *command[1:])  # Hydra wants -m first
+    finally:
+        webhook.close()
+    assert_ok(result)
+    assert (store.root / "multirun").is_dir()
+    [sweep] = store.runs_of_kind("sweep")
+    assert "+data.api_token=***" in sweep.data.tags["pipeline.sweep_overrides"]
+    assert store.alias(CHAMPION_MODEL, "champion") == "1"
+    written = {str(p): p.read_bytes() for p in every_file(store.root)}
+    written["console"] = (result.stdout + result.stderr).encode()
     for secret in (SECRET_TOKEN, SECRET_KEY):
         leaks = [name for name, data in written.items() if secret.encode() in data]
         assert not leaks, (secret, leaks)
@@ -426,6 +453,11 @@ def test_a_full_disk_fails_in_one_line_and_the_next_run_reaps(
         client = MlflowClient(tracking_uri=uri)
         experiments = [e.experiment_id for e in client.search_experiments()]
         assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
+        # What the rerun reused was complete: finished and stored, none of the reaped runs.
+        for hit in client.search_runs(experiments, "tags.`pipeline.cache.status` = 'hit'"):
+            source = client.get_run(hit.data.tags["pipeline.cache.source_run"])
+            assert source.info.status == "FINISHED"
+            assert source.data.tags.get("pipeline.cache.stored") == "true"
 
 
 # ---- a brand-new store, several processes ----------------------------------------------------

@@ -95,8 +95,10 @@ def test_mlflow_run_whole_pipeline_then_a_slice_reusing_its_split(store: Store) 
         assert store.alias(MODEL, "champion") == "2"
         assert store.alias(MODEL, "rollback") == "1"
         assert v2.tags["promotion.decision"] == "promoted"
-    else:
-        assert report["challenger_score"] <= report["champion_score"]
+    else:  # no gain, or one within the noise of the comparison (the bootstrap interval)
+        assert report["challenger_score"] <= report["champion_score"] or (
+            report["comparison"]["low"] <= 0
+        )
         assert store.alias(MODEL, "champion") == "1"
         assert store.alias(MODEL, "rollback") is None
         assert v2.tags["promotion.decision"] == "not_promoted"

@@ -105,6 +105,8 @@ def mlflow_run(venv: Path, project: Path, env: dict[str, str], store: Path) -> s
         ".",
         "--env-manager",
         "local",
+        "--experiment-name",
+        PACKAGE,
         "-P",
         f"hydra_options=tracking.root={store}",
         cwd=project,
@@ -155,6 +157,12 @@ def test_a_new_project_from_the_installed_wheel(installed: Path, tmp_path: Path)
     # The store lives outside the project, so the project can be deleted later.
     store = tmp_path / "store"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'tracking.db'}"
+    # `mlflow run` makes its run before mlflow-pipeline starts: an experiment it creates keeps
+    # artifacts under the working directory (the project). Made here, they live in the store.
+    store.mkdir()
+    MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment(
+        PACKAGE, artifact_location=str(store / "mlruns")
+    )
     first = mlflow_run(installed, project, env, store)
     assert "promoted to champion" in first
     client = MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_URI"])
@@ -196,9 +204,10 @@ def test_a_new_project_from_the_installed_wheel(installed: Path, tmp_path: Path)
     sample = table.drop(columns=["target"]).head(20)
     sample.to_csv(tmp_path / "sample.csv", index=False)
     predict = (
-        "import mlflow, pandas as pd; "
+        "import json, mlflow, numpy as np, pandas as pd; "
         f"m = mlflow.pyfunc.load_model('models:/{PACKAGE}@champion'); "
-        f"print(list(m.predict(pd.read_csv('{tmp_path / 'sample.csv'}'))))"
+        f"rows = pd.read_csv('{tmp_path / 'sample.csv'}'); "
+        "print(json.dumps(np.asarray(m.predict(rows)).tolist()))"
     )
     in_process = run(installed, installed / "bin" / "python", "-c", predict, cwd=project, env=env)
     assert_ok(in_process)

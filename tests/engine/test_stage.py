@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -260,3 +262,13 @@ def test_peak_memory_is_sampled():
     with PeakMemory(interval_s=0.001) as memory:
         block = bytearray(50 * 2**20)
     assert memory.peak_mb > len(block) / 2**20
+
+
+def test_a_long_stage_logs_a_heartbeat(caplog):
+    with caplog.at_level(logging.INFO, "mlflow_pipeline"):
+        with PeakMemory(interval_s=0.01, stage="train", heartbeat_s=0.05) as memory:
+            time.sleep(0.3)
+    beats = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+    assert len(beats) >= 2, beats
+    assert beats[0].startswith("stage train: still running (0 s, ")
+    assert memory.peak_mb > 0

@@ -93,7 +93,11 @@ def test_rule(challenger: float, champion: float, higher: bool, min_delta: float
     ("low", "promote", "says"),
     [
         (0.01, True, "beyond the noise: 95% CI of the gain [0.01, 0.09]"),
-        (0.0, False, "beyond the noise: challenger roc_auc=0.95, champion v3 roc_auc=0.9, gain"),
+        (
+            0.0,
+            False,
+            "challenger roc_auc=0.95 does not beat champion v3 roc_auc=0.9 beyond the noise",
+        ),
         (
             -0.02,
             False,

@@ -160,7 +160,9 @@ def test_a_model_with_the_same_predictions_ties_and_is_not_promoted(trained, tra
         1000,
         len(test),
     )
-    assert "challenger does not beat champion v1 by more than 0" in tie["reason"]
+    assert tie["reason"].startswith("challenger roc_auc=")
+    assert "does not beat champion v1 roc_auc=" in tie["reason"]
+    assert "by more than 0 (gain 0;" in tie["reason"]
     assert alias_version(client, "m", "champion") == "1"
     assert alias_version(client, "m", "challenger") == "2"
     tags = client.get_model_version("m", "2").tags
