@@ -15,14 +15,14 @@ from mlflow.projects import ExecutionException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote
+from mlflow_pipeline.config import PROJECT_MARKER, PROJECT_ROOT, hydra_quote
 from mlflow_pipeline.engine.inputs import resolve_inputs
 from mlflow_pipeline.engine.pipeline import load_pipeline
 from mlflow_pipeline.engine.result import PipelineResult, collect
 from mlflow_pipeline.engine.services import run_context
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext, cache_decision, record_hit, run_stage
-from mlflow_pipeline.errors import StageError
+from mlflow_pipeline.errors import ConfigError, StageError
 from mlflow_pipeline.redaction import redact_overrides
 from mlflow_pipeline.store.tracking import (
     activate,
@@ -59,18 +59,33 @@ def run_as_projects(
             ctx.decisions[stage.name] = decision
             collect(result, ctx.pipeline, record_hit(stage, ctx, decision, available))
             continue
-        log.info("stage %s: running entry point '%s' of %s", stage.name, stage.name, PROJECT_ROOT)
-        run_id = _run_entry_point(stage, cfg, ctx, hydra_options)
+        project = entry_points_project()
+        log.info("stage %s: running entry point '%s' of %s", stage.name, stage.name, project)
+        run_id = _run_entry_point(stage, cfg, ctx, hydra_options, project)
         ctx.stage_runs[stage.name] = run_id
         ctx.decisions[stage.name] = decision
         collect(result, ctx.pipeline, {d.name: Handoff(run_id=run_id) for d in stage.outputs})
 
 
-def _run_entry_point(stage: Stage, cfg: DictConfig, ctx: RunContext, hydra_options: str) -> str:
+def entry_points_project() -> Path:
+    """The MLproject whose entry points run the stages: the project's, else (running from a
+    directory outside any project) this checkout's. Raises ConfigError when there is none."""
+    for root in (PROJECT_ROOT, Path(__file__).resolve().parents[2]):
+        if (root / PROJECT_MARKER).is_file():
+            return root
+    raise ConfigError(
+        "runner=projects runs each stage as an MLproject entry point: run it inside a project "
+        "(mlflow-pipeline init makes one with an entry point per stage)"
+    )
+
+
+def _run_entry_point(
+    stage: Stage, cfg: DictConfig, ctx: RunContext, hydra_options: str, project: Path
+) -> str:
     """``mlflow run <project> -e <stage>`` nested under the pipeline run; its run id."""
     try:
         submitted = mlflow.projects.run(
-            uri=str(PROJECT_ROOT),
+            uri=str(project),
             entry_point=stage.name,
             parameters={
                 "hydra_options": hydra_options,

@@ -58,14 +58,16 @@ def test_five_days_with_a_shift_on_day_four(store: Store):
     # Day 1: nothing to compare with.
     assert days[0].decision == "promoted (no champion yet)"
     assert days[0].drift == "not checked"
-    # Drift on the shifted day, on the shifted column, and on no other day. Day 5 is shifted
-    # too, but its reference is day 4's champion: it was trained on shifted data (the old
-    # champion, scored with its pre-shift imputation on shifted data, loses to it).
+    # Drift on the shifted days, on the shifted column, and on no other day. Day 4's challenger
+    # scores higher than the champion but not beyond the noise of the comparison (a paired
+    # bootstrap on 180 test rows), so v1 stays champion and day 5 is compared with its
+    # training data too.
     assert [d.shifted for d in days] == [False, False, False, True, True]
-    assert days[3].drift == "yes"
-    assert days[3].drifted == ("income",)
-    assert [d.drift for d in days[1:3] + days[4:]] == ["no", "no", "no"], result.stdout
-    assert days[3].decision == "promoted", result.stdout
+    assert days[3].drift == days[4].drift == "yes", result.stdout
+    assert days[3].drifted == days[4].drifted == ("income",)
+    assert [d.drift for d in days[1:3]] == ["no", "no"], result.stdout
+    assert days[3].challenger_score > days[3].champion_score, result.stdout
+    assert days[3].decision == "kept v1", result.stdout
     assert "drift yes: income" in result.stderr
 
     # The registry: one version a day, promotions only of better challengers.

@@ -350,16 +350,21 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
         store.client.get_model_version(CHAMPION_MODEL, "2").tags["promotion.challenger_score"]
     )
     nxt = pipeline(store, "next")
-    assert nxt["version"] == "3"
+    # The same config on the same data makes the same model as v1, byte for byte: it is not
+    # registered again; v1 is the challenger.
+    assert nxt["version"] == "1", nxt["reason"]
+    assert nxt["registered"] is False
+    assert nxt["duplicate_of"]["version"] == "1"
     assert nxt["champion_version"] == "2", nxt["reason"]
     assert nxt["champion_score"] == pytest.approx(weak_score)
     assert "champion v2" in nxt["reason"]
-    tags = store.client.get_model_version(CHAMPION_MODEL, "3").tags
-    assert tags["promotion.champion_version"] == "2"
-    # The champion's config beats the weak model: v2, the human's champion, is the rollback.
-    assert nxt["promote"] is True, nxt["reason"]
-    assert store.alias(CHAMPION_MODEL, "rollback") == "2"
-    assert store.alias(CHAMPION_MODEL, "champion") == "3"
+    assert len(store.versions(CHAMPION_MODEL)) == 2
+    # v1 scores higher than the human's v2, but not beyond the noise of 60 test rows (the
+    # paired bootstrap interval includes 0): the human's champion stays.
+    assert nxt["promote"] is False, nxt["reason"]
+    assert "beyond the noise" in nxt["reason"]
+    assert store.alias(CHAMPION_MODEL, "champion") == "2"
+    assert store.alias(CHAMPION_MODEL, "rollback") is None
 
     # The audit trail: the human's move, found and recorded by that run, between the moves the
     # pipeline made; in `mlflow-pipeline audit` and in the UI as the audit experiment's runs.
@@ -367,18 +372,16 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
     audit = store.run(VENV_BIN / "mlflow-pipeline", "audit", CHAMPION_MODEL)
     assert_ok(audit)
     moves = [line.split()[2:7] for line in audit.stdout.splitlines()[1:-1]]
-    assert moves == [
+    assert moves[:4] == [
         ["challenger", "none", "v1", "pipeline", current_user()],
         ["champion", "none", "v1", "pipeline", current_user()],
         ["challenger", "v1", "v2", "pipeline", current_user()],
         ["champion", "v1", "v2", "external", "unknown"],
-        ["challenger", "v2", "v3", "pipeline", current_user()],
-        ["champion", "v2", "v3", "pipeline", current_user()],
-        ["rollback", "none", "v2", "pipeline", current_user()],
-    ]
+    ], audit.stdout
+    assert all(move[0] == "challenger" for move in moves[4:]), audit.stdout
     audit_experiment = store.client.get_experiment_by_name(f"{CHAMPION_MODEL}-audit")
     page = page_of_runs(browser, ui.url, audit_experiment.experiment_id)
-    for title in ("champion: v1 -> v2", "champion: v2 -> v3", "rollback: none -> v2"):
+    for title in ("champion: none -> v1", "champion: v1 -> v2"):
         expect(page.get_by_role("link", name=title, exact=True)).to_be_visible()
     screenshot(page, tmp_path / AUDIT_SCREENSHOT)
     page.close()

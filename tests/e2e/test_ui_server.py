@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -82,9 +83,11 @@ def test_ui_shows_pipeline_runs_artifacts_and_aliases(ui) -> None:
     names = sorted(
         next(t["value"] for t in r["data"]["tags"] if t["key"] == "mlflow.runName") for r in runs
     )
-    assert names == sorted(
-        ["pipeline", "ingest", "profile", "validate", "split", "train", "evaluate", "register"]
-    )
+    stages = ["ingest", "profile", "validate", "split", "train", "evaluate", "register"]
+    # The pipeline run is named <model>-<data>-<config key>.
+    [pipeline_name] = [n for n in names if n not in stages]
+    assert re.fullmatch(r"\w+-breast_cancer-[0-9a-f]{6}", pipeline_name), pipeline_name
+    assert sorted(n for n in names if n in stages) == sorted(stages)
     register_run = result.stage_run_ids["register"]
     artifact = requests.get(
         f"{base}/get-artifact",
