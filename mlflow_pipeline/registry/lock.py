@@ -167,12 +167,25 @@ class PromotionLock:
     def _break(self, current: RegisteredModel, why: str) -> None:
         """Rename the lock of a holder that is gone out of the way (see the module's doc)."""
         token = current.tags.get(Registry.LOCK_TOKEN) or "unknown"
+        # The holder may have released it and another process taken it since our read: look
+        # again right before the rename, and again after it (there is no conditional rename).
+        again = self._read()
+        if again is None or again.tags.get(Registry.LOCK_TOKEN) != token:
+            return
+        broken = f"{self.name}{BROKEN}{token}"
         try:
-            self.client.rename_registered_model(self.name, f"{self.name}{BROKEN}{token}")
+            self.client.rename_registered_model(self.name, broken)
         except MlflowException as exc:
             # Another waiter broke it first, or the lock changed hands: look again.
             log.debug("could not break the promotion lock of %s: %s", self.model, exc.message)
             return
+        try:
+            renamed = self.client.get_registered_model(broken)
+            if renamed.tags.get(Registry.LOCK_TOKEN) != token:  # a live lock: give it back
+                self.client.rename_registered_model(broken, self.name)
+                return
+        except MlflowException as exc:
+            log.debug("could not check the broken lock of %s: %s", self.model, exc.message)
         log.warning(
             "broke the promotion lock of '%s' held by %s: %s",
             self.model,
