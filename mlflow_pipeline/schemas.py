@@ -50,9 +50,15 @@ NUMERIC_TEXT_FRACTION = 0.9
 # What a column is to the model (``data.columns.<name>.role``). The contract records each
 # feature column's role in its description (pandera YAML keeps descriptions, not metadata).
 ROLES = ("numeric", "integer", "categorical", "datetime", "text", "id", "ignore")
-# Roles whose columns are not model features: an id or a free text one-hot encoded is noise
-# that makes every new row "unseen"; datetime until datetime features exist.
-NOT_FEATURES = ("datetime", "text", "id", "ignore")
+# Roles whose columns are never model features: an id one-hot encoded is noise that makes
+# every new row "unseen".
+NOT_FEATURES = ("id", "ignore")
+# Roles that are features when the features option transforms them (``features.datetime``,
+# ``features.text``): dates become numbers, free text a bounded TF-IDF.
+TRANSFORMED_ROLES = ("datetime", "text")
+# Roles whose values at scoring time are new as a rule (a new date, a new sentence, a new id):
+# never held to the values seen in training.
+NEW_VALUES_EXPECTED = ("datetime", "text", "id", "ignore")
 ROLE_PREFIX = "role="
 # A column is id-like when at least this fraction of its values present are distinct, in at
 # least ID_MIN_ROWS rows (fewer rows say nothing); integer ones also need an id-like name or
@@ -207,9 +213,39 @@ def contract_roles(contract: pa.DataFrameSchema) -> dict[str, ColumnRole]:
     return found
 
 
-def non_features(contract: pa.DataFrameSchema) -> list[str]:
-    """The contract's columns whose role keeps them out of the model (id, text, ...)."""
-    return [name for name, role in contract_roles(contract).items() if not role.feature]
+def roles_left_out(features: Mapping[str, Any] | None) -> set[str]:
+    """The roles whose columns a features option (``conf/features``) leaves out of the model:
+    id and ignore always; datetime when ``features.datetime`` has no parts; text when
+    ``features.text.mode`` is drop. A features config without these keys (recorded before they
+    existed) leaves dates and text out, as models trained with it did."""
+    left_out = set(NOT_FEATURES)
+    if features is None:
+        return left_out
+    dates = features.get("datetime")
+    if not dates or not dates.get("parts"):
+        left_out.add("datetime")
+    text = features.get("text")
+    if not text or text.get("mode", "drop") == "drop":
+        left_out.add("text")
+    return left_out
+
+
+def non_features(
+    contract: pa.DataFrameSchema, features: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The contract's columns whose role keeps them out of the model: ids and ignored columns,
+    and with ``features`` (the features config the model was trained with) the datetime and
+    text columns it leaves out (``roles_left_out``)."""
+    left_out = roles_left_out(features)
+    return [name for name, role in contract_roles(contract).items() if role.role in left_out]
+
+
+def new_values_expected(contract: pa.DataFrameSchema) -> list[str]:
+    """The contract's columns whose values need not have been seen in training (dates, free
+    text, ids, ignored columns): scoring does not hold them to the training values."""
+    return [
+        name for name, role in contract_roles(contract).items() if role.role in NEW_VALUES_EXPECTED
+    ]
 
 
 def infer_contract(

@@ -28,6 +28,8 @@ TRUSTED_TYPES = frozenset(
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "lightgbm.sklearn.LGBMRegressor",
+        "mlflow_pipeline.stages.features.DatetimeFeatures",
+        "mlflow_pipeline.stages.features.FilledText",
         "numpy.dtype",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.tree._tree.Tree",

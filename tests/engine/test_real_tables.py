@@ -100,23 +100,29 @@ def test_contract_keeps_integers_and_records_roles():
     }
     again = schemas.contract_from_yaml(schemas.contract_to_yaml(contract))
     assert schemas.contract_roles(again) == schemas.contract_roles(contract)
-    assert schemas.non_features(again) == ["listing_id", "description"]
+    assert schemas.non_features(again) == ["listing_id"]
+    assert schemas.new_values_expected(again) == ["listing_id", "description"]
 
 
 def test_the_run_says_which_columns_are_not_features(trained):
     lines = [line for line in trained["log"] if "not a feature" in line]
-    assert len(lines) == 2
+    assert len(lines) == 1  # the description is a feature now (a TF-IDF of its words)
     assert lines[0] == (
         "[train] column 'listing_id' looks like an id (240 distinct in 240 rows): not a "
         "feature; set +data.columns.listing_id.role=categorical to use it"
     )
-    assert lines[1].startswith("[train] column 'description' looks like free text (free text:")
 
 
 def test_plain_pyfunc_loads_and_predicts_the_training_csv(trained, champion):
     model = mlflow.pyfunc.load_model(champion)
     inputs = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
-    assert inputs == {"year": "long", "rooms": "double", "price": "double", "city": "string"}
+    assert inputs == {
+        "year": "long",
+        "rooms": "double",
+        "price": "double",
+        "city": "string",
+        "description": "string",
+    }
     frame = pd.read_csv(trained["csv"])
     assert frame["year"].dtype == "int64"
     assert len(model.predict(frame)) == len(frame)
@@ -131,14 +137,14 @@ def test_score_takes_new_ids_and_new_text(trained, tmp_path: Path):
     out = tmp_path / "scored.csv"
     result = score.score("models:/listings@champion", path, out, tracking_uri=trained["store"].uri)
     assert result.rows == 30
-    # The model never needs its non-features: a batch without them scores too.
-    path.write_text(batch.drop(columns=["listing_id", "description"]).to_csv(index=False))
+    # The model never needs its ids: a batch without them scores too.
+    path.write_text(batch.drop(columns=["listing_id"]).to_csv(index=False))
     assert score.score("models:/listings@champion", path, out, tracking_uri=trained["store"].uri)
 
 
 def test_the_model_is_trained_on_features_only(champion):
     model = artifacts.load_trusted_model(champion)
-    assert list(model.feature_names_in_) == ["year", "rooms", "price", "city"]
+    assert list(model.feature_names_in_) == ["year", "rooms", "price", "city", "description"]
 
 
 def test_a_role_in_config_overrides_the_inferred_one(make_config):
