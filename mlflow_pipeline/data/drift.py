@@ -1,29 +1,39 @@
 """Data profiles and drift between two of them: pure functions over frames and JSON-ready dicts.
 
-A profile describes a dataset per column (type, counts, missing fraction, distinct values,
-statistics, histogram or top categories) and keeps what a later drift check needs without the
-data itself: the reference's quantile bins (PSI), a seeded random sample of its values (the
-two-sample KS test) and its category counts (PSI, the chi-square test of the two count vectors).
+A profile describes a dataset per column, as its role says (``schemas.ROLES``: set in
+``data.columns`` or inferred, as train sees them), and keeps what a later drift check needs
+without the data itself. Numeric and integer columns: statistics, the reference's quantile bins
+(PSI) and a seeded random sample of its values (the two-sample KS test). Categorical ones: their
+category counts (PSI, the chi-square test of the two count vectors). Datetime ones: their range,
+spacing and the share of values that are not dates. Free text: its length statistics (compared
+as a numeric column) and a bounded vocabulary. Ids: counts only, never compared.
 Drift compares today's data with such a profile per feature; categories today's data has and
 the reference never had are counted and reported as new.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import Task
-from mlflow_pipeline.schemas import mostly_numbers
+from mlflow_pipeline.schemas import ColumnRole, infer_role, mostly_numbers
+from mlflow_pipeline.schemas import column_roles as infer_column_roles
 
 # 2: numeric columns keep a value sample for KS (no 101 percentiles); categorical ones keep up
 # to KEPT_CATEGORIES category counts by name and those of the rest by hash.
-PROFILE_FORMAT = 2
+# 3: each column records its role; kinds datetime, text and id besides numeric and categorical.
+# A reference of format 2 or older still compares its numeric and categorical columns; today's
+# datetime, text and id columns are then listed as not compared.
+PROFILE_FORMAT = 3
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 TOP_CATEGORIES = 20
 # Category counts kept for drift, the most frequent first. Beyond them (a near-unique column)
@@ -47,18 +57,75 @@ KS_SAMPLE_SEED = 0
 KS_SAMPLE_DIGITS = 10
 # Floor for empty bins in PSI (log of zero otherwise).
 PSI_EPSILON = 1e-4
+# The words of free text: runs of letters and digits, lower-cased.
+TOKEN = re.compile(r"\w+")
+# Texts whose words are counted, per side: a seeded uniform sample beyond this many (splitting
+# text into words costs ~10 us a text; the sampled share of unseen words and its variance are
+# those of the sample, the length statistics are of every text).
+TEXT_WORDS_SAMPLE = 50_000
+# Drift settings that DriftConfig (config.py) may not declare yet: their defaults, read with
+# ``_setting`` (the YAML can only carry a key the dataclass declares).
+SETTING_DEFAULTS: dict[str, Any] = {
+    # compare: length (as a numeric column) and vocabulary; skip: listed as not compared.
+    "text_method": "compare",
+    # Words kept per text column (the most frequent), for the share of unseen words.
+    "text_vocabulary": 2000,
+    # Drift when today's share of words outside the reference's vocabulary exceeds the share
+    # expected of new data from the same source by this much (and significantly).
+    "text_unseen_increase": 0.1,
+    # Drift when at least this share of today's dates is before the reference's first date.
+    "datetime_before_fraction": 0.5,
+    # Drift when the share of values that are not dates grew by this much (and significantly).
+    "datetime_unparseable_increase": 0.05,
+}
 
 
-def profile(df: pd.DataFrame, cfg: DictConfig) -> dict[str, Any]:
-    """The profile of ``df`` (see the module docstring), JSON-serialisable."""
+def _setting(settings: DictConfig, name: str) -> Any:
+    return settings.get(name, SETTING_DEFAULTS[name])
+
+
+def column_roles(df: pd.DataFrame, cfg: DictConfig) -> dict[str, ColumnRole]:
+    """Each column's role but the target's, as train infers them without a contract:
+    ``data.columns.<name>.role`` where set (for the columns ``df`` has: a configured column
+    missing today is the schema check's finding, not an error here), ``data.ignore_columns``,
+    else inferred from the values. Raises ConfigError for an unknown role."""
     target = cfg.data.target
-    bins = int(cfg.validation.drift.bins)
-    classification = Task(cfg.data.task) is Task.classification
-    columns = {
-        # A class label is a category, whatever its dtype.
-        str(name): _column_profile(df[name], bins, categorical=classification and name == target)
-        for name in df.columns
-    }
+    configured = OmegaConf.to_container(cfg.data.columns, resolve=True) or {}
+    present = {k: v for k, v in configured.items() if k in df.columns and k != target}
+    return infer_column_roles(df, target, present, list(cfg.data.ignore_columns))
+
+
+def profile(
+    df: pd.DataFrame,
+    cfg: DictConfig,
+    roles: Mapping[str, ColumnRole] | None = None,
+    *,
+    reference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The profile of ``df`` (see the module docstring), JSON-serialisable. ``roles``: each
+    column's role (default: ``column_roles(df, cfg)``); the target is a category for
+    classification, a number for regression. ``reference``: the profile today's data will be
+    compared with; a role inferred from ``df`` gives way to the one it records (a small batch
+    may not look like ids or free text, a date column with a few bad values not like dates)."""
+    target = cfg.data.target
+    settings = cfg.validation.drift
+    bins = int(settings.bins)
+    vocabulary = int(_setting(settings, "text_vocabulary"))
+    task = Task(cfg.data.task)
+    classification = task is Task.classification
+    if roles is None:
+        roles = column_roles(df, cfg)
+    if reference is not None:
+        roles = {**roles, **recorded_roles(reference, roles)}
+    columns = {}
+    for name in df.columns:
+        if name == target:
+            # A class label is a category, whatever its dtype.
+            kind = "categorical" if classification else "numeric"
+            role = ColumnRole(kind, "the target", inferred=False)
+        else:
+            role = roles.get(name) or infer_role(df[name], str(name))
+        columns[str(name)] = _column_profile(df[name], role, bins, vocabulary)
     balance = None
     if target in df.columns and classification:
         shares = df[target].value_counts(normalize=True, dropna=False)
@@ -68,33 +135,52 @@ def profile(df: pd.DataFrame, cfg: DictConfig) -> dict[str, Any]:
         "dataset": "raw",
         "rows": len(df),
         "n_columns": df.shape[1],
-        "target": {"name": target, "task": Task(cfg.data.task).value, "balance": balance},
+        "target": {"name": target, "task": task.value, "balance": balance},
         "columns": columns,
     }
 
 
-def _column_profile(values: pd.Series, bins: int, *, categorical: bool = False) -> dict[str, Any]:
+def recorded_roles(
+    reference: dict[str, Any], roles: Mapping[str, ColumnRole]
+) -> dict[str, ColumnRole]:
+    """The roles ``reference`` (a profile) records for the columns whose role in ``roles`` was
+    inferred and differs (none before profile format 3)."""
+    found = {}
+    for name, role in roles.items():
+        column = reference.get("columns", {}).get(str(name)) or {}
+        if role.inferred and column.get("role") not in (None, role.role):
+            found[name] = ColumnRole(column["role"], column["role_reason"], column["role_inferred"])
+    return found
+
+
+def _column_profile(
+    values: pd.Series, role: ColumnRole, bins: int, vocabulary: int
+) -> dict[str, Any]:
     missing = int(values.isna().sum())
     present = values.dropna()
     common = {
+        "role": role.role,
+        "role_reason": role.reason,
+        "role_inferred": role.inferred,
         "dtype": str(values.dtype),
         "count": int(len(present)),
         "missing": missing,
         "missing_fraction": missing / len(values) if len(values) else 0.0,
     }
+    if role.role == "id":
+        return {"kind": "id", **common, "distinct": int(present.nunique())}
+    if role.role == "datetime":
+        return {"kind": "datetime", **common, **_datetime_stats(present, bins)}
+    if role.role == "text":
+        return {"kind": "text", **common, **_text_stats(present, bins, vocabulary)}
+    categorical = role.role == "categorical"
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if not numeric and not categorical and mostly_numbers(values):
         # Numbers stored as text with a little junk: numeric, as the data contract infers it.
         present = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").dropna()
         numeric = True
     if numeric and not categorical:
-        # Sorted once: distinct values, quantiles, bins and the KS sample all read from it.
-        data = np.sort(present.to_numpy(dtype="float64"))
-        distinct = int(np.count_nonzero(np.diff(data))) + 1 if data.size else 0
-        data = data[np.isfinite(data)]
-        with np.errstate(over="ignore", invalid="ignore"):  # 1e300 squared: std is inf
-            stats = _numeric_stats(data, bins)
-        return {"kind": "numeric", **common, "distinct": distinct, **stats}
+        return {"kind": "numeric", **common, **_numeric_profile(present, bins)}
     counts = present.astype(str).value_counts()
     common["distinct"] = len(counts)
     kept = counts.head(KEPT_CATEGORIES)
@@ -114,6 +200,167 @@ def _column_profile(values: pd.Series, bins: int, *, categorical: bool = False) 
             if 0 < len(pooled) <= POOLED_HASHES
             else None
         ),
+    }
+
+
+def _numeric_profile(present: pd.Series | np.ndarray, bins: int) -> dict[str, Any]:
+    """distinct, min, max, mean, std, quantiles, histogram, PSI bins and KS sample of numbers."""
+    # Sorted once: distinct values, quantiles, bins and the KS sample all read from it.
+    data = np.sort(np.asarray(present, dtype="float64"))
+    distinct = int(np.count_nonzero(np.diff(data))) + 1 if data.size else 0
+    data = data[np.isfinite(data)]
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 squared: std is inf
+        stats = _numeric_stats(data, bins)
+    return {"distinct": distinct, **stats}
+
+
+# --------------------------------------------------------------------------------------------
+# Datetime columns: range, spacing and unparseable values
+# --------------------------------------------------------------------------------------------
+
+
+def parse_dates(values: pd.Series) -> pd.Series:
+    """``values`` as timezone-naive UTC timestamps, NaT where a value is not a date. Text is
+    parsed once per distinct value: in the format of the first one, then each of the others
+    on its own (``format="mixed"``); times with an offset are converted to UTC."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+        if getattr(parsed.dt, "tz", None) is not None:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        return parsed
+    texts = values.astype(str).str.strip()
+    distinct = pd.Series(texts.unique())
+    with warnings.catch_warnings():  # "could not infer format": the mixed pass handles it
+        warnings.simplefilter("ignore", UserWarning)
+        parsed = pd.to_datetime(distinct, errors="coerce", utc=True)
+        failed = parsed.isna() & distinct.ne("")
+        if failed.any():
+            parsed[failed] = pd.to_datetime(
+                distinct[failed], errors="coerce", utc=True, format="mixed"
+            )
+    lookup = pd.Series(parsed.dt.tz_localize(None).to_numpy(), index=distinct.to_numpy())
+    return texts.map(lookup)
+
+
+def _seconds(parsed: pd.Series) -> np.ndarray:
+    """Sorted seconds since 1970 of the dates present (float64)."""
+    present = parsed.dropna().to_numpy(dtype="datetime64[s]").astype("int64")
+    return np.sort(present.astype("float64"))
+
+
+def _iso(seconds: float, dates_only: bool) -> str:
+    text = str(np.datetime64(round(seconds), "s"))
+    return text[:10] if dates_only else text
+
+
+def _datetime_stats(present: pd.Series, bins: int) -> dict[str, Any]:
+    parsed = parse_dates(present)
+    unparseable = int(parsed.isna().sum())
+    seconds = _seconds(parsed)
+    stats: dict[str, Any] = {
+        "distinct": int(np.unique(seconds).size),
+        "unparseable": unparseable,
+        "unparseable_fraction": unparseable / len(present) if len(present) else 0.0,
+    }
+    if not seconds.size:
+        empty = dict.fromkeys(("min", "max", "dates_only", "spacing_seconds", "spacing"))
+        stats["histogram"] = None
+        return {**stats, **empty}
+    dates_only = bool(np.all(seconds % 86_400 == 0))
+    distinct = np.unique(seconds)
+    low, high = float(seconds[0]), float(seconds[-1])
+    counts, edges = np.histogram(seconds, bins=bins, range=(low, high) if high > low else None)
+    spacing = float(np.median(np.diff(distinct))) if distinct.size > 1 else None
+    return {
+        **stats,
+        "min": _iso(low, dates_only),
+        "max": _iso(high, dates_only),
+        "dates_only": dates_only,
+        # The usual step between consecutive distinct times (a daily column: 86,400).
+        "spacing_seconds": spacing,
+        "spacing": duration_words(spacing) if spacing is not None else None,
+        "histogram": {
+            "edges": [_iso(e, dates_only and e % 86_400 == 0) for e in edges.tolist()],
+            "counts": counts.tolist(),
+        },
+    }
+
+
+def duration_words(seconds: float | None) -> str:
+    """A duration in words: ``86400`` -> "1 day", ``5400`` -> "1.5 hours"."""
+    if seconds is None:
+        return "unknown"
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size:
+            amount = seconds / size
+            text = f"{amount:.3g}"
+            return f"{text} {unit}" + ("" if text == "1" else "s")
+    return f"{seconds:.3g} s"
+
+
+# --------------------------------------------------------------------------------------------
+# Free text: length statistics and a bounded vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+def _words(texts: pd.Series) -> pd.Series:
+    """Every word of ``texts`` (a seeded sample of TEXT_WORDS_SAMPLE of them when there are
+    more), lower-cased, indexed by the position of the text it is in."""
+    if len(texts) > TEXT_WORDS_SAMPLE:
+        rng = np.random.default_rng(KS_SAMPLE_SEED)
+        texts = texts.iloc[np.sort(rng.choice(len(texts), TEXT_WORDS_SAMPLE, replace=False))]
+    found = texts.str.lower().str.findall(TOKEN.pattern)
+    found.index = pd.RangeIndex(len(found))
+    return found.explode().dropna()
+
+
+def _word_counts(words: pd.Series) -> pd.Series:
+    """How often each word occurs, the most frequent first (ties by word)."""
+    counts = words.value_counts()
+    if counts.empty:
+        return counts.astype("int64")
+    order = np.lexsort((counts.index.to_numpy(dtype=str), -counts.to_numpy()))
+    return counts.iloc[order]
+
+
+def _share_of_texts(flags: pd.Series, texts: int) -> tuple[float, float]:
+    """The share of words flagged (``flags``: one bool per word, indexed by its text) and its
+    variance, with the texts as the sampled units (words of one text are not independent: the
+    ratio estimator's variance over texts)."""
+    total = len(flags)
+    if not total:
+        return 0.0, 0.0
+    share = float(flags.mean())
+    text = flags.index.to_numpy(dtype=np.int64)
+    flagged = np.bincount(text, weights=flags.to_numpy(dtype=float))
+    residual = flagged - share * np.bincount(text)
+    units = max(min(texts, TEXT_WORDS_SAMPLE), 2)
+    return share, float(units / (units - 1) * np.sum(residual**2) / total**2)
+
+
+def _text_stats(present: pd.Series, bins: int, vocabulary: int) -> dict[str, Any]:
+    texts = present.astype(str)
+    words = _words(texts)
+    counts = _word_counts(words)
+    kept = counts.head(vocabulary)
+    # The share of a new batch's words the kept vocabulary will not know, if the batch comes
+    # from the same source: the words outside the vocabulary, plus the Good-Turing estimate of
+    # words never seen (the share of words seen once), counting the ones kept here. Its
+    # variance is taken over the texts, as today's share's is.
+    known = set(kept.index[kept > 1])
+    expected, variance = _share_of_texts(~words.isin(known), len(texts))
+    if len(words):  # plus the Good-Turing estimate's own term (Esty 1983): 2 n2 / n^2
+        variance += 2 * int((kept == 2).sum()) / len(words) ** 2
+    return {
+        "distinct": int(texts.nunique()),
+        "length": {"kind": "numeric", **_numeric_profile(texts.str.len(), bins)},
+        "words": len(words),
+        "words_per_value": len(words) / len(texts) if len(texts) else 0.0,
+        "distinct_words": len(counts),
+        "vocabulary": " ".join(kept.index),
+        "vocabulary_size": len(kept),
+        "expected_unseen": expected,
+        "expected_unseen_variance": variance,
     }
 
 
@@ -185,38 +432,53 @@ def compare(
 ) -> dict[str, Any]:
     """Drift of ``df`` (whose profile is ``current``) against the ``reference`` profile.
 
-    Every feature both have is compared (numeric: PSI or KS; categorical: PSI or chi-square,
-    per ``validation.drift``); columns added, missing or of another kind are listed under
-    ``schema``. ``about`` describes the reference (model, version, alias, profile run).
-    The KS and chi-square tests of one comparison are one family: a feature's p-value must be
+    Every feature both have is compared as the reference's role says (numeric and integer: PSI
+    or KS; categorical: PSI or chi-square, per ``validation.drift``; datetime: range and the
+    share of values that are not dates; text: length as a numeric column, and words unseen in
+    the reference). Ids, ``ignore`` columns, text with ``text_method=skip``, a role set
+    differently in ``data.columns`` today and (against a profile older than format 3) today's
+    datetime, text and id columns are listed under ``skipped`` with the reason. Columns
+    added, missing or of another kind are listed under ``schema``. ``about`` describes the
+    reference (model, version, alias, profile run).
+    The significance tests of one comparison are one family: a feature's p-value must be
     below ``ks_pvalue`` (``chi2_pvalue``) divided by their number (Bonferroni), so that data
     without drift is flagged in at most that fraction of comparisons, however many features.
     """
     settings = cfg.validation.drift
-    skipped = {*cfg.data.ignore_columns, *settings.ignore}
-    ref_columns = {c: p for c, p in reference["columns"].items() if c not in skipped}
-    cur_columns = {c: p for c, p in current["columns"].items() if c not in skipped}
-    compared = {
-        name: ref
-        for name, ref in ref_columns.items()
-        if name in cur_columns and ref["kind"] == cur_columns[name]["kind"]
-    }
-    changed_kind = [n for n in ref_columns if n in cur_columns and n not in compared]
-    tests = sum(
-        (ref["kind"] == "numeric" and settings.numeric_method == "ks")
-        or (ref["kind"] != "numeric" and settings.categorical_method == "chi2")
-        for ref in compared.values()
-    )
+    ignored = {*cfg.data.ignore_columns, *settings.ignore}
+    ref_columns = {c: p for c, p in reference["columns"].items() if c not in ignored}
+    cur_columns = {c: p for c, p in current["columns"].items() if c not in ignored}
+    version = int(reference.get("format", 1))
+    compared: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    changed_kind: list[str] = []
+    for name, ref in ref_columns.items():
+        if name not in cur_columns:
+            continue
+        cur, why = _comparable(name, ref, cur_columns[name], df, settings, version)
+        if why:
+            skipped[name] = why
+        elif cur["kind"] != ref["kind"]:
+            changed_kind.append(name)
+        else:
+            compared[name] = ref
+    tests = sum(_tests(ref["kind"], settings) for ref in compared.values())
     features: dict[str, dict[str, Any]] = {}
     for name, ref in compared.items():
-        if ref["kind"] == "numeric":
+        kind = ref["kind"]
+        if kind == "numeric":
             features[name] = _numeric_drift(ref, df[name], settings, tests)
+        elif kind == "datetime":
+            features[name] = _datetime_drift(ref, df[name], settings, tests)
+        elif kind == "text":
+            features[name] = _text_drift(ref, df[name], settings, tests)
         else:
             features[name] = _categorical_drift(ref, df[name], settings, tests)
     drifted = [n for n, f in features.items() if f["drifted"]]
     return {
         "checked": True,
         "reference": about,
+        "reference_format": version,
         "policy": settings.policy,
         "detected": bool(drifted),
         "n_drifted": len(drifted),
@@ -227,8 +489,64 @@ def compare(
             "extra": [c for c in cur_columns if c not in ref_columns],
             "kind_changed": changed_kind,
         },
+        "skipped": skipped,
         "features": features,
     }
+
+
+def _comparable(
+    name: str,
+    ref: dict[str, Any],
+    cur: dict[str, Any],
+    df: pd.DataFrame,
+    settings: DictConfig,
+    version: int,
+) -> tuple[dict[str, Any], str]:
+    """Today's profile of a column as the reference's role describes it, or why the column is
+    not compared ("" when it is)."""
+    if version < 3:  # numeric or categorical; today's datetime, text and ids were categories
+        if cur["kind"] in ("datetime", "text", "id"):
+            return cur, (
+                f"{_role_words(cur['role'])} today, profiled as {ref['kind']} by the reference "
+                f"(profile format {version}): profile the champion's training data again"
+            )
+        if cur["role"] == "ignore":
+            return cur, f"role ignore ({cur['role_reason']})"
+        return cur, ""
+    role, today = ref["role"], cur["role"]
+    if "ignore" in (role, today):
+        return cur, f"role ignore ({(ref if role == 'ignore' else cur)['role_reason']})"
+    if today != role:
+        if not cur["role_inferred"]:
+            return cur, f"role {role} in the reference, {today} today ({cur['role_reason']})"
+        # Inferred differently from today's batch (a small one may not look like ids or free
+        # text): the reference's role stands.
+        cur = _column_profile(
+            df[name],
+            ColumnRole(role, ref["role_reason"], ref["role_inferred"]),
+            int(settings.bins),
+            int(_setting(settings, "text_vocabulary")),
+        )
+    if cur["kind"] == ref["kind"] == "id":
+        return cur, f"an id: {ref['role_reason']}"
+    if cur["kind"] == ref["kind"] == "text" and _setting(settings, "text_method") == "skip":
+        return cur, "free text, validation.drift.text_method=skip"
+    return cur, ""
+
+
+def _role_words(role: str) -> str:
+    return {"id": "an id", "text": "free text", "datetime": "dates"}.get(role, f"role {role}")
+
+
+def _tests(kind: str, settings: DictConfig) -> int:
+    """The significance tests a feature of this kind adds to the comparison's family."""
+    if kind == "numeric":
+        return int(settings.numeric_method == "ks")
+    if kind == "categorical":
+        return int(settings.categorical_method == "chi2")
+    if kind == "text":  # length (as numeric), and the unseen words
+        return int(settings.numeric_method == "ks") + 1
+    return 1  # datetime: the share of values that are not dates
 
 
 def _numeric_drift(
@@ -349,6 +667,152 @@ def _categorical_drift(
     if new["all_new"]:
         result["drifted"] = True
     result["detail"] = "; ".join([*notes, result["detail"]])
+    return result
+
+
+def _datetime_drift(
+    ref: dict[str, Any], values: pd.Series, settings: DictConfig, tests: int
+) -> dict[str, Any]:
+    """Dates are not categories: today's batch later than the reference is expected. Drift:
+    most of today's dates before the reference's first one (old data again), or the share of
+    values that are not dates grown (significantly, by a one-sided Fisher exact test)."""
+    present = values.dropna()
+    if present.empty or ref["count"] == 0:
+        return _not_compared("datetime", "no values on one side")
+    parsed = parse_dates(present)
+    seconds = _seconds(parsed)
+    bad, n = int(parsed.isna().sum()), len(present)
+    ref_bad, ref_n = int(ref["unparseable"]), int(ref["count"])
+    before_limit = float(_setting(settings, "datetime_before_fraction"))
+    increase_limit = float(_setting(settings, "datetime_unparseable_increase"))
+    level, said = _significance(settings.chi2_pvalue, tests)
+    p_value = None
+    if bad * ref_n > ref_bad * n:  # a larger share than the reference's
+        from scipy import stats  # here, not at import: start-up time
+
+        table = [[bad, n - bad], [ref_bad, ref_n - ref_bad]]
+        p_value = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    increase = bad / n - ref_bad / ref_n
+    unparseable_drift = p_value is not None and p_value < level and increase >= increase_limit
+    notes = []
+    before = after = 0.0
+    if ref["min"] is None:
+        notes.append("the reference has no dates")
+    elif seconds.size:
+        low, high = (_from_iso(ref["min"]), _from_iso(ref["max"]))
+        before = float(np.searchsorted(seconds, low, side="left")) / seconds.size
+        after = float(seconds.size - np.searchsorted(seconds, high, side="right")) / seconds.size
+        dates_only = bool(ref.get("dates_only")) and bool(np.all(seconds % 86_400 == 0))
+        span = _span(_iso(seconds[0], dates_only), _iso(seconds[-1], dates_only))
+        theirs = f"the reference's {_span(ref['min'], ref['max'])}"
+        if seconds[0] > high:
+            where = f"after {theirs}"
+        elif seconds[-1] < low:
+            where = f"before {theirs}"
+        elif before == after == 0.0:
+            where = f"within {theirs}"
+        else:
+            shares = zip(
+                (before, 1 - before - after, after), ("before", "within", "after"), strict=True
+            )
+            where = ", ".join(f"{x:.0%} {side}" for x, side in shares if x > 0) + f" {theirs}"
+        notes.append(f"dates {span}, {where}")
+        spacing = float(np.median(np.diff(np.unique(seconds)))) if seconds.size > 1 else None
+        if spacing is not None and ref.get("spacing_seconds"):
+            ratio = spacing / ref["spacing_seconds"]
+            note = f"spacing {duration_words(spacing)}"
+            if not 0.5 <= ratio <= 2.0:
+                note += f" (the reference's: {duration_words(ref['spacing_seconds'])})"
+            notes.append(note)
+    else:
+        notes.append("no value is a date")
+    before_drift = bool(seconds.size) and before >= before_limit
+    drifted = before_drift or unparseable_drift
+    if before_drift:
+        notes.insert(0, f"{before:.0%} of the dates before the reference's first ({ref['min']})")
+    if bad or ref_bad:
+        not_dates = f"{bad / n:.1%} not dates (reference: {ref_bad / ref_n:.1%})"
+        notes.insert(0 if unparseable_drift else len(notes), not_dates)
+    rule = (
+        f"drift when >= {before_limit:.0%} are before the reference's range, or the share "
+        f"not dates grows by >= {increase_limit:.0%} (Fisher p < {said})"
+    )
+    return {
+        "kind": "datetime",
+        "method": "range",
+        # The share of today's dates before the reference's range, on the threshold's scale.
+        "statistic": before,
+        "p_value": p_value,
+        "threshold": before_limit,
+        "score": before,
+        "drifted": bool(drifted),
+        "p_threshold": level,
+        "before_fraction": before,
+        "after_fraction": after,
+        "unparseable_fraction": bad / n,
+        "reference_unparseable_fraction": ref_bad / ref_n,
+        "reference_size": ref_n,
+        "current_size": n,
+        "detail": "; ".join([*notes, rule]),
+    }
+
+
+def _from_iso(text: str) -> float:
+    return float(np.datetime64(text, "s").astype("int64"))
+
+
+def _span(first: str, last: str) -> str:
+    return first if first == last else f"{first}..{last}"
+
+
+def _text_drift(
+    ref: dict[str, Any], values: pd.Series, settings: DictConfig, tests: int
+) -> dict[str, Any]:
+    """Free text: its length compared as a numeric column (PSI or KS), and the share of its
+    words the reference's vocabulary does not know against the share expected of new text from
+    the same source (a one-sided z test, variances over texts, and a minimum increase)."""
+    texts = values.dropna().astype(str)
+    if texts.empty or ref["count"] == 0:
+        return _not_compared("text", "no values on one side")
+    result = _numeric_drift(ref["length"], texts.str.len(), settings, tests)
+    result["kind"] = "text"
+    words = _words(texts)
+    total = len(words)
+    unseen_flags = ~words.isin(set(ref["vocabulary"].split()))
+    share, variance = _share_of_texts(unseen_flags, len(texts))
+    unseen = _word_counts(words[unseen_flags.to_numpy()])
+    expected = float(ref["expected_unseen"])
+    limit = float(_setting(settings, "text_unseen_increase"))
+    level, said = _significance(settings.chi2_pvalue, tests)
+    # One-sided z test of today's share against the expected one, both variances over texts.
+    spread = np.sqrt(variance + float(ref.get("expected_unseen_variance") or 0.0))
+    p_value = 1.0
+    if share > expected:
+        from scipy import stats  # here, not at import: start-up time
+
+        p_value = float(stats.norm.sf((share - expected) / spread)) if spread > 0 else 0.0
+    words_drift = p_value < level and share - expected >= limit
+    size = ref["vocabulary_size"]
+    note = (
+        f"words: {share:.1%} of {total:,} unseen in the reference's {size:,} most frequent "
+        f"(expected {expected:.1%}; drift when >= {limit:.0%} more and z-test p < {said})"
+    )
+    if unseen.size:
+        note += f", e.g. {', '.join(unseen.index[:5])}"
+    length = f"length: {result['detail']}"
+    result.update(
+        drifted=bool(result["drifted"] or words_drift),
+        unseen_words=[str(w) for w in unseen.index[:20]],
+        unseen_fraction=share,
+        expected_unseen_fraction=expected,
+        unseen_p_value=p_value,
+        words=int(total),
+        detail="; ".join(
+            [f"{share - expected:+.1%} unseen words", length, note]
+            if words_drift
+            else [length, note]
+        ),
+    )
     return result
 
 
@@ -523,7 +987,7 @@ def summary(result: dict[str, Any]) -> str:
     for key, words in (
         ("missing", "missing (the champion was trained with it)"),
         ("extra", "not in the champion's training data"),
-        ("kind_changed", "changed kind (numeric <-> categorical)"),
+        ("kind_changed", "changed kind (its values are no longer what its role says)"),
     ):
         for column in schema[key]:
             lines.append(f"  - column '{column}': {words}")
@@ -538,4 +1002,9 @@ def summary(result: dict[str, Any]) -> str:
             lines.append(f"  ... and {len(result['drifted']) - 10} more")
     else:
         lines.insert(0, f"no drift {head} ({result['n_features']} feature(s) compared)")
+    skipped = result.get("skipped") or {}
+    if skipped:  # one line, however many
+        shown = [f"'{name}' ({why})" for name, why in list(skipped.items())[:10]]
+        more = f", and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        lines.append(f"  - not compared: {'; '.join(shown)}{more}")
     return "\n".join(lines)

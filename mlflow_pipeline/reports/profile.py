@@ -1,4 +1,8 @@
-"""The profile report: a dataset's columns and distributions, and its drift against the champion."""
+"""The profile report: a dataset's columns and distributions, and its drift against the champion.
+
+Each column is shown as its kind says: numbers and free text (its lengths) as histograms, dates
+as a histogram over time, categories as bars; ids in the table only.
+"""
 
 from __future__ import annotations
 
@@ -69,8 +73,15 @@ def profile_report(profile: dict, drift: dict | None = None, reference: dict | N
     if shown:
         body.append("<h2>Distributions</h2>")
         note = f"The first {len(shown)} of {len(columns)} columns"
-        if len(plottable) < len(columns):
-            note += f" ({len(columns) - len(plottable)} without values, not plotted)"
+        ids = sum(col.get("kind") == "id" for col in columns.values())
+        empty = len(columns) - len(plottable) - ids
+        left_out = []
+        if empty:
+            left_out.append(f"{empty} without values")
+        if ids:
+            left_out.append(f"{ids} id{'s' if ids > 1 else ''}")
+        if left_out:
+            note += f" ({', '.join(left_out)}, not plotted)"
         body.append(f'<p class="note">{html.escape(note)}.</p>')
         body.append(figures([(_distribution_plot(name, columns[name]), name) for name in shown]))
 
@@ -86,40 +97,89 @@ def profile_report(profile: dict, drift: dict | None = None, reference: dict | N
 
 
 def _has_distribution(col: dict) -> bool:
-    if col.get("kind") == "numeric":
-        hist = col.get("histogram") or {}
+    if col.get("kind") in HISTOGRAM_KINDS:
+        hist = _histogram_of(col) or {}
         edges, counts = hist.get("edges") or [], hist.get("counts") or []
         return len(edges) == len(counts) + 1 and sum(counts) > 0
     return bool(col.get("top"))
 
 
+# Kinds drawn as a histogram: numbers, dates over time, free text by its length.
+HISTOGRAM_KINDS = ("numeric", "datetime", "text")
+
+
+def _histogram_of(col: dict) -> dict | None:
+    """The histogram a column is drawn with (free text: of its lengths)."""
+    if col.get("kind") == "text":
+        return (col.get("length") or {}).get("histogram")
+    return col.get("histogram")
+
+
+def _edges(col: dict) -> list[float]:
+    """The histogram's edges on a plot's x axis (dates as matplotlib date numbers)."""
+    edges = _histogram_of(col)["edges"]
+    if col.get("kind") == "datetime":
+        from matplotlib import dates
+
+        return [float(dates.datestr2num(e)) for e in edges]
+    return [float(e) for e in edges]
+
+
+def _summary(col: dict) -> str:
+    """The last cell of a column's row: top categories, a date range, text lengths, an id."""
+    kind = col.get("kind")
+    if kind == "id":
+        return f"an id ({col.get('role_reason') or 'role id'}): not compared for drift"
+    if kind == "datetime":
+        if col.get("min") is None:
+            return "no dates"
+        span = col["min"] if col["min"] == col["max"] else f"{col['min']} .. {col['max']}"
+        text = f"{span}, every {col.get('spacing') or 'time (one date)'}"
+        if col.get("unparseable"):
+            text += f"; {pct(col.get('unparseable_fraction'))} not dates"
+        return text
+    if kind == "text":
+        length = col.get("length") or {}
+        if length.get("min") is None:
+            return "no text"
+        return (
+            f"{fmt(length['min'])} to {fmt(length['max'])} characters (mean "
+            f"{fmt(length['mean'])}), {fmt(col.get('words_per_value'))} words each; "
+            f"{fmt(col.get('vocabulary_size'))} of {fmt(col.get('distinct_words'))} words kept"
+        )
+    if not col.get("top"):
+        return ""
+    items = [f"{shorten(v, 24)} ({fmt(n)})" for v, n in col["top"][:5]]
+    rest = len(col["top"]) - 5
+    top = ", ".join(items) + (f", … {rest} more" if rest > 0 else "")
+    if col.get("other"):
+        top += f"; other categories {fmt(col['other'])} rows"
+    return top
+
+
 def _column_table(columns: dict[str, dict]) -> str:
     rows = []
     for name, col in columns.items():
-        numeric = col.get("kind") == "numeric"
-        top = ""
-        if not numeric and col.get("top"):
-            items = [f"{shorten(v, 24)} ({fmt(n)})" for v, n in col["top"][:5]]
-            rest = len(col["top"]) - 5
-            top = ", ".join(items) + (f", … {rest} more" if rest > 0 else "")
-            if col.get("other"):
-                top += f"; other categories {fmt(col['other'])} rows"
+        kind = col.get("kind")
+        numeric = kind == "numeric"
+        ranged = numeric or kind == "datetime"
+        role = col.get("role")
         rows.append(
             [
                 name,
-                col.get("kind"),
+                kind if role in (None, kind) else f"{kind} ({role})",
                 col.get("dtype"),
                 Raw(html.escape(pct(col.get("missing_fraction"))), css="num"),
                 col.get("distinct"),
-                col.get("min") if numeric else None,
+                col.get("min") if ranged else None,
                 col.get("mean") if numeric else None,
-                col.get("max") if numeric else None,
+                col.get("max") if ranged else None,
                 col.get("std") if numeric else None,
-                top,
+                _summary(col),
             ]
         )
     headers = ["Column", "Kind", "Dtype", "Missing", "Distinct", "Min", "Mean", "Max", "Std"]
-    return table([*headers, "Top categories"], rows)
+    return table([*headers, "Top categories, dates, text"], rows)
 
 
 def _balance_plot(balance: dict, target: str) -> str:
@@ -159,20 +219,33 @@ def _distribution_plot(name: str, col: dict) -> str:
 
 def _plot_column_distribution(fig: Figure, name: str, col: dict) -> None:
     ax = fig.add_subplot()
-    if col.get("kind") == "numeric":
-        hist = col["histogram"]
-        ax.stairs(hist["counts"], hist["edges"], fill=True, color=BLUE, alpha=0.8)
+    if col.get("kind") in HISTOGRAM_KINDS:
+        ax.stairs(_histogram_of(col)["counts"], _edges(col), fill=True, color=BLUE, alpha=0.8)
         ax.set_ylabel("rows")
+        _label_x(ax, col)
     else:
         _category_bars(ax, [(col.get("top") or [], col.get("other") or 0, None, BLUE)])
     ax.set_title(shorten(name, 40))
-    ax.locator_params(nbins=4)  # fewer ticks: legible at thumbnail size, and faster
+    if col.get("kind") != "datetime":  # date axes place their own ticks
+        ax.locator_params(nbins=4)  # fewer ticks: legible at thumbnail size, and faster
+
+
+def _label_x(ax: Axes, col: dict) -> None:
+    if col.get("kind") == "text":
+        ax.set_xlabel("characters")
+    elif col.get("kind") == "datetime":
+        from matplotlib import dates
+
+        locator = dates.AutoDateLocator(minticks=2, maxticks=5)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator))
 
 
 def _distribution_margins(*cols: dict) -> dict[str, float]:
     """Room for category labels on the y axis, else for a count axis and no x label."""
-    if all(col.get("kind") == "numeric" for col in cols):
-        return {"left": 0.5, "bottom": 0.3}
+    if all(col.get("kind") in HISTOGRAM_KINDS for col in cols):
+        bottom = 0.45 if any(col.get("kind") != "numeric" for col in cols) else 0.3
+        return {"left": 0.5, "bottom": bottom}
     labels = [shorten(v, 18) for col in cols for v, _ in (col.get("top") or [])]
     return {"left": text_inches([*labels, "(other)"]), "bottom": 0.45}
 
@@ -245,6 +318,10 @@ def _drift_section(drift: dict, profile: dict, reference: dict | None) -> str:
             f'<p class="note">Reference profile from run <code>'
             f"{html.escape(str(ref['profile_run']))}</code>.</p>"
         )
+    skipped = drift.get("skipped") or {}
+    if skipped:
+        shown = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+        out.append(f'<p class="note">Not compared: {html.escape(shown)}.</p>')
     features = sorted((drift.get("features") or {}).items(), key=_drift_sort_key)
     if not features:
         out.append('<p class="note">No features were compared.</p>')
@@ -328,6 +405,8 @@ def _threshold_on_statistic(features: list[tuple[str, dict]]) -> bool:
         stat, thr = f.get("statistic"), f.get("threshold")
         if f.get("all_new"):  # drifted because every value is a new category, whatever stat
             continue
+        if f.get("kind") in ("datetime", "text"):  # also drift by values not dates, new words
+            continue
         if is_finite_number(stat) and is_finite_number(thr) and f.get("drifted") is not None:
             if math.isclose(stat, thr):
                 continue
@@ -402,14 +481,14 @@ def _plot_reference_vs_current(
     fig: Figure, name: str, ref_col: dict, cur_col: dict, result: dict
 ) -> None:
     ax = fig.add_subplot()
-    if ref_col.get("kind") == "numeric" and cur_col.get("kind") == "numeric":
+    kind = ref_col.get("kind")
+    if kind in HISTOGRAM_KINDS and cur_col.get("kind") == kind:
         for col, label, filled in ((ref_col, "reference", True), (cur_col, "current", False)):
-            hist = col["histogram"]
-            counts = [float(c) for c in hist["counts"]]
+            counts = [float(c) for c in _histogram_of(col)["counts"]]
             total = sum(counts)
             ax.stairs(
                 [c / total for c in counts],
-                hist["edges"],
+                _edges(col),
                 fill=filled,
                 color=GREY if filled else ORANGE,
                 alpha=0.7 if filled else 1.0,
@@ -418,6 +497,7 @@ def _plot_reference_vs_current(
             )
         ax.set_ylabel("fraction of rows")
         ax.legend(loc="best")
+        _label_x(ax, ref_col)
     else:
         _category_bars(
             ax,
@@ -429,4 +509,5 @@ def _plot_reference_vs_current(
     stat = result.get("statistic")
     verdict = "drifted" if result.get("drifted") else "not drifted"
     ax.set_title(f"{shorten(name, 30)}: {result.get('method') or ''} {fmt(stat)}, {verdict}")
-    ax.locator_params(nbins=4)
+    if kind != "datetime":
+        ax.locator_params(nbins=4)

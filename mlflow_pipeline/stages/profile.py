@@ -1,7 +1,8 @@
 """profile: describe the incoming data and compare it with the champion's training data.
 
-The profile (per column: type, counts, missing fraction, distinct values, statistics,
-histogram or top categories; target balance) is logged as profile.json and an HTML report.
+The profile (per column: its role, counts, missing fraction, distinct values and, as the role
+says, statistics and a histogram, top categories, a date range or text lengths and words; the
+target balance) is logged as profile.json and an HTML report.
 When a champion exists, today's data is compared with the profile of the data the champion was
 trained on (its lineage names that profile run), per feature; the drift gate then warns or
 stops the pipeline before anything is validated or trained (``validation.drift.policy``).
@@ -52,14 +53,16 @@ def profile_data(
     "profile_report": HTML}``. ``champion``: the champion's training profile (None when
     ``validation.drift.policy=off``). The drift gate (``check_drift``) runs after they are
     logged."""
-    current = drift.profile(raw, cfg)
-    reference_profile = None
-    if cfg.validation.drift.policy == "off" or champion is None:
+    checked = cfg.validation.drift.policy != "off" and champion is not None
+    reference_profile = champion.profile if checked else None
+    # Each column's role: data.columns, else inferred as train does; an inferred one gives way
+    # to the role the champion's profile records, so both sides are described alike.
+    current = drift.profile(raw, cfg, reference=reference_profile)
+    if not checked:
         result: dict[str, Any] = {"checked": False, "reason": "validation.drift.policy=off"}
-    elif champion.profile is None:
+    elif reference_profile is None:
         result = {"checked": False, "reason": champion.reason}
     else:
-        reference_profile = champion.profile
         result = drift.compare(reference_profile, raw, current, cfg, about=champion.about)
     values = drift.metrics(result) if result["checked"] else {}
     return {

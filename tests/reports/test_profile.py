@@ -1,4 +1,5 @@
-"""The profile report: breast_cancer and a shifted batch, real matplotlib, decoded images."""
+"""The profile report: breast_cancer and a shifted batch, real matplotlib, decoded images; real
+profiles of dates, free text and ids."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
+from vega_datasets import data as vega
 
+from mlflow_pipeline.config import load_config
+from mlflow_pipeline.data import drift as drifts  # the name drift is the fixture's
 from mlflow_pipeline.reports.profile import profile_report
 from tests.reports.helpers import decoded_images, from_json, parse, visible_text
 
@@ -278,3 +282,57 @@ def test_profile_report_regression_and_all_null_columns():
     text = visible_text(document)
     assert "The first 4 of 5 columns (1 without values, not plotted)." in text
     assert "$dollars$ and \\frac" in text
+
+
+def test_profile_report_of_dates_free_text_and_ids():
+    """Real profiles and drift (mlflow_pipeline.data.drift) of vega_datasets' Seattle weather
+    (a date column, a later year with values that are not dates) and airports (an id, names
+    set as free text)."""
+    about = {"model": "weather", "version": "1", "alias": "champion", "profile_run": "r"}
+    cfg = load_config(
+        ["data=csv", "data.path=t.csv", "data.target=weather", "data.task=classification"]
+    )
+    weather = vega.seattle_weather().assign(date=lambda d: d["date"].dt.strftime("%Y-%m-%d"))
+    reference = from_json(drifts.profile(weather.iloc[:1096], cfg))  # 2012-2014
+    today = weather.iloc[1096:].copy()  # 2015
+    today.iloc[:60, 0] = "n/a"
+    current = drifts.profile(today, cfg, reference=reference)
+    result = drifts.compare(reference, today, current, cfg, about=about)
+    assert "date" in result["drifted"]
+
+    document = profile_report(current, from_json(result), reference)
+
+    text = visible_text(document)
+    assert "datetime" in text
+    assert "2015-03-02 .. 2015-12-31, every 1 day; 16.4% not dates" in text
+    assert "16.4% not dates (reference: 0.0%); dates 2015-03-02..2015-12-31, after the " in text
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", document)
+    assert "date" in captions[-len(result["drifted"]) :]  # the overlay over time
+    # balance + 6 columns + drift bars + the drifted features' overlays
+    assert len(decoded_images(document)) == 1 + 6 + 1 + len(result["drifted"])
+
+    cfg = load_config(
+        [
+            "data=csv",
+            "data.path=t.csv",
+            "data.target=country",
+            "data.task=classification",
+            "+data.columns.name.role=text",
+        ]
+    )
+    airports = vega.airports()[["iata", "name", "state", "latitude", "country"]]
+    reference = from_json(drifts.profile(airports.iloc[::2], cfg))
+    today = airports.iloc[1::2]
+    current = drifts.profile(today, cfg, reference=reference)
+    result = drifts.compare(reference, today, current, cfg, about=about)
+
+    document = profile_report(current, from_json(result), reference)
+
+    text = visible_text(document)
+    assert "an id (1688 distinct in 1688 rows): not compared for drift" in text
+    assert "The first 4 of 5 columns (1 id, not plotted)." in text
+    assert "Not compared: iata (an id: 1688 distinct in 1688 rows)." in text
+    assert re.search(r"\d+ to \d+ characters \(mean [\d.]+\)", text)
+    assert "No drift detected: 0 of 4 features drifted" in text
+    # balance + 4 columns (the id not plotted) + drift bars; nothing drifted: no overlays
+    assert len(decoded_images(document)) == 1 + 4 + 1
