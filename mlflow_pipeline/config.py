@@ -111,8 +111,29 @@ class DataConfig:
     ignore_columns: list[str] = field(default_factory=list)
     # Per column, what it is to the model: ``{name: {role: ...}}`` with role one of numeric,
     # integer, categorical, datetime, text, id, ignore. Unset columns get an inferred role;
-    # id, text, datetime and ignore columns are not features.
+    # id and ignore columns are not features; datetime and text ones are as ``features`` says.
     columns: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatetimeFeaturesConfig:
+    """What each datetime column becomes (``features.datetime``): numbers, then imputed and
+    scaled as numeric columns are."""
+
+    # Some of year, quarter, month, day, dayofweek, dayofyear, hour, elapsed (days since the
+    # earliest training date); [] (the default: a features option that does not say) leaves
+    # datetime columns out.
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TextFeaturesConfig:
+    """What each free-text column becomes (``features.text``)."""
+
+    # tfidf: a TF-IDF of its words (missing text: ""); drop (the default): not a feature.
+    mode: str = "drop"
+    # The vocabulary kept per column, most frequent words first: the model's width is bounded.
+    max_features: int = 200
 
 
 @dataclass
@@ -124,6 +145,10 @@ class FeaturesConfig:
     numeric_scaler: Any = None
     categorical_imputer: Any = None
     categorical_encoder: Any = None
+    # Datetime and free-text columns (roles datetime, text). Left out unless the option says
+    # (as models trained before these keys were): a notice names each column left out.
+    datetime: DatetimeFeaturesConfig = field(default_factory=DatetimeFeaturesConfig)
+    text: TextFeaturesConfig = field(default_factory=TextFeaturesConfig)
     # Transformers (``_target_`` nodes: any scikit-learn transformer, the project's own too)
     # applied to the feature frame first, in order; they must return a DataFrame.
     transformers: list[Any] = field(default_factory=list)
@@ -228,6 +253,9 @@ class RunnerConfig:
     env_manager: str = "local"
     # Run id of an earlier pipeline run whose stage outputs feed stages not run now.
     upstream_run_id: str | None = None
+    # Threads of each stage's OpenMP/BLAS pools: auto (one for a small input, else the CPUs
+    # other processes leave idle; engine/threads.py) or a number.
+    threads: Any = "auto"
 
 
 @dataclass
@@ -236,6 +264,9 @@ class CacheConfig:
     policy: str = "use"
     # Per-stage policy, overriding ``policy``: e.g. ``+cache.stages.train=recompute``.
     stages: dict[str, str] = field(default_factory=dict)
+    # A rerun that would be all cache hits is recognised before the heavy imports and runs
+    # nothing (engine/noop.py); false: every run records a pipeline run, hits included.
+    fast_noop: bool = True
 
 
 SEVERITIES = ("error", "warning")
@@ -252,7 +283,11 @@ GATE_CHECKS = (
     "duplicate_rows",
 )
 DRIFT_POLICIES = ("warn", "fail", "off")
-DRIFT_METHODS = {"numeric": ("psi", "ks"), "categorical": ("psi", "chi2")}
+DRIFT_METHODS = {
+    "numeric": ("psi", "ks"),
+    "categorical": ("psi", "chi2"),
+    "text": ("compare", "skip"),
+}
 
 
 @dataclass
@@ -284,6 +319,14 @@ class DriftConfig:
     bins: int = 10
     # Features not compared (ids, timestamps); data.ignore_columns are never compared.
     ignore: list[str] = field(default_factory=list)
+    # Dates: drift when this share of today's dates is before the reference's first one, or
+    # the share of values that are not dates grew by this much (Fisher p < chi2_pvalue/tests).
+    datetime_before_fraction: float = 0.5
+    datetime_unparseable_increase: float = 0.05
+    # Free text: compare (length by numeric_method; words) | skip.
+    text_method: str = "compare"
+    text_vocabulary: int = 2000
+    text_unseen_increase: float = 0.1
 
 
 @dataclass
@@ -530,6 +573,11 @@ def _check_validation(validation: DictConfig) -> None:
             )
     if drift.bins < 2:
         raise ConfigError(f"validation.drift.bins={drift.bins} must be at least 2")
+    if drift.text_vocabulary < 1:
+        raise ConfigError(f"validation.drift.text_vocabulary={drift.text_vocabulary} must be >= 1")
+    for key in ("datetime_before_fraction", "datetime_unparseable_increase"):
+        if not 0.0 <= drift[key] <= 1.0:
+            raise ConfigError(f"validation.drift.{key}={drift[key]} must be between 0 and 1")
 
 
 def _check_bound(metric: str, bound: Any) -> None:

@@ -385,6 +385,7 @@ GITIGNORE = """\
 mlflow.db
 mlflow.db.lock
 mlruns/
+.mlflow_pipeline/
 outputs/
 multirun/
 __pycache__/

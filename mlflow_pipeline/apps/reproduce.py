@@ -95,6 +95,11 @@ def reproduce(model_uri: str, tracking_uri: str, *, allow_unsafe: bool = False) 
         f"models:/{name}/{version.version}", allow_unsafe=allow_unsafe
     )
     cfg = recorded_config(lineage, tracking_uri, allow_unsafe=allow_unsafe)
+    # The thread count the model was fitted with (engine/threads.py): a BLAS reduction's
+    # result depends on it in the last bit.
+    fitted_with = client.get_run(lineage["stages"]["train"]["run_id"]).data.params.get("threads")
+    if fitted_with:
+        cfg.runner.threads = int(fitted_with)
     result = run_pipeline(cfg, [])
     client.set_tag(result.pipeline_run_id, Runs.REPRODUCES, f"{model_uri} (v{version.version})")
     report = Reproduction(

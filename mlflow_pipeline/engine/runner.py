@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import flatten, resolved_yaml
+from mlflow_pipeline.engine import noop
 from mlflow_pipeline.engine.alerts import alert_drift
 from mlflow_pipeline.engine.inputs import resolve_inputs
 from mlflow_pipeline.engine.pipeline import load_pipeline, selected_stages
@@ -83,8 +84,16 @@ def run_pipeline(
     Raises PipelineError after marking the pipeline run FAILED.
     """
     redact_logs(secrets_of(cfg))
+    # A plain run may leave a no-op stamp for the next one (engine/noop.py); the old one goes
+    # now, since this run may change what it vouched for.
+    plain = not (run_id or parent_run_id or role) and cfg.runner.mode == "in_process"
+    stamp = noop.stamp_path(cfg) if plain and cfg.cache.get("fast_noop", False) else None
+    if stamp is not None:
+        stamp.unlink(missing_ok=True)
     pipeline = load_pipeline(cfg)
     tracking = resolve_tracking(cfg)
+    if stamp is not None and f"sqlite:///{noop.store_of(cfg)}" != tracking.uri:
+        stamp = None  # the stamp must describe the store this run writes to
     activate(tracking)
     client = retry_transient(MlflowClient)
     stages = selected_stages(pipeline, cfg)
@@ -139,7 +148,25 @@ def run_pipeline(
             end_own_runs(client, experiment_id)
         raise
     end_active_run()
+    if stamp is not None and _rerun_is_noop(stages, cfg, ctx):
+        noop.write_stamp(cfg, pipeline_run_id, experiment_id, stamp)
     return result
+
+
+def _rerun_is_noop(stages: list[Stage], cfg: DictConfig, ctx: RunContext) -> bool:
+    """Would the same run now be all cache hits? Every stage stored its outputs (or reused
+    stored ones), and nothing a stage reads from outside changed during this run (a promotion
+    changes the champion the profile compares with)."""
+    for stage in stages:
+        decision = ctx.decisions.get(stage.name)
+        if decision is None or not (decision.hit or decision.status == "miss"):
+            return False
+        if stage.context is not None:
+            before = {n: c.key for n, c in ctx.contexts.get(stage.name, {}).items()}
+            now = {n: c.key for n, c in stage.context(cfg, ctx.services).items()}
+            if before != now:
+                return False
+    return True
 
 
 def _start_pipeline_run(
@@ -229,7 +256,7 @@ def run_in_process(
 ) -> None:
     """Every stage in this process; frames are handed to the next stage in memory."""
     available: dict[str, Handoff] = {}
-    for stage in stages:
+    for done, stage in enumerate(stages, 1):
         available.update(resolve_inputs(stage, ctx, available))
         try:
             outputs = run_stage(stage, cfg, ctx, available)
@@ -238,6 +265,15 @@ def run_in_process(
             raise
         available.update(outputs)
         collect(result, ctx.pipeline, outputs)
+        release(available, stages[done:])
+
+
+def release(available: dict[str, Handoff], remaining: list[Stage]) -> None:
+    """Forget the datasets no remaining stage reads: a 10M-row raw frame is not held in
+    memory through training once validate has read it."""
+    needed = {d.name for s in remaining for d in (*s.inputs, *s.schema_inputs)}
+    for name in [n for n in available if n not in needed]:
+        del available[name]
 
 
 # runner.mode -> how the stages run.

@@ -15,7 +15,9 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ from omegaconf import DictConfig
 from mlflow_pipeline import schemas
 from mlflow_pipeline.config import config_slice, flatten, resolved_yaml
 from mlflow_pipeline.data.validation import check
-from mlflow_pipeline.engine import cache
+from mlflow_pipeline.engine import cache, threads
 from mlflow_pipeline.engine.spec import Context, Dataset, Pipeline, Stage
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
 from mlflow_pipeline.redaction import redact_url, redacted
@@ -80,6 +82,8 @@ class RunContext:
     contexts: dict[str, dict[str, Context]] = field(default_factory=dict)
     # Stage name -> wall seconds in this pipeline run (a hit's too).
     durations: dict[str, float] = field(default_factory=dict)
+    # How busy other processes keep the CPUs, for runner.threads=auto (engine/threads.py).
+    cpu_monitor: threads.CpuMonitor | None = field(default_factory=threads.CpuMonitor)
 
 
 @dataclass(frozen=True)
@@ -312,7 +316,14 @@ def _run_in_active_run(
         for context in contexts_of(stage, cfg, ctx).values():
             if context.argument:
                 kwargs[context.argument] = context.value()
-        values = stage.func(cfg, **inputs, **kwargs)
+        choice = threads.choose(
+            cfg.runner.get("threads", "auto"), threads.frame_cells(inputs), ctx.cpu_monitor
+        )
+        if choice is not None:
+            mlflow.log_param("threads", choice.threads)
+            log.info("[%s] %d thread(s) (%s)", stage.name, choice.threads, choice.why)
+        with threads.limited(choice):
+            values = stage.func(cfg, **inputs, **kwargs)
         missing = [d.name for d in stage.outputs if d.name not in values]
         if missing:
             raise StageError(f"stage function returned no {missing}", stage=stage.name)
@@ -510,7 +521,8 @@ def _save_outputs(
             handoff.digest = artifacts.text_digest(value)
             mlflow.set_tag(Runs.DIGEST_OUTPUT + dataset.name, handoff.digest)
         elif dataset.kind == "model":
-            value.uri = artifacts.log_model(value.estimator, value.input_example)
+            with _no_integer_hint():
+                value.uri = artifacts.log_model(value.estimator, value.input_example)
             mlflow.set_tag(Runs.MODEL_URI, value.uri)
             handoff.digest = model_digest
             mlflow.set_tag(Runs.DIGEST_OUTPUT + dataset.name, model_digest)
@@ -558,11 +570,23 @@ def _log_dataset(
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.types.utils import _infer_schema
 
-    dataset = mlflow.data.from_pandas(frame, name=name, digest=digest[:20])
-    # The schema from the first rows: inferring it from every row of a large frame is slow.
-    dataset.__dict__["schema"] = _infer_schema(frame.head(1000))
+    with _no_integer_hint():
+        dataset = mlflow.data.from_pandas(frame, name=name, digest=digest[:20])
+        # The schema from the first rows: inferring it from every row of a large frame is slow.
+        dataset.__dict__["schema"] = _infer_schema(frame.head(1000))
     tags = [InputTag(key="mlflow.data.context", value=name)]
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+
+@contextmanager
+def _no_integer_hint() -> Iterator[None]:
+    """Without MLflow's hint that integer columns cannot hold missing values: the contract
+    keeps such columns as nullable integers, and scoring applies it before the model."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*Inferred schema contains integer column", category=UserWarning
+        )
+        yield
 
 
 def _record_failure(client: MlflowClient, stage: Stage, run_id: str, exc: BaseException) -> None:

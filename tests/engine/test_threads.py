@@ -1,0 +1,63 @@
+"""Thread counts chosen for a stage's native code: the rule, the measurement of other
+processes' CPU use (with a real busy process), and the limit as threadpoolctl sees it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from mlflow_pipeline.engine import threads
+
+
+def test_a_number_is_used_as_given_and_auto_gives_one_thread_to_a_small_input():
+    assert threads.choose(3, 10, None) == threads.ThreadChoice(3, "runner.threads")
+    small = threads.choose("auto", threads.SMALL_CELLS - 1, threads.CpuMonitor())
+    assert small is not None and small.threads == 1 and "small input" in small.why
+    assert threads.choose("auto", 0, None) is None  # no frame input: libraries' defaults
+
+
+def test_frame_cells_counts_only_frames():
+    import pandas as pd
+
+    values = {"a": pd.DataFrame({"x": range(10), "y": range(10)}), "b": "text", "c": None}
+    assert threads.frame_cells(values) == 20
+
+
+@pytest.mark.skipif(threads.cpus_allowed() < 2, reason="needs 2 CPUs to leave one idle")
+def test_a_busy_process_beside_us_leaves_fewer_threads():
+    monitor = threads.CpuMonitor()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)
+        others = monitor.others_busy()
+        idle = monitor.idle_cpus()
+    finally:
+        busy.kill()
+        busy.wait()
+    # One process spinning takes a whole CPU; other tests running beside only add to it.
+    assert others >= 0.7
+    assert idle <= threads.cpus_allowed() - 1
+    choice = threads.choose("auto", threads.SMALL_CELLS * 10, threads.CpuMonitor())
+    assert choice is not None and 1 <= choice.threads <= threads.cpus_allowed()
+
+
+def test_our_own_work_is_not_counted_as_others():
+    monitor = threads.CpuMonitor()
+    started = time.monotonic()
+    while time.monotonic() - started < 0.5:  # this process keeps one CPU busy
+        np.sqrt(np.arange(10_000.0))
+    # What other tests do beside us may add; our own half second must not count as a CPU.
+    assert monitor.others_busy() < threads.cpus_allowed()
+
+
+def test_limited_sets_the_openmp_and_blas_pools():
+    with threads.limited(threads.ThreadChoice(1, "test")):
+        inside = {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
+    assert inside and all(n == 1 for n in inside.values())
+    with threads.limited(None):  # no choice: untouched
+        pass
