@@ -1,7 +1,7 @@
 """The framework against a bare script doing the same work, as whole processes.
 
     python bench/run.py [--rows 1000000] [--repeat 1] [--out docs/benchmarks.md]
-                        [--context-rows 100000] [--no-warm] [--profile]
+                        [--context-rows 100000] [--no-warm] [--profile] [--background 1]
     python bench/run.py --cache [--rows 1000000] [--repeat 1] [--out docs/benchmarks.md]
     python bench/run.py --sweep [--sweep-rows 100000] [--repeat 1] [--out docs/benchmarks.md]
     python bench/run.py --gates [--rows 1000000] [--repeat 5] [--out docs/benchmarks.md]
@@ -17,6 +17,8 @@ The command line of every benchmark; each lives in its own module, on the shared
   checks; ``--repeat`` defaults to 5 there.
 
 Each writes its own section of ``--out`` between its markers and keeps the rest of the file.
+``--background N`` runs N CPU-bound busy-loop processes during every variant (the full
+pipeline then writes its busy-machine section).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import ROOT
+from common import ROOT, background_load
 from full_pipeline import run_full_pipeline
 from gates import GATES_REPEAT, run_gates
 from stage_cache import run_cache
@@ -61,6 +63,13 @@ def parse_args() -> argparse.Namespace:
         "--sweep-rows", type=int, default=SWEEP_ROWS, help="rows of the sweep's CSV"
     )
     parser.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        help="CPU-bound busy-loop processes running during every variant (the busy-machine "
+        "mode; the full pipeline writes its own section)",
+    )
+    parser.add_argument(
         "--gates",
         action="store_true",
         help="measure the data gates against plain pandas checks (bench/gates.py) instead",
@@ -75,12 +84,13 @@ def main() -> None:
         return
     if args.repeat is None:
         args.repeat = 1
-    if args.cache:
-        run_cache(args)
-    elif args.sweep:
-        run_sweep(args)
-    else:
-        run_full_pipeline(args)
+    with background_load(args.background):
+        if args.cache:
+            run_cache(args)
+        elif args.sweep:
+            run_sweep(args)
+        else:
+            run_full_pipeline(args)
 
 
 if __name__ == "__main__":

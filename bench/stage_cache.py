@@ -50,6 +50,11 @@ CACHE_TARGET = 0.05
 PARTIAL_OVERRIDE = "model.learning_rate=0.11"
 CACHE_LINE = re.compile(r"cache: (\d+) hit\(s\) \[([^\]]*)\], (\d+) ran \[([^\]]*)\]")
 SPLIT_SCRIPT = ROOT / "bench" / "noop_split.py"
+# What the fast no-op path prints (engine/noop.py); its target, seconds at --rows.
+FAST_NOOP = "nothing to do:"
+FAST_TARGET_S = 1.0
+# The recorded no-op: every stage a hit, recorded as a pipeline run of hits.
+RECORDED = ("cache.fast_noop=false",)
 
 
 # ------------------------------------------------------------------------------- the store
@@ -122,7 +127,10 @@ class CacheStore:
 
     def run(self, extra: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Measured:
         m = measure([*prefix, *self.cmd, *extra], cwd=self.work, env=self.env)
-        m.extra = {"pipeline": pipeline_runs(self.db)[-1], "cache": cache_outcome(m)}
+        if FAST_NOOP in m.stdout:  # nothing ran, nothing recorded (engine/noop.py)
+            m.extra = {"pipeline": {"span_s": 0.0, "stages": {}}, "cache": {"ran": []}}
+        else:
+            m.extra = {"pipeline": pipeline_runs(self.db)[-1], "cache": cache_outcome(m)}
         return m
 
 
@@ -144,9 +152,18 @@ def cache_stores(csv: Path) -> list[CacheStore]:
 
 # ------------------------------------------------------------------------------- measuring
 def cache_sequence(store: CacheStore) -> dict[str, Measured]:
-    """Cold run on the empty store, the same command again, then one train parameter changed."""
+    """Cold run on the empty store; the same command again (the first rerun: the profile is
+    compared with the champion the cold run made); again (the fast no-op: nothing runs); again
+    with ``cache.fast_noop=false`` (every stage a recorded hit); one train parameter changed."""
     out = {}
-    for kind, extra in (("cold", ()), ("noop", ()), ("partial", (PARTIAL_OVERRIDE,))):
+    sequence = (
+        ("cold", ()),
+        ("rerun", ()),
+        ("fast", ()),
+        ("noop", RECORDED),
+        ("partial", (PARTIAL_OVERRIDE,)),
+    )
+    for kind, extra in sequence:
         m = out[kind] = store.run(extra)
         if kind == "noop":
             m.extra["startup"] = startup_samples(store)
@@ -160,6 +177,8 @@ def cache_sequence(store: CacheStore) -> dict[str, Measured]:
         if "startup" in m.extra:
             print(f"{store.label:<8} start-up {m.extra['startup']}", flush=True)
     check_noop(store, out["noop"])
+    if FAST_NOOP not in out["fast"].stdout:
+        raise RuntimeError(f"{store.label}: the fast no-op did not happen: {out['fast'].stdout}")
     return out
 
 
@@ -210,7 +229,9 @@ def noop_split(store: CacheStore) -> dict:
     out = store.work / "split.json"
     env = {**store.env, "BENCH_SPLIT_OUT": str(out)}
     m = measure(
-        [PYTHON, "-X", "importtime", str(SPLIT_SCRIPT), *store.cmd[1:]], cwd=store.work, env=env
+        [PYTHON, "-X", "importtime", str(SPLIT_SCRIPT), *store.cmd[1:], *RECORDED],
+        cwd=store.work,
+        env=env,
     )
     check_noop(store, m)
     split = json.loads(out.read_text(encoding="utf-8"))
@@ -257,7 +278,7 @@ def noop_profile(store: CacheStore) -> dict:
     import pstats
 
     prof = RESULTS / "cache_noop.prof"
-    m = store.run(prefix=(PYTHON, "-m", "cProfile", "-o", str(prof)))
+    m = store.run(RECORDED, prefix=(PYTHON, "-m", "cProfile", "-o", str(prof)))
     check_noop(store, m)
     stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
     own = sorted(stats.items(), key=lambda kv: -kv[1][2])[:15]
@@ -297,6 +318,13 @@ def run_cache(args: argparse.Namespace) -> None:
             for store in stores:
                 sequences[store.label].append(cache_sequence(store))
         notes: dict = {"code": code}
+        # The partial rerun's yardstick: the bare script's own fit + save + evaluate time.
+        from full_pipeline import run_bare
+
+        bare = run_bare(csv)
+        times = bare.extra["times"]
+        notes["bare_train_evaluate_s"] = times["train"] + times["save_model"] + times["evaluate"]
+        notes["bare_wall_s"] = bare.wall_s
         # On the last repeat's stores the original command is a hit for every stage again.
         for store in stores:
             split = notes[f"split_{store.label}"] = noop_split(store)
@@ -373,14 +401,16 @@ def render_cache(sequences: dict, args: argparse.Namespace, notes: dict) -> str:
         "  data.path=<csv> data.target=label data.task=classification features=standard \\",
         "  model=hist_gradient_boosting seed=42 evaluation=none tracking.root=. \\",
         "  hydra.run.dir=hydra",
-        "#   1. cold: that command on the empty store; 2. no-op rerun: the same command again;",
-        f"#   3. partial rerun: the same command + {PARTIAL_OVERRIDE}",
-        "# the bundled breast-cancer data (MLFLOW_TRACKING_URI unset): the same three runs of",
+        "#   1. cold: that command on the empty store; 2. first rerun: the same command again",
+        "#      (the profile is compared with the champion run 1 made); 3. fast no-op: the same",
+        "#      command again (nothing runs); 4. recorded no-op: + cache.fast_noop=false (every",
+        f"#      stage a recorded hit); 5. partial rerun: the same command + {PARTIAL_OVERRIDE}",
+        "# the bundled breast-cancer data (MLFLOW_TRACKING_URI unset): the same five runs of",
         ".venv/bin/mlflow-pipeline tracking.root=<tmp> hydra.run.dir=<tmp>/hydra",
         "```",
         "",
     ]
-    lines += render_cache_runs(sequences, args, labels)
+    lines += render_cache_runs(sequences, args, labels, notes)
     lines += render_cache_startup(sequences, labels)
     lines += render_cache_split(notes, sequences, labels)
     lines += render_cache_profile(notes, labels)
@@ -388,21 +418,38 @@ def render_cache(sequences: dict, args: argparse.Namespace, notes: dict) -> str:
     return "\n".join(lines)
 
 
-def render_cache_runs(sequences: dict, args: argparse.Namespace, labels: dict) -> list[str]:
+def render_cache_runs(
+    sequences: dict, args: argparse.Namespace, labels: dict, notes: dict
+) -> list[str]:
     """The runs' table, the target's verdict, every run, and each stage run's span."""
     lines = [
-        "| data | cold s | no-op rerun s | **no-op / cold** | partial rerun s | partial / cold "
-        "| the partial rerun ran |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| data | cold s | first rerun s | **fast no-op s** | recorded no-op s "
+        "| recorded no-op / cold | partial rerun s | partial / cold | the partial rerun ran |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, seqs in sequences.items():
         cold, noop = _wall(sequences, label, "cold"), _wall(sequences, label, "noop")
+        rerun, fast = _wall(sequences, label, "rerun"), _wall(sequences, label, "fast")
         partial = _wall(sequences, label, "partial")
         ran = ", ".join(seqs[0]["partial"].extra["cache"]["ran"])
         lines.append(
-            f"| {labels[label]} | {cold:.1f} | {noop:.1f} | **{100 * noop / cold:.1f} %** | "
-            f"{partial:.1f} | {pct(partial, cold)} | {ran} |"
+            f"| {labels[label]} | {cold:.1f} | {rerun:.1f} | **{fast:.2f}** | {noop:.1f} | "
+            f"{100 * noop / cold:.1f} % | {partial:.1f} | {pct(partial, cold)} | {ran} |"
         )
+    fast = _wall(sequences, "csv", "fast")
+    partial = _wall(sequences, "csv", "partial")
+    bare_fit = notes["bare_train_evaluate_s"]
+    lines += [
+        "",
+        f"**Target** (a change to train only: the partial rerun at most 1.05x the bare script's "
+        f"train + save + evaluate, {bare_fit:.1f} s, measured in this run at {args.rows:,} rows): "
+        f"{'**met**' if partial <= 1.05 * bare_fit else '**not met**'}: {partial:.1f} s, "
+        f"{partial / bare_fit:.2f}x (the whole bare script: {notes['bare_wall_s']:.1f} s).",
+        "",
+        f"**Target** (a no-op rerun at most {FAST_TARGET_S:.1f} s wall at {args.rows:,} rows): "
+        f"{'**met**' if fast <= FAST_TARGET_S else '**not met**'}: {fast:.2f} s (median of "
+        f"{len(sequences['csv'])}).",
+    ]
     cold, noop = _wall(sequences, "csv", "cold"), _wall(sequences, "csv", "noop")
     fastest = min(seq["cold"].wall_s for seq in sequences["csv"])
     cpu_cold = med([seq["cold"].cpu_s for seq in sequences["csv"]])
@@ -412,7 +459,8 @@ def render_cache_runs(sequences: dict, args: argparse.Namespace, labels: dict) -
     verdict = "**met**" if noop <= CACHE_TARGET * min(cold, fastest) else "**not met**"
     lines += [
         "",
-        f"**Target** (no-op rerun at most {100 * CACHE_TARGET:.0f} % of the cold run on the "
+        f"Earlier target (the recorded no-op at most {100 * CACHE_TARGET:.0f} % of the cold "
+        "run on the "
         f"{args.rows:,}-row data), judged against the fastest cold run ({fastest:.1f} s, the "
         f"least disturbed by other work): {verdict}: **{100 * noop / fastest:.1f} %**, "
         f"{noop:.1f} s; {100 * CACHE_TARGET:.0f} % would be {CACHE_TARGET * fastest:.1f} s. "
