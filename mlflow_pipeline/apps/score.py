@@ -29,7 +29,7 @@ from mlflow_pipeline.errors import (
     DataValidationError,
     PipelineError,
 )
-from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, non_features
+from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, new_values_expected, non_features
 from mlflow_pipeline.store.tracking import Tracking, activate
 from mlflow_pipeline.tags import Lineage, Runs, Score
 
@@ -185,7 +185,7 @@ def scoring_gate(
     target = cfg.data.target
     if target in schema.columns:
         schema = schema.update_column(target, required=False)
-    for name in non_features(contract):  # ids, free text...: the model never reads them
+    for name in non_features(contract, cfg.features):  # ids...: the model never reads them
         schema = schema.update_column(name, required=False)
     for name, allowed in seen.items():
         checks = [*schema.columns[name].checks, seen_in_training_check(allowed)]
@@ -218,20 +218,28 @@ class ValidatedInput:
     warning: str | None = None
 
 
-def validate_input(frame: pd.DataFrame, scoring: Gate, *, max_lines: int = 5) -> ValidatedInput:
-    """Validate and coerce ``frame`` with ``scoring`` as stage ``score``, dataset ``input``.
+def validate_input(
+    frame: pd.DataFrame,
+    scoring: Gate,
+    *,
+    max_lines: int = 5,
+    stage: str = STAGE,
+    dataset: str = DATASET,
+) -> ValidatedInput:
+    """Validate and coerce ``frame`` with ``scoring`` as ``stage`` (``score``; ``serve`` for a
+    request), dataset ``dataset``.
 
     Raises DataValidationError naming column, check, count and example values.
     """
     from mlflow_pipeline.data.validation import check, summarize
 
     try:
-        result = check(frame, scoring, stage=STAGE, dataset=DATASET, max_lines=max_lines)
+        result = check(frame, scoring, stage=stage, dataset=dataset, max_lines=max_lines)
     except DataValidationError as exc:
         raise DataValidationError(
             without_run_trailer(str(exc)) + column_hint(exc.failure_cases, scoring.schema),
-            stage=STAGE,
-            dataset=DATASET,
+            stage=stage,
+            dataset=dataset,
             failure_cases=exc.failure_cases,
             report=exc.report,
         ) from exc
@@ -240,8 +248,8 @@ def validate_input(frame: pd.DataFrame, scoring: Gate, *, max_lines: int = 5) ->
         warning = without_run_trailer(
             summarize(
                 result.warnings,
-                stage=STAGE,
-                dataset=DATASET,
+                stage=stage,
+                dataset=dataset,
                 max_lines=max_lines,
                 what="has warnings",
                 artifact="warnings",
@@ -346,6 +354,71 @@ def read_input(path: Path, read_options: Mapping[str, Any]) -> pd.DataFrame:
         raise DataError(message.replace(INGEST_FILE_OPTION, "--input: ", 1), stage=STAGE) from exc
 
 
+# ---- the check and the predictions that score and serve share ------------------------------
+
+
+@dataclass
+class Scorer:
+    """A version ready to score rows: its estimator, the gate its input must pass (the training
+    contract, as ``scoring_gate`` makes it) and how training read its CSV files."""
+
+    model: ResolvedModel
+    estimator: Any
+    gate: Gate
+    read_options: dict[str, Any]
+    max_lines: int = 5
+
+
+def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Scorer:
+    """The ``Scorer`` of ``model``: ``estimator`` (loaded by the caller through
+    store.artifacts.load_trusted_model) held to the contract of ``training``.
+
+    Raises ConfigError when a validation rule names a column the contract does not have.
+    """
+    cfg = training.cfg
+    categorical = categorical_features(
+        training.contract,
+        training.train,
+        cfg.data.target,
+        [*cfg.data.ignore_columns, *new_values_expected(training.contract)],
+    )
+    return Scorer(
+        model=model,
+        estimator=estimator,
+        gate=scoring_gate(training.contract, cfg, seen_categories(training.train, categorical)),
+        read_options=dict(OmegaConf.to_container(cfg.data.read_options, resolve=True)),
+        max_lines=int(cfg.validation.max_message_failures),
+    )
+
+
+@dataclass
+class ScoredRows:
+    """The predictions of rows that passed the contract, and the message of its warnings."""
+
+    predictions: pd.DataFrame
+    warning: str | None = None
+
+
+def score_rows(
+    rows: pd.DataFrame, scorer: Scorer, *, stage: str = STAGE, dataset: str = DATASET
+) -> ScoredRows:
+    """Hold ``rows`` to the version's training contract, then predict them: the one check and
+    prediction that ``score`` (a file) and ``serve`` (a request) both apply. The predictions
+    are ``predictions()``'s columns, indexed like ``rows``.
+
+    Raises DataValidationError (as ``stage``, dataset ``dataset``) naming column, check, count
+    and example values when any row breaks the contract: nothing is predicted then.
+    """
+    validated = validate_input(
+        rows, scorer.gate, max_lines=scorer.max_lines, stage=stage, dataset=dataset
+    )
+    features = validated.frame[list(scorer.estimator.feature_names_in_)]
+    return ScoredRows(
+        predictions=predictions(scorer.estimator, features, scorer.model.version),
+        warning=validated.warning,
+    )
+
+
 # ---- score ---------------------------------------------------------------------------------
 
 
@@ -389,21 +462,12 @@ def score(
     check_writable(output_path)
     model = resolve_model(model_uri, tracking_uri)
     training = training_of(model)
-    estimator = load_trusted_model(model.uri, allow_unsafe=allow_unsafe)
-    cfg = training.cfg
-    rows = read_input(Path(input_path), OmegaConf.to_container(cfg.data.read_options, resolve=True))
-    categorical = categorical_features(
-        training.contract,
-        training.train,
-        cfg.data.target,
-        [*cfg.data.ignore_columns, *non_features(training.contract)],
-    )
-    scoring = scoring_gate(training.contract, cfg, seen_categories(training.train, categorical))
-    validated = validate_input(rows, scoring, max_lines=int(cfg.validation.max_message_failures))
-    features = validated.frame[list(estimator.feature_names_in_)]
-    output = with_predictions(rows, predictions(estimator, features, model.version))
+    scorer = scorer_of(model, load_trusted_model(model.uri, allow_unsafe=allow_unsafe), training)
+    rows = read_input(Path(input_path), scorer.read_options)
+    scored = score_rows(rows, scorer)
+    output = with_predictions(rows, scored.predictions)
     write_csv_atomically(output, output_path)
-    return ScoreResult(model=model, rows=len(output), output=output_path, warning=validated.warning)
+    return ScoreResult(model=model, rows=len(output), output=output_path, warning=scored.warning)
 
 
 def log_score_run(run_id: str, result: ScoreResult, input_path: str | Path) -> None:

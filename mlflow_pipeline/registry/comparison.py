@@ -7,6 +7,11 @@ and the percentile interval of those differences at ``confidence`` is the uncert
 comparison. A resample is a vector of row counts; every metric below is the weighted form of
 what ``stages.evaluate.metrics_of`` computes with scikit-learn (counts as sample weights give
 exactly the metric of the resampled rows), vectorised over many resamples at once.
+
+When the current test set's labels differ from the classes a model knows (a class gone from
+this year's data, a class the champion never saw), ``common_ground`` says on which rows and
+classes both models can be compared, in plain words, and ``score_of`` scores each of them there
+with one definition of the metric.
 """
 
 from __future__ import annotations
@@ -83,6 +88,144 @@ class Comparison:
         }
 
 
+@dataclass(frozen=True)
+class CommonGround:
+    """Where challenger and champion are compared when the test set's labels differ from the
+    classes either model knows: ``rows`` (a mask of the test rows whose label both models
+    know), ``labels`` (the classes present on those rows), what differs (``missing``: classes
+    the champion knows that the test set lacks; ``unseen``: test labels the champion never
+    saw; ``unseen_by_challenger``) and ``note``: what was done, in plain words."""
+
+    rows: np.ndarray
+    labels: list[Any]
+    missing: list[Any]
+    unseen: list[Any]
+    unseen_by_challenger: list[Any]
+    note: str
+
+    @property
+    def compared(self) -> int:
+        return int(self.rows.sum())
+
+    def of(self, predictions: Predictions) -> Predictions:
+        """``predictions`` on the compared rows only."""
+        return Predictions(
+            np.asarray(predictions.y_pred)[self.rows],
+            None if predictions.proba is None else np.asarray(predictions.proba)[self.rows],
+            predictions.classes,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """For promotion.json: the note, the classes that differ, and the rows compared."""
+        return {
+            "note": self.note,
+            "missing": [_plain(c) for c in self.missing],
+            "unseen": [_plain(c) for c in self.unseen],
+            "unseen_by_challenger": [_plain(c) for c in self.unseen_by_challenger],
+            "labels": [_plain(c) for c in self.labels],
+            "rows_compared": self.compared,
+            "rows": len(self.rows),
+        }
+
+
+def common_ground(
+    y_true: Any, champion_classes: Any, challenger_classes: Any = None
+) -> CommonGround | None:
+    """How to compare two classifiers on the test labels ``y_true`` when those labels are not
+    exactly the classes the champion (or the challenger) knows; None when they are (or a
+    model has no classes: a regressor).
+
+    The rows compared are those whose label both models know; the classes compared are those
+    present on these rows. Both models are then scored there with ``score_of``.
+    """
+    if champion_classes is None:
+        return None
+    y = np.asarray(y_true)
+    present = _ordered(set(y.tolist()))
+    champion = list(champion_classes)
+    challenger = list(challenger_classes) if challenger_classes is not None else champion
+    if set(present) == set(champion) == set(challenger):
+        return None
+    unseen = [c for c in present if c not in set(champion)]
+    unseen_by_challenger = [c for c in present if c not in set(challenger) and c not in unseen]
+    known = set(champion) & set(challenger)
+    rows = np.isin(y, list(known)) if known else np.zeros(len(y), dtype=bool)
+    labels = _ordered(set(y[rows].tolist()))
+    missing = [c for c in champion if c not in set(present)]
+    return CommonGround(
+        rows=rows,
+        labels=labels,
+        missing=missing,
+        unseen=unseen,
+        unseen_by_challenger=unseen_by_challenger,
+        note=_note(missing, unseen, unseen_by_challenger, labels, int(rows.sum()), len(y)),
+    )
+
+
+def _note(
+    missing: list[Any],
+    unseen: list[Any],
+    unseen_by_challenger: list[Any],
+    labels: list[Any],
+    compared: int,
+    total: int,
+) -> str:
+    """``class 'snow' is not in the test set; both models compared on the 4 classes present``;
+    ``the test set has class 'X' the champion never saw: compared on the 392 rows of classes
+    it knows``."""
+    parts = []
+    if missing:
+        parts.append(
+            f"{_classes(missing)} {'is' if len(missing) == 1 else 'are'} not in the test set"
+        )
+    if unseen:
+        parts.append(f"the test set has {_classes(unseen)} the champion never saw")
+    if unseen_by_challenger:
+        parts.append(f"the test set has {_classes(unseen_by_challenger)} the challenger never saw")
+    if not compared:
+        return "; ".join(parts) + ": no test row has a class both models know"
+    if unseen or unseen_by_challenger:
+        whose = "it knows" if not unseen_by_challenger else "both models know"
+        return (
+            "; ".join(parts)
+            + f": compared on the {compared} of {total} test rows of classes {whose}"
+        )
+    return "; ".join(parts) + f"; both models compared on the {len(labels)} classes present"
+
+
+def _classes(classes: list[Any]) -> str:
+    named = ", ".join(repr(_plain(c)) for c in classes)
+    return f"class {named}" if len(classes) == 1 else f"classes {named}"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (``'snow'``, ``3``) for messages and JSON."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _ordered(values: set[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:  # labels of mixed types
+        return sorted(values, key=str)
+
+
+def score_of(metric: str, y_true: Any, predictions: Predictions, labels: Any = None) -> float:
+    """``metric`` (one of METRICS) of ``predictions`` on all rows ``y_true``, as the paired
+    bootstrap computes it; with ``labels``, f1 is the support-weighted F1 over those classes
+    whatever the model's classes (one definition for two models that know different classes).
+    roc_auc of a multiclass model is one-vs-rest weighted by support: classes absent from
+    ``y_true`` weigh nothing. NaN when the metric is undefined on these rows.
+
+    Raises ConfigError for an unknown metric, or roc_auc / log_loss without probabilities."""
+    if metric not in METRICS:
+        raise ConfigError(f"no paired bootstrap for metric '{metric}' (known: {METRICS})")
+    y = np.asarray(y_true)
+    if not len(y):
+        return float("nan")
+    return float(_RowStats(metric, y, predictions, labels).scores(np.ones((1, len(y))))[0])
+
+
 def check_settings(confidence: float, resamples: int) -> None:
     """Raises ConfigError for a confidence level outside (0, 1) or fewer than 10 resamples."""
     if not 0.0 < float(confidence) < 1.0:
@@ -103,9 +246,11 @@ def paired_bootstrap(
     confidence: float = 0.95,
     resamples: int = 1000,
     seed: int = 0,
+    labels: Any = None,
 ) -> Comparison:
     """The paired bootstrap of ``metric`` (one of METRICS): challenger against champion on
-    the same rows ``y_true``. Deterministic for a given ``seed``.
+    the same rows ``y_true``. Deterministic for a given ``seed``. ``labels``: the classes
+    compared (``CommonGround.labels``), as in ``score_of``.
 
     Raises ConfigError for an unknown metric or bad settings."""
     if metric not in METRICS:
@@ -113,7 +258,7 @@ def paired_bootstrap(
     check_settings(confidence, resamples)
     y = np.asarray(y_true)
     rows = len(y)
-    stats = [_RowStats(metric, y, p) for p in (challenger, champion)]
+    stats = [_RowStats(metric, y, p, labels) for p in (challenger, champion)]
     sign = 1.0 if greater_is_better else -1.0
     full = np.ones((1, rows))
     gain = float(sign * (stats[0].scores(full)[0] - stats[1].scores(full)[0]))
@@ -156,8 +301,11 @@ class _RowStats:
     """What one model's ``metric`` needs per row, precomputed once; ``scores(weights)`` is
     the metric under each row of ``weights`` (resamples x rows)."""
 
-    def __init__(self, metric: str, y: np.ndarray, predictions: Predictions):
+    def __init__(
+        self, metric: str, y: np.ndarray, predictions: Predictions, labels: Any = None
+    ) -> None:
         self.metric = metric
+        self.labels = None if labels is None else list(labels)
         self.y = y
         self.pred = np.asarray(predictions.y_pred)
         self.proba = None if predictions.proba is None else np.asarray(predictions.proba, float)
@@ -195,8 +343,8 @@ class _RowStats:
         return w @ (self.pred == self.y).astype(float) / total
 
     def _f1(self, w: np.ndarray, total: np.ndarray) -> np.ndarray:
-        classes = self.classes or sorted(set(self.y) | set(self.pred))
-        if len(classes) == 2:  # metrics_of: average="binary", pos_label=classes[-1]
+        classes = self.labels or self.classes or sorted(set(self.y) | set(self.pred))
+        if self.labels is None and len(classes) == 2:  # metrics_of: binary, classes[-1]
             return self._f1_of(w, classes[-1])
         supports = [w @ (self.y == c).astype(float) for c in classes]
         weighted = sum(s * self._f1_of(w, c) for s, c in zip(supports, classes, strict=True))

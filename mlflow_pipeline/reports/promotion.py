@@ -19,8 +19,9 @@ def promotion_report(promotion: dict) -> str:
 
     ``promotion`` is promotion.json: promote, reason, metric, greater_is_better, both scores,
     versions before and after, and (when there was a champion to compare with) the paired
-    bootstrap ``comparison``: gain, low, high, confidence, resamples, rows. Returns one HTML
-    document.
+    bootstrap ``comparison``: gain, low, high, confidence, resamples, rows; ``labels`` when the
+    test set's labels differed from the classes the models know (registry.comparison
+    ``CommonGround.as_dict``). Returns one HTML document.
     """
     name = str(promotion.get("model_name") or "model")
     version = promotion.get("version")
@@ -58,6 +59,7 @@ def promotion_report(promotion: dict) -> str:
         f"<p><strong>Reason:</strong> {html.escape(str(promotion.get('reason') or '—'))}</p>",
         "<h2>Decision</h2>",
         table(None, _decision_rows(promotion, delta, comparison)),
+        *_label_section(promotion.get("labels") or {}),
     ]
     bars = [(f"challenger v{version}", challenger_score, BLUE)]
     if champion_version is not None or champion_score is not None:
@@ -98,6 +100,29 @@ def _decision_rows(promotion: dict, delta: float | None, comparison: dict) -> li
         ["Finished an interrupted promotion", promotion.get("finished_interrupted") or "—"],
         ["Moved outside mlflow-pipeline", "; ".join(promotion.get("moved_outside") or []) or "—"],
         ["Audit trail (experiment)", promotion.get("audit_experiment") or "—"],
+    ]
+
+
+def _label_section(labels: dict[str, Any]) -> list[str]:
+    """What differed between the test set's labels and the classes the models know, and on
+    which rows and classes they were compared (nothing when the labels were the same)."""
+    if not labels:
+        return []
+
+    def named(key: str) -> str:
+        return ", ".join(repr(c) for c in labels.get(key) or []) or "none"
+
+    rows = [
+        ["Labels in the test set the champion never saw", named("unseen")],
+        ["Labels in the test set the challenger never saw", named("unseen_by_challenger")],
+        ["Champion's classes not in the test set", named("missing")],
+        ["Classes compared", named("labels")],
+        ["Test rows compared", f"{labels.get('rows_compared')} of {labels.get('rows')}"],
+    ]
+    return [
+        "<h2>Labels</h2>",
+        f"<p>{html.escape(str(labels.get('note') or ''))}</p>",
+        table(None, rows),
     ]
 
 

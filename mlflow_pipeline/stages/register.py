@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -22,10 +23,13 @@ from mlflow_pipeline.config import promotion_metric
 from mlflow_pipeline.errors import PipelineError, StageError
 from mlflow_pipeline.registry.audit import KIND_PIPELINE, Move, Why, current_user
 from mlflow_pipeline.registry.comparison import (
+    CommonGround,
     Comparison,
     Predictions,
     check_settings,
+    common_ground,
     paired_bootstrap,
+    score_of,
 )
 from mlflow_pipeline.registry.model_registry import ModelRegistry, lineage_json, lineage_tags
 from mlflow_pipeline.registry.plan import Step, alias_steps
@@ -48,11 +52,16 @@ STAGE = "register"
 @dataclass(frozen=True)
 class ChampionScore:
     """The champion re-scored on the current test set: its score and predictions, or why it
-    could not be scored."""
+    could not be scored. ``ground``: when the test set's labels differ from the classes the
+    champion (or the challenger) knows, the rows and classes both were compared on; then
+    ``predictions`` are the champion's on those rows and ``challenger_score`` is the
+    challenger's score there (the same definition of the metric for both)."""
 
     score: float | None = None
     predictions: Predictions | None = None
     error: str | None = None
+    ground: CommonGround | None = None
+    challenger_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +100,10 @@ def register(
     registry fails or the lock is not acquired in ``promotion.lock_timeout_s``.
     """
     metric, greater_is_better = promotion_metric(cfg)
-    challenger_score = _challenger_score(model, metrics, metric)
+    challenger = _predictions(model.estimator, test, cfg)
+    challenger_score = _challenger_score(model, metrics, metric, test[cfg.data.target], challenger)
     check_settings(cfg.promotion.confidence, cfg.promotion.resamples)
     digest = registry.content_digest(model.uri)
-    challenger = _predictions(model.estimator, test, cfg)
     holder = f"register run {stage_run_id} of pipeline run {pipeline_run_id}"
     with promotion_session(
         registry,
@@ -106,23 +115,25 @@ def register(
         existing = registry.version_with(digest, model.uri)
         champion = registry.champion()
         champion_version = str(champion.version) if champion is not None else None
-        scored = _champion_score(registry, champion_version, test, cfg, metric)
+        scored = _champion_score(registry, champion_version, test, cfg, metric, challenger)
         decision = judge(
             metric=metric,
             greater_is_better=greater_is_better,
-            challenger_score=challenger_score,
+            challenger_score=_first(scored.challenger_score, challenger_score),
             champion_score=scored.score,
             champion_version=champion_version,
             min_delta=cfg.promotion.min_delta,
             comparison=_comparison(cfg, metric, greater_is_better, test, challenger, scored),
         )
+        if scored.ground is not None and scored.error is None:  # on what both were compared
+            decision = replace(decision, reason=f"{scored.ground.note}: {decision.reason}")
         standing = _standing(registry, decision, scored.error, existing, champion_version)
         tags = _version_tags(standing, digest, pipeline_run_id, stage_run_id, lineage)
         session.check()
         version = _registered(registry, model.uri, existing, standing, tags, digest)
         why = _why(standing, pipeline_run_id, stage_run_id)
         moves = session.move(_steps(registry, version, standing, why))
-        report = _report(registry, session, standing, version, digest, moves)
+        report = _report(registry, session, standing, version, digest, moves, scored.ground)
     return {
         "promotion": json.dumps(report, indent=2),
         "lineage": lineage_json(lineage),
@@ -130,17 +141,37 @@ def register(
     }
 
 
-def _challenger_score(model: TrainedModel, metrics: pd.DataFrame, metric: str) -> float:
-    """The challenger's ``metric`` from evaluate's metrics. Raises StageError when the model
-    was never logged or evaluate did not compute the metric."""
+def _challenger_score(
+    model: TrainedModel,
+    metrics: pd.DataFrame,
+    metric: str,
+    y_true: pd.Series,
+    challenger: Predictions,
+) -> float:
+    """The challenger's ``metric`` from evaluate's metrics; for a classifier one of whose
+    classes is not in the test set (evaluate then has no roc_auc), the metric as the champion
+    gets it on changed labels (``score_of``: one-vs-rest weighted by the classes present).
+    Raises StageError when the model was never logged or the metric cannot be computed."""
     if not model.uri:
         raise StageError(
             "the trained model has no MLflow URI; was train's run logged?", stage=STAGE
         )
     scores = dict(zip(metrics["metric"], metrics["value"], strict=True))
-    if metric not in scores:
-        raise StageError(f"promotion.metric '{metric}' was not computed by evaluate", stage=STAGE)
-    return float(scores[metric])
+    if metric in scores:
+        return float(scores[metric])
+    ground = common_ground(y_true.to_numpy(), challenger.classes)
+    if ground is not None and ground.compared == len(ground.rows):
+        try:
+            score = score_of(metric, y_true.to_numpy(), challenger, ground.labels)
+        except PipelineError:
+            score = float("nan")
+        if np.isfinite(score):
+            return score
+    raise StageError(f"promotion.metric '{metric}' was not computed by evaluate", stage=STAGE)
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
 
 
 def _predictions(estimator: Any, test: pd.DataFrame, cfg: DictConfig) -> Predictions:
@@ -157,9 +188,14 @@ def _champion_score(
     test: pd.DataFrame,
     cfg: DictConfig,
     metric: str,
+    challenger: Predictions,
 ) -> ChampionScore:
     """The champion's ``metric`` and predictions on this test set (empty: no champion), or
-    why it could not be scored."""
+    why it could not be scored.
+
+    When the test set's labels are not the classes the champion and the challenger know,
+    both are scored on the rows whose label both know, with one definition of the metric
+    (``registry.comparison.common_ground`` and ``score_of``), and the result says so."""
     if champion_version is None:
         return ChampionScore()
     try:
@@ -167,12 +203,40 @@ def _champion_score(
             champion_version, allow_unsafe=cfg.registry.get("allow_unsafe_models", False)
         )
         predictions = _predictions(estimator, test, cfg)
-        scores = metrics_of(
-            estimator, test[cfg.data.target], predictions.y_pred, predictions.proba, cfg
-        )
+        y_true = test[cfg.data.target]
+        ground = common_ground(y_true.to_numpy(), predictions.classes, challenger.classes)
+        if ground is not None:
+            return _on_common_ground(ground, metric, y_true.to_numpy(), challenger, predictions)
+        scores = metrics_of(estimator, y_true, predictions.y_pred, predictions.proba, cfg)
         return ChampionScore(scores[metric], predictions)
     except Exception as exc:  # any failure to score means: do not replace it blindly
         return ChampionScore(error=f"{type(exc).__name__}: {exc}")
+
+
+def _on_common_ground(
+    ground: CommonGround,
+    metric: str,
+    y_true: np.ndarray,
+    challenger: Predictions,
+    champion: Predictions,
+) -> ChampionScore:
+    """Both models scored on ``ground``'s rows and classes, or why they cannot be."""
+    y = y_true[ground.rows]
+    if not ground.compared:
+        return ChampionScore(error=ground.note, ground=ground)
+    scores = [score_of(metric, y, ground.of(p), ground.labels) for p in (challenger, champion)]
+    if not all(np.isfinite(scores)):
+        undefined = (
+            f"{ground.note}, on which {metric} is undefined "
+            f"(classes present: {', '.join(repr(c) for c in ground.as_dict()['labels'])})"
+        )
+        return ChampionScore(error=undefined, ground=ground)
+    return ChampionScore(
+        score=scores[1],
+        predictions=ground.of(champion),
+        ground=ground,
+        challenger_score=scores[0],
+    )
 
 
 def _comparison(
@@ -183,20 +247,26 @@ def _comparison(
     challenger: Predictions,
     champion: ChampionScore,
 ) -> Comparison | None:
-    """The paired bootstrap of challenger against champion on the test rows (None: no
-    champion predictions, or the metric has no bootstrap for these predictions)."""
+    """The paired bootstrap of challenger against champion on the test rows (those of the
+    common ground when the labels changed; None: no champion predictions, or the metric has
+    no bootstrap for these predictions)."""
     if champion.predictions is None:
         return None
+    y_true = test[cfg.data.target].to_numpy()
+    ground = champion.ground
+    if ground is not None:
+        y_true, challenger = y_true[ground.rows], ground.of(challenger)
     try:
         return paired_bootstrap(
             metric,
-            test[cfg.data.target].to_numpy(),
+            y_true,
             challenger,
             champion.predictions,
             greater_is_better=greater_is_better,
             confidence=float(cfg.promotion.confidence),
             resamples=int(cfg.promotion.resamples),
             seed=int(cfg.seed or 0),
+            labels=ground.labels if ground is not None else None,
         )
     except PipelineError:
         return None
@@ -352,6 +422,7 @@ def _report(
     version: str,
     digest: str,
     moves: list[Move],
+    ground: CommonGround | None = None,
 ) -> dict[str, Any]:
     """The promotion report (promotion.json and the HTML report's input)."""
     decision = standing.decision
@@ -366,6 +437,9 @@ def _report(
         # The challenger's gain over the champion (in the metric's better direction) and its
         # confidence interval from the paired bootstrap; None without a champion to compare.
         "comparison": comparison.as_dict() if comparison is not None else None,
+        # When the test set's labels differ from the classes the models know: what differs
+        # and on which rows and classes both were compared (None: the same labels).
+        "labels": ground.as_dict() if ground is not None else None,
         "content_digest": digest,
         # False: the same model was registered by another run as this version already.
         "registered": duplicate is None,

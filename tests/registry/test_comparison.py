@@ -16,7 +16,9 @@ from mlflow_pipeline.registry.comparison import (
     _counts,
     _RowStats,
     check_settings,
+    common_ground,
     paired_bootstrap,
+    score_of,
 )
 from mlflow_pipeline.registry.promotion import judge
 
@@ -219,3 +221,90 @@ def test_ten_thousand_rows_a_thousand_resamples_stay_fast():
     elapsed = time.perf_counter() - started
     assert comparison.defined == 1000
     assert elapsed < 10, f"{elapsed:.1f} s"  # ~0.5 s on a quiet 2-core machine
+
+
+# ---- when the test set's labels are not the classes the models know ---------------------------
+
+SEASONS = ["cloud", "rain", "snow", "sun"]
+
+
+def seasons(n: int = N, *, labels: list[str], classes: list[str], seed: int = 0):
+    """Labels drawn from ``labels``; a model that knows ``classes`` (probabilities that favour
+    the true class when it knows it)."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(labels, n)
+    raw = rng.random((n, len(classes)))
+    raw += np.array([[c == v for c in classes] for v in y]) * 0.8
+    proba = raw / raw.sum(axis=1, keepdims=True)
+    return y, Predictions(np.asarray(classes)[proba.argmax(axis=1)], proba, classes)
+
+
+def test_same_labels_need_no_common_ground():
+    y, predictions = multiclass()
+    assert common_ground(y, [0, 1, 2], [0, 1, 2]) is None
+    assert common_ground(np.array([1.5, 2.0]), None) is None  # a regressor
+
+
+def test_a_class_gone_from_the_test_set_is_named_and_every_row_kept():
+    y, champion = seasons(labels=["cloud", "rain", "sun"], classes=SEASONS)
+    ground = common_ground(y, SEASONS, ["cloud", "rain", "sun"])
+    assert ground.note == (
+        "class 'snow' is not in the test set; both models compared on the 3 classes present"
+    )
+    assert ground.rows.all()
+    assert (ground.missing, ground.unseen, ground.labels) == (
+        ["snow"],
+        [],
+        ["cloud", "rain", "sun"],
+    )
+    # roc_auc: one-vs-rest weighted by support over the classes present (sklearn's weighted
+    # OVR refuses a class without rows, and probabilities of a subset of classes).
+    ours = score_of("roc_auc", y, champion, ground.labels)
+    present = [SEASONS.index(c) for c in ground.labels]
+    theirs = sum(
+        (y == c).sum() * skm.roc_auc_score(y == c, champion.proba[:, i])
+        for c, i in zip(ground.labels, present, strict=True)
+    ) / len(y)
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert score_of("f1", y, champion, ground.labels) == pytest.approx(
+        skm.f1_score(y, champion.y_pred, average="weighted", labels=ground.labels)
+    )
+
+
+def test_a_class_the_champion_never_saw_drops_its_rows():
+    y, _ = seasons(labels=[*SEASONS, "hail"], classes=SEASONS)
+    ground = common_ground(y, SEASONS, [*SEASONS, "hail"])
+    hail = int((y == "hail").sum())
+    assert ground.compared == N - hail > 0
+    assert ground.note == (
+        f"the test set has class 'hail' the champion never saw: compared on the {N - hail} of "
+        f"{N} test rows of classes it knows"
+    )
+    assert set(y[ground.rows]) == set(SEASONS)
+    assert ground.as_dict()["unseen"] == ["hail"]
+
+
+def test_a_binary_champion_whose_positive_class_is_gone_is_still_scored():
+    """sklearn's binary f1 raises (pos_label='sun' is not a valid label, or the target is
+    multiclass); on the common ground both get F1 weighted over the classes present."""
+    y, champion = seasons(labels=["cloud", "rain"], classes=["rain", "sun"])
+    same_y, challenger = seasons(labels=["cloud", "rain"], classes=["cloud", "rain"])
+    assert (same_y == y).all()
+    with pytest.raises(ValueError, match="multiclass|pos_label"):
+        skm.f1_score(y, champion.y_pred, pos_label="sun")
+    ground = common_ground(y, champion.classes, challenger.classes)
+    assert ground.note == (
+        "class 'sun' is not in the test set; the test set has class 'cloud' the champion never "
+        f"saw: compared on the {ground.compared} of {N} test rows of classes it knows"
+    )
+    assert ground.labels == ["rain"]
+    scores = [
+        score_of("f1", y[ground.rows], ground.of(p), ground.labels) for p in (challenger, champion)
+    ]
+    assert all(np.isfinite(scores))
+    comparison = paired_bootstrap(
+        "f1", y[ground.rows], ground.of(challenger), ground.of(champion),
+        greater_is_better=True, labels=ground.labels, resamples=100,
+    )  # fmt: skip
+    assert comparison.rows == ground.compared
+    assert comparison.gain == pytest.approx(scores[0] - scores[1])
