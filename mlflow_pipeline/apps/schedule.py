@@ -2,9 +2,10 @@
 timer, an Airflow DAG or a Kubernetes CronJob. All four are rendered from one ScheduledJob (the
 same command line, working directory, environment and time), so they run the same pipeline.
 
-The config is composed (and checked) when the schedule is made, not at 6 am; the tracking URI
-it resolves to is pinned in the job's environment, so the scheduled run writes to the same
-store whatever the scheduler's own environment holds.
+The config is composed and checked when the schedule is made, not at 6 am, and so is the data
+(the file exists, its header names the target), before anything is written or installed. The
+tracking URI it resolves to is pinned in the job's environment, so the scheduled run writes to
+the same store whatever the scheduler's own environment holds.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote, load_config
-from mlflow_pipeline.errors import ConfigError, PipelineError
+from mlflow_pipeline.errors import ConfigError, DataError, PipelineError
 from mlflow_pipeline.store.tracking import resolve_tracking
 from mlflow_pipeline.tags import Env
 
@@ -171,12 +174,14 @@ def scheduled_job(
     launcher: str = "cli",
     name: str | None = None,
     log: str | Path | None = None,
+    check_data: bool = True,
 ) -> ScheduledJob:
     """The daily job for the pipeline composed from ``overrides``.
 
     The config is composed in ``workdir`` (default: the current directory), where the job
-    will run, so relative paths mean the same now and then. Raises ConfigError for a bad
-    config, time, directory or launcher.
+    will run, so relative paths mean the same now and then; with ``check_data`` the data file
+    must exist there and hold the target column (``check_data_source``). Raises ConfigError
+    for a bad config, time, directory or launcher, DataError for data the job could not read.
     """
     hour, minute = parse_at(at)
     if launcher not in LAUNCHERS:
@@ -186,6 +191,8 @@ def scheduled_job(
         raise ConfigError(f"--workdir {workdir}: no such directory")
     with contextlib.chdir(workdir):
         cfg = load_config(list(overrides))
+        if check_data:
+            check_data_source(cfg)
         tracking_uri = resolve_tracking(cfg).uri
     name = name or job_name(str(cfg.registry.model_name))
     if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?", name):
@@ -212,6 +219,45 @@ def scheduled_job(
         bin_dir=bin_dir,
         env=env,
     )
+
+
+def check_data_source(cfg: DictConfig) -> None:
+    """The job's data file exists (relative to the current directory) and its header names
+    ``data.target``. Reads the header only. A bundled dataset (``data.source=sklearn``) has
+    nothing to check. Raises DataError for a missing or unreadable file, ConfigError for a
+    target that is not one of its columns."""
+    data = cfg.data
+    if data.source != "csv":
+        return
+    path = Path(str(data.path)).expanduser()
+    if not path.is_file():
+        what = "no file" if not path.exists() else "not a file"
+        raise DataError(f"data.path: {what} at {path.absolute()}")
+    columns = csv_columns(path, OmegaConf.to_container(data.read_options, resolve=True))
+    if str(data.target) not in columns:
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise ConfigError(
+            f"data.target: no column {str(data.target)!r} in {path.absolute()} (columns: {shown})"
+        )
+
+
+def csv_columns(path: Path, read_options: dict[str, Any]) -> list[str]:
+    """The column names ``pandas.read_csv(path, **read_options)`` would give, from the header
+    alone. Raises DataError when the header cannot be read, ConfigError for bad options."""
+    import pandas as pd
+
+    options = {k: v for k, v in read_options.items() if k not in ("nrows", "chunksize")}
+    if options.get("engine") == "pyarrow":  # it cannot stop after the header
+        del options["engine"]
+    for key in ("sep", "delimiter"):  # as the ingest stage reads a typed '\\t'
+        if options.get(key) == "\\t":
+            options[key] = "\t"
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0, **options).columns]
+    except (TypeError, LookupError) as exc:  # an option read_csv does not take, an encoding
+        raise ConfigError(f"data.read_options: {exc}") from exc
+    except (ValueError, UnicodeDecodeError, OSError) as exc:  # EmptyDataError, ParserError
+        raise DataError(f"data.path: cannot read the header of {path.absolute()}: {exc}") from exc
 
 
 # ---- the four schedulers -------------------------------------------------------------------

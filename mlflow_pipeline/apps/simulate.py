@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import hydra_quote, load_config, promotion_metric
 from mlflow_pipeline.engine.result import PipelineResult
@@ -32,9 +32,9 @@ DEFAULT_WINDOW = 2
 DEFAULT_SHIFT_STD = 1.5
 TABLE_FILE = "simulation.csv"
 DATA_FILE = "data.csv"
-# Overrides the simulation sets itself from its own options: a user's would point the days at
-# other data.
-OWNED_KEYS = ("data", "data.path", "data.target", "data.task")
+# What points at the source file: every day points at its own file instead (its name, target
+# and task are the source's).
+SOURCE_KEYS = ("data", "data.path", "data.name", "data.target", "data.task")
 # How the source file is read; the day files are written as plain CSV and read without them.
 READ_OPTIONS_KEY = "data.read_options"
 NO_SCORE = "-"
@@ -245,10 +245,8 @@ def _score(value: float | None) -> str:
 
 
 def simulate(
-    data: str | Path,
-    target: str,
-    task: str,
     days: int,
+    overrides: Sequence[str] = (),
     *,
     rows_per_day: int | None = None,
     window: int = DEFAULT_WINDOW,
@@ -256,40 +254,40 @@ def simulate(
     shift_column: str | None = None,
     shift_by: float = DEFAULT_SHIFT_STD,
     workdir: str | Path | None = None,
-    name: str | None = None,
-    overrides: Sequence[str] = (),
     on_day: Callable[[DayResult], None] | None = None,
 ) -> list[DayResult]:
-    """Simulate ``days`` days of retraining on the CSV file ``data``.
+    """Simulate ``days`` days of retraining on the CSV file the Hydra ``overrides`` name, as
+    for the pipeline: ``data.path=F data.target=T data.task=K`` (``data=csv`` unless they
+    choose a data option), and any other override (``model=...``).
 
     The file (read with the user's ``data.read_options``) is shuffled with the config's
     ``seed`` and cut into daily batches (``daily_batches``). Day n writes
     ``<workdir>/day-<n>/data.csv`` (``day_data``: its batch and the ``window`` days before, with
     the shift from ``shift_day`` on) and runs the whole pipeline on it in this process, as
-    model and experiment ``name`` (default: the file's stem), with the tracking store in
-    ``workdir`` unless ``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` says otherwise; then
-    ``on_day`` is called with its result. A day that fails with an expected error is recorded
-    as failed and the next day runs. The table is written to ``<workdir>/simulation.csv``.
-    Like ``run_pipeline``, it points this process at the tracking store it uses.
+    model and experiment ``data.name`` (default: named after the file), with the tracking
+    store in ``workdir`` (default ``./simulation-<name>``) unless ``tracking.uri`` or
+    ``$MLFLOW_TRACKING_URI`` says otherwise; then ``on_day`` is called with its result. A day
+    that fails with an expected error is recorded as failed and the next day runs. The table
+    is written to ``<workdir>/simulation.csv``. Like ``run_pipeline``, it points this process
+    at the tracking store it uses.
 
-    Returns one DayResult per day. Raises ConfigError for bad options or overrides, or when
-    the model already has versions (a simulation starts from an empty registry), DataError
-    when the file cannot be read.
+    Returns one DayResult per day. Raises ConfigError for bad options or overrides (no CSV
+    file, a target that is not one of its columns), or when the model already has versions
+    (a simulation starts from an empty registry), DataError when the file cannot be read.
     """
-    source = Path(data).resolve()
-    name = name or source.stem
+    _check_options(days, window, shift_day, shift_column)
+    given = _with_data_option(overrides)
+    name = str(load_config(given).data.name)
     workdir = Path(workdir or f"simulation-{name}").resolve()
-    _check_options(days, window, shift_day, shift_column, overrides)
-    common = _common_overrides(target, task, name, workdir)
-    source_cfg, raw = _read_source(source, target, common, overrides)
+    source_cfg, raw = _read_source([f"tracking.root={hydra_quote(str(workdir))}", *given])
+    target = str(source_cfg.data.target)
     shift = None
     if shift_day is not None:
         column = shift_column or shift_column_of(raw, target, source_cfg.data.ignore_columns)
         shift = make_shift(raw, shift_day, column, shift_by, target=target)
     scenario = _Scenario(
         workdir=workdir,
-        common=common,
-        overrides=[o for o in overrides if not _key(o).startswith(READ_OPTIONS_KEY)],
+        overrides=_day_overrides(source_cfg, workdir, given),
         batches=daily_batches(raw, days, rows_per_day=rows_per_day, seed=source_cfg.seed),
         window=window,
         shift=shift,
@@ -310,23 +308,15 @@ class _Scenario:
     """What every simulated day shares."""
 
     workdir: Path
-    common: list[str]  # the overrides the simulation sets (model, experiment, target, store)
-    overrides: list[str]  # the user's, less the source file's read options
+    overrides: list[str]  # every day's overrides, less the day's own data.path
     batches: list[pd.DataFrame]
     window: int
     shift: Shift | None
     metric: str
 
 
-def _check_options(
-    days: int,
-    window: int,
-    shift_day: int | None,
-    shift_column: str | None,
-    overrides: Sequence[str],
-) -> None:
-    """Raises ConfigError for an override the simulation sets itself or inconsistent options."""
-    _check_overrides(overrides)
+def _check_options(days: int, window: int, shift_day: int | None, shift_column: str | None) -> None:
+    """Raises ConfigError for inconsistent options."""
     if shift_day is None and shift_column is not None:
         raise ConfigError("--shift-column needs --shift-day (the first shifted day)")
     if shift_day is not None and not 1 <= shift_day <= days:
@@ -335,33 +325,49 @@ def _check_options(
         raise ConfigError(f"--window must be 0 or more, got {window}")
 
 
-def _common_overrides(target: str, task: str, name: str, workdir: Path) -> list[str]:
-    """The overrides of every day's config (and the source file's): data, model, experiment
-    and store, all named ``name``, the store in ``workdir``."""
+def _with_data_option(overrides: Sequence[str]) -> list[str]:
+    """The user's overrides, with ``data=csv`` first unless they choose a data option: a
+    simulation replays a CSV file."""
+    chosen = any(_key(o) == "data" for o in overrides)
+    return list(overrides) if chosen else ["data=csv", *overrides]
+
+
+def _day_overrides(source_cfg: DictConfig, workdir: Path, given: Sequence[str]) -> list[str]:
+    """Every day's overrides: the user's, less what points at the source file (its data
+    option, path, name, target, task and read options), then the source's name, target and
+    task, and the store in ``workdir``; the day adds its own ``data.path``."""
+    kept = [
+        o for o in given if _key(o) not in SOURCE_KEYS and not _key(o).startswith(READ_OPTIONS_KEY)
+    ]
+    data = OmegaConf.to_container(source_cfg.data, resolve=True, enum_to_str=True)
     return [
         "data=csv",
-        f"data.target={hydra_quote(target)}",
-        f"data.task={task}",
-        f"data.name={hydra_quote(name)}",
-        f"registry.model_name={hydra_quote(name)}",
-        f"tracking.experiment_name={hydra_quote(name)}",
         f"tracking.root={hydra_quote(str(workdir))}",
+        *kept,
+        f"data.name={hydra_quote(str(data['name']))}",
+        f"data.target={hydra_quote(str(data['target']))}",
+        f"data.task={data['task']}",
     ]
 
 
-def _read_source(
-    source: Path, target: str, common: list[str], overrides: Sequence[str]
-) -> tuple[DictConfig, pd.DataFrame]:
+def _read_source(overrides: list[str]) -> tuple[DictConfig, pd.DataFrame]:
     """The source file's config and its rows, read as the ingest stage reads them.
 
-    Raises ConfigError when ``target`` is not one of its columns.
+    Raises ConfigError when the data is not a CSV file or ``data.target`` is not one of its
+    columns.
     """
     from mlflow_pipeline.stages.ingest import ingest
 
-    source_cfg = load_config([*common, f"data.path={hydra_quote(str(source))}", *overrides])
+    source_cfg = load_config(overrides)
+    if source_cfg.data.source != "csv":
+        raise ConfigError(
+            f"data={source_cfg.data.name}: simulate replays a CSV file; give "
+            "data.path=FILE data.target=COLUMN data.task=classification|regression"
+        )
     raw = ingest(source_cfg)["raw"]
+    target = str(source_cfg.data.target)
     if target not in raw.columns:
-        raise ConfigError(f"--target: no column '{target}' in {source}")
+        raise ConfigError(f"data.target: no column '{target}' in {source_cfg.data.path}")
     return source_cfg, raw
 
 
@@ -382,9 +388,8 @@ def _run_day(client: MlflowClient, scenario: _Scenario, day: int) -> DayResult:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = day_data(scenario.batches, day, scenario.window, scenario.shift)
     rows.to_csv(path, index=False)
-    cfg = load_config(
-        [*scenario.common, f"data.path={hydra_quote(str(path))}", *scenario.overrides]
-    )
+    overrides = [*scenario.overrides, f"data.path={hydra_quote(str(path))}"]
+    cfg = load_config(overrides)
     facts = {
         "day": day,
         "rows": len(rows),
@@ -394,7 +399,7 @@ def _run_day(client: MlflowClient, scenario: _Scenario, day: int) -> DayResult:
     }
     started_ms = int(time.time() * 1000)
     try:
-        result = run_pipeline(cfg, scenario.overrides)
+        result = run_pipeline(cfg, overrides)
     except (PipelineError, MlflowException) as exc:
         message = exc.message if isinstance(exc, MlflowException) else str(exc)
         return _failed_day(client, cfg, started_ms, message, scenario.metric, facts)
@@ -404,14 +409,6 @@ def _run_day(client: MlflowClient, scenario: _Scenario, day: int) -> DayResult:
 def _key(override: str) -> str:
     """The config key an override sets (``+a.b=c`` -> ``a.b``)."""
     return override.split("=", 1)[0].lstrip("+~").strip()
-
-
-def _check_overrides(overrides: Sequence[str]) -> None:
-    for override in overrides:
-        key = _key(override)
-        if key in OWNED_KEYS:
-            flag = {"data": "--data", "data.path": "--data"}.get(key, f"--{key.split('.')[-1]}")
-            raise ConfigError(f"{override}: simulate sets {key} itself (use {flag})")
 
 
 def _check_registry_empty(client: MlflowClient, model_name: str, uri: str) -> None:
@@ -425,7 +422,8 @@ def _check_registry_empty(client: MlflowClient, model_name: str, uri: str) -> No
     if found:
         raise ConfigError(
             f"registered model '{model_name}' already has versions in {uri}: a simulation "
-            "starts from an empty registry; use a new --workdir (its own store) or another --name"
+            "starts from an empty registry; use a new --workdir (its own store) or another "
+            "data.name"
         )
 
 

@@ -14,7 +14,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mlflow_pipeline.cli.commands import SUBCOMMANDS
-from mlflow_pipeline.cli.common import EXPECTED_ERRORS, fail, reported, store_fault
+from mlflow_pipeline.cli.common import (
+    EXPECTED_ERRORS,
+    exit_code,
+    fail,
+    job_prefix,
+    prefix_job_logs,
+    reported,
+    store_fault,
+)
 from mlflow_pipeline.cli.help import print_help, unknown_subcommand
 from mlflow_pipeline.cli.startup import frozen_imports
 from mlflow_pipeline.cli.summary import print_summary
@@ -38,6 +46,10 @@ def _hydra_app(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    prefix = ""
+    if multirun:  # parallel jobs interleave their lines: say whose each one is
+        prefix = job_prefix(hydra_cfg.job.num)
+        prefix_job_logs(hydra_cfg.job.num)
     try:
         check_config(cfg)
     except EXPECTED_ERRORS as exc:
@@ -80,7 +92,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         if multirun:
             return JOB_FAILED
         raise SystemExit(1) from None
-    print_summary(result)
+    print_summary(result, prefix)
     return objective(result, cfg) if multirun else None
 
 
@@ -140,12 +152,7 @@ def dry_run(overrides: list[str]) -> int:
         # Launcher workers (joblib, Ray, SLURM) would not see the flag and run for real.
         fail(ConfigError("--dry-run plans one pipeline run: drop -m and plan one job's overrides"))
         return 1
-    try:
-        print(describe_plan(plan(load_config(overrides))))
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    return 0
+    return exit_code(lambda: print(describe_plan(plan(load_config(overrides)))))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``mlflow-pipeline <subcommand>``: one function per subcommand that is not a pipeline run.
-Each parses its arguments, calls the app, prints the result; errors become one message and
-exit 1 (see cli.common)."""
+Each parses its arguments, calls the app, prints the result; ``exit_code`` turns an expected
+error into one message and exit 1 (see cli.common)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mlflow_pipeline.cli.common import EXPECTED_ERRORS, LOG_FORMAT, fail
-from mlflow_pipeline.config import load_config
-from mlflow_pipeline.errors import ConfigError, PipelineError
+from mlflow_pipeline.cli.common import LOG_FORMAT, exit_code
+from mlflow_pipeline.config import hydra_quote, load_config
+from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.store.tracking import record_error
 
 if TYPE_CHECKING:
@@ -32,23 +32,20 @@ def schema_main(argv: list[str] | None = None) -> int:
     from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
     from mlflow_pipeline.stages.ingest import ingest
 
-    try:
+    def command() -> None:
         cfg = load_config(args.overrides)
         raw = ingest(cfg)["raw"]
         if cfg.data.target not in raw.columns:
             raise ConfigError(f"data.target: no column '{cfg.data.target}' in the data")
         contract = infer_contract(raw, cfg.data.target, cfg.data.task)
-    except PipelineError as exc:
-        fail(exc)
-        return 1
-    try:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(contract_to_yaml(contract))
-    except OSError as exc:
-        fail(ConfigError(f"--output: cannot write {args.output}: {exc.strerror}"))
-        return 1
-    print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
-    return 0
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(contract_to_yaml(contract))
+        except OSError as exc:
+            raise ConfigError(f"--output: cannot write {args.output}: {exc.strerror}") from exc
+        print(f"wrote the inferred schema of {len(raw.columns)} columns to {args.output}")
+
+    return exit_code(command)
 
 
 def reproduce_main(argv: list[str] | None = None) -> int:
@@ -72,14 +69,13 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     from mlflow_pipeline.apps.reproduce import describe, reproduce
     from mlflow_pipeline.store.tracking import resolve_tracking
 
-    try:
+    def command() -> int:
         uri = args.tracking_uri or resolve_tracking(load_config([])).uri
         report = reproduce(args.model_uri, uri, allow_unsafe=args.allow_unsafe_model)
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    print(describe(report))
-    return 0 if report.identical else 1
+        print(describe(report))
+        return 0 if report.identical else 1
+
+    return exit_code(command)
 
 
 SCORE_EPILOG = """\
@@ -158,7 +154,7 @@ def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> i
     args = parser.parse_args(argv)
     from mlflow_pipeline.apps.score import describe_score, log_score_run, score
 
-    try:
+    def command() -> None:
         result = score(
             args.model_uri,
             args.input,
@@ -168,15 +164,15 @@ def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> i
         )
         if run_id:
             log_score_run(run_id, result, args.input)
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
+        if result.warning:
+            print(f"mlflow-pipeline: warning: {result.warning}", file=sys.stderr)
+        print(describe_score(result))
+
+    def on_error(exc: BaseException) -> None:
         if run_id:
             record_error(run_id, exc)
-        return 1
-    if result.warning:
-        print(f"mlflow-pipeline: warning: {result.warning}", file=sys.stderr)
-    print(describe_score(result))
-    return 0
+
+    return exit_code(command, on_error=on_error)
 
 
 def serve_main(argv: list[str] | None = None) -> int:
@@ -197,45 +193,52 @@ def serve_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlflow_pipeline.apps.serve import serve
 
-    try:
-        uri = _tracking_uri(args.tracking_uri)
-        return serve(
+    return exit_code(
+        lambda: serve(
             args.model_uri,
-            tracking_uri=uri,
+            tracking_uri=_tracking_uri(args.tracking_uri),
             host=args.host,
             port=args.port,
             allow_unsafe=args.allow_unsafe_model,
         )
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
+    )
 
 
 SIMULATE_EPILOG = """\
-Day n trains on its batch and the --window days before it, written to DIR/day-<n>/data.csv,
-with the whole pipeline in this process (model and experiment NAME). From --shift-day on,
-every row of a day's data has --shift-column moved by --shift-by standard deviations (the
-source changed), so the drift check flags that day. A failed day is recorded and the next day
-runs. Prints the per-day table and writes it to DIR/simulation.csv. Tracking: tracking.uri,
-else $MLFLOW_TRACKING_URI, else DIR/mlflow.db. Exit 0 when every day ran (failed days
-included), 1 with one message otherwise.
+The data is named with Hydra overrides, as for the pipeline:
+  mlflow-pipeline simulate --days 5 --shift-day 4 data.path=customers.csv data.target=label \\
+    data.task=classification model=logistic_regression
+(data=csv is implied.) Day n trains on its batch and the --window days before it, written to
+DIR/day-<n>/data.csv, with the whole pipeline in this process (model and experiment data.name,
+named after the file by default). From --shift-day on, every row of a day's data has
+--shift-column moved by --shift-by standard deviations (the source changed), so the drift
+check flags that day. A failed day is recorded and the next day runs. Prints the per-day table
+and writes it to DIR/simulation.csv. Tracking: tracking.uri, else $MLFLOW_TRACKING_URI, else
+DIR/mlflow.db. Exit 0 when every day ran (failed days included), 1 with one message otherwise.
 """
+
+# The flags of the first `simulate` grammar, still accepted: each is one override.
+SIMULATE_DEPRECATED = {
+    "data": "data.path",
+    "target": "data.target",
+    "task": "data.task",
+    "name": "data.name",
+}
 
 
 def simulate_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline simulate --data F.csv --target T --task K --days N [overrides]``."""
+    """``mlflow-pipeline simulate --days N [--shift-day D] data.path=F data.target=T
+    data.task=K [overrides]``."""
     from mlflow_pipeline.apps.simulate import DEFAULT_SHIFT_STD, DEFAULT_WINDOW
 
     parser = argparse.ArgumentParser(
         prog="mlflow-pipeline simulate",
+        usage="%(prog)s --days N [options] data.path=F data.target=T data.task=K [overrides]",
         description="Simulate daily retraining on a CSV file: daily batches, a shift on "
         "purpose, drift, evaluation and promotion by the real pipeline, day by day.",
         epilog=SIMULATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, help="the CSV file to cut into days")
-    parser.add_argument("--target", required=True, help="the target column")
-    parser.add_argument("--task", required=True, choices=["classification", "regression"])
     parser.add_argument("--days", required=True, type=int, help="number of days")
     parser.add_argument(
         "--rows-per-day", type=int, default=None, help="default: the file in --days equal parts"
@@ -254,33 +257,43 @@ def simulate_main(argv: list[str] | None = None) -> int:
         default=DEFAULT_SHIFT_STD,
         help="standard deviations (default: 1.5)",
     )
-    parser.add_argument("--workdir", default=None, help="default: ./simulation-<name>")
-    parser.add_argument("--name", default=None, help="model and experiment (default: file stem)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=random_forest")
+    parser.add_argument("--workdir", default=None, help="default: ./simulation-<data.name>")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides, as for the pipeline: data.path=F data.target=T data.task=K ...",
+    )
+    deprecated = parser.add_argument_group("deprecated (each is the override it names)")
+    for flag, key in SIMULATE_DEPRECATED.items():
+        deprecated.add_argument(f"--{flag}", default=None, metavar="VALUE", help=f"{key}=VALUE")
     args = parser.parse_intermixed_args(argv)
     from mlflow_pipeline.apps.simulate import describe_day, describe_simulation, simulate
 
-    try:
+    aliased = []
+    for flag, key in SIMULATE_DEPRECATED.items():
+        value = getattr(args, flag)
+        if value is not None:
+            print(
+                f"mlflow-pipeline: note: --{flag} is deprecated; use {key}={value}",
+                file=sys.stderr,
+            )
+            aliased.append(f"{key}={hydra_quote(value)}")
+
+    def command() -> None:
         results = simulate(
-            args.data,
-            args.target,
-            args.task,
             args.days,
+            [*aliased, *args.overrides],
             rows_per_day=args.rows_per_day,
             window=args.window,
             shift_day=args.shift_day,
             shift_column=args.shift_column,
             shift_by=args.shift_by,
             workdir=args.workdir,
-            name=args.name,
-            overrides=args.overrides,
             on_day=lambda day: print(describe_day(day, args.days), file=sys.stderr, flush=True),
         )
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    print(describe_simulation(results))
-    return 0
+        print(describe_simulation(results))
+
+    return exit_code(command)
 
 
 SCHEDULE_EPILOG = """\
@@ -323,7 +336,7 @@ def schedule_main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     from mlflow_pipeline.apps import schedule
 
-    try:
+    def command() -> None:
         job = schedule.scheduled_job(
             args.overrides,
             at=args.at,
@@ -331,6 +344,8 @@ def schedule_main(argv: list[str] | None = None) -> int:
             launcher=args.launcher,
             name=args.name,
             log=args.log,
+            # A CronJob's pods read the data inside the cluster, not here.
+            check_data=args.engine != "k8s",
         )
         rendering = schedule.render(args.engine, job, image=args.image, namespace=args.namespace)
         for note in rendering.notes:
@@ -338,10 +353,8 @@ def schedule_main(argv: list[str] | None = None) -> int:
         print(
             schedule.deliver(args.engine, job, rendering, install=args.install, output=args.output)
         )
-    except PipelineError as exc:
-        fail(exc)
-        return 1
-    return 0
+
+    return exit_code(command)
 
 
 PROMOTE_EPILOG = """\
@@ -374,7 +387,7 @@ def promote_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlflow_pipeline.registry.promotion import promote_by_hand
 
-    try:
+    def command() -> None:
         promotion = promote_by_hand(
             _registry_client(args.tracking_uri),
             args.model_uri,
@@ -382,11 +395,9 @@ def promote_main(argv: list[str] | None = None) -> int:
             alias=args.alias,
             rollback=not args.no_rollback,
         )
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    print(promotion.describe())
-    return 0
+        print(promotion.describe())
+
+    return exit_code(command)
 
 
 def audit_main(argv: list[str] | None = None) -> int:
@@ -403,13 +414,11 @@ def audit_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlflow_pipeline.registry.model_registry import audit_of
 
-    try:
+    def command() -> None:
         client = _registry_client(args.tracking_uri)
         print(audit_of(client, args.name.removeprefix("models:/"), args.alias))
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    return 0
+
+    return exit_code(command)
 
 
 def example_data_main(argv: list[str] | None = None) -> int:
@@ -448,13 +457,11 @@ def init_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlflow_pipeline.apps.init import init_project
 
-    try:
+    def command() -> None:
         scaffold = init_project(args.directory, data=args.data, target=args.target, task=args.task)
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    print(scaffold.describe())
-    return 0
+        print(scaffold.describe())
+
+    return exit_code(command)
 
 
 def tracking_uri_main(argv: list[str] | None = None) -> int:
@@ -470,12 +477,7 @@ def tracking_uri_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlflow_pipeline.store.tracking import resolve_tracking
 
-    try:
-        print(resolve_tracking(load_config(args.overrides)).uri)
-    except EXPECTED_ERRORS as exc:
-        fail(exc)
-        return 1
-    return 0
+    return exit_code(lambda: print(resolve_tracking(load_config(args.overrides)).uri))
 
 
 # `mlflow-pipeline <name> ...`: commands that are not a pipeline run.

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mlflow.exceptions import MlflowException
@@ -43,6 +44,51 @@ def fail(exc: BaseException) -> None:
     else:
         message = str(exc)
     print(f"mlflow-pipeline: error: {redact_url(message)}", file=sys.stderr)
+
+
+def job_prefix(job: int) -> str:
+    """What each line of sweep job ``job`` starts with: parallel jobs interleave theirs."""
+    return f"[job {job}] "
+
+
+class JobLines(logging.Formatter):
+    """A handler's own formatter, every line of its output (a traceback too) prefixed."""
+
+    def __init__(self, inner: logging.Formatter, prefix: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        return textwrap.indent(self.inner.format(record), self.prefix, lambda line: True)
+
+
+def prefix_job_logs(job: int) -> None:
+    """Prefix the lines of every handler of the root logger (as Hydra configured it for this
+    job: console and log file) with ``[job N]``, keeping their format."""
+    for handler in logging.getLogger().handlers:
+        inner = handler.formatter or logging.Formatter()
+        if isinstance(inner, JobLines):  # a process that runs several jobs
+            inner = inner.inner
+        handler.setFormatter(JobLines(inner, job_prefix(job)))
+
+
+def exit_code(
+    command: Callable[[], int | None],
+    *,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> int:
+    """Run a subcommand's body: its exit code (None: 0). An expected error (EXPECTED_ERRORS)
+    is printed as one line (``fail``), handed to ``on_error``, and is exit 1; anything else
+    propagates."""
+    try:
+        code = command()
+    except EXPECTED_ERRORS as exc:
+        fail(exc)
+        if on_error is not None:
+            on_error(exc)
+        return 1
+    return 0 if code is None else code
 
 
 @contextmanager

@@ -271,20 +271,21 @@ def _interrupted_steps(registry: ModelRegistry, alias: str | None) -> dict[str, 
         return {}
 
 
+# The stage runs a version names in tags, because code reads them from the version: the
+# champion's training profile (reference.champion_profile), its data contract (validate) and
+# training set (split) for scoring (apps.score). Every other stage is in the lineage artifact.
+TAGGED_STAGE_RUNS = ("profile", "validate", "split")
+
+
 def lineage_tags(lineage: dict[str, Any]) -> dict[str, str]:
-    """The model version tags that summarise ``lineage`` (the artifact has it all)."""
-    tags = {
-        Lineage.PIPELINE_RUN: str(lineage["pipeline_run_id"]),
-        Lineage.CONFIG_DIGEST: lineage["config_digest"],
-        Lineage.GIT_COMMIT: str(lineage["code_version"]["commit"]),
-        Lineage.GIT_DIRTY: str(lineage["code_version"]["dirty"]).lower(),
-        Lineage.PACKAGES: ",".join(f"{k}=={v}" for k, v in lineage["packages"].items()),
-        Lineage.ARTIFACT: f"runs:/{lineage['record_run_id']}/{LINEAGE_ARTIFACT}",
-    }
-    for stage, facts in lineage["stages"].items():
-        tags[Lineage.RUN_PREFIX + stage] = facts["run_id"]
-    for name, digest in lineage["data_digests"].items():
-        tags[Lineage.DIGEST_PREFIX + name] = digest
+    """The model version tags of ``lineage``: where its lineage artifact is, and the stage runs
+    of ``TAGGED_STAGE_RUNS`` it has. The rest (pipeline run, every stage run, data digests,
+    config digest, code version, packages) is in the artifact only, which ``reproduce`` reads:
+    a version row in the UI stays a few lines."""
+    tags = {Lineage.ARTIFACT: f"runs:/{lineage['record_run_id']}/{LINEAGE_ARTIFACT}"}
+    for stage in TAGGED_STAGE_RUNS:
+        if stage in lineage["stages"]:
+            tags[Lineage.RUN_PREFIX + stage] = lineage["stages"][stage]["run_id"]
     return tags
 
 

@@ -1,8 +1,9 @@
 """Lineage of a result: every stage run it came from, their data digests, the resolved config,
 the code version and the package versions, collected from the tracking store.
 
-``register`` writes it as ``lineage.json`` on its run and as ``lineage.*`` tags on the model
-version it registers; ``reproduce`` reads it back.
+``register`` writes it as ``lineage.json`` on its run, and tags the model version it registers
+with where that is (``lineage.artifact``) and the few stage runs code reads from the version
+(registry.model_registry.lineage_tags); ``reproduce`` reads the artifact back.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from mlflow_pipeline.apps import schedule
 from mlflow_pipeline.cli.commands import schedule_main
 from mlflow_pipeline.cli.project import split_options
 from mlflow_pipeline.config import PROJECT_ROOT, load_config
-from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.errors import ConfigError, DataError
 from tests.helpers import TrackingStore
 
 OVERRIDES = ("model=logistic_regression", "steps=[ingest]", "+validation.ranges.age={min: 0}")
@@ -217,6 +217,100 @@ def test_install_cron_without_crontab_is_a_clear_error(tmp_path, monkeypatch, ca
     monkeypatch.setenv("PATH", str(empty))
     assert schedule_main(["cron", "--install", "--workdir", str(tmp_path), *OVERRIDES]) == 1
     assert "no `crontab` command on PATH" in capsys.readouterr().err
+
+
+# ---- the data is checked before anything is written ----------------------------------------
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """Where the job would run: one small CSV file (customers.csv: income, age, label)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "customers.csv").write_text("income,age,label\n52.0,40,1\n31.5,22,0\n")
+    return folder
+
+
+def csv_job(*changes: str) -> list[str]:
+    return [
+        "data=csv",
+        "data.path=customers.csv",
+        "data.target=label",
+        "data.task=classification",
+        *changes,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("typo", "error", "message"),
+    [
+        (
+            "data.target=labl",
+            ConfigError,
+            r"^data.target: no column 'labl' in .*/work/customers.csv \(columns: income, age, "
+            r"label\)$",
+        ),
+        ("data.path=nosuch.csv", DataError, r"^data.path: no file at .*/work/nosuch.csv$"),
+    ],
+)
+def test_a_data_typo_fails_when_the_job_is_made(workdir, typo, error, message):
+    with pytest.raises(error, match=message):
+        schedule.scheduled_job(csv_job(typo), workdir=workdir)
+    job = schedule.scheduled_job(csv_job(), workdir=workdir)  # relative to the job's directory
+    assert job.overrides == tuple(csv_job())
+
+
+def test_the_header_is_read_with_the_data_read_options(workdir):
+    (workdir / "customers.csv").write_text("income;age;label\n52.0;40;1\n")
+    with pytest.raises(ConfigError, match="no column 'label' .* \\(columns: income;age;label\\)"):
+        schedule.scheduled_job(csv_job(), workdir=workdir)
+    schedule.scheduled_job(csv_job("+data.read_options.sep=';'"), workdir=workdir)
+
+
+@pytest.mark.parametrize("typo", ["data.target=labl", "data.path=nosuch.csv"])
+def test_a_data_typo_installs_and_writes_nothing(
+    workdir, tmp_path, fake_crontab, monkeypatch, typo, capsys
+):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    fake_crontab.write_text("0 1 * * * /usr/bin/backup\n")
+    before = sorted(p.name for p in workdir.iterdir())
+    output = workdir / "out" / "job.crontab"
+    for args in (["cron", "--install"], ["cron", "-o", str(output)], ["airflow", "--install"]):
+        assert schedule_main([*args, "--workdir", str(workdir), *csv_job(typo)]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        [line] = captured.err.splitlines()
+        assert line.startswith(f"mlflow-pipeline: error: {typo.split('=')[0]}: no ")
+    assert fake_crontab.read_text() == "0 1 * * * /usr/bin/backup\n"
+    assert sorted(p.name for p in workdir.iterdir()) == before
+    assert not (tmp_path / "airflow").exists()
+
+
+def test_the_cli_exits_non_zero_with_one_line_for_a_typo(workdir, tmp_path):
+    result = subprocess.run(
+        [str(VENV_BIN / "mlflow-pipeline"), "schedule", "cron", "-o", "cron.txt"]
+        + csv_job("data.target=labl"),
+        cwd=workdir,
+        env={**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"mlflow-pipeline: error: data.target: no column 'labl' in {workdir / 'customers.csv'} "
+        "(columns: income, age, label)"
+    ]
+    assert sorted(p.name for p in workdir.iterdir()) == ["customers.csv"]
+
+
+def test_k8s_leaves_the_data_to_the_pod(workdir, capsys):
+    """A CronJob's data path is read inside the cluster: not checked on this machine."""
+    args = ["k8s", "--workdir", str(workdir), *csv_job("data.path=/mnt/data/latest.csv")]
+    assert schedule_main(args) == 0
+    assert "kind: CronJob" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -449,9 +543,11 @@ def test_every_scheduler_runs_the_same_command(job, tmp_path, monkeypatch):
 
 
 def test_mlflow_run_launcher_passes_the_overrides_as_hydra_options(tmp_path, tracking_store):
+    (tmp_path / "my data").mkdir()
+    (tmp_path / "my data" / "x.csv").write_text("age,plan,t\n40,a b,1.5\n")
     overrides = [
         "data=csv",
-        "data.path=/my data/x.csv",
+        "data.path=my data/x.csv",
         "data.target=t",
         "data.task=regression",
         "+validation.ranges.age={min: 0, max: 120}",
@@ -473,7 +569,7 @@ def test_mlflow_run_launcher_passes_the_overrides_as_hydra_options(tmp_path, tra
     options = split_options(argv[8].removeprefix("hydra_options="))
     assert options == [
         "data=csv",
-        "data.path='/my data/x.csv'",
+        "data.path='my data/x.csv'",
         "data.target=t",
         "data.task=regression",
         "+validation.ranges.age={min:0,max:120}",

@@ -10,6 +10,7 @@ import pytest
 from mlflow_pipeline.apps.simulate import (
     DEFAULT_SHIFT_STD,
     DayResult,
+    _day_overrides,
     daily_batches,
     day_data,
     describe_simulation,
@@ -20,9 +21,10 @@ from mlflow_pipeline.apps.simulate import (
     window_rows,
     write_table,
 )
+from mlflow_pipeline.cli.commands import simulate_main
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.data import drift
-from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.errors import ConfigError, PipelineError
 from tests.e2e.helpers import write_classification_csv
 from tests.helpers import read_table
 
@@ -260,12 +262,17 @@ def test_the_table_file_reads_back_the_same(tmp_path):
 # ---- refused before anything runs ----------------------------------------------------------
 
 
+def data_overrides(csv, *changes: str) -> list[str]:
+    """The simulation's data, named as for the pipeline."""
+    return [f"data.path={csv}", "data.target=label", "data.task=classification", *changes]
+
+
 @pytest.mark.parametrize(
     ("options", "overrides", "message"),
     [
-        ({}, ["data.path=other.csv"], "simulate sets data.path itself \\(use --data\\)"),
-        ({}, ["data.target=churned"], "simulate sets data.target itself \\(use --target\\)"),
-        ({}, ["data=diabetes"], "simulate sets data itself"),
+        ({}, ["data.target=churned"], "data.target: no column 'churned' in .*customers.csv"),
+        ({}, ["data.path=nosuch.csv"], "data.path: no file at .*nosuch.csv"),
+        ({}, ["data=diabetes"], "simulate replays a CSV file"),
         ({"shift_day": 6}, [], "--shift-day must be one of the days 1..5, got 6"),
         ({"shift_column": "income"}, [], "--shift-column needs --shift-day"),
         ({"window": -1}, [], "--window must be 0 or more"),
@@ -276,17 +283,57 @@ def test_the_table_file_reads_back_the_same(tmp_path):
 )
 def test_bad_options_fail_before_any_day_runs(tmp_path, options, overrides, message):
     csv = write_classification_csv(tmp_path / "customers.csv", rows=ROWS)
-    with pytest.raises(ConfigError, match=message):
-        simulate(
-            csv,
-            "label",
-            "classification",
-            DAYS,
-            workdir=tmp_path / "sim",
-            overrides=overrides,
-            **options,
-        )
+    with pytest.raises(PipelineError, match=message):
+        simulate(DAYS, data_overrides(csv, *overrides), workdir=tmp_path / "sim", **options)
     assert not list((tmp_path / "sim").glob("day-*"))
+
+
+def test_data_overrides_are_required(tmp_path):
+    with pytest.raises(
+        ConfigError, match="missing required config value.*data.path, data.target, data.task"
+    ):
+        simulate(DAYS, ["model=logistic_regression"], workdir=tmp_path / "sim")
+
+
+def test_every_day_runs_on_its_own_file_named_after_the_source(tmp_path):
+    """The days' overrides: the user's (less the source's data option, path and read
+    options), then the source's name, target and task; each day adds its own path."""
+    csv = tmp_path / "daily" / "2026-12-01.csv"
+    csv.parent.mkdir()
+    csv.write_text("income;label\n1.0;0\n2.0;1\n")
+    source = load_config(
+        ["data=csv", f"data.path={csv}", "data.target=label", "data.task=classification",
+         "+data.read_options.sep=';'"]
+    )  # fmt: skip
+    given = ["data=csv", *data_overrides(csv, "+data.read_options.sep=';'", "model=random_forest")]
+    days = _day_overrides(source, tmp_path / "sim", given)
+    assert days == [
+        "data=csv",
+        f"tracking.root='{tmp_path / 'sim'}'",
+        "model=random_forest",
+        "data.name='daily'",  # not the date: the same model every day
+        "data.target='label'",
+        "data.task=classification",
+    ]
+    day = load_config([*days, f"data.path={tmp_path / 'sim' / 'day-1' / 'data.csv'}"])
+    assert (day.data.name, day.registry.model_name, day.tracking.experiment_name) == ("daily",) * 3
+    assert day.data.read_options == {}  # the day files are plain CSV
+
+
+def test_the_old_flags_are_overrides(tmp_path, capsys, monkeypatch):
+    """``--data F --target T --task K --name N``: deprecated, each the override it names."""
+    csv = write_classification_csv(tmp_path / "customers.csv", rows=ROWS)
+    monkeypatch.chdir(tmp_path)
+    args = ["--days", "3", "--shift-day", "4", "--data", str(csv), "--target", "label"]
+    assert simulate_main([*args, "--task", "classification", "--name", "cust"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[:4] == [
+        f"mlflow-pipeline: note: --data is deprecated; use data.path={csv}",
+        "mlflow-pipeline: note: --target is deprecated; use data.target=label",
+        "mlflow-pipeline: note: --task is deprecated; use data.task=classification",
+        "mlflow-pipeline: note: --name is deprecated; use data.name=cust",
+    ]
+    assert err[4:] == ["mlflow-pipeline: error: --shift-day must be one of the days 1..3, got 4"]
 
 
 def test_a_model_that_already_has_versions_is_refused(tmp_path, tracking_store):
@@ -296,5 +343,5 @@ def test_a_model_that_already_has_versions_is_refused(tmp_path, tracking_store):
     client.create_registered_model("customers")
     client.create_model_version("customers", source=str(tmp_path))
     with pytest.raises(ConfigError, match="'customers' already has versions in sqlite:///"):
-        simulate(csv, "label", "classification", DAYS, workdir=tmp_path / "sim")
+        simulate(DAYS, data_overrides(csv), workdir=tmp_path / "sim")
     assert not list((tmp_path / "sim").glob("day-*"))

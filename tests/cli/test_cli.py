@@ -124,3 +124,76 @@ def test_a_mistyped_subcommand_gets_did_you_mean(word: str, hint: str):
     assert result.returncode == 2
     assert f"unknown command '{word}'; did you mean '{hint}'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_subcommand_reports_an_expected_error_one_way(capsys):
+    """``exit_code``: the body's code (None: 0); our errors and MLflow's are one line and exit
+    1, after ``on_error``; a bug keeps its traceback."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_pipeline.cli.common import exit_code
+
+    seen: list[BaseException] = []
+    assert exit_code(lambda: None) == 0
+    assert exit_code(lambda: 3) == 3
+    assert exit_code(lambda: (_ for _ in ()).throw(ConfigError("data.target: no column"))) == 1
+    assert capsys.readouterr().err == "mlflow-pipeline: error: data.target: no column\n"
+
+    def unknown_model() -> int:
+        raise MlflowException("Registered Model with name=x not found")
+
+    assert exit_code(unknown_model, on_error=seen.append) == 1
+    assert capsys.readouterr().err == (
+        "mlflow-pipeline: error: MLflow: Registered Model with name=x not found\n"
+    )
+    assert [type(e) for e in seen] == [MlflowException]
+    with pytest.raises(ZeroDivisionError, match="division"):
+        exit_code(lambda: 1 // 0)
+
+
+def test_simulate_takes_the_pipeline_overrides():
+    """One grammar: `simulate` names its data as a run does; the old flags are aliases."""
+    result = cli("simulate", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith(
+        "usage: mlflow-pipeline simulate --days N [options] data.path=F data.target=T "
+        "data.task=K [overrides]"
+    )
+    assert "deprecated" in result.stdout
+    result = cli("simulate", "--days", "3", "data.path=nosuch.csv", "data.target=label",
+                 "data.task=classification")  # fmt: skip
+    assert result.returncode == 1
+    [error] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert error.startswith("mlflow-pipeline: error: [ingest] data.path: no file at "), error
+
+
+def test_a_sweep_jobs_log_lines_say_whose_they_are():
+    """Every line a job logs, a traceback's too, starts with ``[job N]`` in the handler's own
+    format; a process that runs a second job switches to its number."""
+    import io
+    import logging
+
+    from mlflow_pipeline.cli.common import LOG_FORMAT, prefix_job_logs
+
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    try:
+        prefix_job_logs(3)
+        logging.getLogger("mlflow_pipeline.engine.stage").warning("stage train: cache miss")
+        prefix_job_logs(4)
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            logging.getLogger("x").exception("two\nlines")
+    finally:
+        root.handlers[:] = saved
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[job 3] ")
+    assert lines[0].endswith(" WARNING mlflow_pipeline.engine.stage: stage train: cache miss")
+    assert len(lines) > 3
+    assert all(line.startswith("[job 4] ") for line in lines[1:]), lines
+    assert lines[-1] == "[job 4] ValueError: bad"

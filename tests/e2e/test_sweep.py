@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,12 @@ def test_eight_jobs_four_in_parallel_on_a_brand_new_store(tmp_path: Path) -> Non
     )
     pids = {job.data.tags["pipeline.pid"] for job in found["roles"]["job"]}
     assert len(pids) > 1  # the jobs ran in several processes
+    # Their lines interleave: each job's log lines say whose they are (train runs in jobs only).
+    train_lines = [s for s in result.stdout.splitlines() if ": stage train: cache " in s]
+    assert len(train_lines) == 8, result.stdout
+    jobs = [re.match(r"\[job (\d+)\] \d{4}-", line) for line in train_lines]
+    assert all(jobs), train_lines
+    assert sorted(int(job.group(1)) for job in jobs) == list(range(8))
     assert store.runs("attributes.status != 'FINISHED'") == []
 
 

@@ -114,6 +114,13 @@ def story(tmp_path_factory: pytest.TempPathFactory, open_store) -> dict:
             for name, step in steps.items()
             if name in ("first", "better")
         }
+        steps["first_lineage"] = json.loads(
+            Path(
+                client.download_artifacts(
+                    steps["first"]["register_run"], "lineage.json", str(store.root)
+                )
+            ).read_text()
+        )
         # A human moves champion again; the same config as the last run reuses every stage
         # but register (a move it has not recorded; every version here saw the same data, so
         # profile's key, the champion's training profile, is unchanged).
@@ -145,6 +152,29 @@ def test_first_run_becomes_champion(story):
     assert first["tags"][Promotion.CHAMPION_VERSION] == "None"
     assert first["tags"][Promotion.CHAMPION_SCORE] == "None"
     assert first["tags"][Promotion.PIPELINE_RUN] == first["pipeline_run"]
+
+
+def test_a_version_carries_the_few_lineage_tags_code_reads_and_the_rest_in_its_artifact(story):
+    """The UI shows a version's tags in one row: lineage there is where the artifact is and the
+    stage runs code reads back (the champion's profile; score's contract and training set)."""
+    tags, recorded = story["first"]["tags"], story["first_lineage"]
+    lineage = {k: v for k, v in tags.items() if k.startswith("lineage.")}
+    register_run = story["first"]["register_run"]
+    assert sorted(lineage) == [
+        "lineage.artifact",
+        "lineage.run.profile",
+        "lineage.run.split",
+        "lineage.run.validate",
+    ]
+    assert lineage["lineage.artifact"] == f"runs:/{register_run}/lineage.json"
+    assert recorded["pipeline_run_id"] == story["first"]["pipeline_run"]
+    for stage in ("profile", "validate", "split"):
+        assert lineage[f"lineage.run.{stage}"] == recorded["stages"][stage]["run_id"]
+    assert {"ingest", "train", "evaluate"} <= set(recorded["stages"])
+    assert {"raw", "test"} <= set(recorded["data_digests"])
+    assert recorded["config_digest"]
+    assert "scikit-learn" in recorded["packages"]
+    assert len(tags) <= 14, sorted(tags)
 
 
 def test_worse_challenger_leaves_the_champion(story):
@@ -306,5 +336,5 @@ def test_the_same_model_trained_again_is_not_registered_again(story):
     assert report["promote"] is True
     assert again["aliases"] == {"champion": "3", "challenger": "3", "rollback": "1"}
     # v3's lineage is still the run that registered it; the decision is the latest run's.
-    assert again["tags"]["lineage.pipeline_run"] == better["pipeline_run"]
+    assert again["tags"]["lineage.artifact"] == f"runs:/{better['register_run']}/lineage.json"
     assert again["tags"][Promotion.PIPELINE_RUN] == again["pipeline_run"]

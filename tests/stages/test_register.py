@@ -120,12 +120,11 @@ def test_register_first_then_an_identical_model_is_not_registered_again(trained,
     assert tags[Promotion.PIPELINE_RUN] == "p1"
     assert tags[Promotion.STAGE_RUN] == first["stage_run"]
     assert tags[Registry.CONTENT_DIGEST] == first["content_digest"]
-    assert tags["lineage.run.train"] == "t1"
-    assert tags["lineage.digest.test"] == "d" * 64
-    assert tags["lineage.git_commit"] == "abc"
-    assert tags["lineage.git_dirty"] == "false"
-    assert tags["lineage.packages"] == "scikit-learn==1.9.1"
-    assert tags["lineage.artifact"] == "runs:/r1/lineage.json"
+    # The rest of the lineage is in the artifact only (registry.model_registry.lineage_tags).
+    assert {k: v for k, v in tags.items() if k.startswith("lineage.")} == {
+        "lineage.artifact": "runs:/r1/lineage.json",
+        "lineage.run.split": "s1",
+    }
 
     # The same model trained and logged again by another pipeline run: not registered again.
     second = run_register(cfg, logged(model), test, metrics, client, pipeline_run="p2")
