@@ -575,7 +575,13 @@ def _log_dataset(
         # The schema from the first rows: inferring it from every row of a large frame is slow.
         dataset.__dict__["schema"] = _infer_schema(frame.head(1000))
     tags = [InputTag(key="mlflow.data.context", value=name)]
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags)]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception:  # MlflowException, or SQLAlchemy's IntegrityError unwrapped
+        # Parallel sweep jobs log the same dataset at once: MLflow inserts it if missing and
+        # the slower job hits the unique constraint. The dataset exists now; link it again.
+        client.log_inputs(run_id, datasets=inputs)
 
 
 @contextmanager
