@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import mlflow
@@ -335,3 +336,27 @@ def test_an_interrupted_process_ends_the_runs_it_left_running(tracking_store):
     assert tracking.end_own_runs(client, experiment) == [mine]
     assert client.get_run(mine).info.status == "KILLED"
     assert client.get_run(other).info.status == "RUNNING"
+
+
+def test_a_new_store_is_a_copy_of_an_empty_migrated_one(tmp_path, monkeypatch):
+    """The first new store on a machine makes the schema template; later ones copy it and
+    are the same store MLflow would have migrated, default experiment in the right place."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    tracking.prepare_sqlite(f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}")
+    template = tracking.schema_template()
+    assert template.is_file()
+    assert str(template).startswith(str(tmp_path / "cache"))
+    with sqlite3.connect(template) as con:
+        assert con.execute("select count(*) from experiments").fetchone() == (0,)
+    second = tmp_path / "second" / "mlflow.db"
+    tracking.prepare_sqlite(f"sqlite:///{second}")
+    client = MlflowClient(f"sqlite:///{second}")
+    with sqlite3.connect(second) as con, sqlite3.connect(tmp_path / "first" / "mlflow.db") as old:
+        revision = "select version_num from alembic_version"
+        assert con.execute(revision).fetchall() == old.execute(revision).fetchall()
+    default = client.get_experiment("0")
+    assert default.artifact_location.endswith(str(tmp_path / "mlruns" / "0"))
+    run = client.create_run(client.create_experiment("x"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
