@@ -55,6 +55,18 @@ _PLAIN = (str, int, float, bool, bytes, type(None), enum.Enum)
 # ------------------------------------------------------------------------------------ code
 def source_of(obj: Any) -> str:
     """The source text of a function or class (the place tests change code through)."""
+    try:
+        return _source(obj)
+    except TypeError as exc:  # unhashable: not cached
+        if "unhashable" not in str(exc):
+            raise
+        return textwrap.dedent(inspect.getsource(obj))
+
+
+@functools.lru_cache(maxsize=4096)
+def _source(obj: Any) -> str:
+    """Looked up once per process per object: every stage reaches the same helpers, and
+    ``inspect.getsource`` of a class parses its whole module."""
     return textwrap.dedent(inspect.getsource(obj))
 
 
