@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
         "--profile", action="store_true", help="also profile one framework run at --rows"
     )
     parser.add_argument(
+        "--projects", action="store_true", help="also the framework with runner=projects"
+    )
+    parser.add_argument(
         "--cache",
         action="store_true",
         help="measure the stage cache (cold, no-op and partial reruns) instead",
