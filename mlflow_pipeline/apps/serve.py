@@ -233,6 +233,19 @@ def _watch(
             child.wait(timeout=HEALTH_POLL_S)
 
 
+def _die_with_parent() -> None:
+    """In the server process (Linux): SIGTERM when we die, even by SIGKILL, so a killed
+    ``serve`` leaves no server behind in its own session."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# prctl(2) option: the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
 class _Server:
     """The child server process, in a process group of its own, and how it stops."""
 
@@ -245,7 +258,9 @@ class _Server:
     def start(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
         # Its own session: a terminal's Ctrl-C reaches only us, and we decide how the server
         # (and anything it starts) stops.
-        self.child = subprocess.Popen(command, env=env, start_new_session=True)
+        self.child = subprocess.Popen(
+            command, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         if self.signal is not None:  # a signal came while it was starting
             self._stop(self.signal)
         return self.child

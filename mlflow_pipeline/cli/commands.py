@@ -90,10 +90,11 @@ written unless every row scores. Exit 0 on success, 1 with one message otherwise
 SERVE_EPILOG = """\
 Equivalent to resolving MODEL_URI to models:/NAME/VERSION, downloading it and checking that
 it loads without running code (skops, trusted types only; else refused unless
---allow-unsafe-model), then serving that checked copy:
-  PATH="<venv>/bin:$PATH" MLFLOW_TRACKING_URI=<uri> MLFLOW_REGISTRY_URI=<uri> \\
-    mlflow models serve -m <copy> --env-manager local --host 127.0.0.1 -p 5001
-(mlflow models serve starts `uvicorn` from PATH). Then:
+--allow-unsafe-model), then serving that checked copy with MLflow's own scoring server (the
+same endpoints and input formats as `mlflow models serve`), each request held to the
+version's training contract first, as `score` holds a file: a row that fails gets 400 and a
+one-line JSON reason naming the column and the check. If this process dies, the server goes
+with it. Then:
   curl http://127.0.0.1:5001/health
   curl -X POST http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
     -d '{"dataframe_split": {"columns": ["income", "age", "plan"], "data": [[52.0, 40, "plus"]]}}'
@@ -182,7 +183,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlflow-pipeline serve",
         description="Serve a registered model version over HTTP (POST /invocations) with\n"
-        "`mlflow models serve`, in this Python environment.",
+        "MLflow's scoring server, each request checked against its training contract.",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

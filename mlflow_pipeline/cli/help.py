@@ -17,7 +17,7 @@ SUBCOMMAND_HELP = {
     "example-data": "write the example customer table as a CSV file",
     "schema": "write the data contract inferred from the configured data (pandera YAML)",
     "score": "score a CSV file with a registered version, validated against its contract",
-    "serve": "serve a registered version over HTTP (mlflow models serve)",
+    "serve": "serve a registered version over HTTP, requests checked as score checks files",
     "promote": "move the champion (or another alias) by hand, recorded in the audit trail",
     "audit": "print who moved a model's aliases, when and why",
     "reproduce": "re-run what produced a registered version and compare",
