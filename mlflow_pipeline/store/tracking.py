@@ -103,8 +103,9 @@ def resolve_tracking(cfg: DictConfig) -> Tracking:
     """The absolute tracking URI (and artifact root for the embedded store) for ``cfg.tracking``.
 
     Order: ``tracking.uri``, then ``$MLFLOW_TRACKING_URI``, then the embedded SQLite store at
-    ``<root>/mlflow.db`` with artifacts under ``<root>/mlruns``. Relative SQLite paths are made
-    absolute so Hydra's output directories and ``mlflow run`` never scatter runs.
+    ``<root>/mlflow.db``. A SQLite store's artifacts go to ``mlruns/`` beside its database.
+    Relative SQLite paths are made absolute so Hydra's output directories and ``mlflow run``
+    never scatter runs.
     """
     root = Path(cfg.tracking.root or PROJECT_ROOT).resolve()
     uri = cfg.tracking.uri or os.environ.get(Env.TRACKING_URI)
@@ -113,7 +114,11 @@ def resolve_tracking(cfg: DictConfig) -> Tracking:
     uri = absolute_sqlite_uri(uri)
     if uri.startswith("postgresql"):
         require_extra("psycopg2", "server", f"the PostgreSQL tracking store {uri.split('@')[-1]}")
-    artifact_root = str(root / "mlruns") if uri.startswith("sqlite:") else None
+    artifact_root = None
+    if uri.startswith(SQLITE_PREFIX):
+        # Beside the database they belong to: runs of unrelated stores never share a folder.
+        database = Path(uri[len(SQLITE_PREFIX) :].split("?", 1)[0])
+        artifact_root = str(database.parent / "mlruns")
     return Tracking(uri=uri, artifact_root=artifact_root)
 
 

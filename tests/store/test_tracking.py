@@ -360,3 +360,13 @@ def test_a_new_store_is_a_copy_of_an_empty_migrated_one(tmp_path, monkeypatch):
     run = client.create_run(client.create_experiment("x"))
     client.log_metric(run.info.run_id, "m", 1.0)
     assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+
+
+def test_artifacts_of_a_sqlite_store_elsewhere_go_beside_it(tmp_path: Path, monkeypatch):
+    """Issue 17 item 7: MLFLOW_TRACKING_URI at a database in another folder must not put its
+    runs' artifacts into the project's mlruns/."""
+    other = tmp_path / "elsewhere" / "runs.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    resolved = tracking.resolve_tracking(load_config())
+    assert resolved.artifact_root == str(other.parent / "mlruns")
+    assert not resolved.artifact_root.startswith(str(PROJECT_ROOT))
