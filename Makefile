@@ -46,13 +46,13 @@ bench: setup  ## the 1M-row benchmark; writes docs/benchmarks.md
 bench-gates: setup  ## the data gates against plain pandas checks (1M rows x 32 columns, in-process)
 	$(BIN)/python bench/run.py --gates
 
-stack-start: setup  ## the shared tracking server (PostgreSQL + S3 + mlflow server) on 127.0.0.1:5055
+stack-start: setup  ## the shared tracking server (PostgreSQL + S3 + mlflow server, each behind a generated secret) on 127.0.0.1:5055; then `set -a; . .stack/env; set +a`
 	$(BIN)/python scripts/stack.py start
 
 stack-status:
 	$(BIN)/python scripts/stack.py status
 
-stack-stop:  ## stop it; runs and artifacts stay in .stack/ (rm -rf .stack forgets them)
+stack-stop:  ## stop it; runs, artifacts and secrets stay in .stack/ (rm -rf .stack forgets them)
 	$(BIN)/python scripts/stack.py stop
 
 ray-start:  ## a one-machine Ray cluster on 127.0.0.1 for hydra/launcher=ray_cluster

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A shared MLflow tracking server on this machine: PostgreSQL (runs, registry), moto_server
-(S3 artifacts) and `mlflow server` in front of both, all on 127.0.0.1, all state in one folder.
+"""A shared MLflow tracking server on this machine: PostgreSQL (runs, registry), moto (S3
+artifacts) and `mlflow server` in front of both, all on 127.0.0.1, all state in one folder,
+every one asking for a password or key generated at the first start.
 
     scripts/stack.py start [DIR]    # DIR defaults to <repo>/.stack; last line: the tracking URI
     scripts/stack.py status [DIR]   # exit 0 all running, 1 partly, 3 not running
@@ -9,8 +10,12 @@
 `rm -rf DIR` after `stop` forgets everything.
 
 Ports come from STACK_MLFLOW_PORT (5055), STACK_S3_PORT (5056) and STACK_PG_PORT (5057);
-0 picks a free port. After `start`, DIR/env holds MLFLOW_TRACKING_URI and
-MLFLOW_PIPELINE_SERVER_URI (what `tracking=server` reads) for `set -a; . DIR/env; set +a`.
+0 picks a free port. After `start`, DIR/env (mode 0600) holds MLFLOW_TRACKING_URI,
+MLFLOW_PIPELINE_SERVER_URI (what `tracking=server` reads), MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD for `set -a; . DIR/env; set +a`; DIR/s3.env the S3 key, for reading
+the bucket directly. DIR/secrets.json (0600) keeps every generated secret across restarts:
+PostgreSQL's superuser `postgres` and role `mlflow` (not a superuser; owns database `mlflow`),
+the S3 key, and the password of MLflow's `admin` (the account DIR/env gives clients).
 Standard library only, so any python3 can run it; the servers come from the project's venv.
 """
 
@@ -19,10 +24,12 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import pwd
-import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,7 +37,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,19 +50,23 @@ DEFAULT_PORTS = {"mlflow": 5055, "s3": 5056, "pg": 5057}
 PORT_ENV = {"mlflow": "STACK_MLFLOW_PORT", "s3": "STACK_S3_PORT", "pg": "STACK_PG_PORT"}
 DATABASE = "mlflow"
 DB_ROLE = "mlflow"
+DB_SUPERUSER = "postgres"
 BUCKET = "mlflow"
 ARTIFACTS = f"s3://{BUCKET}/artifacts"
-# moto_server keeps objects in memory. It records every request to this file, and the next
-# start replays the writes, so a stop/start keeps the artifacts PostgreSQL's runs point at.
+REGION = "us-east-1"
+# The account clients use. An admin: MLflow 3.17 answers a non-admin's read of a registered
+# model that does not exist yet with 403 (not 404), and the pipeline's first run reads one.
+MLFLOW_ADMIN = "admin"
+# moto keeps objects in memory. scripts/s3_server.py records every request to this file, and
+# the next start replays the writes, so a stop/start keeps the artifacts the runs point at.
 RECORDING = "s3-recording.jsonl"
-# Dummy credentials: moto accepts any; clients of the tracking server need none at all.
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "stack",
-    "AWS_SECRET_ACCESS_KEY": "stack",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-# The upload id of a multipart upload's parts and completion, in a raw query string.
-UPLOAD_ID = re.compile(r"(^|&)uploadId=([^&]*)")
+S3_SERVER = Path(__file__).resolve().with_name("s3_server.py")
+# Only TCP on loopback, a password for every role: no `trust`, no Unix socket.
+PG_HBA = f"""# scripts/stack.py: every connection needs its role's password
+# TYPE  DATABASE     USER            ADDRESS        METHOD
+host    {DATABASE:12} {DB_ROLE:15} {HOST}/32  scram-sha-256
+host    all          {DB_SUPERUSER:15} {HOST}/32  scram-sha-256
+"""
 STARTUP_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 # Never send loopback traffic through a proxy from the environment.
@@ -90,6 +100,85 @@ class Paths:
     @property
     def recording(self) -> Path:
         return self.root / RECORDING
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.json"
+
+    @property
+    def s3_env(self) -> Path:
+        return self.root / "s3.env"
+
+    @property
+    def pgpass(self) -> Path:
+        """The `mlflow` role's password for libpq (PGPASSFILE): never in a URI or argv."""
+        return self.root / "pgpass"
+
+    @property
+    def auth_config(self) -> Path:
+        return self.root / "basic_auth.ini"
+
+
+# ---- secrets (generated once, kept in files only the owner can read) ------------------------
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (mode 0600), whatever was there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)  # 192 bits; safe in URIs, env files and pgpass
+
+
+def _new_secrets() -> dict[str, str]:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # what AWS access key ids are made of
+    return {
+        "postgres_superuser_password": _token(),
+        "postgres_mlflow_password": _token(),
+        "s3_access_key_id": "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16)),
+        "s3_secret_access_key": secrets.token_urlsafe(30),
+        "mlflow_admin_password": _token(),
+        # Signs the UI's CSRF tokens (the basic-auth app refuses to start without one).
+        "mlflow_flask_secret_key": _token(),
+    }
+
+
+def _load_secrets(paths: Paths) -> dict[str, str]:
+    """The stack's secrets: generated with a new cluster, read back at every later start."""
+    if paths.secrets.exists():
+        found = json.loads(paths.secrets.read_text())
+        # A secret this version needs and an earlier one did not generate: add it.
+        if missing := _new_secrets().keys() - found.keys():
+            found |= {k: v for k, v in _new_secrets().items() if k in missing}
+        _write_private(paths.secrets, json.dumps(found, indent=2) + "\n")
+        return found
+    if (paths.pgdata / "PG_VERSION").exists():
+        raise StackError(
+            f"{paths.root} was made by an older stack.py that trusted every local connection "
+            f"(no {paths.secrets.name}); its runs cannot be secured in place. Stop it, then "
+            f"`rm -rf {paths.root}` (forgets its runs and artifacts) and start again"
+        )
+    found = _new_secrets()
+    _write_private(paths.secrets, json.dumps(found, indent=2) + "\n")
+    return found
+
+
+def _scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of ``password``: what CREATE ROLE stores, so the
+    password itself never reaches the server (its logs, its statement statistics)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 # ---- processes (Linux /proc; pids are checked against their start time, never reused) ------
@@ -242,11 +331,12 @@ def _http(
         return exc.code, exc.read().decode("utf-8", "replace")
 
 
-def _wait_http(url: str, what: str, entry: dict, log: Path) -> None:
+def _wait_http(url: str, what: str, entry: dict, log: Path, ready: int = 200) -> None:
+    """Wait until ``url`` answers with status ``ready``."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            if _http("GET", url, timeout=2)[0] == 200:
+            if _http("GET", url, timeout=2)[0] == ready:
                 return
         except OSError:
             pass
@@ -299,8 +389,10 @@ def _pg(tool: str) -> str:
     return str(path)
 
 
-def _run(args: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+def _run(
+    args: list[str], what: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> str:
+    result = subprocess.run(args, input=stdin, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         raise StackError(f"{what} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result.stdout
@@ -313,7 +405,9 @@ def _hand_to_pg_user(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _init_cluster(paths: Paths) -> None:
+def _init_cluster(paths: Paths, found: dict[str, str]) -> None:
+    """A new cluster whose superuser `postgres` has a password and whose pg_hba asks every
+    connection for one."""
     initdb = _pg("initdb")
     paths.pgdata.mkdir(mode=0o700)
     _hand_to_pg_user(paths.pgdata)
@@ -325,13 +419,22 @@ def _init_cluster(paths: Paths) -> None:
             f"{paths.pgdata}: a parent folder is private. Choose a DIR every user can traverse "
             "(e.g. under /tmp or the repo)"
         )
-    _run(
-        _as_pg_user(
-            [initdb, "-D", str(paths.pgdata), "-U", DB_ROLE, "--auth=trust", "-E", "UTF8"]
-            + ["--no-locale", "--no-instructions"]
-        ),
-        "initdb",
-    )
+    # initdb reads the superuser's password from a file (never argv); as root, it runs as the
+    # PostgreSQL user, who must be able to read it.
+    pwfile = paths.root / "initdb-password"
+    _write_private(pwfile, found["postgres_superuser_password"] + "\n")
+    _hand_to_pg_user(pwfile)
+    try:
+        _run(
+            _as_pg_user(
+                [initdb, "-D", str(paths.pgdata), "-U", DB_SUPERUSER, f"--pwfile={pwfile}"]
+                + ["--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-instructions"]
+            ),
+            "initdb",
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    (paths.pgdata / "pg_hba.conf").write_text(PG_HBA)
     # Loopback TCP only: no Unix socket (nothing outside DIR, no socket-path length limit).
     with (paths.pgdata / "postgresql.conf").open("a") as conf:
         conf.write(
@@ -340,6 +443,7 @@ def _init_cluster(paths: Paths) -> None:
             "unix_socket_directories = ''\n"
             "shared_buffers = '64MB'\n"
             "max_connections = 50\n"
+            "password_encryption = 'scram-sha-256'\n"
         )
 
 
@@ -374,24 +478,66 @@ def _stop_postgres(paths: Paths) -> None:
     )
 
 
-def _ensure_database(port: int) -> None:
-    createdb = _pg("createdb")
-    psql = _pg("psql")
+def _ensure_database(port: int, found: dict[str, str]) -> None:
+    """Role `mlflow` (a login with a password, no superuser, no CREATEDB/CREATEROLE) and the
+    database it owns; created as the superuser, whose password goes in the environment."""
+    env = {**_clean_env(), "PGPASSWORD": found["postgres_superuser_password"]}
+    psql = [_pg("psql"), "-X", "-w", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(port)]
+    psql += ["-U", DB_SUPERUSER, "-d", "postgres", "-qtA"]
     exists = _run(
-        [psql, "-h", HOST, "-p", str(port), "-U", DB_ROLE, "-d", "postgres", "-tAc"]
-        + [f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
-        "psql",
-    )
-    if exists.strip() != "1":
-        _run([createdb, "-h", HOST, "-p", str(port), "-U", DB_ROLE, DATABASE], "createdb")
+        psql,
+        "psql (as the superuser)",
+        env,
+        f"SELECT count(*) FROM pg_roles WHERE rolname = '{DB_ROLE}';\n"
+        f"SELECT count(*) FROM pg_database WHERE datname = '{DATABASE}';\n",
+    ).split()
+    statements = []
+    if exists[0] != "1":
+        # The password's SCRAM verifier, on stdin: never the password, never argv.
+        verifier = _scram_verifier(found["postgres_mlflow_password"])
+        statements.append(
+            f"CREATE ROLE {DB_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+            f"PASSWORD '{verifier}';"
+        )
+    if exists[1] != "1":
+        statements += [
+            f"CREATE DATABASE {DATABASE} OWNER {DB_ROLE};",
+            f"REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC;",
+            f"GRANT ALL ON DATABASE {DATABASE} TO {DB_ROLE};",
+        ]
+    if statements:
+        _run(psql, "creating the mlflow role and database", env, "\n".join(statements) + "\n")
 
 
 # ---- the stack -------------------------------------------------------------------------------
 
+# The caller's variables that must not reach the servers: another store, another identity.
+SCRUBBED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_AUTH_CONFIG_PATH",
+    "MLFLOW_AUTH_ADMIN_USERNAME",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGUSER",
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+)
+
 
 def _venv_bin() -> Path:
-    """The folder holding the `mlflow` and `moto_server` to run: this Python's, else the repo's
-    .venv (so a system python3 can run this script)."""
+    """The folder holding the `python` (with moto) and `mlflow` to run: this Python's, else the
+    repo's .venv (so a system python3 can run this script)."""
     for candidate in (Path(sys.executable).parent, REPO / ".venv" / "bin"):
         if (candidate / "mlflow").exists() and (candidate / "moto_server").exists():
             return candidate
@@ -401,14 +547,52 @@ def _venv_bin() -> Path:
     )
 
 
-def _server_env(s3_port: int) -> dict[str, str]:
-    scrub = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "AWS_PROFILE", "AWS_SESSION_TOKEN")
-    env = {k: v for k, v in os.environ.items() if k not in scrub}
-    env.update(S3_ENV)
-    env["MLFLOW_S3_ENDPOINT_URL"] = f"http://{HOST}:{s3_port}"
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env["NO_PROXY"] = env["no_proxy"] = f"{HOST},localhost"
     return env
+
+
+def _s3_env(found: dict[str, str], s3_port: int) -> dict[str, str]:
+    """What boto3 (in `mlflow server`, or a user reading the bucket) needs to reach the bucket."""
+    return {
+        "AWS_ACCESS_KEY_ID": found["s3_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": found["s3_secret_access_key"],
+        "AWS_DEFAULT_REGION": REGION,
+        "MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{s3_port}",
+        "AWS_ENDPOINT_URL_S3": f"http://{HOST}:{s3_port}",
+    }
+
+
+def _mlflow_env(paths: Paths, found: dict[str, str], s3_port: int) -> dict[str, str]:
+    env = {**_clean_env(), **_s3_env(found, s3_port)}
+    env["PGPASSFILE"] = str(paths.pgpass)
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(paths.auth_config)
+    # Read by the auth app only while its user database has no admin (the first start).
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = found["mlflow_admin_password"]
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = found["mlflow_flask_secret_key"]
+    return env
+
+
+def _write_auth_config(paths: Paths) -> None:
+    """MLflow's basic-auth settings: users (password hashes) in a SQLite file in DIR."""
+    users = paths.root / "basic_auth.db"
+    if not users.exists():
+        users.touch(mode=0o600)  # SQLite keeps the mode, and gives it to its journal
+    _write_private(
+        paths.auth_config,
+        "[mlflow]\n"
+        "# scripts/stack.py. The admin's password is not here: the first start hands it over\n"
+        "# in MLFLOW_AUTH_ADMIN_PASSWORD; from then on it is a hash in database_uri.\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{users}\n"
+        f"admin_username = {MLFLOW_ADMIN}\n"
+        "# Check a password (scrypt, ~0.1 s of CPU) once a minute per user, not per request: a\n"
+        "# pipeline sends hundreds. One worker, so a password change is seen at once.\n"
+        "auth_cache_ttl_seconds = 60\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
 
 
 def _load(paths: Paths) -> dict | None:
@@ -445,36 +629,44 @@ def start(paths: Paths) -> int:
     ports = _choose_ports()
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(exist_ok=True)
-    env = _server_env(ports["s3"])
+    found = _load_secrets(paths)
+    s3_url = f"http://{HOST}:{ports['s3']}"
     state = {"root": str(paths.root), "ports": ports, "started_at": time.time()}
     try:
-        # moto starts while PostgreSQL initialises and migrates.
+        # moto starts (and replays its recording) while PostgreSQL initialises and migrates.
         s3_log = paths.logs / "s3.log"
-        s3_env = {**env, "MOTO_RECORDER_FILEPATH": str(paths.recording)}
         state["s3"] = _spawn(
-            [str(bin_dir / "moto_server"), "-H", HOST, "-p", str(ports["s3"])], s3_log, s3_env
+            [str(bin_dir / "python"), str(S3_SERVER), HOST, str(ports["s3"]), BUCKET]
+            + [str(paths.recording)],
+            s3_log,
+            {**_clean_env(), **_s3_env(found, ports["s3"])},
         )
         _save(paths, state)
 
         if not (paths.pgdata / "PG_VERSION").exists():
-            _init_cluster(paths)
+            _init_cluster(paths, found)
         _start_postgres(paths, ports["pg"])
-        _ensure_database(ports["pg"])
+        _ensure_database(ports["pg"], found)
+        _write_private(
+            paths.pgpass, f"{HOST}:*:{DATABASE}:{DB_ROLE}:{found['postgres_mlflow_password']}\n"
+        )
+        # No password in the URI: libpq reads it from PGPASSFILE.
         db_uri = f"postgresql+psycopg2://{DB_ROLE}@{HOST}:{ports['pg']}/{DATABASE}"
         # Create/upgrade the schema once, before any server process touches it (STACK-NOTES).
-        _run([str(bin_dir / "mlflow"), "db", "upgrade", db_uri], "mlflow db upgrade", env)
+        db_env = {**_clean_env(), "PGPASSFILE": str(paths.pgpass)}
+        _run([str(bin_dir / "mlflow"), "db", "upgrade", db_uri], "mlflow db upgrade", db_env)
 
-        s3_url = f"http://{HOST}:{ports['s3']}"
-        _wait_http(f"{s3_url}/moto-api/", "moto_server", state["s3"], s3_log)
-        _restore_s3(paths, s3_url)
+        # Listening (after the replay) once an unsigned request is refused.
+        _wait_http(f"{s3_url}/{BUCKET}", "S3 server", state["s3"], s3_log, ready=403)
 
+        _write_auth_config(paths)
         mlflow_log = paths.logs / "mlflow.log"
         state["mlflow"] = _spawn(
-            [str(bin_dir / "mlflow"), "server", "--backend-store-uri", db_uri]
-            + ["--artifacts-destination", ARTIFACTS, "--host", HOST]
-            + ["--port", str(ports["mlflow"]), "--workers", "1"],
+            [str(bin_dir / "mlflow"), "server", "--app-name", "basic-auth"]
+            + ["--backend-store-uri", db_uri, "--artifacts-destination", ARTIFACTS]
+            + ["--host", HOST, "--port", str(ports["mlflow"]), "--workers", "1"],
             mlflow_log,
-            env,
+            _mlflow_env(paths, found, ports["s3"]),
         )
         _save(paths, state)
         tracking_uri = f"http://{HOST}:{ports['mlflow']}"
@@ -493,74 +685,29 @@ def start(paths: Paths) -> int:
     )
     _save(paths, state)
     # Clients need the server only: artifacts go through it (mlflow-artifacts:/).
-    paths.env.write_text(
+    _write_private(
+        paths.env,
+        "# scripts/stack.py: the tracking server and its client account (secret: mode 0600)\n"
         f"MLFLOW_TRACKING_URI={tracking_uri}\nMLFLOW_PIPELINE_SERVER_URI={tracking_uri}\n"
+        f"MLFLOW_TRACKING_USERNAME={MLFLOW_ADMIN}\n"
+        f"MLFLOW_TRACKING_PASSWORD={found['mlflow_admin_password']}\n"
+        "# Artifacts through the server, never by presigned S3 URLs (the S3 server refuses\n"
+        "# them: moto cannot check their signature).\n"
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false\n"
+        "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=false\n",
     )
-    print(f"stack up in {state['startup_s']} s (state and logs in {paths.root})")
-    print(f"  postgres  {db_uri}")
-    print(f"  s3        {s3_url} bucket {BUCKET!r} (any credentials)")
-    print(f"  mlflow    {tracking_uri} (artifacts proxied to {ARTIFACTS})")
+    _write_private(
+        paths.s3_env,
+        "# scripts/stack.py: the S3 key, to read the bucket directly (secret: mode 0600)\n"
+        + "".join(f"{k}={v}\n" for k, v in _s3_env(found, ports["s3"]).items()),
+    )
+    print(f"stack up in {state['startup_s']} s (state, logs and secrets in {paths.root})")
+    print(f"  postgres  {db_uri} (password: {paths.pgpass})")
+    print(f"  s3        {s3_url} bucket {BUCKET!r} (signed requests only; key: {paths.s3_env})")
+    print(f"  mlflow    {tracking_uri} (basic auth; artifacts proxied to {ARTIFACTS})")
+    print(f"  clients   set -a; . {paths.env}; set +a   (user {MLFLOW_ADMIN!r} and its password)")
     print(tracking_uri)
     return 0
-
-
-def _restore_s3(paths: Paths, s3_url: str) -> None:
-    """Create the bucket, replay what earlier starts recorded (the objects), then record."""
-    status, body = _http("PUT", f"{s3_url}/{BUCKET}")
-    if status != 200:
-        raise StackError(f"creating bucket {BUCKET!r} failed ({status}): {body[:500]}")
-    if paths.recording.exists():
-        _replay(paths.recording, s3_url)
-    status, body = _http("POST", f"{s3_url}/moto-api/recorder/start-recording")
-    if status != 200:
-        raise StackError(f"starting the S3 recorder failed ({status}): {body[:500]}")
-
-
-def _replay(recording: Path, s3_url: str) -> None:
-    """Send the recorded writes again, to this start's port, and keep only the writes.
-
-    Not moto's own replay: a multipart upload gets a new upload id when replayed, and its
-    recorded parts name the old one, so large artifacts (boto3 splits files over 8 MB) would
-    be lost. Reads (GET, HEAD) change nothing and are dropped from the recording.
-    """
-    new_upload = {}  # key -> upload id of a replayed CreateMultipartUpload not yet mapped
-    upload_ids = {}  # recorded upload id -> replayed one
-    kept, failed = [], []
-    for line in recording.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["method"] in ("GET", "HEAD"):
-            continue
-        kept.append(line)
-        parts = urllib.parse.urlsplit(entry["url"])
-        query = parts.query
-        if found := UPLOAD_ID.search(query):
-            old_id = found.group(2)
-            if old_id not in upload_ids:
-                upload_ids[old_id] = new_upload.pop(parts.path, old_id)
-            new_id = upload_ids[old_id]
-            query = UPLOAD_ID.sub(lambda m, new_id=new_id: f"{m[1]}uploadId={new_id}", query)
-        url = f"{s3_url}{parts.path}" + (f"?{query}" if query else "")
-        body = entry.get("body") or ""
-        data = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
-        skip = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
-        headers = {k: v for k, v in entry["headers"].items() if k.lower() not in skip}
-        # Else urllib sends a form content type, and the server parses the body away as a form.
-        if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = "binary/octet-stream"  # what S3 assumes without one
-        status, response = _http(entry["method"], url, 60, data, headers)
-        if status >= 300:  # it may have failed the first time too: report, go on
-            failed.append(f"{entry['method']} {parts.path} -> {status}")
-        if entry["method"] == "POST" and "uploads" in query.split("&"):
-            if found := re.search(r"<UploadId>([^<]+)</UploadId>", response):
-                new_upload[parts.path] = urllib.parse.quote(found.group(1), safe="")
-    if failed:
-        print(
-            f"stack: warning: {len(failed)} recorded S3 write(s) failed again, e.g. {failed[0]}",
-            file=sys.stderr,
-        )
-    tmp = recording.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, recording)
 
 
 def _save(paths: Paths, state: dict) -> None:
@@ -591,7 +738,9 @@ def stop(paths: Paths) -> int:
     state = _load(paths)
     was = [name for name, pid in _components(paths, state).items() if pid]
     _stop_all(paths, state)
+    # They name this start's ports; secrets.json keeps the secrets for the next start.
     paths.env.unlink(missing_ok=True)
+    paths.s3_env.unlink(missing_ok=True)
     print(f"stopped {', '.join(was)}" if was else "not running")
     return 0
 

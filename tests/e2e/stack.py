@@ -1,5 +1,6 @@
 """The shared tracking stack of scripts/stack.py for end-to-end tests: start it in a folder,
-run the real CLI against it, and read its runs and S3 objects back."""
+run the real CLI against it with the credentials it wrote, and read its runs and S3 objects
+back."""
 
 from __future__ import annotations
 
@@ -51,6 +52,28 @@ class Stack:
     def tracking_uri(self) -> str:
         return self.state["tracking_uri"]
 
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Every secret the stack generated (DIR/secrets.json)."""
+        return json.loads((self.root / "secrets.json").read_text())
+
+    def env_file(self, name: str = "env") -> dict[str, str]:
+        """The variables of DIR/env (the client's) or DIR/s3.env (the bucket's key), as a
+        shell's `set -a; . FILE` would export them."""
+        lines = (self.root / name).read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+    def s3_client(self, key_id: str | None = None, secret: str | None = None):
+        """boto3 S3 client of the stack's bucket: with its key unless another is given."""
+        key = self.env_file("s3.env")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.state["s3_endpoint_url"],
+            aws_access_key_id=key_id or key["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=secret or key["AWS_SECRET_ACCESS_KEY"],
+            region_name=key["AWS_DEFAULT_REGION"],
+        )
+
     def server_pids(self) -> list[int]:
         """The top process of each server started so far (postmaster, moto, mlflow)."""
         pids = []
@@ -74,14 +97,7 @@ class Stack:
 
     def s3_keys(self) -> list[str]:
         """Every object key in the stack's bucket, read from moto directly."""
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=self.state["s3_endpoint_url"],
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="mlflow")
+        pages = self.s3_client().get_paginator("list_objects_v2").paginate(Bucket="mlflow")
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
@@ -107,8 +123,9 @@ def remove_folder(root: Path) -> None:
 
 @dataclass
 class ServerStore(Store):
-    """``Store`` whose CLIs track to the stack's server (``tracking=server``); ``root`` is only
-    their working directory (Hydra outputs, temp files)."""
+    """``Store`` whose CLIs track to the stack's server (``tracking=server``) with the variables
+    of the stack's env file, as a user who sourced it; ``root`` is only their working directory
+    (Hydra outputs, temp files)."""
 
     stack: Stack = field(kw_only=True)
 
@@ -118,7 +135,7 @@ class ServerStore(Store):
 
     def env(self) -> dict[str, str]:
         env = super().env()
-        env["MLFLOW_PIPELINE_SERVER_URI"] = self.uri
+        env.update(self.stack.env_file())
         return env
 
     def pipeline(self, *overrides: str) -> subprocess.CompletedProcess[str]:

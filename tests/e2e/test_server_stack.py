@@ -1,22 +1,30 @@
 """The shared tracking stack (scripts/stack.py: PostgreSQL + moto S3 + `mlflow server`, all on
-loopback) runs the same pipeline as the embedded SQLite store, with the same results."""
+loopback, each asking for a generated secret) runs the same pipeline as the embedded SQLite
+store, with the same results, and keeps its secrets out of what the runs write."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import stat
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg2
 import pytest
+from botocore.exceptions import ClientError
 from mlflow.tracking import MlflowClient
 
 from .helpers import (
     CLASSIFICATION_METRICS,
     STAGES,
     TIMING_METRICS,
+    VENV_BIN,
     Store,
     assert_ok,
     assert_stage_run_complete,
@@ -32,12 +40,20 @@ MODEL_NAME = "breast_cancer"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    """A stack started by the script in a fresh folder; always stopped, nothing left running."""
+    """A stack started by the script in a fresh folder; always stopped, nothing left running.
+
+    This process's MLflow clients read the credentials of the stack's env file, as a user's
+    would after sourcing it (the password survives a restart; the URI is passed each time).
+    """
     root = stack_folder()
     stack = Stack(root / "stack")
     try:
         stack.start()
-        yield stack
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in stack.env_file().items():
+                if name not in ("MLFLOW_TRACKING_URI", "MLFLOW_PIPELINE_SERVER_URI"):
+                    mp.setenv(name, value)
+            yield stack
     finally:
         processes = stack.processes()
         stopped = stack.script("stop")
@@ -209,6 +225,140 @@ def test_start_and_status_report_a_running_stack(stack: Stack) -> None:
     for component in ("postgres", "s3", "mlflow"):
         assert re.search(rf"^{component}\s+pid \d+\s+127\.0\.0\.1:\d+", status.stdout, re.M)
     assert "(health: OK)" in status.stdout
+
+
+PG_BIN = Path(os.environ.get("STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+# Loopback requests must not go through a proxy from the environment.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def test_every_server_wants_the_stacks_secrets_and_no_run_writes_them(
+    stack: Stack, server: ServerStore, first_runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    for name in ("secrets.json", "env", "s3.env", "pgpass", "basic_auth.ini"):
+        assert stat.S_IMODE((stack.root / name).stat().st_mode) == 0o600, name
+    secrets = stack.secrets
+    db_password = secrets["postgres_mlflow_password"]
+
+    # PostgreSQL: no login without the role's password, for the app's role or the superuser.
+    for user in ("mlflow", "postgres"):
+        with pytest.raises(psycopg2.OperationalError, match="no password supplied"):
+            _pg_connect(stack, user)
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            _pg_connect(stack, user, password="made-up")
+    # The app's role reaches its own database only, owns it, and is not a superuser.
+    with pytest.raises(psycopg2.OperationalError, match="no pg_hba.conf entry"):
+        _pg_connect(stack, "mlflow", "postgres", password=db_password)
+    conn = _pg_connect(stack, "mlflow", password=db_password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+            assert cur.fetchone() == (False, False, False)
+            cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'mlflow'")
+            assert cur.fetchone() == ("mlflow",)
+    finally:
+        conn.close()
+
+    # S3: a made-up key, the right key id with a made-up secret, no signature, moto's own
+    # control API (it could switch authentication off): all refused.
+    key_id = stack.env_file("s3.env")["AWS_ACCESS_KEY_ID"]
+    for made_up_id, code in (("AKIAMADEUPKEY0000000", "InvalidAccessKeyId"), (key_id, "Signature")):
+        with pytest.raises(ClientError, match=code):
+            stack.s3_client(made_up_id, "made-up-secret").list_objects_v2(Bucket="mlflow")
+    s3_url = stack.state["s3_endpoint_url"]
+    assert _status("GET", f"{s3_url}/mlflow") == 403
+    assert _status("POST", f"{s3_url}/moto-api/reset-auth", b"inf") == 403
+    assert _status("GET", f"{s3_url}/moto-api/data.json") == 403
+    assert len(stack.s3_keys()) > 10  # the stack's own key still works
+
+    # MLflow's REST API: 401 without credentials or with a wrong password.
+    api = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    client = stack.env_file()
+    user, password = client["MLFLOW_TRACKING_USERNAME"], client["MLFLOW_TRACKING_PASSWORD"]
+    assert _status("GET", api) == 401
+    assert _status("GET", api, headers=_basic_auth(user, "made-up")) == 401
+    assert _status("GET", api, headers=_basic_auth(user, password)) == 200
+    # The pipeline without the env file's credentials: one line naming the 401, nothing run.
+    anonymous = server.env()
+    del anonymous["MLFLOW_TRACKING_USERNAME"], anonymous["MLFLOW_TRACKING_PASSWORD"]
+    refused = subprocess.run(
+        [VENV_BIN / "mlflow-pipeline", *PIPELINE, "tracking=server"]
+        + [f"tracking.root={server.root}"],
+        cwd=server.root,
+        env=anonymous,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "failed with error code 401" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+
+    # The runs made with the env file's credentials (first_runs) wrote none of the stack's
+    # secrets: not in the database, not in an S3 object, not in a log or a Hydra output.
+    written = _everything_written(stack, server)
+    _, pipeline_run_id = first_runs["server"]
+    assert pipeline_run_id.encode() in written["pg_dump"]  # the real store was searched
+    leaks = sorted(
+        (name, where)
+        for name, value in secrets.items()
+        for where, content in written.items()
+        if value.encode() in content
+    )
+    assert leaks == [], leaks
+
+
+def _pg_connect(stack: Stack, user: str, database: str = "mlflow", password: str | None = None):
+    # No password file either: only what is passed here may authenticate.
+    return psycopg2.connect(
+        host="127.0.0.1",
+        port=stack.state["ports"]["pg"],
+        user=user,
+        dbname=database,
+        password=password,
+        passfile=str(stack.root / "no-such-pgpass"),
+        connect_timeout=10,
+    )
+
+
+def _status(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> int:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with HTTP.open(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _everything_written(stack: Stack, server: ServerStore) -> dict[str, bytes]:
+    """Where -> content: a dump of the tracking database, every S3 object, the stack's logs and
+    every file under the client's working directory."""
+    dump = subprocess.run(
+        [PG_BIN / "pg_dump", "-w", "-h", "127.0.0.1", "-p", str(stack.state["ports"]["pg"])]
+        + ["-U", "mlflow", "mlflow"],
+        env={**os.environ, "PGPASSFILE": str(stack.root / "pgpass")},
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    written = {"pg_dump": dump.stdout}
+    s3 = stack.s3_client()
+    for key in stack.s3_keys():
+        written[f"s3://mlflow/{key}"] = s3.get_object(Bucket="mlflow", Key=key)["Body"].read()
+    for folder in (stack.root / "logs", server.root):
+        written |= {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return written
 
 
 SWEEP = (
