@@ -86,6 +86,12 @@ STORE_FAULTS = (
         "the tracking server at {uri} did not answer in time",
     ),
     (
+        ("error code 401",),
+        "the tracking server at {uri} refused the request: not authenticated (401); set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the dev stack writes them to "
+        ".stack/env)",
+    ),
+    (
         ("unable to open database file",),
         "cannot open the tracking store {uri}: its directory is missing or not writable",
     ),

@@ -296,7 +296,9 @@ def test_every_server_wants_the_stacks_secrets_and_no_run_writes_them(
         check=False,
     )
     assert refused.returncode == 1, refused.stderr[-2000:]
-    assert "failed with error code 401" in refused.stderr, refused.stderr[-2000:]
+    assert "not authenticated (401); set MLFLOW_TRACKING_USERNAME" in refused.stderr, (
+        refused.stderr[-2000:]
+    )
     assert "Traceback" not in refused.stderr
 
     # The runs made with the env file's credentials (first_runs) wrote none of the stack's

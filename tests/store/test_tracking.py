@@ -217,6 +217,11 @@ def test_a_store_locked_by_another_writer_is_waited_for(tracking_store):
             "cannot reach the tracking server at http://127.0.0.1:9: connection refused",
         ),
         ("(sqlite3.OperationalError) unable to open database file", "directory is missing"),
+        (
+            "API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with "
+            "error code 401 != 200. Response body: 'You are not authenticated.'",
+            "not authenticated (401); set MLFLOW_TRACKING_USERNAME",
+        ),
     ],
 )
 def test_store_faults_read_as_one_plain_line(message: str, cause: str):
