@@ -17,7 +17,9 @@ from mlflow_pipeline.engine import threads
 def test_a_number_is_used_as_given_and_auto_gives_one_thread_to_a_small_input():
     assert threads.choose(3, 10, None) == threads.ThreadChoice(3, "runner.threads")
     small = threads.choose("auto", threads.SMALL_CELLS - 1, threads.CpuMonitor())
-    assert small is not None and small.threads == 1 and "small input" in small.why
+    assert small is not None
+    assert small.threads == 1
+    assert "small input" in small.why
     assert threads.choose("auto", 0, None) is None  # no frame input: libraries' defaults
 
 
@@ -43,7 +45,8 @@ def test_a_busy_process_beside_us_leaves_fewer_threads():
     assert others >= 0.7
     assert idle <= threads.cpus_allowed() - 1
     choice = threads.choose("auto", threads.SMALL_CELLS * 10, threads.CpuMonitor())
-    assert choice is not None and 1 <= choice.threads <= threads.cpus_allowed()
+    assert choice is not None
+    assert 1 <= choice.threads <= threads.cpus_allowed()
 
 
 def test_our_own_work_is_not_counted_as_others():
@@ -58,6 +61,7 @@ def test_our_own_work_is_not_counted_as_others():
 def test_limited_sets_the_openmp_and_blas_pools():
     with threads.limited(threads.ThreadChoice(1, "test")):
         inside = {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
-    assert inside and all(n == 1 for n in inside.values())
+    assert inside
+    assert all(n == 1 for n in inside.values())
     with threads.limited(None):  # no choice: untouched
         pass
