@@ -122,6 +122,11 @@ def limited(choice: ThreadChoice | None) -> Iterator[None]:
     if choice is None:
         yield
         return
+    # threadpoolctl limits the pools already loaded. scikit-learn loads its OpenMP runtime and
+    # BLAS when imported; a stage importing it inside its function (as each `mlflow run` of
+    # runner=projects does) would otherwise fit with every core while recording one thread,
+    # and HistGradientBoosting keeps that count in the model (the content digest differed).
+    import sklearn  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=choice.threads):

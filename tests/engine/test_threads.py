@@ -65,3 +65,19 @@ def test_limited_sets_the_openmp_and_blas_pools():
     assert all(n == 1 for n in inside.values())
     with threads.limited(None):  # no choice: untouched
         pass
+
+
+def test_limited_covers_a_stage_that_imports_sklearn_itself():
+    # A fresh process (each `mlflow run` stage of runner=projects): scikit-learn's OpenMP
+    # runtime is not loaded until the stage imports it, and HistGradientBoosting keeps the
+    # count it fitted with in the model.
+    code = (
+        "import sys\n"
+        "from mlflow_pipeline.engine import threads\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "with threads.limited(threads.ThreadChoice(1, 'test')):\n"
+        "    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads\n"
+        "    print(_openmp_effective_n_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
