@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,19 @@ def _replay(app: Any, recording: Path) -> None:
     print(f"s3: replayed {len(kept)} recorded write(s)", flush=True)
 
 
+def _record_one_at_a_time(recorder: Any) -> None:
+    """moto's recorder appends an entry in two buffered writes, and the server is threaded:
+    two concurrent uploads interleaved their entries, and the next start could not read the
+    recording. One lock around each entry keeps one request per line."""
+    record, lock = recorder._record_request, threading.Lock()
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        with lock:
+            record(*args, **kwargs)
+
+    recorder._record_request = locked
+
+
 def _signed_requests_only(app: Any) -> Any:
     """Refuse moto's control API, and requests without a signed Authorization header (moto
     answers them with a 500, or, presigned, cannot check them)."""
@@ -156,6 +170,7 @@ def main(argv: list[str]) -> int:
     # From here on every request must be signed with the stack's key.
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     ActionAuthenticatorMixin.request_count = 0
+    _record_one_at_a_time(recorder)
     recorder.start_recording()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
