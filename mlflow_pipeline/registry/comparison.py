@@ -312,6 +312,7 @@ class _RowStats:
         self.classes = None if predictions.classes is None else list(predictions.classes)
         if metric in ("roc_auc", "log_loss") and self.proba is None:
             raise ConfigError(f"{metric} needs class probabilities; the model has none")
+        self._rankings: dict[int, _Ranking] = {}
 
     def scores(self, w: np.ndarray) -> np.ndarray:
         total = w.sum(axis=1)
@@ -365,35 +366,58 @@ class _RowStats:
 
     def _roc_auc(self, w: np.ndarray, total: np.ndarray) -> np.ndarray:
         if len(self.classes) == 2:
-            return _auc(w, self.y == self.classes[1], self.proba[:, 1])
+            return self._ranking(1).auc(w)
         # metrics_of: one-vs-rest, weighted by each class's support (of this resample).
         supports, weighted = np.zeros(len(w)), np.zeros(len(w))
         for i, label in enumerate(self.classes):
-            positive = self.y == label
-            support = w @ positive.astype(float)
-            auc = _auc(w, positive, self.proba[:, i])
+            support = w @ (self.y == label).astype(float)
+            auc = self._ranking(i).auc(w)
             weighted += np.where(support > 0, np.nan_to_num(auc) * support, 0.0)
             supports += support
         return weighted / supports
 
+    def _ranking(self, column: int) -> _Ranking:
+        """The ranking of class ``column``'s scores, computed once for every resample."""
+        if column not in self._rankings:
+            positive = self.y == self.classes[column]
+            self._rankings[column] = _Ranking.of(positive, self.proba[:, column])
+        return self._rankings[column]
 
-def _auc(w: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """The weighted area under the ROC curve per row of ``w``: the Mann-Whitney statistic
-    (the weight of negatives scored below each positive, ties counting one half), from one
-    sort of the negatives' scores shared by every resample. NaN where a resample has no
-    positive or no negative row."""
-    negatives = np.flatnonzero(~positive)
-    negatives = negatives[np.argsort(score[negatives], kind="stable")]
-    positives = np.flatnonzero(positive)
-    ranked = score[negatives]
-    below = np.searchsorted(ranked, score[positives], side="left")  # negatives scored lower
-    up_to = np.searchsorted(ranked, score[positives], side="right")  # ... lower or equal
-    cumulative = np.zeros((len(w), len(negatives) + 1))
-    np.cumsum(w[:, negatives], axis=1, out=cumulative[:, 1:])
-    positive_weights = w[:, positives]
-    # Per positive: the negatives below it plus half of those tied with it.
-    area = 0.5 * np.einsum(
-        "ij,ij->i", positive_weights, cumulative[:, below] + cumulative[:, up_to]
-    )
-    pairs = positive_weights.sum(axis=1) * cumulative[:, -1]
-    return np.where(pairs > 0, area / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+@dataclass(frozen=True)
+class _Ranking:
+    """One sort of the negatives' scores and, per positive row, how many negatives score
+    below it (``below``) and below or level with it (``up_to``): what the weighted AUC of
+    every resample needs, independent of the weights."""
+
+    negatives: np.ndarray  # negative rows, by ascending score
+    positives: np.ndarray
+    below: np.ndarray
+    up_to: np.ndarray
+
+    @classmethod
+    def of(cls, positive: np.ndarray, score: np.ndarray) -> _Ranking:
+        negatives = np.flatnonzero(~positive)
+        negatives = negatives[np.argsort(score[negatives], kind="stable")]
+        positives = np.flatnonzero(positive)
+        ranked = score[negatives]
+        return cls(
+            negatives,
+            positives,
+            np.searchsorted(ranked, score[positives], side="left"),
+            np.searchsorted(ranked, score[positives], side="right"),
+        )
+
+    def auc(self, w: np.ndarray) -> np.ndarray:
+        """The weighted area under the ROC curve per row of ``w``: the Mann-Whitney statistic
+        (the weight of negatives scored below each positive, ties counting one half). NaN
+        where a resample has no positive or no negative row."""
+        cumulative = np.zeros((len(w), len(self.negatives) + 1))
+        np.cumsum(w[:, self.negatives], axis=1, out=cumulative[:, 1:])
+        positive_weights = w[:, self.positives]
+        # Per positive: the negatives below it plus half of those tied with it.
+        area = 0.5 * np.einsum(
+            "ij,ij->i", positive_weights, cumulative[:, self.below] + cumulative[:, self.up_to]
+        )
+        pairs = positive_weights.sum(axis=1) * cumulative[:, -1]
+        return np.where(pairs > 0, area / np.where(pairs > 0, pairs, 1.0), np.nan)
