@@ -282,6 +282,7 @@ def record_hit(
             params=params[start : start + 100],
             tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [],
         )
+    _link_reused_datasets(client, stage, ctx, source, run_id)
     if finish:
         client.set_terminated(run_id, "FINISHED")
     return {
@@ -582,6 +583,32 @@ def _log_dataset(
         # Parallel sweep jobs log the same dataset at once: MLflow inserts it if missing and
         # the slower job hits the unique constraint. The dataset exists now; link it again.
         client.log_inputs(run_id, datasets=inputs)
+
+
+def _link_reused_datasets(
+    client: MlflowClient, stage: Stage, ctx: RunContext, source: Any, run_id: str
+) -> None:
+    """A hit's datasets, as a computed run would have logged them: the source run's inputs on
+    the hit run and, for a stage the pipeline starts from (ingest), the datasets it gave the
+    source's pipeline run on this pipeline run, so the UI's Dataset column is never "-" for a
+    run whose data came from the cache. The datasets exist already: they are linked, not
+    read or inferred again."""
+    if source.inputs.dataset_inputs:
+        client.log_inputs(run_id, datasets=source.inputs.dataset_inputs)
+    parent = source.data.tags.get(MLflow.PARENT)
+    starts = not any(d.kind == "frame" for d in stage.inputs)
+    if not (starts and parent and ctx.pipeline_run_id):
+        return
+    names = {d.name for d in stage.outputs if d.kind == "frame"}
+    try:
+        given = client.get_run(parent).inputs.dataset_inputs
+    except MlflowException:  # the source's pipeline run was deleted for good
+        return
+    started = [
+        i for i in given if any(t.key == "mlflow.data.context" and t.value in names for t in i.tags)
+    ]
+    if started:
+        client.log_inputs(ctx.pipeline_run_id, datasets=started)
 
 
 @contextmanager

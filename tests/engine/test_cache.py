@@ -129,6 +129,24 @@ def test_unchanged_rerun_is_all_hits_and_registers_nothing(scenario, baseline):
     assert "nothing registered, no alias moved" in describe(result)
     summary = scenario.client.get_run(result.pipeline_run_id).data.tags["pipeline.cache.summary"]
     assert summary == " ".join(f"{s}=hit" for s in STAGES)
+    # The datasets of the runs it reused, linked (the UI's Dataset column is not "-").
+    pipeline = scenario.client.get_run(result.pipeline_run_id)
+    first = scenario.client.get_run(baseline[2].pipeline_run_id)
+    assert [_dataset(i) for i in pipeline.inputs.dataset_inputs] == [
+        _dataset(i) for i in first.inputs.dataset_inputs
+    ]
+    assert [i.dataset.name for i in pipeline.inputs.dataset_inputs] == ["raw"]
+    for stage in ("validate", "split", "train", "evaluate"):
+        hit = scenario.client.get_run(result.stage_run_ids[stage])
+        computed = scenario.client.get_run(hit.data.tags[Cache.SOURCE])
+        assert hit.inputs.dataset_inputs, stage
+        assert sorted(map(_dataset, hit.inputs.dataset_inputs)) == sorted(
+            map(_dataset, computed.inputs.dataset_inputs)
+        )
+
+
+def _dataset(entry) -> tuple[str, str]:
+    return entry.dataset.name, entry.dataset.digest
 
 
 def test_model_config_change_reruns_train_and_what_follows(scenario):
