@@ -44,6 +44,10 @@ WEAK_MODEL = "model.C=0.0001"
 SCREENSHOT_DIR_ENV = "MLFLOW_PIPELINE_SCREENSHOT_DIR"
 SCREENSHOT = "registry-ui.png"
 AUDIT_SCREENSHOT = "audit-ui.png"
+RUNS_SCREENSHOT = "runs-ui.png"
+COMPARE_SCREENSHOT = "compare-ui.png"
+# The test's pipeline runs, side by side in one experiment of their own.
+EXPERIMENT = "customers-ui"
 VIEWPORT = {"width": 1400, "height": 1000}
 # Chromium as root in a container (STACK-NOTES); Playwright adds a fresh --user-data-dir.
 CHROMIUM_FLAGS = [
@@ -175,18 +179,21 @@ def serving() -> Iterator[list[Server]]:
 # ---- steps --------------------------------------------------------------------------------
 
 
-def pipeline(store: Store, experiment: str, *overrides: str) -> dict[str, Any]:
-    """One pipeline run on customers.csv in an experiment of its own; its promotion.json."""
+def pipeline(store: Store, *overrides: str) -> dict[str, Any]:
+    """One pipeline run on customers.csv in EXPERIMENT; its promotion.json."""
     result = store.pipeline(
         *CHAMPION_OVERRIDES,
         f"data.path={store.root / CHAMPION_DATA}",
-        f"tracking.experiment_name={experiment}",
+        f"tracking.experiment_name={EXPERIMENT}",
         *overrides,
     )
     assert_ok(result)
-    experiment_id = store.client.get_experiment_by_name(experiment).experiment_id
+    experiment_id = store.client.get_experiment_by_name(EXPERIMENT).experiment_id
     (register,) = store.client.search_runs(
-        [experiment_id], "tags.`pipeline.stage` = 'register'", max_results=2
+        [experiment_id],
+        "tags.`pipeline.stage` = 'register'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     return store.promotion(register.info.run_id)
 
@@ -253,6 +260,67 @@ def page_of_runs(browser: Browser, ui_url: str, experiment_id: str) -> Page:
     return page
 
 
+def show_columns(page: Page, *names: str) -> None:
+    """In the runs table: "Columns", then each of ``names`` (a metric, a param or an attribute
+    shown by default, which is then hidden) found by the column search and clicked."""
+    page.get_by_role("button", name="Columns").click()
+    chooser = page.get_by_role("dialog")
+    search = chooser.get_by_placeholder("Search columns")
+    for name in names:
+        search.fill(name)
+        chooser.get_by_text(name, exact=True).first.click()
+    page.keyboard.press("Escape")
+
+
+def assert_runs_compare(browser: Browser, ui_url: str, store: Store, tmp_path: Path) -> None:
+    """The test's two pipeline runs in the runs list and the compare view: names that say
+    what ran on what, the data each started from in the Dataset column (the second run reused
+    ingest from the cache), the model's param and evaluate's metric on the pipeline runs, so
+    the parallel coordinates plot relates one to the other."""
+    experiment_id = store.client.get_experiment_by_name(EXPERIMENT).experiment_id
+    runs = store.client.search_runs(
+        [experiment_id], "tags.`pipeline.kind` = 'pipeline'", order_by=["attributes.start_time"]
+    )
+    assert [r.data.params["model.C"] for r in runs] == ["0.0001", "1.0"]
+    page = page_of_runs(browser, ui_url, experiment_id)
+    for run in runs:
+        assert run.info.run_name.startswith("logistic_regression-customers-")
+        expect(page.get_by_role("link", name=run.info.run_name, exact=True)).to_be_visible(
+            timeout=UI_TIMEOUT_MS
+        )
+    raw = [i.dataset for i in runs[0].inputs.dataset_inputs]
+    assert [(d.name, d.digest) for d in raw] == [
+        (i.dataset.name, i.dataset.digest) for i in runs[1].inputs.dataset_inputs
+    ]
+    expect(page.get_by_text(f"raw ({raw[0].digest})", exact=True)).to_have_count(2)
+    show_columns(page, "roc_auc", "model.C", "Source", "Models")
+    for name in ("roc_auc", "model.C"):
+        expect(page.get_by_role("columnheader", name=name, exact=True).first).to_be_visible()
+    for run in runs:
+        # ag-grid draws a row in parts (pinned name, scrolled columns), each with the run id.
+        parts = page.locator(f'[role="row"][row-id="{run.info.run_id}"]')
+        for value in (run.data.params["model.C"], str(run.data.metrics["roc_auc"])[:6]):
+            expect(parts.filter(has_text=value)).to_have_count(1)
+    screenshot(page, tmp_path / RUNS_SCREENSHOT)
+
+    ids, experiments = json.dumps([r.info.run_id for r in runs]), json.dumps([experiment_id])
+    page.goto(f"{ui_url}/#/compare-runs?runs={ids}&experiments={experiments}", wait_until="commit")
+    expect(page.get_by_text("Comparing 2 Runs from 1 Experiment")).to_be_visible(
+        timeout=UI_TIMEOUT_MS
+    )
+    metrics = page.get_by_role("combobox").nth(1)  # the parallel coordinates plot's metrics
+    metrics.click()  # editable once open
+    metrics.fill("roc_auc")
+    metrics.press("Enter")
+    page.keyboard.press("Escape")
+    plot = page.locator(".js-plotly-plot")
+    for axis in ("model.C", "roc_auc"):
+        expect(plot.get_by_text(axis, exact=True).first).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="model.C").first).to_contain_text("0.0001")
+    screenshot(page, tmp_path / COMPARE_SCREENSHOT)
+    page.close()
+
+
 def assert_real_screenshot(path: Path) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG"
@@ -307,7 +375,7 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
 ):
     store = champion_store
     # Version 2: a weaker challenger, which the pipeline does not promote.
-    weak = pipeline(store, "weaker", WEAK_MODEL)
+    weak = pipeline(store, WEAK_MODEL)
     assert weak["promote"] is False, weak["reason"]
     assert (weak["version"], weak["champion_version"]) == ("2", "1")
     assert store.alias(CHAMPION_MODEL, "champion") == "1"
@@ -349,7 +417,7 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
     weak_score = float(
         store.client.get_model_version(CHAMPION_MODEL, "2").tags["promotion.challenger_score"]
     )
-    nxt = pipeline(store, "next")
+    nxt = pipeline(store)
     # The same config on the same data makes the same model as v1, byte for byte: it is not
     # registered again; v1 is the challenger.
     assert nxt["version"] == "1", nxt["reason"]
@@ -385,3 +453,5 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
         expect(page.get_by_role("link", name=title, exact=True)).to_be_visible()
     screenshot(page, tmp_path / AUDIT_SCREENSHOT)
     page.close()
+
+    assert_runs_compare(browser, ui.url, store, tmp_path)
