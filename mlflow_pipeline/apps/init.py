@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow_pipeline.config import Task, conf_dir_of, use_project_code
 from mlflow_pipeline.errors import ConfigError
 
-# The example data a project starts with when no --data is given.
+# The example data a project starts with when no data.path is given.
 EXAMPLE_FILE = "customers.csv"
 EXAMPLE_TARGET = "label"
 # Pinned in the project's requirements.txt: this package and what it runs on.
@@ -95,11 +95,11 @@ def _data_source(
         return source, target or EXAMPLE_TARGET, task or Task.classification.value
     source = Path(data)
     if not source.is_file():
-        raise ConfigError(f"init --data: no file {source}")
+        raise ConfigError(f"init data.path: no file {source}")
     if not target:
-        raise ConfigError("init: --data needs --target (the column to predict)")
+        raise ConfigError("init: data.path needs data.target (the column to predict)")
     if task not in (t.value for t in Task):
-        raise ConfigError("init: --data needs --task classification or --task regression")
+        raise ConfigError("init: data.path needs data.task=classification or data.task=regression")
     return source.resolve(), target, task
 
 
@@ -109,7 +109,7 @@ def _read(source: Path, target: str) -> pd.DataFrame:
     frame = read_csv(source, {})
     if target not in frame.columns:
         raise ConfigError(
-            f"init --target: no column '{target}' in {source} (columns: "
+            f"init data.target: no column '{target}' in {source} (columns: "
             f"{', '.join(map(str, frame.columns[:20]))})"
         )
     return frame

@@ -442,24 +442,47 @@ def example_data_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# What init takes, as the pipeline's own overrides; the flags of earlier versions still work.
+INIT_SETTINGS = {"data.path": "data", "data.target": "target", "data.task": "task"}
+
+
 def init_main(argv: list[str] | None = None) -> int:
-    """``mlflow-pipeline init DIR [--data CSV --target COL --task classification|regression]``."""
+    """``mlflow-pipeline init DIR [data.path=CSV data.target=COL data.task=KIND]``."""
     parser = argparse.ArgumentParser(
         prog="mlflow-pipeline init",
+        usage="%(prog)s DIR [data.path=CSV data.target=COL data.task=classification|regression]",
         description="Create a project that runs at once: MLproject (main, one entry point per "
         "stage, score), conf/ (the data, an inferred contract, the pipeline with a stage of its "
         "own), src/<package>/ (that stage and a feature transformer), a smoke test, README, "
-        ".gitignore and pinned requirements. Without --data: the example customer table.",
+        ".gitignore and pinned requirements. Without data.path: the example customer table.",
     )
     parser.add_argument("directory", help="the new project's directory (new or empty)")
-    parser.add_argument("--data", default=None, help="a CSV file to start from")
-    parser.add_argument("--target", default=None, help="the column to predict (with --data)")
-    parser.add_argument("--task", default=None, choices=["classification", "regression"])
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "settings",
+        nargs="*",
+        metavar="data.KEY=VALUE",
+        help="as for the pipeline: data.path (a CSV file to start from), data.target (the "
+        "column to predict), data.task (classification or regression)",
+    )
+    deprecated = parser.add_argument_group("deprecated (each is the setting it names)")
+    for key, flag in INIT_SETTINGS.items():
+        deprecated.add_argument(f"--{flag}", default=None, metavar="VALUE", help=f"{key}=VALUE")
+    args = parser.parse_intermixed_args(argv)
+    given = {flag: getattr(args, flag) for flag in INIT_SETTINGS.values()}
+    for key, flag in INIT_SETTINGS.items():
+        if given[flag] is not None:
+            print(f"mlflow-pipeline: note: --{flag} is deprecated; use {key}=...", file=sys.stderr)
+    for setting in args.settings:
+        key, equals, value = setting.partition("=")
+        if not equals or key not in INIT_SETTINGS:
+            parser.error(f"unknown setting {setting!r}: init takes {', '.join(INIT_SETTINGS)}")
+        given[INIT_SETTINGS[key]] = value.strip("'\"")
+    if given["task"] not in (None, "classification", "regression"):
+        parser.error(f"data.task must be classification or regression, got {given['task']!r}")
     from mlflow_pipeline.apps.init import init_project
 
     def command() -> None:
-        scaffold = init_project(args.directory, data=args.data, target=args.target, task=args.task)
+        scaffold = init_project(args.directory, **given)
         print(scaffold.describe())
 
     return exit_code(command)

@@ -167,6 +167,30 @@ def test_simulate_takes_the_pipeline_overrides():
     assert error.startswith("mlflow-pipeline: error: [ingest] data.path: no file at "), error
 
 
+def test_init_takes_the_data_settings_of_a_run(tmp_path):
+    """`init` names its data as a run does (data.path=...); a mistyped key is refused before
+    anything is written; the flags of earlier versions still work, with a note."""
+    from mlflow_pipeline.data.examples import write_customers
+
+    csv = write_customers(tmp_path / "customers.csv", 200)
+    result = cli("init", str(tmp_path / "a"), f"data.path={csv}", "data.target=label",
+                 "data.task=classification")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "target label, classification" in result.stdout
+    assert "label" in (tmp_path / "a" / "conf" / "contract.yaml").read_text()
+    result = cli("init", str(tmp_path / "b"), f"data.path={csv}", "data.targt=label")
+    assert result.returncode == 2
+    assert "unknown setting 'data.targt=label': init takes data.path, data.target" in (
+        result.stderr
+    )
+    assert not (tmp_path / "b").exists()
+    result = cli("init", str(tmp_path / "c"), "--data", str(csv), "--target", "nosuch",
+                 "--task", "classification")  # fmt: skip
+    assert result.returncode == 1
+    assert "--data is deprecated; use data.path=" in result.stderr
+    assert "init data.target: no column 'nosuch'" in result.stderr
+
+
 def test_a_sweep_jobs_log_lines_say_whose_they_are():
     """Every line a job logs, a traceback's too, starts with ``[job N]`` in the handler's own
     format; a process that runs a second job switches to its number."""

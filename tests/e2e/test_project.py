@@ -138,9 +138,9 @@ def test_a_new_project_from_the_installed_wheel(installed: Path, tmp_path: Path)
     csv = tmp_path / "tumours.csv"
     table.to_csv(csv, index=False)
     project = tmp_path / "work" / PACKAGE
-    init = [installed / "bin" / "mlflow-pipeline", "init", project, "--data", csv]
+    init = [installed / "bin" / "mlflow-pipeline", "init", project, f"data.path={csv}"]
     result = run(
-        installed, *init, "--target", "target", "--task", "classification", cwd=tmp_path, env=env
+        installed, *init, "data.target=target", "data.task=classification", cwd=tmp_path, env=env
     )
     assert_ok(result)
     assert "clean -> train" in result.stdout
@@ -148,7 +148,7 @@ def test_a_new_project_from_the_installed_wheel(installed: Path, tmp_path: Path)
                  f"src/{PACKAGE}/features.py", "tests/test_smoke.py", "README.md", ".gitignore",
                  "pyproject.toml", "requirements.txt"):  # fmt: skip
         assert (project / path).is_file(), path
-    again = run(
+    again = run(  # the flags of earlier versions still work
         installed, *init, "--target", "target", "--task", "classification", cwd=tmp_path, env=env
     )
     assert again.returncode == 1
