@@ -21,6 +21,7 @@ LAYERS = {
     "tags": 0,
     "conf": 0,
     "redaction": 0,
+    "interrupt": 0,
     "data": 1,
     "store": 1,
     "reports": 1,

@@ -35,6 +35,7 @@ from mlflow_pipeline.engine.services import run_context
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext, run_stage
 from mlflow_pipeline.errors import DriftError
+from mlflow_pipeline.interrupt import checkpoint, watched
 from mlflow_pipeline.redaction import (
     redact_logs,
     redact_overrides,
@@ -82,8 +83,21 @@ def run_pipeline(
     pipeline run (a sweep job under its sweep run). ``role`` is the run's part in a sweep
     (``shared``, ``job``: leaves the pipeline's register stage to the sweep, ``register``).
     ``on_failure`` is called with the error and the failed run before it is re-raised.
-    Raises PipelineError after marking the pipeline run FAILED.
+    Raises PipelineError after marking the pipeline run FAILED; KeyboardInterrupt (Ctrl-C,
+    never lost: ``interrupt``) after marking the runs KILLED.
     """
+    with watched():
+        return _run_pipeline(cfg, overrides, run_id, parent_run_id, role, on_failure)
+
+
+def _run_pipeline(
+    cfg: DictConfig,
+    overrides: list[str] | None,
+    run_id: str | None,
+    parent_run_id: str | None,
+    role: str | None,
+    on_failure: OnFailure | None,
+) -> PipelineResult:
     redact_logs(secrets_of(cfg))
     # A plain run may leave a no-op stamp for the next one (engine/noop.py); the old one goes
     # now, since this run may change what it vouched for.
@@ -139,6 +153,7 @@ def run_pipeline(
         )
         try:
             RUNNERS[cfg.runner.mode](stages, cfg, overrides or [], ctx, result)
+            checkpoint()  # a Ctrl-C swallowed in the last stage still ends the run as KILLED
         finally:
             _finish(cfg, ctx, result)
     except BaseException as exc:

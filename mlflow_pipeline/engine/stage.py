@@ -36,6 +36,7 @@ from mlflow_pipeline.data.validation import check
 from mlflow_pipeline.engine import cache, threads
 from mlflow_pipeline.engine.spec import Context, Dataset, Pipeline, Stage
 from mlflow_pipeline.errors import DataValidationError, PipelineError, StageError
+from mlflow_pipeline.interrupt import checkpoint
 from mlflow_pipeline.redaction import redact_url, redacted
 from mlflow_pipeline.reports.validation import validation_report
 from mlflow_pipeline.store import artifacts
@@ -122,6 +123,7 @@ def run_stage(
     Raises whatever the stage raised, after marking the run FAILED.
     """
     started = time.perf_counter()
+    checkpoint()
     try:
         return _run_or_reuse(stage, cfg, ctx, available, run_id=run_id, decision=decision)
     finally:
@@ -325,6 +327,7 @@ def _run_in_active_run(
             log.info("[%s] %d thread(s) (%s)", stage.name, choice.threads, choice.why)
         with threads.limited(choice):
             values = stage.func(cfg, **inputs, **kwargs)
+        checkpoint()  # nothing of an interrupted stage is stored
         missing = [d.name for d in stage.outputs if d.name not in values]
         if missing:
             raise StageError(f"stage function returned no {missing}", stage=stage.name)
@@ -345,6 +348,7 @@ def _run_in_active_run(
     mlflow.log_metrics(
         {"wall_time_s": time.perf_counter() - started, "peak_rss_mb": memory.peak_mb}
     )
+    checkpoint()
     if decision.storable:
         # Last: only a run whose outputs are all logged and checked can ever be reused.
         mlflow.set_tag(Cache.STORED, "true")

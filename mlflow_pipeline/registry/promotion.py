@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.interrupt import checkpoint
 from mlflow_pipeline.registry.audit import KIND_CLI, Move, Why, current_user
 from mlflow_pipeline.registry.comparison import Comparison
 from mlflow_pipeline.registry.failpoint import failpoint
@@ -147,7 +148,9 @@ class PromotionSession:
     reaped: list[str] = field(default_factory=list)
 
     def check(self) -> None:
-        """Raises RegistryError unless the lock is still held (before a write)."""
+        """Raises RegistryError unless the lock is still held (before a write), and
+        KeyboardInterrupt if Ctrl-C came and was swallowed on the way (``interrupt``)."""
+        checkpoint()
         self.lock.check()
 
     def move(self, steps: list[Step]) -> list[Move]:

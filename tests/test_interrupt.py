@@ -1,0 +1,63 @@
+"""Ctrl-C inside a garbage-collector callback (where Python can only print it) is not lost: it
+is raised again at the next checkpoint, and nothing is printed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import weakref
+
+import pytest
+
+from mlflow_pipeline import interrupt
+
+
+class _Thing:
+    pass
+
+
+def _ctrl_c_inside_a_weakref_callback() -> None:
+    """As when SIGINT arrives while SQLAlchemy's weakref cleanup runs: the handler's
+    KeyboardInterrupt is raised inside the callback, where it cannot propagate."""
+    thing = _Thing()
+    ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGINT))
+    del thing
+    assert ref() is None
+
+
+def test_a_ctrl_c_swallowed_by_a_callback_is_raised_at_the_next_checkpoint(capfd):
+    with interrupt.watched():
+        _ctrl_c_inside_a_weakref_callback()  # Python swallows the KeyboardInterrupt here
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.checkpoint()
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_new_watch_starts_clean_and_a_nested_one_keeps_the_outer_state():
+    with interrupt.watched():
+        _ctrl_c_inside_a_weakref_callback()
+        with interrupt.watched():  # a sweep job's pipeline inside the sweep's
+            with pytest.raises(KeyboardInterrupt):
+                interrupt.checkpoint()
+    with interrupt.watched():
+        interrupt.checkpoint()  # the last run's Ctrl-C is not this one's
+
+
+STORE_WRITE = """
+def write():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)  # the write goes on, its transaction is not cut in half
+    return "committed"
+"""
+
+
+def test_an_interrupt_inside_store_code_is_delivered_once_it_has_returned():
+    namespace = {"__name__": "sqlalchemy.engine.stand_in", "os": os, "signal": signal}
+    namespace["time"] = time
+    exec(STORE_WRITE, namespace)
+    with interrupt.watched():
+        assert namespace["write"]() == "committed"
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(5)  # delivered again, here
