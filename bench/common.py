@@ -328,10 +328,12 @@ MLFLOW_TRACKING_URI=sqlite:///<tmp>/mlflow.db .venv/bin/mlflow-pipeline data=csv
   seed=42 evaluation=none tracking.root=. hydra.run.dir=hydra
 ```
 
-The data: `bench/common.py` `generate()`, numpy seed 20240501. It has 30 standard-normal float
-columns (2 % missing), `cat_a` (5 levels) and `cat_b` (8 levels) (3 % missing), and `label` drawn
-from a logistic model of 12 linear terms, one interaction, one sine and both categoricals. Written
-with `%.6g` floats; the 1M-row frame is a 245 MB parquet artifact.
+The data: `bench/common.py` `generate()` (data version 2): the coefficients from numpy seed
+20240501, the rows of each chunk of 1M from seed [20240501, chunk], so every row is distinct. It
+has 30 standard-normal float columns (2 % missing), `cat_a` (5 levels) and `cat_b` (8 levels)
+(3 % missing), and `label` drawn from a logistic model of 12 linear terms, one interaction, one
+sine and both categoricals. Written with `%.6g` floats; the 1M-row frame is a 245 MB parquet
+artifact.
 
 """
 
