@@ -327,6 +327,7 @@ def render(results: dict, args: argparse.Namespace, env_notes: dict) -> str:
 # What the bare script does in place of each stage (its label in the breakdown).
 STAGE_LABELS = {
     "ingest": "ingest (bare: read_csv)",
+    "profile": "profile (bare: nothing)",
     "validate": "validate (bare: dtype coercion + checks)",
     "split": "split",
     "train": "train (bare: fit + skops dump)",
@@ -363,6 +364,7 @@ def render_breakdown(rows: int, rr: dict[str, list[Measured]]) -> list[str]:
         "split": bare_times["split"],
         "train": bare_times["train"] + bare_times["save_model"],
         "evaluate": bare_times["evaluate"],
+        "profile": 0.0,
         "register": 0.0,
     }
     for name in stage_names:
