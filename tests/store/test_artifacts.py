@@ -53,6 +53,18 @@ def test_frame_round_trip(tracking_store, run_id: str):
     assert [a.path for a in tracking_store.client().list_artifacts(run_id, "data")] == [path]
 
 
+def test_a_frame_that_fails_to_write_leaves_no_file(tracking_store, run_id: str):
+    """Written in place on a local store under a temporary name: a failed write leaves neither
+    data/<name>.parquet nor the partial file."""
+    client = tracking_store.client()
+    unwritable = pd.DataFrame({"mixed": [1, "two", 3.0]})  # pyarrow cannot type this column
+    with pytest.raises(Exception, match="mixed"):
+        artifacts.save_frame(client, run_id, "train", unwritable)
+    root = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    assert not [p for p in root.rglob("*") if p.is_file()]
+    assert client.list_artifacts(run_id, "data") == []
+
+
 def test_missing_frame_is_a_stage_error(run_id: str):
     with pytest.raises(StageError, match=rf"dataset 'test' is not an artifact of run {run_id}"):
         artifacts.load_frame(run_id, "test")
