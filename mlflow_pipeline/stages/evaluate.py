@@ -30,11 +30,16 @@ def model_metrics(model, test: pd.DataFrame, cfg: DictConfig) -> dict[str, float
 
 def predict(model, features: pd.DataFrame, cfg: DictConfig) -> tuple[Any, Any]:
     """Predictions, and class probabilities for a classifier that has them (else None)."""
-    y_pred = model.predict(features)
-    proba = None
-    if Task(cfg.data.task) is Task.classification and hasattr(model, "predict_proba"):
-        proba = model.predict_proba(features)
-    return y_pred, proba
+    if not (Task(cfg.data.task) is Task.classification and hasattr(model, "predict_proba")):
+        return model.predict(features), None
+    steps = getattr(model, "steps", None)
+    if steps is not None and len(steps) > 1:
+        # A Pipeline's predict and predict_proba each transform the features first: do it
+        # once (what Pipeline.predict does, step by step, so the predictions are the same).
+        estimator = model[-1]
+        features = model[:-1].transform(features)
+        return estimator.predict(features), estimator.predict_proba(features)
+    return model.predict(features), model.predict_proba(features)
 
 
 def metrics_of(model, y_true: pd.Series, y_pred, proba, cfg: DictConfig) -> dict[str, float]:

@@ -195,3 +195,25 @@ def test_a_wide_table_is_predicted_in_chunks_within_the_budget():
     per_chunk = copies_per_chunk(wide, 256)
     assert per_chunk * 6.4e6 * COPY_OVERHEAD <= 256 * 2**20
     assert per_chunk >= 5
+
+
+def test_predict_transforms_once_and_predicts_what_the_pipeline_does(tmp_path):
+    """predict() transforms a Pipeline's features once for both predict and predict_proba; the
+    results are exactly the Pipeline's own, for every conf/model x conf/features option."""
+    from mlflow_pipeline.config import PACKAGE_CONF
+    from mlflow_pipeline.stages.evaluate import predict
+
+    frame = mixed_frame(120)
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    checked = 0
+    for model in sorted(p.stem for p in (PACKAGE_CONF / "model").glob("*.yaml")):
+        for features in sorted(p.stem for p in (PACKAGE_CONF / "features").glob("*.yaml")):
+            cfg = load_config(csv_overrides(path, f"model={model}", f"features={features}"))
+            estimator = train(cfg, frame)["model"].estimator
+            inputs = frame.drop(columns=[cfg.data.target])
+            y_pred, proba = predict(estimator, inputs, cfg)
+            np.testing.assert_array_equal(y_pred, estimator.predict(inputs))
+            np.testing.assert_array_equal(proba, estimator.predict_proba(inputs))
+            checked += 1
+    assert checked >= 4
