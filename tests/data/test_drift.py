@@ -819,3 +819,21 @@ def test_a_profile_of_format_2_still_compares_and_says_what_it_cannot():
         "profile the champion's training data again",
     }
     assert result["detected"] is False, drift.summary(result)
+
+
+def test_numeric_columns_are_profiled_on_the_stage_threads_with_the_same_result():
+    """With two native threads allowed, columns of numbers are profiled on two threads; the
+    profile is the same as on one, key for key and in the same column order."""
+    import sklearn  # noqa: F401  (loads the OpenMP runtime whose limit sets the thread count)
+    from threadpoolctl import threadpool_limits
+
+    df = listings(20_000)
+    cfg = config()
+    with threadpool_limits(1):
+        assert drift._native_threads() == 1
+        one = drift.profile(df, cfg)
+    with threadpool_limits(2):
+        assert drift._native_threads() == 2
+        two = drift.profile(df, cfg)
+    assert json.dumps(two) == json.dumps(one)
+    assert list(two["columns"]) == [str(c) for c in df.columns]
