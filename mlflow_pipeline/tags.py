@@ -15,6 +15,8 @@ class MLflow:
     USER = "mlflow.user"
     RUN_NAME = "mlflow.runName"
     NOTE = "mlflow.note.content"
+    # A dataset input's tag (not a run tag): the dataset's role in the run, the UI's "Context".
+    DATASET_CONTEXT = "mlflow.data.context"
 
 
 class Runs:

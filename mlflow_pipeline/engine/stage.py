@@ -516,7 +516,7 @@ def _save_outputs(
                 handoff.schema_key = _schema_key(dataset, cfg, contract)
             artifacts.save_frame(client, run_id, dataset.name, value)
             handoff.digest = _log_frame_facts("output", dataset.name, value)
-            if not any(d.kind == "frame" for d in stage.inputs) and pipeline_run_id:
+            if _starts_pipeline(stage) and pipeline_run_id:
                 # A dataset the pipeline starts from: the pipeline run's Dataset column shows it.
                 _log_dataset(client, pipeline_run_id, dataset.name, value, handoff.digest)
             if dataset.log_as_metrics:
@@ -579,7 +579,7 @@ def _log_dataset(
         dataset = mlflow.data.from_pandas(frame, name=name, digest=digest[:20])
         # The schema from the first rows: inferring it from every row of a large frame is slow.
         dataset.__dict__["schema"] = _infer_schema(frame.head(1000))
-    tags = [InputTag(key="mlflow.data.context", value=name)]
+    tags = [InputTag(key=MLflow.DATASET_CONTEXT, value=name)]
     inputs = [DatasetInput(dataset._to_mlflow_entity(), tags)]
     try:
         client.log_inputs(run_id, datasets=inputs)
@@ -600,8 +600,7 @@ def _link_reused_datasets(
     if source.inputs.dataset_inputs:
         client.log_inputs(run_id, datasets=source.inputs.dataset_inputs)
     parent = source.data.tags.get(MLflow.PARENT)
-    starts = not any(d.kind == "frame" for d in stage.inputs)
-    if not (starts and parent and ctx.pipeline_run_id):
+    if not (_starts_pipeline(stage) and parent and ctx.pipeline_run_id):
         return
     names = {d.name for d in stage.outputs if d.kind == "frame"}
     try:
@@ -609,10 +608,17 @@ def _link_reused_datasets(
     except MlflowException:  # the source's pipeline run was deleted for good
         return
     started = [
-        i for i in given if any(t.key == "mlflow.data.context" and t.value in names for t in i.tags)
+        i
+        for i in given
+        if any(t.key == MLflow.DATASET_CONTEXT and t.value in names for t in i.tags)
     ]
     if started:
         client.log_inputs(ctx.pipeline_run_id, datasets=started)
+
+
+def _starts_pipeline(stage: Stage) -> bool:
+    """A stage with no frame input (ingest): its frames are what the pipeline starts from."""
+    return not any(d.kind == "frame" for d in stage.inputs)
 
 
 @contextmanager
