@@ -11,8 +11,11 @@ in one promotion session, under the model's lock. The registry is written only t
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -100,8 +103,12 @@ def register(
     registry fails or the lock is not acquired in ``promotion.lock_timeout_s``.
     """
     metric, greater_is_better = promotion_metric(cfg)
-    challenger = _predictions(model.estimator, test, cfg)
+    # The challenger's predictions are needed to compare it with a champion (or to score it
+    # when evaluate could not): made once, when first needed; with no champion, never.
+    challenger = functools.cache(partial(_predictions, model.estimator, test, cfg))
     challenger_score = _challenger_score(model, metrics, metric, test[cfg.data.target], challenger)
+    if _has_champion(registry):
+        challenger()  # before the lock, not while other promotions wait for it
     check_settings(cfg.promotion.confidence, cfg.promotion.resamples)
     digest = registry.content_digest(model.uri)
     holder = f"register run {stage_run_id} of pipeline run {pipeline_run_id}"
@@ -141,12 +148,21 @@ def register(
     }
 
 
+def _has_champion(registry: ModelRegistry) -> bool:
+    """A look before the lock (what counts is read under it): False when the registry cannot
+    say; the lock's own read then reports why."""
+    try:
+        return registry.champion() is not None
+    except Exception:
+        return False
+
+
 def _challenger_score(
     model: TrainedModel,
     metrics: pd.DataFrame,
     metric: str,
     y_true: pd.Series,
-    challenger: Predictions,
+    challenger: Callable[[], Predictions],
 ) -> float:
     """The challenger's ``metric`` from evaluate's metrics; for a classifier one of whose
     classes is not in the test set (evaluate then has no roc_auc), the metric as the champion
@@ -159,10 +175,10 @@ def _challenger_score(
     scores = dict(zip(metrics["metric"], metrics["value"], strict=True))
     if metric in scores:
         return float(scores[metric])
-    ground = common_ground(y_true.to_numpy(), challenger.classes)
+    ground = common_ground(y_true.to_numpy(), challenger().classes)
     if ground is not None and ground.compared == len(ground.rows):
         try:
-            score = score_of(metric, y_true.to_numpy(), challenger, ground.labels)
+            score = score_of(metric, y_true.to_numpy(), challenger(), ground.labels)
         except PipelineError:
             score = float("nan")
         if np.isfinite(score):
@@ -188,7 +204,7 @@ def _champion_score(
     test: pd.DataFrame,
     cfg: DictConfig,
     metric: str,
-    challenger: Predictions,
+    challenger: Callable[[], Predictions],
 ) -> ChampionScore:
     """The champion's ``metric`` and predictions on this test set (empty: no champion), or
     why it could not be scored.
@@ -204,9 +220,9 @@ def _champion_score(
         )
         predictions = _predictions(estimator, test, cfg)
         y_true = test[cfg.data.target]
-        ground = common_ground(y_true.to_numpy(), predictions.classes, challenger.classes)
+        ground = common_ground(y_true.to_numpy(), predictions.classes, challenger().classes)
         if ground is not None:
-            return _on_common_ground(ground, metric, y_true.to_numpy(), challenger, predictions)
+            return _on_common_ground(ground, metric, y_true.to_numpy(), challenger(), predictions)
         scores = metrics_of(estimator, y_true, predictions.y_pred, predictions.proba, cfg)
         return ChampionScore(scores[metric], predictions)
     except Exception as exc:  # any failure to score means: do not replace it blindly
@@ -244,7 +260,7 @@ def _comparison(
     metric: str,
     greater_is_better: bool,
     test: pd.DataFrame,
-    challenger: Predictions,
+    challenger_of: Callable[[], Predictions],
     champion: ChampionScore,
 ) -> Comparison | None:
     """The paired bootstrap of challenger against champion on the test rows (those of the
@@ -253,6 +269,7 @@ def _comparison(
     if champion.predictions is None:
         return None
     y_true = test[cfg.data.target].to_numpy()
+    challenger = challenger_of()
     ground = champion.ground
     if ground is not None:
         y_true, challenger = y_true[ground.rows], ground.of(challenger)

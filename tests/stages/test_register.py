@@ -193,6 +193,31 @@ def test_a_clearly_better_model_is_promoted_beyond_the_noise(trained, weak, trac
     assert alias_version(client, "m", "rollback") == "1"
 
 
+def test_the_challenger_is_predicted_only_when_there_is_a_champion(
+    trained, weak, tracking_store, monkeypatch
+):
+    """With no champion the decision needs no prediction (evaluate's score is the challenger's);
+    with one, the challenger and the champion are each predicted once."""
+    from mlflow_pipeline.stages import register as register_stage
+
+    predicted: list[str] = []
+    real = register_stage._predictions
+
+    def counted(estimator, test, cfg):
+        predicted.append(type(estimator[-1]).__name__)
+        return real(estimator, test, cfg)
+
+    monkeypatch.setattr(register_stage, "_predictions", counted)
+    cfg = tracking_store.config("registry.model_name=m", "promotion.resamples=50")
+    client = tracking_store.client()
+    first = run_register(cfg, logged(weak[0]), *weak[1:], client)
+    assert first["promote"] is True
+    assert predicted == []
+    second = run_register(cfg, logged(trained[0]), *trained[1:], client)
+    assert second["comparison"] is not None
+    assert sorted(predicted) == ["LogisticRegression", "RandomForestClassifier"]
+
+
 def test_a_rerun_after_a_killed_register_takes_its_decision_over(trained, tracking_store):
     """The register run that registered and promoted the model was killed before finishing."""
     cfg = tracking_store.config("registry.model_name=m")
