@@ -41,6 +41,7 @@ STAGE_FIELDS = {
     "seed_keys",
     "packages",
     "context",
+    "work",
 }
 
 
@@ -208,6 +209,7 @@ def _stage(name: str, fields: dict[str, Any], datasets: dict[str, Dataset]) -> S
         seed_keys=tuple(fields.get("seed_keys") or ()),
         packages=tuple(fields.get("packages") or ()),
         context=_optional_callable(fields.get("context"), f"{where}.context"),
+        work=_optional_callable(fields.get("work"), f"{where}.work"),
     )
     _check_signature(stage, where)
     return stage

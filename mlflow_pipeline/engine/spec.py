@@ -90,6 +90,9 @@ class Stage:
     # (dataset, argument) pairs: the function takes that input under another name (a project
     # that inserts a stage rewires its neighbour: train's `train` argument <- clean_train).
     arguments: tuple[tuple[str, str], ...] | dict[str, str] = ()
+    # How many values the stage's native code works through, from (cfg, **inputs), for
+    # runner.threads=auto (engine/threads.py); default: its frame inputs' rows x columns.
+    work: Callable[..., int] | None = None
 
     def argument(self, dataset: str) -> str:
         """The keyword argument that passes input ``dataset`` to the function."""

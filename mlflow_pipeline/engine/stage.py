@@ -319,9 +319,8 @@ def _run_in_active_run(
         for context in contexts_of(stage, cfg, ctx).values():
             if context.argument:
                 kwargs[context.argument] = context.value()
-        choice = threads.choose(
-            cfg.runner.get("threads", "auto"), threads.frame_cells(inputs), ctx.cpu_monitor
-        )
+        work = stage.work(cfg, **inputs) if stage.work else threads.frame_cells(inputs)
+        choice = threads.choose(cfg.runner.get("threads", "auto"), work, ctx.cpu_monitor)
         if choice is not None:
             mlflow.log_param("threads", choice.threads)
             log.info("[%s] %d thread(s) (%s)", stage.name, choice.threads, choice.why)

@@ -130,6 +130,10 @@ def test_a_declaration_builds_a_pipeline_with_renamed_arguments():
             {"stages__describe__gate": "tests.engine.test_pipeline.GOOD"},
             r"pipeline.stages.describe.gate: .* is not a function",
         ),
+        (
+            {"stages__describe__work": "tests.nowhere.work"},
+            r"pipeline.stages.describe.work: cannot import 'tests.nowhere.work'",
+        ),
     ],
 )
 def test_a_bad_declaration_names_the_stage_and_the_field(changes, message):
@@ -154,3 +158,20 @@ def test_a_read_nobody_writes_is_named():
 
 def anything(cfg, **kwargs):
     return {}
+
+
+def test_the_reference_evaluate_counts_its_importance_work():
+    import numpy as np
+    import pandas as pd
+
+    from mlflow_pipeline.engine import threads
+    from mlflow_pipeline.stages.evaluate import native_work
+
+    stages = {s.name: s for s in load_pipeline(load_config()).stages}
+    assert stages["evaluate"].work is native_work
+    assert all(s.work is None for name, s in stages.items() if name != "evaluate")
+    # 100k rows' test set (20k x 33 values) is small as an input, not as evaluate's work.
+    test = pd.DataFrame(np.zeros((20_000, 33)))
+    assert test.size < threads.SMALL_CELLS < native_work(None, test)
+    # 1,461 rows' test set (292 x 6): small either way.
+    assert native_work(None, pd.DataFrame(np.zeros((292, 6)))) < threads.SMALL_CELLS

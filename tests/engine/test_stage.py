@@ -272,3 +272,27 @@ def test_a_long_stage_logs_a_heartbeat(caplog):
     assert len(beats) >= 2, beats
     assert beats[0].startswith("stage train: still running (0 s, ")
     assert memory.peak_mb > 0
+
+
+def test_a_stage_s_work_sets_its_thread_choice(cfg, ctx: RunContext, client: MlflowClient, caplog):
+    """``work`` counts what the stage's native code does (evaluate: its importance copies), so
+    a small input with much work is not given one thread as a small input."""
+    from mlflow_pipeline.engine import threads
+
+    seen = {}
+
+    def work(cfg, numbers: pd.DataFrame) -> int:
+        seen["rows"] = len(numbers)
+        return threads.SMALL_CELLS * 10
+
+    numbers = run_stage(produce([1, 2, 3]), cfg, ctx, {})
+    caplog.set_level(logging.INFO, logger="mlflow_pipeline.engine.stage")
+    run_stage(CONSUME, cfg, ctx, numbers)
+    assert "[consume] 1 thread(s) (3 values: small input)" in caplog.text
+    caplog.clear()
+    heavy = Stage("heavy", consume, inputs=(NUMBERS,), outputs=(NOTE, SCORES), work=work)
+    run_stage(heavy, cfg, ctx, numbers)
+    assert seen == {"rows": 3}
+    assert "CPUs idle)" in caplog.text
+    assert "small input" not in caplog.text
+    assert int(stage_run(client, ctx, "heavy").data.params["threads"]) >= 1
