@@ -17,7 +17,6 @@ import re
 import warnings
 import zlib
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import Task
+from mlflow_pipeline.parallel import native_threads, ordered_map
 from mlflow_pipeline.schemas import ColumnRole, infer_role, mostly_numbers
 from mlflow_pipeline.schemas import column_roles as infer_column_roles
 
@@ -166,30 +166,24 @@ def _column_profiles(
         for name in df.columns
         if roles[name].role == "numeric" and pd.api.types.is_numeric_dtype(df[name])
     ]
-    threads = min(_native_threads(), len(numeric))
-    profiled: dict[Any, dict[str, Any]] = {}
-    if threads > 1:
-        with ThreadPoolExecutor(threads, thread_name_prefix="profile") as pool:
-            running = {
-                name: pool.submit(_column_profile, df[name], roles[name], bins, vocabulary)
-                for name in numeric
-            }
-            profiled = {name: future.result() for name, future in running.items()}
+    profiled = dict(
+        zip(
+            numeric,
+            ordered_map(
+                lambda name: _column_profile(df[name], roles[name], bins, vocabulary),
+                numeric,
+                native_threads(),
+                name="profile",
+            ),
+            strict=True,
+        )
+    )
     return {
         str(name): profiled[name]
         if name in profiled
         else _column_profile(df[name], roles[name], bins, vocabulary)
         for name in df.columns
     }
-
-
-def _native_threads() -> int:
-    """The threads the native (OpenMP) pools may use here: the count the pipeline chose for
-    this stage, as threadpoolctl set it; 1 when none is loaded."""
-    from threadpoolctl import threadpool_info
-
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "openmp"]
-    return max(1, min(counts)) if counts else 1
 
 
 def _column_profile(

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.parallel import native_threads, ordered_map
 
 # Resamples are drawn in chunks of about this many (resample x row) cells: bounded memory
 # (~16 MB per float64 array) whatever the test set's size.
@@ -265,12 +266,18 @@ def paired_bootstrap(
 
     rng = np.random.default_rng(seed)
     chunk = max(1, min(int(resamples), CHUNK_CELLS // max(rows, 1)))
-    gains = []
-    for start in range(0, int(resamples), chunk):
-        size = min(chunk, int(resamples) - start)
-        weights = _counts(rng, size, rows)
-        gains.append(sign * (stats[0].scores(weights) - stats[1].scores(weights)))
-    diffs = np.concatenate(gains)
+    # Drawn here in order (the same resamples whatever the thread count); scored on the
+    # stage's threads: the rankings' gathers and cumulative sums run without the GIL. The
+    # rankings the threads share were built by the full-sample score above.
+    weights = (
+        _counts(rng, min(chunk, int(resamples) - start), rows)
+        for start in range(0, int(resamples), chunk)
+    )
+
+    def gains(w: np.ndarray) -> np.ndarray:
+        return sign * (stats[0].scores(w) - stats[1].scores(w))
+
+    diffs = np.concatenate(ordered_map(gains, weights, native_threads(), name="bootstrap"))
     defined = diffs[np.isfinite(diffs)]
     low = high = float("nan")
     if rows and len(defined) >= MIN_DEFINED_SHARE * len(diffs):

@@ -827,13 +827,15 @@ def test_numeric_columns_are_profiled_on_the_stage_threads_with_the_same_result(
     import sklearn  # noqa: F401  (loads the OpenMP runtime whose limit sets the thread count)
     from threadpoolctl import threadpool_limits
 
+    from mlflow_pipeline.parallel import native_threads
+
     df = listings(20_000)
     cfg = config()
     with threadpool_limits(1):
-        assert drift._native_threads() == 1
+        assert native_threads() == 1
         one = drift.profile(df, cfg)
     with threadpool_limits(2):
-        assert drift._native_threads() == 2
+        assert native_threads() == 2
         two = drift.profile(df, cfg)
     assert json.dumps(two) == json.dumps(one)
     assert list(two["columns"]) == [str(c) for c in df.columns]

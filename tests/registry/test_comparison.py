@@ -11,6 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.registry import comparison
 from mlflow_pipeline.registry.comparison import (
     Predictions,
     _counts,
@@ -187,6 +188,27 @@ def test_seeded_and_configurable():
     )
     assert first.low < narrow.low < narrow.high < first.high
     assert (first.resamples, first.rows, first.confidence) == (200, N, 0.95)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_stage_threads_score_the_same_resamples(case):
+    """Resamples are drawn in order in one thread and scored on the stage's threads: the
+    interval is the same to the last bit whatever the thread count (several chunks each)."""
+    from threadpoolctl import threadpool_limits
+
+    make, metric, _ = CASES[case]
+    y, challenger = make()
+    proba = None if challenger.proba is None else np.roll(challenger.proba, 1, axis=0)
+    champion = Predictions(np.roll(challenger.y_pred, 1), proba, challenger.classes)
+    rows = len(y)
+    kwargs = dict(greater_is_better=True, seed=3, resamples=60)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(comparison, "CHUNK_CELLS", rows * 7)  # 9 chunks of 7 resamples
+        with threadpool_limits(1):
+            one = paired_bootstrap(metric, y, challenger, champion, **kwargs)
+        with threadpool_limits(2):
+            two = paired_bootstrap(metric, y, challenger, champion, **kwargs)
+    assert two == one
 
 
 def test_a_metric_undefined_in_the_resamples_gives_no_interval():
