@@ -491,6 +491,13 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("data.path is required when data.source=csv")
     if cfg.data.source == "sklearn" and not cfg.data.loader:
         raise ConfigError("data.loader is required when data.source=sklearn")
+    if cfg.data.source == "sklearn" and cfg.data.path:
+        # `mlflow-pipeline data.path=x.csv ...` without data=csv would train on the bundled
+        # default dataset and never read x.csv.
+        raise ConfigError(
+            f"data.path={cfg.data.path} is set, but data={cfg.data.name} is a dataset bundled "
+            f"with scikit-learn and reads no file: add data=csv to read {cfg.data.path}"
+        )
     task = Task(cfg.data.task).value
     if task not in cfg.model.estimator:
         raise ConfigError(

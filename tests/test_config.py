@@ -194,6 +194,16 @@ def test_csv_data_without_path_names_path():
         load_config(["data=csv", "data.target=y", "data.task=regression"])
 
 
+def test_a_file_given_to_a_bundled_dataset_is_an_error_not_ignored():
+    """Without data=csv, data.path would be ignored and the bundled default trained on."""
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.path=seattle\.csv is set, but data=breast_cancer is a dataset bundled with "
+        r"scikit-learn and reads no file: add data=csv to read seattle\.csv$",
+    ):
+        load_config(["data.path=seattle.csv", "data.target=weather"])
+
+
 def test_csv_data_is_named_after_its_file(tmp_path: Path):
     cfg = load_config(
         [
