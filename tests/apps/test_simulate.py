@@ -272,7 +272,7 @@ def data_overrides(csv, *changes: str) -> list[str]:
     [
         ({}, ["data.target=churned"], "data.target: no column 'churned' in .*customers.csv"),
         ({}, ["data.path=nosuch.csv"], "data.path: no file at .*nosuch.csv"),
-        ({}, ["data=diabetes"], "simulate replays a CSV file"),
+        ({}, ["data=diabetes"], "data=diabetes is a dataset bundled with scikit-learn.*data=csv"),
         ({"shift_day": 6}, [], "--shift-day must be one of the days 1..5, got 6"),
         ({"shift_column": "income"}, [], "--shift-column needs --shift-day"),
         ({"window": -1}, [], "--window must be 0 or more"),
@@ -286,6 +286,12 @@ def test_bad_options_fail_before_any_day_runs(tmp_path, options, overrides, mess
     with pytest.raises(PipelineError, match=message):
         simulate(DAYS, data_overrides(csv, *overrides), workdir=tmp_path / "sim", **options)
     assert not list((tmp_path / "sim").glob("day-*"))
+
+
+def test_a_bundled_dataset_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="data=diabetes: simulate replays a CSV file"):
+        simulate(DAYS, ["data=diabetes"], workdir=tmp_path / "sim")
+    assert not (tmp_path / "sim").exists()
 
 
 def test_data_overrides_are_required(tmp_path):
