@@ -19,6 +19,7 @@ import functools
 import hashlib
 import inspect
 import json
+import linecache
 import sys
 import textwrap
 import tokenize
@@ -65,9 +66,86 @@ def source_of(obj: Any) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _source(obj: Any) -> str:
-    """Looked up once per process per object: every stage reaches the same helpers, and
-    ``inspect.getsource`` of a class parses its whole module."""
-    return textwrap.dedent(inspect.getsource(obj))
+    """Looked up once per process per object: every stage reaches the same helpers."""
+    text = _indexed_source(obj)
+    return textwrap.dedent(text if text is not None else inspect.getsource(obj))
+
+
+@dataclass(frozen=True)
+class _ModuleIndex:
+    """One parse of a module's text: where each class (by qualname) and each function (by its
+    first line, decorators included) is."""
+
+    classes: dict[str, tuple[int, int]]
+    functions: dict[int, tuple[int, int]]
+
+
+# The syntax tree (docstrings stripped) of every definition of every module indexed, by its
+# dedented text: what parsing that text alone gives, without parsing it again.
+_indexed_trees: dict[str, ast.AST] = {}
+
+
+def _indexed_source(obj: Any) -> str | None:
+    """The lines of a class's or function's definition, decorators first, as
+    ``inspect.getsource`` gives them; None where ``inspect`` is the way to find them (lambdas,
+    code without a file). ``inspect.getsource`` parses a class's whole module every time, and
+    tokenizes each function: here each module's text is parsed once for all of them."""
+    obj = inspect.unwrap(obj) if isinstance(obj, types.FunctionType) else obj
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    try:
+        path = inspect.getsourcefile(obj)
+    except TypeError:
+        return None
+    if module is None or not path:
+        return None
+    linecache.checkcache(path)
+    lines = linecache.getlines(path, vars(module))
+    index = _module_index("".join(lines))
+    if isinstance(obj, type):
+        span = index.classes.get(obj.__qualname__)
+    elif isinstance(obj, types.FunctionType) and obj.__name__ != "<lambda>":
+        span = index.functions.get(obj.__code__.co_firstlineno)
+    else:
+        span = None
+    return "".join(lines[span[0] - 1 : span[1]]) if span else None
+
+
+@functools.lru_cache(maxsize=128)
+def _module_index(text: str) -> _ModuleIndex:
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return _ModuleIndex({}, {})
+    lines = text.splitlines(keepends=True)
+    index = _ModuleIndex({}, {})
+    found: list[ast.AST] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                name = prefix + child.name
+                index.classes.setdefault(name, _span(child))  # the first wins, as in inspect
+                found.append(child)
+                visit(child, name + ".")
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                index.functions.setdefault(_span(child)[0], _span(child))
+                found.append(child)
+                visit(child, f"{prefix}{child.name}.<locals>.")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    _strip_docstrings(tree)
+    for node in found:
+        first, last = _span(node)
+        _indexed_trees.setdefault(textwrap.dedent("".join(lines[first - 1 : last])), node)
+    return index
+
+
+def _span(node: ast.AST) -> tuple[int, int]:
+    decorators = getattr(node, "decorator_list", None)
+    first = decorators[0].lineno if decorators else node.lineno
+    return first, node.end_lineno or node.lineno
 
 
 def code_hashes(objects: Iterable[Any]) -> dict[str, str]:
@@ -172,7 +250,13 @@ def _parse(obj: Any) -> tuple[ast.AST | None, str]:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_text(text: str) -> tuple[ast.AST | None, str]:
-    """Parsed once per process per source text (every stage reaches the same helpers)."""
+    """Parsed once per process per source text (every stage reaches the same helpers); a
+    definition's tree comes from its module's one parse when its text is the one indexed
+    there (the same tree as parsing the text alone)."""
+    node = _indexed_trees.get(text)
+    if node is not None:
+        tree = ast.Module(body=[node], type_ignores=[])
+        return tree, _sha(ast.dump(tree, include_attributes=False))
     try:
         tree = ast.parse(text)
     except SyntaxError:
