@@ -67,30 +67,32 @@ def source_of(obj: Any) -> str:
 @functools.lru_cache(maxsize=4096)
 def _source(obj: Any) -> str:
     """Looked up once per process per object: every stage reaches the same helpers."""
-    text = _indexed_source(obj)
-    return textwrap.dedent(text if text is not None else inspect.getsource(obj))
+    found = _definition(obj)
+    if found is not None:
+        index, span = found
+        return index.texts[span]
+    return textwrap.dedent(inspect.getsource(obj))
 
 
 @dataclass(frozen=True)
 class _ModuleIndex:
     """One parse of a module's text: where each class (by qualname) and each function (by its
-    first line, decorators included) is."""
+    first line, decorators included) is, each definition's dedented text, and the syntax trees
+    (docstrings stripped) of those whose tree is the one parsing that text alone gives."""
 
     classes: dict[str, tuple[int, int]]
     functions: dict[int, tuple[int, int]]
+    texts: dict[tuple[int, int], str]
+    trees: dict[tuple[int, int], ast.AST]
+    parsed: dict[tuple[int, int], tuple[ast.AST, str]] = field(default_factory=dict)
 
 
-# The syntax tree (docstrings stripped) of every definition of every module indexed, by its
-# dedented text: what parsing that text alone gives, without parsing it again.
-_indexed_trees: dict[str, ast.AST] = {}
-
-
-def _indexed_source(obj: Any) -> str | None:
-    """The lines of a class's or function's definition, decorators first, as
-    ``inspect.getsource`` gives them; None where ``inspect`` is the way to find them (lambdas,
-    code without a file). ``inspect.getsource`` parses a class's whole module every time, and
+def _definition(obj: Any) -> tuple[_ModuleIndex, tuple[int, int]] | None:
+    """The index of the module defining ``obj`` (a class or function) and its lines there, as
+    ``inspect.getsource`` finds them; None where ``inspect`` is the way to find them (lambdas,
+    code without a file). ``inspect.getsource`` parses a class's whole module every time and
     tokenizes each function: here each module's text is parsed once for all of them."""
-    obj = inspect.unwrap(obj) if isinstance(obj, types.FunctionType) else obj
+    obj = obj if isinstance(obj, type) else inspect.unwrap(obj)
     module = sys.modules.get(getattr(obj, "__module__", None) or "")
     try:
         path = inspect.getsourcefile(obj)
@@ -99,25 +101,24 @@ def _indexed_source(obj: Any) -> str | None:
     if module is None or not path:
         return None
     linecache.checkcache(path)
-    lines = linecache.getlines(path, vars(module))
-    index = _module_index("".join(lines))
+    index = _module_index("".join(linecache.getlines(path, vars(module))))
     if isinstance(obj, type):
         span = index.classes.get(obj.__qualname__)
     elif isinstance(obj, types.FunctionType) and obj.__name__ != "<lambda>":
         span = index.functions.get(obj.__code__.co_firstlineno)
     else:
         span = None
-    return "".join(lines[span[0] - 1 : span[1]]) if span else None
+    return (index, span) if span else None
 
 
 @functools.lru_cache(maxsize=128)
 def _module_index(text: str) -> _ModuleIndex:
+    index = _ModuleIndex({}, {}, {}, {})
     try:
         tree = ast.parse(text)
     except SyntaxError:
-        return _ModuleIndex({}, {})
+        return index
     lines = text.splitlines(keepends=True)
-    index = _ModuleIndex({}, {})
     found: list[ast.AST] = []
 
     def visit(node: ast.AST, prefix: str) -> None:
@@ -137,9 +138,20 @@ def _module_index(text: str) -> _ModuleIndex:
     visit(tree, "")
     _strip_docstrings(tree)
     for node in found:
-        first, last = _span(node)
-        _indexed_trees.setdefault(textwrap.dedent("".join(lines[first - 1 : last])), node)
+        first, last = span = _span(node)
+        index.texts[span] = textwrap.dedent("".join(lines[first - 1 : last]))
+        # Dedenting an indented definition changes its multi-line string literals: its tree
+        # here is then not the one of its text alone, which is what its hash is made from.
+        if node.col_offset == 0 or not _has_multiline_literal(node):
+            index.trees[span] = node
     return index
+
+
+def _has_multiline_literal(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Constant | ast.JoinedStr) and (n.end_lineno or n.lineno) > n.lineno
+        for n in ast.walk(node)
+    )
 
 
 def _span(node: ast.AST) -> tuple[int, int]:
@@ -245,18 +257,20 @@ def _parse(obj: Any) -> tuple[ast.AST | None, str]:
     except (OSError, TypeError):  # no source (built at runtime): its bytecode stands in
         code = getattr(inspect.unwrap(obj), "__code__", None)
         return None, _sha(repr(code.co_code) if code else repr(obj))
+    found = _definition(obj)
+    if found is not None:
+        index, span = found
+        if span in index.trees and index.texts[span] == text:  # else: edited (in tests)
+            if span not in index.parsed:
+                tree = ast.Module(body=[index.trees[span]], type_ignores=[])
+                index.parsed[span] = (tree, _sha(ast.dump(tree, include_attributes=False)))
+            return index.parsed[span]
     return _parse_text(text)
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse_text(text: str) -> tuple[ast.AST | None, str]:
-    """Parsed once per process per source text (every stage reaches the same helpers); a
-    definition's tree comes from its module's one parse when its text is the one indexed
-    there (the same tree as parsing the text alone)."""
-    node = _indexed_trees.get(text)
-    if node is not None:
-        tree = ast.Module(body=[node], type_ignores=[])
-        return tree, _sha(ast.dump(tree, include_attributes=False))
+    """Parsed once per process per source text (every stage reaches the same helpers)."""
     try:
         tree = ast.parse(text)
     except SyntaxError:

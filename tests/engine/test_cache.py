@@ -401,15 +401,19 @@ def test_sources_and_trees_from_one_parse_are_inspects_and_asts(toy_package):
         "    @property\n    def y(self):\n        return self.x\n\nif True:\n"
         "    class Inside:\n        pass\n\ndef make():\n    class Local:\n        y = 1\n"
         "    return Local\n\n@functools.cache\ndef cached(n):\n    return n\n\n"
-        "double = lambda n: 2 * n\n",
+        "double = lambda n: 2 * n\n\n"
+        # The same text once dedented, not the same string: the method's tree is its own.
+        'def text():\n    return """\n    x\n    """\n\n'
+        'class Texts:\n    def text():\n        return """\n        x\n        """\n',
     )
     found = [module.Point, module.Point.Meta, module.Point.y.fget, module.Inside, module.make]
-    found += [module.make(), module.cached, module.double]
+    found += [module.make(), module.cached, module.double, module.text, module.Texts.text]
+    not_indexed = {module.double, module.Texts.text}  # a lambda; a literal dedenting changes
     for info in pkgutil.walk_packages(mlflow_pipeline.__path__, "mlflow_pipeline."):
         for value in vars(importlib.import_module(info.name)).values():
             if isinstance(value, type | types.FunctionType) and value.__module__ == info.name:
                 found += [value, *(v for v in vars(value).values() if inspect.isfunction(v))]
-    checked = 0
+    checked = indexed = 0
     for obj in found:
         try:
             expected = textwrap.dedent(inspect.getsource(obj))
@@ -417,13 +421,18 @@ def test_sources_and_trees_from_one_parse_are_inspects_and_asts(toy_package):
             continue
         text = cache.source_of(obj)
         assert text == expected, obj.__qualname__
-        assert (text in cache._indexed_trees) is (obj is not module.double), obj.__qualname__
-        tree, _ = cache._parse_text(text)
+        index, span = cache._definition(obj) or (None, None)
+        indexed += index is not None and span in index.trees
+        if obj.__module__ == module.__name__:
+            assert (index is not None and span in index.trees) is (obj not in not_indexed)
+        tree, _ = cache._parse(obj)
         alone = ast.parse(text)
         cache._strip_docstrings(alone)
         assert ast.dump(tree) == ast.dump(alone), obj.__qualname__
         checked += 1
     assert checked > 500
+    assert indexed > 0.9 * checked
+    assert cache._parse(module.text)[1] == cache._parse(module.Texts.text)[1]  # as before
 
 
 def test_manifest_key_changes_with_each_component():
