@@ -10,10 +10,14 @@ launcher: in-process, joblib processes, Ray or SLURM workers), and a job looks i
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +118,7 @@ class SweepRun(Callback):
         # A sweep that raises (a job's overrides do not compose) skips on_multirun_end.
         atexit.register(self._close_abandoned)
         self.client.log_text(self.run_id, json.dumps(_sweep_grid(config), indent=2), "grid.json")
+        warming = warm_joblib_workers(launcher, warm_modules(cfg))
         shared = shared_stages(cfg, swept_keys(config))
         if shared:
             log.info("sweep: running the stages every job shares once: %s", ", ".join(shared))
@@ -125,6 +130,8 @@ class SweepRun(Callback):
             except PipelineError as exc:
                 # The jobs will run (and report) these stages themselves.
                 log.warning("sweep: the shared stages failed: %s", exc)
+        if warming is not None:
+            warming.join()  # the launcher's own Parallel then reuses the warm workers
 
     def _open_sweep_run(self, config: DictConfig, experiment_id: str) -> str:
         """Create the sweep run (or adopt ``parent_run_id``) and tag it; returns its id."""
@@ -193,6 +200,123 @@ class SweepRun(Callback):
         """At exit: mark FAILED a sweep run whose multirun stopped before on_multirun_end."""
         if self.client and self.run_id:
             self.client.set_terminated(self.run_id, "FAILED")
+
+
+# What every job of a reference-like pipeline imports besides its stages and `_target_`s: the
+# CLI (Hydra's task function), the model logging, the metrics and the report plots.
+WARM_MODULES = (
+    "mlflow_pipeline.cli.app",
+    "mlflow.sklearn",
+    "skops.io",
+    "sklearn.metrics",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+)
+
+
+def warm_modules(cfg: DictConfig) -> list[str]:
+    """The modules a sweep job imports: WARM_MODULES, the modules of the pipeline's stage
+    functions and gates, of every ``_target_`` in the config (features) and of the model's
+    estimator classes (``model.estimator``)."""
+    pipeline = load_pipeline(cfg)
+    modules = dict.fromkeys(WARM_MODULES)
+    for stage in pipeline.stages:
+        for func in (stage.func, stage.gate):
+            if func is not None:
+                modules[func.__module__] = None
+
+    def dotted(value: Any) -> None:
+        if isinstance(value, str) and "." in value:
+            modules[value.rsplit(".", 1)[0]] = None
+
+    def targets(node: Any) -> None:
+        if isinstance(node, dict):
+            dotted(node.get("_target_"))
+            for value in node.values():
+                targets(value)
+        elif isinstance(node, list):
+            for value in node:
+                targets(value)
+
+    targets(OmegaConf.to_container(cfg, resolve=True))
+    estimator = OmegaConf.select(cfg, "model.estimator")
+    for value in estimator.values() if isinstance(estimator, DictConfig) else [estimator]:
+        dotted(value)
+    return list(modules)
+
+
+@dataclass
+class WarmWorkers:
+    """The joblib workers being started in ``thread``; ``pids`` once it is done."""
+
+    thread: threading.Thread
+    pids: list[int] = field(default_factory=list)
+
+    def join(self) -> list[int]:
+        self.thread.join()
+        return self.pids
+
+
+def warm_joblib_workers(launcher: DictConfig, modules: list[str]) -> WarmWorkers | None:
+    """For ``hydra/launcher=joblib`` (``parallel``): start the launcher's worker processes
+    now, in a thread, each importing ``modules``, while this process runs the shared stages.
+    The launcher's ``Parallel`` (the same arguments, so the same loky executor) then finds its
+    workers started and the jobs' imports done: ~2 s of worker start-up and the first job's
+    imports in each worker otherwise (docs/benchmarks.md, sweeps). None for other launchers.
+    Best effort: a failure is logged and the launcher starts its workers itself."""
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    # What hydra_joblib_launcher._core.launch passes to Parallel, so that loky reuses it.
+    joblib_cfg = OmegaConf.to_container(launcher, resolve=True)
+    joblib_cfg.pop("_target_", None)
+    joblib_cfg["backend"] = "loky"
+    process_joblib_cfg(joblib_cfg)
+    workers = effective_n_jobs(joblib_cfg.get("n_jobs"))
+
+    def warm() -> None:
+        started = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlflow-pipeline-warm-") as meeting:
+                pids = Parallel(**joblib_cfg)(
+                    delayed(import_modules)(modules, meeting, workers) for _ in range(workers)
+                )
+        except Exception as exc:  # the launcher starts its own workers then
+            log.info("sweep: warming the joblib workers failed: %s", exc)
+            return
+        warming.pids[:] = sorted(set(pids))
+        log.info(
+            "sweep: joblib workers started and warmed in %.1f s: pids %s",
+            time.perf_counter() - started,
+            ", ".join(map(str, warming.pids)),
+        )
+
+    warming = WarmWorkers(threading.Thread(target=warm, name="warm-joblib-workers", daemon=True))
+    warming.thread.start()
+    return warming
+
+
+# How long a warmed worker waits for the others to take their share (they start together).
+WARM_MEETING_S = 60.0
+
+
+def import_modules(modules: list[str], meeting: str, workers: int) -> int:
+    """Import ``modules`` (in a sweep worker), then wait until ``workers`` workers have done
+    so (a file each in the directory ``meeting``): a worker done first must not take another
+    worker's share. Returns this process's id. A module that does not import is left to the
+    job, which reports it."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the job imports it again and reports why
+            continue
+    Path(meeting, str(os.getpid())).touch()
+    deadline = time.monotonic() + WARM_MEETING_S
+    while len(os.listdir(meeting)) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.getpid()
 
 
 def sweep_run_of(tracking_uri: str | None, sweep_dir: str) -> str:

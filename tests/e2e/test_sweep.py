@@ -123,6 +123,13 @@ def test_eight_jobs_four_in_parallel_on_a_brand_new_store(tmp_path: Path) -> Non
     )
     pids = {job.data.tags["pipeline.pid"] for job in found["roles"]["job"]}
     assert len(pids) > 1  # the jobs ran in several processes
+    # ... the workers started (and importing) while the shared stages ran: the launcher's own
+    # Parallel reused them rather than starting new ones.
+    warmed = re.search(
+        r"joblib workers started and warmed in [\d.]+ s: pids ([\d, ]+)", result.stdout
+    )
+    assert warmed, result.stdout
+    assert pids & set(warmed.group(1).split(", ")), (pids, warmed.group(0))
     # Their lines interleave: each job's log lines say whose they are (train runs in jobs only).
     train_lines = [s for s in result.stdout.splitlines() if ": stage train: cache " in s]
     assert len(train_lines) == 8, result.stdout
