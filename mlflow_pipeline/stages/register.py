@@ -214,6 +214,7 @@ def _champion_score(
     (``registry.comparison.common_ground`` and ``score_of``), and the result says so."""
     if champion_version is None:
         return ChampionScore()
+    challenger()  # made before the lock unless a champion appeared since: its errors are its own
     try:
         estimator = registry.load(
             champion_version, allow_unsafe=cfg.registry.get("allow_unsafe_models", False)

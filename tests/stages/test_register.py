@@ -218,6 +218,32 @@ def test_the_challenger_is_predicted_only_when_there_is_a_champion(
     assert sorted(predicted) == ["LogisticRegression", "RandomForestClassifier"]
 
 
+def test_a_challenger_failing_to_predict_fails_register_even_when_a_champion_came_late(
+    trained, weak, tracking_store, monkeypatch
+):
+    """The look before the lock saw no champion (one registered since, or the registry could
+    not say): the challenger is predicted under the lock, and its own failure is not put on
+    the champion (which would end "not replaced" with the wrong reason)."""
+    from mlflow_pipeline.stages import register as register_stage
+
+    real = register_stage._predictions
+
+    def failing_for_the_challenger(estimator, test, cfg):
+        if type(estimator[-1]).__name__ == "LogisticRegression":  # the challenger
+            raise MemoryError("no room for the challenger's predictions")
+        return real(estimator, test, cfg)
+
+    cfg = tracking_store.config("registry.model_name=m", "promotion.resamples=50")
+    client = tracking_store.client()
+    run_register(cfg, logged(weak[0]), *weak[1:], client)
+    monkeypatch.setattr(register_stage, "_has_champion", lambda registry: False)
+    monkeypatch.setattr(register_stage, "_predictions", failing_for_the_challenger)
+    with pytest.raises(MemoryError, match="challenger's predictions"):
+        run_register(cfg, logged(trained[0]), *trained[1:], client)
+    assert versions(client) == ["1"]
+    assert alias_version(client, "m", "champion") == "1"
+
+
 def test_a_rerun_after_a_killed_register_takes_its_decision_over(trained, tracking_store):
     """The register run that registered and promoted the model was killed before finishing."""
     cfg = tracking_store.config("registry.model_name=m")
