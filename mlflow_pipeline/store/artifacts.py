@@ -107,7 +107,7 @@ def _local_artifact_dir(client: MlflowClient, run_id: str) -> Path | None:
 def load_frame(run_id: str, name: str) -> pd.DataFrame:
     """Read dataset ``name`` from the artifacts of ``run_id``.
 
-    Raises StageError when the run has no such artifact.
+    Raises StageError when the run has no such artifact or it cannot be read.
     """
     try:
         local_root = _local_artifact_dir(MlflowClient(), run_id)
@@ -118,8 +118,10 @@ def load_frame(run_id: str, name: str) -> pd.DataFrame:
                 run_id=run_id, artifact_path=frame_path(name), dst_path=tmp
             )
             return pd.read_parquet(local)
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, FileNotFoundError) as exc:
         raise StageError(f"dataset '{name}' is not an artifact of run {run_id}: {exc}") from exc
+    except OSError as exc:  # there, but unreadable (permissions, I/O error)
+        raise StageError(f"dataset '{name}' of run {run_id} cannot be read: {exc}") from exc
 
 
 def save_text(client: MlflowClient, run_id: str, artifact_path: str, text: str) -> str:

@@ -53,16 +53,43 @@ def test_frame_round_trip(tracking_store, run_id: str):
     assert [a.path for a in tracking_store.client().list_artifacts(run_id, "data")] == [path]
 
 
-def test_a_frame_that_fails_to_write_leaves_no_file(tracking_store, run_id: str):
-    """Written in place on a local store under a temporary name: a failed write leaves neither
-    data/<name>.parquet nor the partial file."""
+def test_a_write_failing_midway_leaves_the_earlier_file_and_no_partial(
+    tracking_store, run_id: str, monkeypatch
+):
+    """Written in place on a local store under a temporary name: a write that fails after some
+    bytes (a full disk) leaves data/<name>.parquet as it was and no partial file."""
+    import pyarrow.parquet as pq
+
     client = tracking_store.client()
-    unwritable = pd.DataFrame({"mixed": [1, "two", 3.0]})  # pyarrow cannot type this column
-    with pytest.raises(Exception, match="mixed"):
-        artifacts.save_frame(client, run_id, "train", unwritable)
+    earlier = pd.DataFrame({"x": [1.0, 2.0]})
+    artifacts.save_frame(client, run_id, "train", earlier)
+    real = pq.ParquetWriter.write_table
+
+    def full_disk(self, table, *args, **kwargs):
+        real(self, table, *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        artifacts.save_frame(client, run_id, "train", pd.DataFrame({"x": range(100_000)}))
+    monkeypatch.undo()
     root = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
-    assert not [p for p in root.rglob("*") if p.is_file()]
-    assert client.list_artifacts(run_id, "data") == []
+    assert [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] == [
+        "data/train.parquet"
+    ]
+    pd.testing.assert_frame_equal(artifacts.load_frame(run_id, "train"), earlier)
+
+
+def test_an_unreadable_frame_is_a_stage_error_saying_so(tracking_store, run_id: str, monkeypatch):
+    """There but unreadable (an I/O error) is not "not an artifact"."""
+    artifacts.save_frame(tracking_store.client(), run_id, "train", pd.DataFrame({"x": [1.0]}))
+
+    def io_error(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(pd, "read_parquet", io_error)
+    with pytest.raises(StageError, match=r"dataset 'train' of run \w+ cannot be read: .*output"):
+        artifacts.load_frame(run_id, "train")
 
 
 def test_missing_frame_is_a_stage_error(run_id: str):
