@@ -166,12 +166,15 @@ def _column_profiles(
         for name in df.columns
         if roles[name].role == "numeric" and pd.api.types.is_numeric_dtype(df[name])
     ]
+    # Each thread gets a Series of its own over the column's values (no copy): pandas'
+    # copy-on-write bookkeeping of views of one frame is not thread-safe.
+    columns = [pd.Series(df[name].array, index=df.index, name=name, copy=False) for name in numeric]
     profiled = dict(
         zip(
             numeric,
             ordered_map(
-                lambda name: _column_profile(df[name], roles[name], bins, vocabulary),
-                numeric,
+                lambda column: _column_profile(column, roles[column.name], bins, vocabulary),
+                columns,
                 native_threads(),
                 name="profile",
             ),
