@@ -19,7 +19,6 @@ import functools
 import hashlib
 import inspect
 import json
-import linecache
 import sys
 import textwrap
 import tokenize
@@ -66,98 +65,9 @@ def source_of(obj: Any) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _source(obj: Any) -> str:
-    """Looked up once per process per object: every stage reaches the same helpers."""
-    found = _definition(obj)
-    if found is not None:
-        index, span = found
-        return index.texts[span]
+    """Looked up once per process per object: every stage reaches the same helpers, and
+    ``inspect.getsource`` of a class parses its whole module."""
     return textwrap.dedent(inspect.getsource(obj))
-
-
-@dataclass(frozen=True)
-class _ModuleIndex:
-    """One parse of a module's text: where each class (by qualname) and each function (by its
-    first line, decorators included) is, each definition's dedented text, and the syntax trees
-    (docstrings stripped) of those whose tree is the one parsing that text alone gives."""
-
-    classes: dict[str, tuple[int, int]]
-    functions: dict[int, tuple[int, int]]
-    texts: dict[tuple[int, int], str]
-    trees: dict[tuple[int, int], ast.AST]
-    parsed: dict[tuple[int, int], tuple[ast.AST, str]] = field(default_factory=dict)
-
-
-def _definition(obj: Any) -> tuple[_ModuleIndex, tuple[int, int]] | None:
-    """The index of the module defining ``obj`` (a class or function) and its lines there, as
-    ``inspect.getsource`` finds them; None where ``inspect`` is the way to find them (lambdas,
-    code without a file). ``inspect.getsource`` parses a class's whole module every time and
-    tokenizes each function: here each module's text is parsed once for all of them."""
-    obj = obj if isinstance(obj, type) else inspect.unwrap(obj)
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    try:
-        path = inspect.getsourcefile(obj)
-    except TypeError:
-        return None
-    if module is None or not path:
-        return None
-    linecache.checkcache(path)
-    index = _module_index("".join(linecache.getlines(path, vars(module))))
-    if isinstance(obj, type):
-        span = index.classes.get(obj.__qualname__)
-    elif isinstance(obj, types.FunctionType) and obj.__name__ != "<lambda>":
-        span = index.functions.get(obj.__code__.co_firstlineno)
-    else:
-        span = None
-    return (index, span) if span else None
-
-
-@functools.lru_cache(maxsize=128)
-def _module_index(text: str) -> _ModuleIndex:
-    index = _ModuleIndex({}, {}, {}, {})
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return index
-    lines = text.splitlines(keepends=True)
-    found: list[ast.AST] = []
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.ClassDef):
-                name = prefix + child.name
-                index.classes.setdefault(name, _span(child))  # the first wins, as in inspect
-                found.append(child)
-                visit(child, name + ".")
-            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                index.functions.setdefault(_span(child)[0], _span(child))
-                found.append(child)
-                visit(child, f"{prefix}{child.name}.<locals>.")
-            else:
-                visit(child, prefix)
-
-    visit(tree, "")
-    _strip_docstrings(tree)
-    for node in found:
-        first, last = span = _span(node)
-        index.texts[span] = textwrap.dedent("".join(lines[first - 1 : last]))
-        # Dedenting an indented definition changes its multi-line string literals: its tree
-        # here is then not the one of its text alone, which is what its hash is made from.
-        if node.col_offset == 0 or not _has_multiline_literal(node):
-            index.trees[span] = node
-    return index
-
-
-def _has_multiline_literal(node: ast.AST) -> bool:
-    return any(
-        isinstance(n, ast.Constant | ast.JoinedStr) and (n.end_lineno or n.lineno) > n.lineno
-        for n in ast.walk(node)
-    )
-
-
-def _span(node: ast.AST) -> tuple[int, int]:
-    decorators = getattr(node, "decorator_list", None)
-    first = decorators[0].lineno if decorators else node.lineno
-    return first, node.end_lineno or node.lineno
 
 
 def code_hashes(objects: Iterable[Any]) -> dict[str, str]:
@@ -257,14 +167,6 @@ def _parse(obj: Any) -> tuple[ast.AST | None, str]:
     except (OSError, TypeError):  # no source (built at runtime): its bytecode stands in
         code = getattr(inspect.unwrap(obj), "__code__", None)
         return None, _sha(repr(code.co_code) if code else repr(obj))
-    found = _definition(obj)
-    if found is not None:
-        index, span = found
-        if span in index.trees and index.texts[span] == text:  # else: edited (in tests)
-            if span not in index.parsed:
-                tree = ast.Module(body=[index.trees[span]], type_ignores=[])
-                index.parsed[span] = (tree, _sha(ast.dump(tree, include_attributes=False)))
-            return index.parsed[span]
     return _parse_text(text)
 
 

@@ -7,10 +7,7 @@ database (artifacts stay where the baseline logged them), so scenarios never see
 
 from __future__ import annotations
 
-import ast
-import inspect
 import shutil
-import textwrap
 from importlib import metadata
 from pathlib import Path
 
@@ -382,57 +379,6 @@ def test_code_hashes_see_a_helper_edit_but_not_docstrings_or_comments(toy_packag
     assert [k for k in before if before[k] != changed[k]] == ["toy/helpers.py:LIMIT"]
     toy_package("helpers", "LIMIT = 4\n\ndef clean(x):\n    return x[:LIMIT + 0]\n")
     assert hashes()["toy/helpers.py:clean"] != changed["toy/helpers.py:clean"]
-
-
-def test_sources_and_trees_from_one_parse_are_inspects_and_asts(toy_package):
-    """Definitions are read from their module, parsed once. The text is the one ``inspect``
-    gives and the tree the one parsing that text alone gives (so earlier keys stay the
-    same), for every kind of definition and every one of this package."""
-    import importlib
-    import pkgutil
-    import types
-
-    import mlflow_pipeline
-
-    module = toy_package(
-        "shapes",
-        "import dataclasses, functools\n\n@dataclasses.dataclass(frozen=True)\nclass Point:\n"
-        '    """Docs."""\n    x: int = 0\n\n    class Meta:\n        kind = "p"\n\n'
-        "    @property\n    def y(self):\n        return self.x\n\nif True:\n"
-        "    class Inside:\n        pass\n\ndef make():\n    class Local:\n        y = 1\n"
-        "    return Local\n\n@functools.cache\ndef cached(n):\n    return n\n\n"
-        "double = lambda n: 2 * n\n\n"
-        # The same text once dedented, not the same string: the method's tree is its own.
-        'def text():\n    return """\n    x\n    """\n\n'
-        'class Texts:\n    def text():\n        return """\n        x\n        """\n',
-    )
-    found = [module.Point, module.Point.Meta, module.Point.y.fget, module.Inside, module.make]
-    found += [module.make(), module.cached, module.double, module.text, module.Texts.text]
-    not_indexed = {module.double, module.Texts.text}  # a lambda; a literal dedenting changes
-    for info in pkgutil.walk_packages(mlflow_pipeline.__path__, "mlflow_pipeline."):
-        for value in vars(importlib.import_module(info.name)).values():
-            if isinstance(value, type | types.FunctionType) and value.__module__ == info.name:
-                found += [value, *(v for v in vars(value).values() if inspect.isfunction(v))]
-    checked = indexed = 0
-    for obj in found:
-        try:
-            expected = textwrap.dedent(inspect.getsource(obj))
-        except OSError:  # made at runtime (a dataclass's __init__): no source anywhere
-            continue
-        text = cache.source_of(obj)
-        assert text == expected, obj.__qualname__
-        index, span = cache._definition(obj) or (None, None)
-        indexed += index is not None and span in index.trees
-        if obj.__module__ == module.__name__:
-            assert (index is not None and span in index.trees) is (obj not in not_indexed)
-        tree, _ = cache._parse(obj)
-        alone = ast.parse(text)
-        cache._strip_docstrings(alone)
-        assert ast.dump(tree) == ast.dump(alone), obj.__qualname__
-        checked += 1
-    assert checked > 500
-    assert indexed > 0.9 * checked
-    assert cache._parse(module.text)[1] == cache._parse(module.Texts.text)[1]  # as before
 
 
 def test_manifest_key_changes_with_each_component():
