@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
-import importlib, time
+import time
 from mlflow_pipeline.engine import cache
 from mlflow_pipeline.engine.pipeline import load_pipeline
 from mlflow_pipeline.config import load_config

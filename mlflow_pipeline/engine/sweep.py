@@ -118,7 +118,7 @@ class SweepRun(Callback):
         # A sweep that raises (a job's overrides do not compose) skips on_multirun_end.
         atexit.register(self._close_abandoned)
         self.client.log_text(self.run_id, json.dumps(_sweep_grid(config), indent=2), "grid.json")
-        warming = warm_joblib_workers(launcher, warm_modules(cfg))
+        warming = warm_joblib_workers(launcher, warm_modules(cfg)) if _joblib(launcher) else None
         shared = shared_stages(cfg, swept_keys(config))
         if shared:
             log.info("sweep: running the stages every job shares once: %s", ", ".join(shared))
@@ -264,7 +264,7 @@ def warm_joblib_workers(launcher: DictConfig, modules: list[str]) -> WarmWorkers
     workers started and the jobs' imports done: ~2 s of worker start-up and the first job's
     imports in each worker otherwise (docs/benchmarks.md, sweeps). None for other launchers.
     Best effort: a failure is logged and the launcher starts its workers itself."""
-    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+    if not _joblib(launcher):
         return None
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed, effective_n_jobs
@@ -296,6 +296,10 @@ def warm_joblib_workers(launcher: DictConfig, modules: list[str]) -> WarmWorkers
     warming = WarmWorkers(threading.Thread(target=warm, name="warm-joblib-workers", daemon=True))
     warming.thread.start()
     return warming
+
+
+def _joblib(launcher: DictConfig) -> bool:
+    return str(launcher.get("_target_", "")).endswith("JoblibLauncher")
 
 
 # How long a warmed worker waits for the others to take their share (they start together).
