@@ -29,10 +29,10 @@ browser:  ## Debian's chromium for the real-browser UI tests, when missing (apt-
 run: setup  ## the full pipeline on the bundled default data (embedded SQLite tracking)
 	$(BIN)/mlflow run . --env-manager local --experiment-name breast_cancer $(if $(HYDRA_OPTIONS),-P hydra_options="$(HYDRA_OPTIONS)")
 
-test: setup browser  ## lint, then every test (slow end-to-end tests included)
+test: setup browser  ## lint, then every test (slow end-to-end tests included), on 2 workers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -86,3 +86,13 @@ def mixed_csv(tmp_path: Path) -> Path:
     path = tmp_path / "customers.csv"
     mixed_frame().to_csv(path, index=False)
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with end-to-end (``slow``) tests first, each module's tests kept together.
+
+    ``make test`` hands whole modules to its workers (pytest-xdist, ``--dist loadfile``) in
+    this order: the long modules start early and the short ones even out the end.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
