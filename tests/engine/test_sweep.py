@@ -1,15 +1,24 @@
-"""Sweep helpers on their own: warming the joblib launcher's workers (real loky processes)."""
+"""Sweep helpers on their own: warming the joblib launcher's workers and letting them go (real
+loky processes), importing the register run's modules in the background."""
 
 from __future__ import annotations
 
 import os
+import sys
 
+import psutil
 from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from joblib import Parallel, delayed
 from omegaconf import OmegaConf
 
 from mlflow_pipeline.config import load_config
-from mlflow_pipeline.engine.sweep import WARM_MODULES, warm_joblib_workers, warm_modules
+from mlflow_pipeline.engine.sweep import (
+    WARM_MODULES,
+    import_in_background,
+    release_joblib_workers,
+    warm_joblib_workers,
+    warm_modules,
+)
 
 # conf/hydra/launcher/parallel.yaml as Hydra composes it (hydra_joblib_launcher's defaults).
 JOBLIB = {
@@ -52,3 +61,30 @@ def test_the_launchers_parallel_reuses_the_warmed_workers():
 def test_other_launchers_are_not_warmed():
     basic = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
     assert warm_joblib_workers(OmegaConf.create(basic), ["json"]) is None
+
+
+def test_released_workers_exit_now_and_a_later_parallel_starts_new_ones():
+    joblib_cfg = {k: v for k, v in JOBLIB.items() if k != "_target_"}
+    joblib_cfg["backend"] = "loky"
+    process_joblib_cfg(joblib_cfg)
+    workers = set(Parallel(**joblib_cfg)(delayed(os.getpid)() for _ in range(4)))
+    release_joblib_workers()
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in workers], timeout=30)
+    assert not alive  # gone while this process goes on, not at its exit
+    later = set(Parallel(**joblib_cfg)(delayed(os.getpid)() for _ in range(4)))
+    assert later
+    assert not later & workers  # new workers
+
+
+def test_background_imports_load_the_modules_in_a_thread_of_lowest_priority(tmp_path, monkeypatch):
+    # A module that records the priority of the thread importing it.
+    (tmp_path / "records_priority.py").write_text(
+        "import os, threading\n"
+        "PRIORITY = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    import_in_background(["no_such_module", "records_priority"]).join(timeout=30)
+    assert sys.modules["records_priority"].PRIORITY == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) == niceness  # this thread's is unchanged
+    monkeypatch.delitem(sys.modules, "records_priority")
