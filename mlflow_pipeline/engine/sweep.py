@@ -96,6 +96,11 @@ class SweepRun(Callback):
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.failed = False
+        self.imports: BackgroundImports | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The joblib launcher pickles the callbacks for its workers: the import thread stays.
+        return {**self.__dict__, "imports": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = config.hydra.launcher
@@ -133,7 +138,7 @@ class SweepRun(Callback):
         if warming is not None:
             warming.join()  # the launcher's own Parallel then reuses the warm workers
             # The register run after the jobs runs here: import its modules meanwhile.
-            import_in_background(warm_modules(cfg))
+            self.imports = import_in_background(warm_modules(cfg))
 
     def _open_sweep_run(self, config: DictConfig, experiment_id: str) -> str:
         """Create the sweep run (or adopt ``parent_run_id``) and tag it; returns its id."""
@@ -162,6 +167,8 @@ class SweepRun(Callback):
         redact_file(Path(config.hydra.sweep.dir) / "multirun.yaml", secrets_of(task_config(config)))
         if not (self.client and self.run_id):
             return
+        if self.imports is not None:
+            self.imports.hurry()
         if _joblib(config.hydra.launcher):
             release_joblib_workers()
         failures = 0
@@ -323,15 +330,38 @@ def import_modules(modules: list[str], meeting: str, workers: int) -> int:
     return os.getpid()
 
 
-def _import_all(modules: list[str]) -> None:
+def _import_all(modules: list[str], stop: threading.Event | None = None) -> None:
     for name in modules:
+        if stop is not None and stop.is_set():
+            return
         try:
             importlib.import_module(name)
         except Exception:  # the importer of record imports it again and reports why
             continue
 
 
-def import_in_background(modules: list[str]) -> threading.Thread:
+@dataclass
+class BackgroundImports:
+    """Modules being imported in ``thread`` (``import_in_background``)."""
+
+    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+    native_id: int | None = None
+
+    def hurry(self) -> None:
+        """This process needs the modules now: the thread stops after the module it is
+        importing (whose lock the caller may be about to wait for), and goes back to normal
+        priority where that is allowed (root, or RLIMIT_NICE), so that no busy process starves
+        it meanwhile."""
+        self.stop.set()
+        if self.native_id is not None and self.thread.is_alive():
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.native_id, 0)
+            except OSError:  # raising a priority needs a privilege: the thread stays nice
+                pass
+
+
+def import_in_background(modules: list[str]) -> BackgroundImports:
     """Import ``modules`` in a daemon thread of this process, at the lowest CPU priority
     (Linux: ``nice`` 19 for that thread alone), so that it takes the CPU the jobs leave idle.
     In a joblib sweep the CLI's process waits during the jobs and then runs the best job's
@@ -339,14 +369,17 @@ def import_in_background(modules: list[str]) -> threading.Thread:
 
     def run() -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            imports.native_id = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, imports.native_id, 19)
         except (AttributeError, OSError):  # not Linux: a normal-priority thread
             pass
-        _import_all(modules)
+        _import_all(modules, imports.stop)
 
-    thread = threading.Thread(target=run, name="import-register-modules", daemon=True)
-    thread.start()
-    return thread
+    imports = BackgroundImports(
+        threading.Thread(target=run, name="import-register-modules", daemon=True)
+    )
+    imports.thread.start()
+    return imports
 
 
 def release_joblib_workers() -> None:

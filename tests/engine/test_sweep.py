@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import psutil
 from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
@@ -84,7 +85,29 @@ def test_background_imports_load_the_modules_in_a_thread_of_lowest_priority(tmp_
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     niceness = os.getpriority(os.PRIO_PROCESS, 0)
-    import_in_background(["no_such_module", "records_priority"]).join(timeout=30)
+    import_in_background(["no_such_module", "records_priority"]).thread.join(timeout=30)
     assert sys.modules["records_priority"].PRIORITY == 19
     assert os.getpriority(os.PRIO_PROCESS, 0) == niceness  # this thread's is unchanged
     monkeypatch.delitem(sys.modules, "records_priority")
+
+
+def test_hurried_background_imports_stop_after_the_current_module(tmp_path, monkeypatch):
+    # The first module waits until the test has hurried the imports.
+    (tmp_path / "waits_for_hurry.py").write_text(
+        "import threading\nHURRIED = threading.Event()\nassert HURRIED.wait(30)\n"
+    )
+    (tmp_path / "never_imported.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    imports = import_in_background(["waits_for_hurry", "never_imported"])
+    while "waits_for_hurry" not in sys.modules or not hasattr(
+        sys.modules["waits_for_hurry"], "HURRIED"
+    ):
+        time.sleep(0.01)
+    imports.hurry()
+    if os.geteuid() == 0:  # allowed to raise the thread's priority again
+        assert os.getpriority(os.PRIO_PROCESS, imports.native_id) == 0
+    sys.modules["waits_for_hurry"].HURRIED.set()
+    imports.thread.join(timeout=30)
+    assert not imports.thread.is_alive()
+    assert "never_imported" not in sys.modules
+    monkeypatch.delitem(sys.modules, "waits_for_hurry")
