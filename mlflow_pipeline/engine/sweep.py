@@ -330,50 +330,82 @@ def import_modules(modules: list[str], meeting: str, workers: int) -> int:
     return os.getpid()
 
 
-def _import_all(modules: list[str], stop: threading.Event | None = None) -> None:
-    for name in modules:
+def _import_all(modules: list[str], stop: threading.Event | None = None) -> int:
+    """Import ``modules`` in order until ``stop`` is set; returns how many were tried."""
+    for tried, name in enumerate(modules):
         if stop is not None and stop.is_set():
-            return
+            return tried
         try:
             importlib.import_module(name)
         except Exception:  # the importer of record imports it again and reports why
             continue
+    return len(modules)
+
+
+# How long the register run waits for the background imports' last module before it goes on.
+HURRY_TIMEOUT_S = 120.0
 
 
 @dataclass
 class BackgroundImports:
-    """Modules being imported in ``thread`` (``import_in_background``)."""
+    """Modules being imported in ``thread`` (``import_in_background``); ``native_id`` is set
+    while the thread runs at a lowered priority."""
 
     thread: threading.Thread
     stop: threading.Event = field(default_factory=threading.Event)
     native_id: int | None = None
 
     def hurry(self) -> None:
-        """This process needs the modules now: the thread stops after the module it is
-        importing (whose lock the caller may be about to wait for), and goes back to normal
-        priority where that is allowed (root, or RLIMIT_NICE), so that no busy process starves
-        it meanwhile."""
+        """This process needs the modules now. The thread stops after the module it is
+        importing, gets its normal priority back, and is waited for: two threads importing
+        one package at once can fail on Python 3.11 (a partially initialised module)."""
         self.stop.set()
         if self.native_id is not None and self.thread.is_alive():
             try:
                 os.setpriority(os.PRIO_PROCESS, self.native_id, 0)
-            except OSError:  # raising a priority needs a privilege: the thread stays nice
+            except OSError:  # checked before lowering it; the thread just ended
                 pass
+        self.thread.join(HURRY_TIMEOUT_S)
+
+
+def _may_restore_priority() -> bool:
+    """Whether this process may raise a lowered priority back to 0 (root, or an RLIMIT_NICE
+    of 20 or more): only then is a thread lowered, else a busy machine could starve a thread
+    whose module lock the register run waits for."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    except (ImportError, AttributeError, ValueError, OSError):
+        return False
+    return soft == resource.RLIM_INFINITY or soft >= 20
 
 
 def import_in_background(modules: list[str]) -> BackgroundImports:
-    """Import ``modules`` in a daemon thread of this process, at the lowest CPU priority
-    (Linux: ``nice`` 19 for that thread alone), so that it takes the CPU the jobs leave idle.
-    In a joblib sweep the CLI's process waits during the jobs and then runs the best job's
-    register run, which imports the model code (~2.5 s in a cold process)."""
+    """Import ``modules`` in a daemon thread of this process. On Linux, where the priority can
+    be restored (``_may_restore_priority``), the thread runs at ``nice`` 19 so that it takes
+    the CPU the jobs leave idle. In a joblib sweep the CLI's process waits during the jobs and
+    then runs the best job's register run, which imports the model code (~2.5 s cold).
+    Logs how many modules it imported in how long."""
 
     def run() -> None:
-        try:
-            imports.native_id = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, imports.native_id, 19)
-        except (AttributeError, OSError):  # not Linux: a normal-priority thread
-            pass
-        _import_all(modules, imports.stop)
+        started = time.perf_counter()
+        if hasattr(os, "setpriority") and hasattr(os, "geteuid") and _may_restore_priority():
+            try:
+                native_id = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, native_id, 19)
+                imports.native_id = native_id
+            except OSError:  # a normal-priority thread then
+                pass
+        tried = _import_all(modules, imports.stop)
+        log.info(
+            "sweep: %d of %d modules for the register run imported in the background in %.1f s",
+            tried,
+            len(modules),
+            time.perf_counter() - started,
+        )
 
     imports = BackgroundImports(
         threading.Thread(target=run, name="import-register-modules", daemon=True)

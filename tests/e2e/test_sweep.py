@@ -130,6 +130,14 @@ def test_eight_jobs_four_in_parallel_on_a_brand_new_store(tmp_path: Path) -> Non
     )
     assert warmed, result.stdout
     assert pids & set(warmed.group(1).split(", ")), (pids, warmed.group(0))
+    # The register run after the jobs is in the CLI's process, which imported its modules
+    # during the jobs (in the background; done, or hurried and waited for, before it starts).
+    lines = result.stdout.splitlines()
+    imported = [i for i, s in enumerate(lines) if "for the register run imported in the" in s]
+    register = [i for i, s in enumerate(lines) if "stage register: " in s]
+    assert len(imported) == 1, result.stdout
+    assert register, result.stdout
+    assert imported[0] < register[0], result.stdout
     # Their lines interleave: each job's log lines say whose they are (train runs in jobs only).
     train_lines = [s for s in result.stdout.splitlines() if ": stage train: cache " in s]
     assert len(train_lines) == 8, result.stdout

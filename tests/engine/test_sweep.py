@@ -4,10 +4,13 @@ loky processes), importing the register run's modules in the background."""
 from __future__ import annotations
 
 import os
+import pickle
 import sys
+import threading
 import time
 
 import psutil
+import pytest
 from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from joblib import Parallel, delayed
 from omegaconf import OmegaConf
@@ -15,6 +18,7 @@ from omegaconf import OmegaConf
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.engine.sweep import (
     WARM_MODULES,
+    SweepRun,
     import_in_background,
     release_joblib_workers,
     warm_joblib_workers,
@@ -77,6 +81,13 @@ def test_released_workers_exit_now_and_a_later_parallel_starts_new_ones():
     assert not later & workers  # new workers
 
 
+LINUX_NICE = pytest.mark.skipif(
+    not hasattr(os, "setpriority") or os.geteuid() != 0,
+    reason="a thread's priority is lowered only where it can be restored (Linux, here as root)",
+)
+
+
+@LINUX_NICE
 def test_background_imports_load_the_modules_in_a_thread_of_lowest_priority(tmp_path, monkeypatch):
     # A module that records the priority of the thread importing it.
     (tmp_path / "records_priority.py").write_text(
@@ -84,30 +95,43 @@ def test_background_imports_load_the_modules_in_a_thread_of_lowest_priority(tmp_
         "PRIORITY = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "records_priority", raising=False)
     niceness = os.getpriority(os.PRIO_PROCESS, 0)
     import_in_background(["no_such_module", "records_priority"]).thread.join(timeout=30)
     assert sys.modules["records_priority"].PRIORITY == 19
     assert os.getpriority(os.PRIO_PROCESS, 0) == niceness  # this thread's is unchanged
-    monkeypatch.delitem(sys.modules, "records_priority")
 
 
-def test_hurried_background_imports_stop_after_the_current_module(tmp_path, monkeypatch):
-    # The first module waits until the test has hurried the imports.
+@LINUX_NICE
+def test_hurried_imports_finish_their_module_at_normal_priority_and_stop(tmp_path, monkeypatch):
+    # The first module waits for a signal, then records its thread's priority.
     (tmp_path / "waits_for_hurry.py").write_text(
-        "import threading\nHURRIED = threading.Event()\nassert HURRIED.wait(30)\n"
+        "import os, threading\n"
+        "HURRIED = threading.Event()\n"
+        "assert HURRIED.wait(30)\n"
+        "PRIORITY = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
     )
     (tmp_path / "never_imported.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("waits_for_hurry", "never_imported"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     imports = import_in_background(["waits_for_hurry", "never_imported"])
-    while "waits_for_hurry" not in sys.modules or not hasattr(
-        sys.modules["waits_for_hurry"], "HURRIED"
-    ):
+    deadline = time.monotonic() + 30
+    while not hasattr(sys.modules.get("waits_for_hurry"), "HURRIED"):
+        assert time.monotonic() < deadline, "the background thread never started its import"
         time.sleep(0.01)
+    # hurry() waits for the module being imported: let it finish half a second later.
+    threading.Timer(0.5, sys.modules["waits_for_hurry"].HURRIED.set).start()
     imports.hurry()
-    if os.geteuid() == 0:  # allowed to raise the thread's priority again
-        assert os.getpriority(os.PRIO_PROCESS, imports.native_id) == 0
-    sys.modules["waits_for_hurry"].HURRIED.set()
-    imports.thread.join(timeout=30)
     assert not imports.thread.is_alive()
-    assert "never_imported" not in sys.modules
-    monkeypatch.delitem(sys.modules, "waits_for_hurry")
+    assert sys.modules["waits_for_hurry"].PRIORITY == 0  # back to normal when hurried
+    assert "never_imported" not in sys.modules  # stopped after its current module
+
+
+def test_a_sweep_callback_pickles_without_its_import_thread():
+    sweep = SweepRun()
+    sweep.imports = import_in_background([])
+    sweep.imports.thread.join(timeout=30)
+    copy = pickle.loads(pickle.dumps(sweep))  # what the joblib launcher sends its workers
+    assert copy.imports is None
+    assert sweep.imports is not None
