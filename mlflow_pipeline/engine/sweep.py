@@ -123,7 +123,8 @@ class SweepRun(Callback):
         # A sweep that raises (a job's overrides do not compose) skips on_multirun_end.
         atexit.register(self._close_abandoned)
         self.client.log_text(self.run_id, json.dumps(_sweep_grid(config), indent=2), "grid.json")
-        warming = warm_joblib_workers(launcher, warm_modules(cfg)) if _joblib(launcher) else None
+        modules = warm_modules(cfg) if _joblib(launcher) else []
+        warming = warm_joblib_workers(launcher, modules) if modules else None
         shared = shared_stages(cfg, swept_keys(config))
         if shared:
             log.info("sweep: running the stages every job shares once: %s", ", ".join(shared))
@@ -138,7 +139,7 @@ class SweepRun(Callback):
         if warming is not None:
             warming.join()  # the launcher's own Parallel then reuses the warm workers
             # The register run after the jobs runs here: import its modules meanwhile.
-            self.imports = import_in_background(warm_modules(cfg))
+            self.imports = import_in_background(modules)
 
     def _open_sweep_run(self, config: DictConfig, experiment_id: str) -> str:
         """Create the sweep run (or adopt ``parent_run_id``) and tag it; returns its id."""
@@ -371,7 +372,9 @@ class BackgroundImports:
 def _may_restore_priority() -> bool:
     """Whether this process may raise a lowered priority back to 0 (root, or an RLIMIT_NICE
     of 20 or more): only then is a thread lowered, else a busy machine could starve a thread
-    whose module lock the register run waits for."""
+    whose module lock the register run waits for. False where there are no such calls."""
+    if not (hasattr(os, "setpriority") and hasattr(os, "geteuid")):
+        return False
     if os.geteuid() == 0:
         return True
     try:
@@ -392,7 +395,7 @@ def import_in_background(modules: list[str]) -> BackgroundImports:
 
     def run() -> None:
         started = time.perf_counter()
-        if hasattr(os, "setpriority") and hasattr(os, "geteuid") and _may_restore_priority():
+        if _may_restore_priority():
             try:
                 native_id = threading.get_native_id()
                 os.setpriority(os.PRIO_PROCESS, native_id, 19)
