@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -36,10 +37,54 @@ def predict(model, features: pd.DataFrame, cfg: DictConfig) -> tuple[Any, Any]:
     if steps is not None and len(steps) > 1:
         # A Pipeline's predict and predict_proba each transform the features first: do it
         # once (what Pipeline.predict does, step by step, so the predictions are the same).
-        estimator = model[-1]
-        features = model[:-1].transform(features)
-        return estimator.predict(features), estimator.predict_proba(features)
-    return model.predict(features), model.predict_proba(features)
+        model, features = model[-1], model[:-1].transform(features)
+    proba = model.predict_proba(features)
+    if not _predicts_the_likeliest_class(model) or getattr(proba, "ndim", 0) != 2:
+        return model.predict(features), proba
+    return _likeliest_classes(model, proba, features), proba
+
+
+# Classifiers whose own ``predict`` is the class of highest probability: the argmax of
+# ``predict_proba`` (forests, trees, LightGBM), or the sign or argmax of the decision function
+# that ``predict_proba`` maps monotonically (histogram gradient boosting, logistic regression).
+# For them the labels come from the probabilities, made once (a second pass of the model
+# otherwise: 0.8 s of 2.2 s for 200,000 rows with hist_gradient_boosting).
+LIKELIEST_CLASS_PREDICTORS = (
+    "sklearn.ensemble.HistGradientBoostingClassifier",
+    "sklearn.ensemble.RandomForestClassifier",
+    "sklearn.ensemble.ExtraTreesClassifier",
+    "sklearn.tree.DecisionTreeClassifier",
+    "sklearn.linear_model.LogisticRegression",
+    "lightgbm.LGBMClassifier",
+)
+# Rows whose two highest probabilities are this close are asked of ``predict`` itself: a tie,
+# or a decision function so near zero that the rounded probabilities cannot tell the sides.
+LIKELIEST_CLASS_TIE = 1e-9
+
+
+def _predicts_the_likeliest_class(model: Any) -> bool:
+    """Is ``model`` one of LIKELIEST_CLASS_PREDICTORS (or a subclass that keeps its
+    ``predict`` and ``predict_proba``)? Only classes already imported are looked at."""
+    kind = type(model)
+    for dotted in LIKELIEST_CLASS_PREDICTORS:
+        module, name = dotted.rsplit(".", 1)
+        known = getattr(sys.modules.get(module), name, None)
+        if known is not None and issubclass(kind, known):
+            return kind.predict is known.predict and kind.predict_proba is known.predict_proba
+    return False
+
+
+def _likeliest_classes(model: Any, proba: np.ndarray, features: Any) -> np.ndarray:
+    """``model.predict(features)`` from its probabilities: the likeliest class per row, and
+    ``predict`` on the rows where the two likeliest are within LIKELIEST_CLASS_TIE."""
+    labels = np.asarray(model.classes_).take(np.argmax(proba, axis=1))
+    if proba.shape[1] > 1:
+        top_two = np.partition(proba, -2, axis=1)[:, -2:]
+        close = np.flatnonzero(top_two[:, 1] - top_two[:, 0] <= LIKELIEST_CLASS_TIE)
+        if close.size:
+            rows = features.iloc[close] if hasattr(features, "iloc") else features[close]
+            labels[close] = model.predict(rows)
+    return labels
 
 
 def metrics_of(model, y_true: pd.Series, y_pred, proba, cfg: DictConfig) -> dict[str, float]:

@@ -217,3 +217,47 @@ def test_predict_transforms_once_and_predicts_what_the_pipeline_does(tmp_path):
             np.testing.assert_array_equal(proba, estimator.predict_proba(inputs))
             checked += 1
     assert checked >= 4
+
+
+def test_labels_from_probabilities_are_predicts_own_ties_and_other_classifiers_included():
+    """For classifiers whose predict is the likeliest class, predict() takes the labels from
+    predict_proba: ties (rows a tree leaves at 50/50) and near-zero decisions are asked of
+    predict itself. A classifier whose predict is not the likeliest class (SVC's Platt
+    probabilities) is asked of predict for every row."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlflow_pipeline.stages import evaluate as stage
+
+    cfg = load_config([])
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame({"x": np.repeat([0.0, 1.0, 2.0], 40), "z": rng.normal(size=120)})
+    # x=1 rows are half "a", half "b": a depth-1-per-x tree leaves them at exactly 0.5 / 0.5.
+    labels = np.where(features["x"] == 0, "a", np.where(features["x"] == 2, "b", "?"))
+    labels[features["x"] == 1] = np.tile(["b", "a"], 20)
+    tree = DecisionTreeClassifier(max_depth=2, random_state=0).fit(features[["x"]], labels)
+    proba = tree.predict_proba(features[["x"]])
+    assert (proba[:, 0] == 0.5).sum() == 40
+    y_pred, _ = stage.predict(tree, features[["x"]], cfg)
+    np.testing.assert_array_equal(y_pred, tree.predict(features[["x"]]))
+
+    y = (features["z"] + rng.normal(0, 0.8, 120) > 0).astype(int)
+    boosted = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(features, y)
+    assert stage._predicts_the_likeliest_class(boosted)
+    y_pred, proba = stage.predict(boosted, features, cfg)
+    np.testing.assert_array_equal(y_pred, boosted.predict(features))
+    np.testing.assert_array_equal(proba, boosted.predict_proba(features))
+
+    svc = SVC(probability=True, random_state=0).fit(features, y)
+    assert not stage._predicts_the_likeliest_class(svc)
+    disagree = svc.predict(features) != svc.classes_[svc.predict_proba(features).argmax(axis=1)]
+    y_pred, _ = stage.predict(svc, features, cfg)
+    np.testing.assert_array_equal(y_pred, svc.predict(features))
+    assert disagree.any()  # what argmax alone would have got wrong
+
+    class Overridden(HistGradientBoostingClassifier):  # its own predict: not assumed
+        def predict(self, X):
+            return super().predict(X)
+
+    assert not stage._predicts_the_likeliest_class(Overridden())
