@@ -102,12 +102,15 @@ CASES = {
 def test_each_metric_is_sklearns_on_the_resampled_rows(case):
     make, metric, sklearn_metric = CASES[case]
     y, predictions = make()
-    weights = _counts(np.random.default_rng(0), 4, len(y))
-    ours = _RowStats(metric, y, predictions).scores(np.vstack([np.ones(len(y)), weights]))
-    theirs = [sklearn_metric(y, predictions, w) for w in np.vstack([np.ones(len(y)), weights])]
+    weights = _counts(np.random.default_rng(0), 4, len(y))  # resamples x rows, as drawn
+    columns = np.column_stack([np.ones(len(y), dtype=weights.dtype), weights.T])  # as scored
+    ours = _RowStats(metric, y, predictions).scores(columns)
+    theirs = [sklearn_metric(y, predictions, w) for w in columns.T]
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
-    # A resample as rows drawn with replacement gives the same number as the weighting.
-    drawn = np.repeat(np.arange(len(y)), weights[0].astype(int))
+    # The same as float weights (what sklearn gets), and as rows drawn with replacement.
+    floats = _RowStats(metric, y, predictions).scores(columns.astype(float))
+    assert floats == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+    drawn = np.repeat(np.arange(len(y)), weights[0])
     resampled = Predictions(
         predictions.y_pred[drawn],
         None if predictions.proba is None else predictions.proba[drawn],
