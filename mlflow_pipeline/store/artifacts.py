@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 from mlflow_pipeline.errors import StageError, UntrustedModelError
 
 FRAME_DIR = "data"
+# A frame written in place is data/.<name>.parquet.<pid>.partial until it is whole.
+PARTIAL_SUFFIX = ".partial"
 # The types our own models need that skops does not trust by default: skops.io.get_untrusted_types
 # of every conf/model x conf/features option, for both tasks (tests/store/test_artifacts.py
 # recomputes it). The list is ours: never the one a model's MLmodel file carries, which whoever
@@ -86,7 +88,7 @@ def save_frame(client: MlflowClient, run_id: str, name: str, df: pd.DataFrame) -
     # data/<name>.parquet is always whole, even after a kill or a full disk.
     final = local_root / frame_path(name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    partial = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     try:
         df.to_parquet(partial, index=False, use_dictionary=dictionary)
         os.replace(partial, final)
@@ -95,12 +97,31 @@ def save_frame(client: MlflowClient, run_id: str, name: str, df: pd.DataFrame) -
     return frame_path(name)
 
 
+def remove_partial_frames(artifact_uri: str, pid: str) -> list[Path]:
+    """Remove the files ``save_frame`` left half-written in a run's artifacts when process
+    ``pid`` was killed while writing them (named after the writer's pid; a killed process
+    never reaches its clean-up). Returns them; nothing for artifacts not on a local disk,
+    where frames are uploaded whole."""
+    local_root = _local_dir(artifact_uri)
+    frames = local_root / FRAME_DIR if local_root is not None else None
+    if frames is None or not pid.isdigit() or not frames.is_dir():
+        return []
+    removed = sorted(frames.glob(f".*.{pid}{PARTIAL_SUFFIX}"))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 def _local_artifact_dir(client: MlflowClient, run_id: str) -> Path | None:
     """The directory of ``run_id``'s artifacts when they are on a local disk, else None."""
+    return _local_dir(client.get_run(run_id).info.artifact_uri)
+
+
+def _local_dir(artifact_uri: str) -> Path | None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+    repo = get_artifact_repository(artifact_uri)
     return Path(repo.artifact_dir) if isinstance(repo, LocalArtifactRepository) else None
 
 

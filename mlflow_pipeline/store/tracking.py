@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from mlflow_pipeline.config import PROJECT_ROOT, require_extra
 from mlflow_pipeline.errors import StoreError
 from mlflow_pipeline.redaction import redact_url
+from mlflow_pipeline.store.artifacts import remove_partial_frames
 from mlflow_pipeline.tags import Env, MLflow, Runs
 
 log = logging.getLogger(__name__)
@@ -401,7 +402,8 @@ def _alive(pid: str, started: str) -> bool:
 
 def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """Mark FAILED every RUNNING run of ``experiment_id`` owned by a process of this host that
-    no longer exists (killed with SIGKILL, crashed, machine rebooted). Returns their ids.
+    no longer exists (killed with SIGKILL, crashed, machine rebooted), and remove the frame it
+    was writing when it died (``artifacts.remove_partial_frames``). Returns their ids.
 
     Runs owned by live processes, by other hosts, or without owner tags are left alone.
     """
@@ -423,6 +425,13 @@ def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         client.set_tag(run.info.run_id, Runs.ERROR, message)
         client.set_terminated(run.info.run_id, "FAILED")
         reaped.append(run.info.run_id)
+        partial = remove_partial_frames(run.info.artifact_uri, tags.get(Runs.PID, ""))
+        if partial:
+            log.info(
+                "removed what run %s was writing when its process died: %s",
+                run.info.run_id,
+                ", ".join(p.name for p in partial),
+            )
     if reaped:
         log.info("marked %d abandoned run(s) FAILED: %s", len(reaped), ", ".join(reaped))
     return reaped

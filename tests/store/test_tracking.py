@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -85,12 +86,20 @@ def test_code_version_of_this_checkout():
 # ------------------------------------------------------------------ abandoned runs, retries
 ORPHAN = """
 import os, sys
+import pandas as pd
 from mlflow.tracking import MlflowClient
+from mlflow_pipeline.store import artifacts
 from mlflow_pipeline.store.tracking import owner_tags
 client = MlflowClient(sys.argv[1])
 run = client.create_run(sys.argv[2], tags=owner_tags())
 print(run.info.run_id, flush=True)
-os.kill(os.getpid(), 9)  # dies with its run RUNNING, as a SIGKILLed pipeline would
+artifacts.save_frame(client, run.info.run_id, "whole", pd.DataFrame({"x": [1.0]}))
+def killed_while_writing(frame, path, **kwargs):
+    with open(path, "wb") as half:
+        half.write(b"PAR1" + bytes(1000))
+    os.kill(os.getpid(), 9)  # dies with its run RUNNING, as a SIGKILLed pipeline would
+pd.DataFrame.to_parquet = killed_while_writing
+artifacts.save_frame(client, run.info.run_id, "raw", pd.DataFrame({"x": [1.0]}))
 """
 
 
@@ -115,10 +124,21 @@ def test_runs_of_dead_processes_are_marked_failed_and_others_left_alone(tracking
     unowned = client.create_run(experiment).info.run_id
     assert client.get_run(orphan).info.status == "RUNNING"
 
+    frames = Path(client.get_run(orphan).info.artifact_uri.removeprefix("file://")) / "data"
+    pid = client.get_run(orphan).data.tags[Runs.PID]
+    half_written = frames / f".raw.parquet.{pid}.partial"
+    assert half_written.exists()  # the killed process never reached its clean-up
+    other_writer = frames / f".raw.parquet.{os.getpid()}.partial"  # not the dead process's
+    other_writer.write_bytes(b"PAR1")
+
     assert tracking.reap_dead_runs(client, experiment) == [orphan]
     run = client.get_run(orphan)
     assert run.info.status == "FAILED"
     assert "ended while this run was RUNNING (killed or crashed)" in run.data.tags["pipeline.error"]
+    assert not half_written.exists()
+    assert other_writer.exists()
+    assert pd.read_parquet(frames / "whole.parquet")["x"].tolist() == [1.0]
+    assert not (frames / "raw.parquet").exists()
     for run_id in (mine, elsewhere, unowned):
         assert client.get_run(run_id).info.status == "RUNNING"
     assert tracking.reap_dead_runs(client, experiment) == []
