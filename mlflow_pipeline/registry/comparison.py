@@ -441,6 +441,7 @@ class _Ranking:
         Mann-Whitney statistic (the weight of negatives scored below each positive, ties
         counting one half). NaN where a resample has no positive or no negative row."""
         # Counts (``_counts``) are summed as integers: exact, and half the memory of floats.
+        # In their own dtype: a resample's counts add up to its rows, below 2**30 for int32.
         counts = w.dtype.kind in "iu"
         total = np.int64 if counts else float
         cumulative = np.zeros((len(self.negatives) + 1, w.shape[1]), w.dtype if counts else float)

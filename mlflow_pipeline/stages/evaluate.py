@@ -66,6 +66,8 @@ def _predicts_the_likeliest_class(model: Any) -> bool:
     """Is ``model`` one of LIKELIEST_CLASS_PREDICTORS (or a subclass that keeps its
     ``predict`` and ``predict_proba``)? Only classes already imported are looked at."""
     kind = type(model)
+    if callable(getattr(model, "_objective", None)):  # LightGBM's own objective: raw scores
+        return False
     for dotted in LIKELIEST_CLASS_PREDICTORS:
         module, name = dotted.rsplit(".", 1)
         known = getattr(sys.modules.get(module), name, None)
@@ -76,13 +78,17 @@ def _predicts_the_likeliest_class(model: Any) -> bool:
 
 def _likeliest_classes(model: Any, proba: np.ndarray, features: Any) -> np.ndarray:
     """``model.predict(features)`` from its probabilities: the likeliest class per row, and
-    ``predict`` on the rows where the two likeliest are within LIKELIEST_CLASS_TIE."""
+    ``predict`` on the rows where the two likeliest are within LIKELIEST_CLASS_TIE (or not
+    numbers); on every row when those rows cannot be picked out of ``features``."""
     labels = np.asarray(model.classes_).take(np.argmax(proba, axis=1))
     if proba.shape[1] > 1:
         top_two = np.partition(proba, -2, axis=1)[:, -2:]
-        close = np.flatnonzero(top_two[:, 1] - top_two[:, 0] <= LIKELIEST_CLASS_TIE)
+        close = np.flatnonzero(~(top_two[:, 1] - top_two[:, 0] > LIKELIEST_CLASS_TIE))
         if close.size:
-            rows = features.iloc[close] if hasattr(features, "iloc") else features[close]
+            try:
+                rows = features.iloc[close] if hasattr(features, "iloc") else features[close]
+            except (TypeError, IndexError):  # e.g. a COO matrix from a custom transformer
+                return model.predict(features)
             labels[close] = model.predict(rows)
     return labels
 

@@ -425,7 +425,11 @@ def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         client.set_tag(run.info.run_id, Runs.ERROR, message)
         client.set_terminated(run.info.run_id, "FAILED")
         reaped.append(run.info.run_id)
-        partial = remove_partial_frames(run.info.artifact_uri, tags.get(Runs.PID, ""))
+        try:  # best effort: the reaping goes on whatever the artifact store says
+            partial = remove_partial_frames(run.info.artifact_uri, tags.get(Runs.PID, ""))
+        except Exception as exc:
+            log.warning("run %s: its half-written frames stay: %s", run.info.run_id, exc)
+            partial = []
         if partial:
             log.info(
                 "removed what run %s was writing when its process died: %s",

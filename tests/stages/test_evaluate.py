@@ -261,3 +261,31 @@ def test_labels_from_probabilities_are_predicts_own_ties_and_other_classifiers_i
             return super().predict(X)
 
     assert not stage._predicts_the_likeliest_class(Overridden())
+
+
+def test_labels_from_probabilities_ask_predict_for_rows_it_cannot_read_or_pick():
+    """A row whose probabilities are not numbers is asked of predict; features whose rows
+    cannot be picked out (a COO matrix) are all asked of predict."""
+    from scipy import sparse
+    from sklearn.tree import DecisionTreeClassifier
+
+    from mlflow_pipeline.stages import evaluate as stage
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    tree = DecisionTreeClassifier(random_state=0).fit(x, ["a", "a", "b", "b"])
+    proba = np.array([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8], [0.1, 0.9]])
+    asked = []
+
+    class Recording(DecisionTreeClassifier):
+        def predict(self, X):  # noqa: N803 (sklearn's name)
+            asked.append(X.shape[0])
+            return tree.predict(X)
+
+    recording = Recording().fit(x, ["a", "a", "b", "b"])
+    labels = stage._likeliest_classes(recording, proba, x)
+    assert asked == [1]  # only the NaN row
+    assert labels.tolist() == ["a", "a", "b", "b"]
+    asked.clear()
+    labels = stage._likeliest_classes(recording, proba, sparse.coo_matrix(x))
+    assert asked == [4]
+    assert labels.tolist() == ["a", "a", "b", "b"]
