@@ -9,7 +9,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,6 @@ from mlflow_pipeline.errors import StageError, UntrustedModelError
 FRAME_DIR = "data"
 # A frame written in place is data/.<name>.parquet.<pid>.partial until it is whole.
 PARTIAL_SUFFIX = ".partial"
-# A dead writer's partial file is removed once it has not changed for this long.
-PARTIAL_MIN_AGE_S = 60.0
 # The types our own models need that skops does not trust by default: skops.io.get_untrusted_types
 # of every conf/model x conf/features option, for both tasks (tests/store/test_artifacts.py
 # recomputes it). The list is ours: never the one a model's MLmodel file carries, which whoever
@@ -104,19 +101,18 @@ def save_frame(client: MlflowClient, run_id: str, name: str, df: pd.DataFrame) -
 def remove_partial_frames(artifact_uri: str, pid: str) -> list[Path]:
     """Remove the files ``save_frame`` left half-written in a run's artifacts when process
     ``pid`` was killed while writing them (named after the writer's pid; a killed process
-    never reaches its clean-up). Returns them. Only files, only on a local disk (``file:``
-    or a path; elsewhere frames are uploaded whole), and only those untouched for
-    PARTIAL_MIN_AGE_S: were ``pid`` wrongly taken for dead, its write would not be cut."""
+    never reaches its clean-up). Returns them. Only files, and only on a local disk
+    (``file:`` or a path; elsewhere frames are uploaded whole). Called once per dead run, when
+    it is marked FAILED: a file kept then would never be looked at again."""
     if urlsplit(artifact_uri).scheme not in ("", "file") or not pid.isdigit():
         return []
     local_root = _local_dir(artifact_uri)
     frames = local_root / FRAME_DIR if local_root is not None else None
     if frames is None or not frames.is_dir():
         return []
-    settled = time.time() - PARTIAL_MIN_AGE_S
     removed = []
     for path in sorted(frames.glob(f".*.{pid}{PARTIAL_SUFFIX}")):
-        if path.is_file() and path.stat().st_mtime < settled:
+        if path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
