@@ -125,6 +125,14 @@ def metrics_of(model, y_true: pd.Series, y_pred, proba, cfg: DictConfig) -> dict
                     y_true, proba, multi_class="ovr", average="weighted", labels=classes
                 )
             )
+        elif y_true.nunique() >= 2:
+            # A class the model knows has no test rows: one-vs-rest over the classes present,
+            # weighted by their support (sklearn's weighted figure, without its warning for
+            # the absent class), as register compares models on such labels.
+            from mlflow_pipeline.registry.comparison import Predictions, score_of
+
+            predictions = Predictions(np.asarray(y_pred), proba, classes)
+            result["roc_auc"] = score_of("roc_auc", y_true.to_numpy(), predictions)
         result["log_loss"] = float(skm.log_loss(y_true, proba, labels=classes))
     return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -289,3 +291,39 @@ def test_labels_from_probabilities_ask_predict_for_rows_it_cannot_read_or_pick()
     labels = stage._likeliest_classes(recording, proba, sparse.coo_matrix(x))
     assert asked == [4]
     assert labels.tolist() == ["a", "a", "b", "b"]
+
+
+def test_a_class_without_test_rows_still_gets_a_roc_auc_over_the_classes_present():
+    """A 3-class model on a test set without one of its classes gets a roc_auc (it used to
+    have none, and the default roc_auc threshold failed the model): one-vs-rest over the
+    classes present weighted by support, as sklearn's per-class AUCs averaged by hand and as
+    sklearn's own weighted one-vs-rest (which warns about the absent class)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from mlflow_pipeline.stages.evaluate import metrics_of
+
+    cfg = load_config(["data=csv", "data.path=x.csv", "data.target=y", "data.task=classification"])
+    rng = np.random.default_rng(3)
+    x = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = np.where(x["a"] > 0.5, "sun", np.where(x["b"] > 0.8, "snow", "rain"))
+    model = LogisticRegression().fit(x, y)
+    test = x[y != "snow"]
+    truth = pd.Series(y[y != "snow"])
+    proba = model.predict_proba(test)
+    scores = metrics_of(model, truth, model.predict(test), proba, cfg)
+    present = [c for c in model.classes_ if (truth == c).any()]
+    support = [(truth == c).sum() for c in present]
+    per_class = [
+        roc_auc_score(truth == c, proba[:, list(model.classes_).index(c)]) for c in present
+    ]
+    assert scores["roc_auc"] == pytest.approx(np.average(per_class, weights=support), rel=1e-12)
+    with warnings.catch_warnings():  # sklearn warns for the class without rows, weighs it 0
+        warnings.simplefilter("ignore")
+        theirs = roc_auc_score(
+            truth, proba, multi_class="ovr", average="weighted", labels=model.classes_
+        )
+    assert scores["roc_auc"] == pytest.approx(theirs, rel=1e-12)
+    rain = truth.to_numpy() == "rain"  # one class left: undefined, not a number
+    one_class = metrics_of(model, truth[rain], model.predict(test[rain]), proba[rain], cfg)
+    assert "roc_auc" not in one_class

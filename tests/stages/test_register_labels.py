@@ -180,8 +180,8 @@ def test_no_row_of_a_class_the_champion_knows_keeps_it_in_plain_words(tracking_s
 
 
 def test_a_class_both_models_know_is_gone_from_this_test_set(tracking_store, tmp_path):
-    """evaluate has no roc_auc for the challenger either (one of its classes has no test row):
-    both are scored with the metric defined on the classes present."""
+    """One of both models' classes has no test row: evaluate's roc_auc for the challenger and
+    register's comparison both use the metric defined on the classes present, one figure."""
     cfg, champion, test, metrics = fitted(
         tracking_store, tmp_path / "y1.csv", weather(600, WEATHER, seed=1)
     )
@@ -191,9 +191,10 @@ def test_a_class_both_models_know_is_gone_from_this_test_set(tracking_store, tmp
     )
     test = test[test["weather"] != "snow"]
     metrics = evaluate(cfg, challenger, test)["metrics"]
-    assert "roc_auc" not in set(metrics["metric"])
+    evaluated = dict(zip(metrics["metric"], metrics["value"], strict=True))["roc_auc"]
 
     report = run_register(cfg, challenger, test, metrics, tracking_store.client())
+    assert report["challenger_score"] == pytest.approx(evaluated, rel=1e-12)
 
     assert_plain_decision(report)
     assert report["reason"].startswith(
