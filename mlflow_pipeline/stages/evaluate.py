@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -126,13 +127,18 @@ def metrics_of(model, y_true: pd.Series, y_pred, proba, cfg: DictConfig) -> dict
                 )
             )
         elif y_true.nunique() >= 2:
-            # A class the model knows has no test rows: one-vs-rest over the classes present,
-            # weighted by their support (sklearn's weighted figure, without its warning for
-            # the absent class), as register compares models on such labels.
-            from mlflow_pipeline.registry.comparison import Predictions, score_of
+            # A class the model knows has no test rows: sklearn's weighted one-vs-rest gives
+            # it no weight (and warns that its own AUC is undefined), so this is the figure
+            # over the classes present, as register compares models on such labels.
+            from sklearn.exceptions import UndefinedMetricWarning
 
-            predictions = Predictions(np.asarray(y_pred), proba, classes)
-            result["roc_auc"] = score_of("roc_auc", y_true.to_numpy(), predictions)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                result["roc_auc"] = float(
+                    skm.roc_auc_score(
+                        y_true, proba, multi_class="ovr", average="weighted", labels=classes
+                    )
+                )
         result["log_loss"] = float(skm.log_loss(y_true, proba, labels=classes))
     return result
 
