@@ -1,6 +1,27 @@
 """``python -m mlflow_pipeline.cli``: what the MLproject entry points call."""
 
-from mlflow_pipeline.cli.project import project_main
+import os
+
+from mlflow_pipeline.cli.startup import freeze_at_exit, preload
+
+# What an entry point runs (the runner for `main`, one stage for the others), imported with
+# the collector off: each `mlflow run` of runner=projects is a new process.
+ENTRY_POINT_MODULES = (
+    "mlflow_pipeline.cli.project",
+    "mlflow_pipeline.engine.runner",
+    "mlflow_pipeline.engine.projects",
+    "sklearn",
+)
+# What opening an embedded (SQLite) store imports: 0.7 s.
+SQL_STORE_MODULES = (
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+)
 
 if __name__ == "__main__":
+    freeze_at_exit()
+    embedded = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:").startswith("sqlite:")
+    preload(*ENTRY_POINT_MODULES, *(SQL_STORE_MODULES if embedded else ()))
+    from mlflow_pipeline.cli.project import project_main
+
     raise SystemExit(project_main())

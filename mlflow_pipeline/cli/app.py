@@ -24,7 +24,7 @@ from mlflow_pipeline.cli.common import (
     store_fault,
 )
 from mlflow_pipeline.cli.help import print_help, unknown_subcommand
-from mlflow_pipeline.cli.startup import frozen_imports
+from mlflow_pipeline.cli.startup import freeze_at_exit, frozen_imports
 from mlflow_pipeline.cli.summary import print_summary
 from mlflow_pipeline.config import CONF_DIR, check_config, load_config, require_extra
 from mlflow_pipeline.engine.alerts import alert_failure
@@ -117,7 +117,10 @@ def _main() -> None:
     if error:
         print(f"mlflow-pipeline: error: {error}", file=sys.stderr)
         raise SystemExit(2)
+    freeze_at_exit()
     with frozen_imports():
+        import sklearn  # noqa: F401  (every pipeline run's stages import it)
+
         from mlflow_pipeline.engine.sweep import SweepFailed
 
     args = sys.argv[1:]
