@@ -67,7 +67,7 @@ TARGETS = {1_000_000: 1.10, 100_000: 1.5}
 
 
 # ------------------------------------------------------------------------------- variants
-def bare_cmd(csv: Path) -> list[str]:
+def bare_cmd(csv: Path, *extra: str) -> list[str]:
     return [
         PYTHON,
         str(ROOT / "bench" / "bare.py"),
@@ -79,13 +79,15 @@ def bare_cmd(csv: Path) -> list[str]:
         "model.skops",
         "--seed",
         str(SEED),
+        *extra,
     ]
 
 
-def run_bare(csv: Path) -> Measured:
-    """One bare-script process in a new temp dir; its own timings (its JSON line) in ``extra``."""
+def run_bare(csv: Path, *args: str) -> Measured:
+    """One bare-script process in a new temp dir (``args``: more of its options); its own
+    timings (its JSON line) in ``extra``."""
     with tempfile.TemporaryDirectory(prefix="bare-", dir=RESULTS) as tmp:
-        m = measure(bare_cmd(csv), cwd=Path(tmp))
+        m = measure(bare_cmd(csv, *args), cwd=Path(tmp))
     m.extra = json.loads(m.stdout.strip().splitlines()[-1])
     return m
 
