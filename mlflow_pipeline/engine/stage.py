@@ -513,8 +513,8 @@ def _save_outputs(
             if dataset.schema is not None:
                 value = _validate(stage, dataset, cfg, contract, value)
                 handoff.schema_key = _schema_key(dataset, cfg, contract)
-            artifacts.save_frame(client, run_id, dataset.name, value)
-            handoff.digest = _log_frame_facts("output", dataset.name, value)
+            digest = artifacts.save_frame_digested(client, run_id, dataset.name, value)
+            handoff.digest = _log_frame_facts("output", dataset.name, value, digest)
             if _starts_pipeline(stage) and pipeline_run_id:
                 # A dataset the pipeline starts from: the pipeline run's Dataset column shows it.
                 _log_dataset(client, pipeline_run_id, dataset.name, value, handoff.digest)

@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -96,6 +97,15 @@ def save_frame(client: MlflowClient, run_id: str, name: str, df: pd.DataFrame) -
     finally:
         partial.unlink(missing_ok=True)
     return frame_path(name)
+
+
+def save_frame_digested(client: MlflowClient, run_id: str, name: str, df: pd.DataFrame) -> str:
+    """``save_frame`` and ``digest(df)`` at once; returns the digest. pyarrow's writer and
+    pandas' hashing both run mostly without the GIL: 1.0 s -> 0.65 s for a 1M x 33 frame."""
+    with ThreadPoolExecutor(1, thread_name_prefix="digest") as pool:
+        digested = pool.submit(digest, df)
+        save_frame(client, run_id, name, df)
+        return digested.result()
 
 
 def remove_partial_frames(artifact_uri: str, pid: str) -> list[Path]:

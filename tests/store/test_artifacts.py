@@ -53,6 +53,26 @@ def test_frame_round_trip(tracking_store, run_id: str):
     assert [a.path for a in tracking_store.client().list_artifacts(run_id, "data")] == [path]
 
 
+def test_save_frame_digested_writes_the_frame_and_returns_its_digest(
+    tracking_store, run_id: str, monkeypatch
+):
+    client = tracking_store.client()
+    frame = mixed_frame()
+    assert artifacts.save_frame_digested(client, run_id, "train", frame) == artifacts.digest(frame)
+    pd.testing.assert_frame_equal(artifacts.load_frame(run_id, "train"), frame, check_dtype=False)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)
+    with pytest.raises(OSError, match="No space left"):  # the write's error, not swallowed
+        artifacts.save_frame_digested(client, run_id, "test", frame)
+    monkeypatch.undo()
+    monkeypatch.setattr(artifacts, "digest", lambda df: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # the digest's error, too
+        artifacts.save_frame_digested(client, run_id, "test", frame)
+
+
 def test_a_write_failing_midway_leaves_the_earlier_file_and_no_partial(
     tracking_store, run_id: str, monkeypatch
 ):
