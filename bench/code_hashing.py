@@ -42,7 +42,13 @@ def main() -> None:
         for code in args.code:
             env = {**os.environ, "PYTHONPATH": code}
             out = subprocess.run(
-                [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+                # In the checkout: `python -c` puts the working directory first on sys.path.
+                [sys.executable, "-c", PROBE],
+                env=env,
+                cwd=code,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.split()
             seconds[code].append(float(out[0]))
             print(f"{code}: {out[0]} s CPU for {out[1]} functions")

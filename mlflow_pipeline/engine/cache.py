@@ -14,11 +14,13 @@ stage again. On a miss, the manifest is compared with the stage's previous run t
 from __future__ import annotations
 
 import ast
+import atexit
 import enum
 import functools
 import hashlib
 import inspect
 import json
+import os
 import sys
 import textwrap
 import tokenize
@@ -63,6 +65,9 @@ def source_of(obj: Any) -> str:
         return textwrap.dedent(inspect.getsource(obj))
 
 
+_SOURCE_OF = source_of
+
+
 @functools.lru_cache(maxsize=4096)
 def _source(obj: Any) -> str:
     """Looked up once per process per object: every stage reaches the same helpers, and
@@ -82,17 +87,18 @@ def code_hashes(objects: Iterable[Any]) -> dict[str, str]:
     hashes: dict[str, str] = {}
     stack = list(objects)
     seen: set[int] = set()
+    files: dict[str, str | None] = {}  # source file -> content hash, read once per call
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        tree, digest = _parse(obj)
-        hashes[_ident(obj)] = digest
-        if tree is None:
+        analysis = _analysis(obj, files)
+        hashes[_ident(obj)] = analysis.digest
+        if analysis.names is None:
             continue
         namespace = _namespace(obj)
-        for name, value in _references(tree, namespace):
+        for name, value in _resolve(analysis.names, namespace):
             if _is_code(value) and _top_package(value) in roots:
                 stack.append(value)
             elif _is_plain(value) and _top_package_of_module(namespace) in roots:
@@ -159,15 +165,137 @@ def _ident(obj: Any) -> str:
     return f"{_module_file(obj.__module__)}:{obj.__qualname__}"
 
 
-def _parse(obj: Any) -> tuple[ast.AST | None, str]:
-    """The syntax tree of ``obj`` (None if its source does not parse alone, e.g. a lambda in
-    the middle of a call) and its hash."""
+@dataclass(frozen=True)
+class _Analysis:
+    """What hashing a definition needs from its source: the hash of its syntax tree and the
+    names it uses (``names``: None when the source does not parse alone)."""
+
+    digest: str
+    names: tuple[tuple[str, ...], ...] | None
+
+
+def _analysis(obj: Any, files: dict[str, str | None]) -> _Analysis:
+    """``obj``'s analysis, from the memo when its source file's content was analysed before.
+
+    The source of a function is its file's lines from its first line, of a class the block
+    its qualified name finds in its file: a function of the file's content, so the analysis
+    is kept under the hash of that content (``_AnalysisMemo``). ``files`` holds the content
+    hashes this call has read."""
+    if source_of is not _SOURCE_OF:  # a test changing code through source_of
+        return _analysis_of_source(obj)
+    key = _memo_key(obj, files)
+    if key is None:
+        return _analysis_of_source(obj)
+    found = _ANALYSES.get(key)
+    if found is None:
+        found = _analysis_of_source(obj)
+        _ANALYSES.put(key, found)
+    return found
+
+
+def _analysis_of_source(obj: Any) -> _Analysis:
     try:
         text = source_of(obj)
     except (OSError, TypeError):  # no source (built at runtime): its bytecode stands in
         code = getattr(inspect.unwrap(obj), "__code__", None)
-        return None, _sha(repr(code.co_code) if code else repr(obj))
-    return _parse_text(text)
+        return _Analysis(_sha(repr(code.co_code) if code else repr(obj)), None)
+    return _analysis_of_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _analysis_of_text(text: str) -> _Analysis:
+    tree, digest = _parse_text(text)
+    return _Analysis(digest, None if tree is None else tuple(_names(tree)))
+
+
+def _memo_key(obj: Any, files: dict[str, str | None]) -> str | None:
+    """``<content hash of the source file>:<where in it>``; None when there is no file."""
+    target = inspect.unwrap(obj)
+    if isinstance(target, types.FunctionType):
+        path = target.__code__.co_filename
+        where = f"{target.__qualname__}@{target.__code__.co_firstlineno}"
+    elif isinstance(target, type):
+        path = getattr(sys.modules.get(target.__module__), "__file__", None)
+        where = target.__qualname__
+    else:
+        return None
+    if not path:
+        return None
+    if path not in files:
+        try:
+            files[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            files[path] = None
+    return f"{files[path]}:{where}" if files[path] else None
+
+
+class _AnalysisMemo:
+    """Analyses kept across processes, in ``<XDG cache>/mlflow_pipeline/``: every cold run and
+    every stage of runner=projects would otherwise read and parse the same sources again
+    (~0.5 s). New analyses are written when the process exits. The file is named after this
+    module's own content and the Python version, so a change to how code is analysed, or to
+    the parser, starts a new one. Best effort: an unreadable or damaged file is an empty
+    memo, and a write that fails is skipped."""
+
+    LIMIT = 4_000  # entries kept (~1 KB each); the oldest go first
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[Any]] | None = None
+        self._dirty = False
+
+    @functools.cached_property
+    def path(self) -> Path:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+        version = f"{sys.version_info.major}{sys.version_info.minor}"
+        return base / "mlflow_pipeline" / f"code-analysis-py{version}-{own}.json"
+
+    def _load(self) -> dict[str, list[Any]]:
+        if self._entries is None:
+            self._entries = self._read()
+        return self._entries
+
+    def _read(self) -> dict[str, list[Any]]:
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def get(self, key: str) -> _Analysis | None:
+        entry = self._load().get(key)
+        try:
+            digest, names = entry  # type: ignore[misc]
+            if not isinstance(digest, str):
+                return None
+            return _Analysis(digest, None if names is None else tuple(tuple(n) for n in names))
+        except (TypeError, ValueError):
+            return None
+
+    def put(self, key: str, analysis: _Analysis) -> None:
+        names = None if analysis.names is None else [list(n) for n in analysis.names]
+        self._load()[key] = [analysis.digest, names]
+        if not self._dirty:  # written once, when the process exits
+            atexit.register(self.save)
+        self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty or self._entries is None:
+            return
+        self._dirty = False
+        # What other processes wrote since this one read the file, then this one's.
+        entries = {**self._read(), **self._entries}
+        entries = dict(list(entries.items())[-self.LIMIT :])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(entries))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+_ANALYSES = _AnalysisMemo()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -209,22 +337,35 @@ def _without_comments(text: str) -> str:
         return text
 
 
-def _references(tree: ast.AST, namespace: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    """(dotted name, value) of every global name and module attribute chain ``tree`` uses."""
+def _names(tree: ast.AST) -> Iterable[tuple[str, ...]]:
+    """Every name ``tree`` uses: ``(name,)`` for a bare name, ``(name, attr, ...)`` for an
+    attribute chain (its first name comes again on its own)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             chain = _chain(node)
-            if chain is None:
-                continue
-            value = namespace.get(chain[0])
-            for attr in chain[1:]:
-                if not isinstance(value, types.ModuleType):
-                    break
-                value = getattr(value, attr, None)
-            if value is not None:
-                yield ".".join(chain), value
-        elif isinstance(node, ast.Name) and node.id in namespace:
-            yield node.id, namespace[node.id]
+            if chain is not None:
+                yield tuple(chain)
+        elif isinstance(node, ast.Name):
+            yield (node.id,)
+
+
+def _resolve(
+    names: Iterable[tuple[str, ...]], namespace: dict[str, Any]
+) -> Iterable[tuple[str, Any]]:
+    """(dotted name, value) of each of ``names`` that ``namespace`` holds: a global, or a
+    module attribute chain followed as far as it goes through modules."""
+    for chain in names:
+        if len(chain) == 1:
+            if chain[0] in namespace:
+                yield chain[0], namespace[chain[0]]
+            continue
+        value = namespace.get(chain[0])
+        for attr in chain[1:]:
+            if not isinstance(value, types.ModuleType):
+                break
+            value = getattr(value, attr, None)
+        if value is not None:
+            yield ".".join(chain), value
 
 
 def _chain(node: ast.Attribute) -> list[str] | None:

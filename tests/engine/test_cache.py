@@ -381,6 +381,52 @@ def test_code_hashes_see_a_helper_edit_but_not_docstrings_or_comments(toy_packag
     assert hashes()["toy/helpers.py:clean"] != changed["toy/helpers.py:clean"]
 
 
+_HASH_THE_REFERENCE = """
+import inspect, json, sys
+from mlflow_pipeline.config import load_config
+from mlflow_pipeline.engine import cache
+from mlflow_pipeline.engine.pipeline import load_pipeline
+mode = sys.argv[1]
+if mode == "sources":  # bypass the memo: a patched source_of reads every source
+    cache.source_of = lambda obj: cache._SOURCE_OF(obj)
+if mode == "memo only":  # every analysis must come from the memo
+    def no_source(obj):
+        raise AssertionError(f"read the source of {obj}")
+    inspect.getsource = no_source
+stages = load_pipeline(load_config([])).stages
+print(json.dumps([cache.code_hashes([s.func, s.gate]) for s in stages]))
+"""
+
+
+def test_code_analyses_are_remembered_across_processes_with_the_same_hashes(tmp_path: Path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def hashes(mode: str) -> list[dict[str, str]]:
+        done = subprocess.run(
+            [sys.executable, "-c", _HASH_THE_REFERENCE, mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = hashes("first")  # no memo yet: analysed from the sources, then remembered
+    (memo,) = (tmp_path / "cache" / "mlflow_pipeline").glob("code-analysis-py*.json")
+    assert len(json.loads(memo.read_text())) > 50
+    assert hashes("memo only") == first
+    assert hashes("sources") == first
+    memo.write_text('{"not": "an analysis", "x": [1, 2, 3]')  # damaged: an empty memo
+    assert hashes("first") == first
+    assert hashes("memo only") == first
+
+
 def test_manifest_key_changes_with_each_component():
     from tests.helpers import REFERENCE as PIPELINE
 
