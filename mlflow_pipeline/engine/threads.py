@@ -59,6 +59,7 @@ class _Snapshot:
     at: float
     busy_s: float  # every CPU's non-idle time, seconds
     own_s: float  # this process's CPU time, seconds
+    steal_s: float  # time the hypervisor gave this machine's CPUs to other machines
 
 
 class CpuMonitor:
@@ -67,6 +68,8 @@ class CpuMonitor:
     def __init__(self) -> None:
         self._process = psutil.Process()
         self._last = self._snapshot()
+        # What the last measurement saw, for the log: seconds measured, CPUs' worth of steal.
+        self.others = self.window_s = self.steal = 0.0
 
     def _snapshot(self) -> _Snapshot:
         times = psutil.cpu_times()
@@ -76,6 +79,7 @@ class CpuMonitor:
             time.monotonic(),
             sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0),
             own.user + own.system + own.children_user + own.children_system,
+            getattr(times, "steal", 0.0),
         )
 
     def others_busy(self) -> float:
@@ -86,13 +90,22 @@ class CpuMonitor:
             now = self._snapshot()
         window = now.at - self._last.at
         others = (now.busy_s - self._last.busy_s) - (now.own_s - self._last.own_s)
+        self.window_s, self.steal = window, (now.steal_s - self._last.steal_s) / window
         self._last = now
         return max(0.0, others / window)
 
     def idle_cpus(self) -> int:
         """The CPUs this process may use that others left idle (at least one)."""
         allowed = cpus_allowed()
-        return max(1, min(allowed, int(allowed - self.others_busy() + 0.5)))
+        self.others = self.others_busy()
+        return max(1, min(allowed, int(allowed - self.others + 0.5)))
+
+    def describe(self) -> str:
+        """What the last ``idle_cpus`` saw, e.g. "other work used 0.71 CPUs over 3.5 s"."""
+        text = f"other work used {self.others:.2f} CPUs over {self.window_s:.1f} s"
+        if self.steal >= 0.05:
+            text += f", {self.steal:.2f} of them taken by the hypervisor (steal)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ def choose(setting: Any, cells: int, monitor: CpuMonitor | None) -> ThreadChoice
     if monitor is None:
         return ThreadChoice(cpus_allowed(), "CPUs allowed")
     idle = monitor.idle_cpus()
-    return ThreadChoice(idle, f"{idle} of {cpus_allowed()} CPUs idle")
+    return ThreadChoice(idle, f"{idle} of {cpus_allowed()} CPUs idle: {monitor.describe()}")
 
 
 @contextmanager

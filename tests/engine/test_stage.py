@@ -293,6 +293,6 @@ def test_a_stage_s_work_sets_its_thread_choice(cfg, ctx: RunContext, client: Mlf
     heavy = Stage("heavy", consume, inputs=(NUMBERS,), outputs=(NOTE, SCORES), work=work)
     run_stage(heavy, cfg, ctx, numbers)
     assert seen == {"rows": 3}
-    assert "CPUs idle)" in caplog.text
+    assert "CPUs idle: other work used " in caplog.text
     assert "small input" not in caplog.text
     assert int(stage_run(client, ctx, "heavy").data.params["threads"]) >= 1

@@ -44,6 +44,9 @@ def test_a_busy_process_beside_us_leaves_fewer_threads():
     # One process spinning takes a whole CPU; other tests running beside only add to it.
     assert others >= 0.7
     assert idle <= threads.cpus_allowed() - 1
+    assert monitor.describe().startswith(f"other work used {monitor.others:.2f} CPUs over ")
+    assert monitor.others >= 0.7
+    assert monitor.window_s >= 0.05
     choice = threads.choose("auto", threads.SMALL_CELLS * 10, threads.CpuMonitor())
     assert choice is not None
     assert 1 <= choice.threads <= threads.cpus_allowed()
