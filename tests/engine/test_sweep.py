@@ -17,9 +17,11 @@ from omegaconf import OmegaConf
 
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.engine.sweep import (
+    HURRY_FILE,
     WARM_MODULES,
     SweepRun,
     import_in_background,
+    import_modules,
     release_joblib_workers,
     warm_joblib_workers,
     warm_modules,
@@ -100,6 +102,31 @@ def test_background_imports_load_the_modules_in_a_thread_of_lowest_priority(tmp_
     import_in_background(["no_such_module", "records_priority"]).thread.join(timeout=30)
     assert sys.modules["records_priority"].PRIORITY == 19
     assert os.getpriority(os.PRIO_PROCESS, 0) == niceness  # this thread's is unchanged
+
+
+@LINUX_NICE
+def test_warming_workers_import_at_lowest_priority_until_hurried(tmp_path, monkeypatch):
+    # Each module records the priority of the thread importing it; the second one hurries.
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    record = (
+        "import os, threading\n"
+        "PRIORITY = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+    )
+    (tmp_path / "warm_first.py").write_text(record)
+    (tmp_path / "warm_hurries.py").write_text(
+        record + f"open({str(meeting / HURRY_FILE)!r}, 'w')\n"
+    )
+    (tmp_path / "warm_last.py").write_text(record)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["warm_first", "warm_hurries", "warm_last"]
+    for name in names:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert import_modules(names, str(meeting), workers=1) == os.getpid()
+    assert [sys.modules[n].PRIORITY for n in names] == [19, 19, niceness]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == niceness  # restored
+    assert (meeting / str(os.getpid())).exists()  # met the others
 
 
 @LINUX_NICE
