@@ -1,6 +1,7 @@
 """``python -m mlflow_pipeline.cli``: what the MLproject entry points call."""
 
 import os
+import sys
 
 from mlflow_pipeline.cli.startup import freeze_at_exit, preload
 
@@ -21,7 +22,11 @@ SQL_STORE_MODULES = (
 if __name__ == "__main__":
     freeze_at_exit()
     embedded = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:").startswith("sqlite:")
-    preload(*ENTRY_POINT_MODULES, *(SQL_STORE_MODULES if embedded else ()))
+    try:
+        preload(*ENTRY_POINT_MODULES, *(SQL_STORE_MODULES if embedded else ()))
+    except KeyboardInterrupt:  # before any run exists: nothing to mark KILLED
+        print("mlflow-pipeline: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     from mlflow_pipeline.cli.project import project_main
 
     raise SystemExit(project_main())

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import ast
 import atexit
+import contextlib
 import enum
 import functools
 import hashlib
 import inspect
 import json
+import linecache
 import os
+import stat
 import sys
 import textwrap
 import tokenize
@@ -174,8 +177,14 @@ class _Analysis:
     names: tuple[tuple[str, ...], ...] | None
 
 
+# Each object's analysis in this process: the code it runs does not change under it, even
+# when its file is edited meanwhile (as ``_source`` keeps the text it read first).
+_analysed: dict[Any, _Analysis] = {}
+
+
 def _analysis(obj: Any, files: dict[str, str | None]) -> _Analysis:
-    """``obj``'s analysis, from the memo when its source file's content was analysed before.
+    """``obj``'s analysis: this process's, else the memo's when its source file's content was
+    analysed before, else from its source (and then remembered).
 
     The source of a function is its file's lines from its first line, of a class the block
     its qualified name finds in its file: a function of the file's content, so the analysis
@@ -183,14 +192,48 @@ def _analysis(obj: Any, files: dict[str, str | None]) -> _Analysis:
     hashes this call has read."""
     if source_of is not _SOURCE_OF:  # a test changing code through source_of
         return _analysis_of_source(obj)
-    key = _memo_key(obj, files)
-    if key is None:
+    try:
+        return _analysed[obj]
+    except (KeyError, TypeError):  # not seen, or unhashable
+        pass
+    found = _remembered(obj, files)
+    try:
+        _analysed[obj] = found
+    except TypeError:
+        pass
+    return found
+
+
+def _remembered(obj: Any, files: dict[str, str | None]) -> _Analysis:
+    place = _place(obj)
+    content = _content_hash(place[0], files) if place else None
+    if place is None or content is None:
         return _analysis_of_source(obj)
+    key = f"{content}:{place[1]}"
     found = _ANALYSES.get(key)
-    if found is None:
-        found = _analysis_of_source(obj)
+    if found is not None:
+        return found
+    try:
+        text = source_of(obj)
+    except (OSError, TypeError):  # its bytecode stands in: not a function of the file's content
+        return _analysis_of_source(obj)
+    found = _analysis_of_text(text)
+    if _comes_from(text, obj, place[0], content):
         _ANALYSES.put(key, found)
     return found
+
+
+def _comes_from(text: str, obj: Any, path: str, content: str) -> bool:
+    """Whether ``text`` (this process's source of ``obj``, maybe read before an edit) is what
+    the file ``path`` holding ``content`` gives: read again from disk, and the file hashed
+    again after that. Only then may the analysis be kept under ``content``."""
+    try:
+        for name in {path, inspect.getsourcefile(obj)}:
+            linecache.cache.pop(name, None)  # a stale entry's size and mtime can still match
+        fresh = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError):
+        return False
+    return fresh == text and _content_hash(path, {}) == content
 
 
 def _analysis_of_source(obj: Any) -> _Analysis:
@@ -208,25 +251,31 @@ def _analysis_of_text(text: str) -> _Analysis:
     return _Analysis(digest, None if tree is None else tuple(_names(tree)))
 
 
-def _memo_key(obj: Any, files: dict[str, str | None]) -> str | None:
-    """``<content hash of the source file>:<where in it>``; None when there is no file."""
+def _place(obj: Any) -> tuple[str, str] | None:
+    """The file that holds ``obj``'s source and where in it: the qualified name (and the first
+    line of a function, or of a class where Python records it); None for anything else."""
     target = inspect.unwrap(obj)
     if isinstance(target, types.FunctionType):
         path = target.__code__.co_filename
         where = f"{target.__qualname__}@{target.__code__.co_firstlineno}"
     elif isinstance(target, type):
         path = getattr(sys.modules.get(target.__module__), "__file__", None)
-        where = target.__qualname__
+        where = f"{target.__qualname__}@{getattr(target, '__firstlineno__', '')}"
     else:
         return None
-    if not path:
-        return None
+    return (path, where) if path else None
+
+
+def _content_hash(path: str, files: dict[str, str | None]) -> str | None:
+    """SHA-256 of the regular file ``path`` (remembered in ``files``); None if it is not one."""
     if path not in files:
+        files[path] = None
         try:
-            files[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if stat.S_ISREG(os.stat(path).st_mode):
+                files[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         except OSError:
-            files[path] = None
-    return f"{files[path]}:{where}" if files[path] else None
+            pass
+    return files[path]
 
 
 class _AnalysisMemo:
@@ -244,9 +293,14 @@ class _AnalysisMemo:
         self._dirty = False
 
     @functools.cached_property
-    def path(self) -> Path:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    def path(self) -> Path | None:
+        """None where there is no cache directory (no home): no memo then."""
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        try:  # a relative XDG_CACHE_HOME is to be ignored (the XDG base directory spec)
+            base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+            own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+        except (RuntimeError, OSError):
+            return None
         version = f"{sys.version_info.major}{sys.version_info.minor}"
         return base / "mlflow_pipeline" / f"code-analysis-py{version}-{own}.json"
 
@@ -256,6 +310,8 @@ class _AnalysisMemo:
         return self._entries
 
     def _read(self) -> dict[str, list[Any]]:
+        if self.path is None:
+            return {}
         try:
             entries = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -263,14 +319,17 @@ class _AnalysisMemo:
         return entries if isinstance(entries, dict) else {}
 
     def get(self, key: str) -> _Analysis | None:
-        entry = self._load().get(key)
+        entries = self._load()
+        entry = entries.get(key)
         try:
             digest, names = entry  # type: ignore[misc]
             if not isinstance(digest, str):
                 return None
-            return _Analysis(digest, None if names is None else tuple(tuple(n) for n in names))
+            found = _Analysis(digest, None if names is None else tuple(tuple(n) for n in names))
         except (TypeError, ValueError):
             return None
+        entries[key] = entries.pop(key)  # the last used go last (kept longest when written)
+        return found
 
     def put(self, key: str, analysis: _Analysis) -> None:
         names = None if analysis.names is None else [list(n) for n in analysis.names]
@@ -286,13 +345,16 @@ class _AnalysisMemo:
         # What other processes wrote since this one read the file, then this one's.
         entries = {**self._read(), **self._entries}
         entries = dict(list(entries.items())[-self.LIMIT :])
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(entries))
             os.replace(tmp, self.path)
         except OSError:
-            pass
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 _ANALYSES = _AnalysisMemo()

@@ -90,9 +90,11 @@ class CpuMonitor:
             now = self._snapshot()
         window = now.at - self._last.at
         others = (now.busy_s - self._last.busy_s) - (now.own_s - self._last.own_s)
-        self.window_s, self.steal = window, (now.steal_s - self._last.steal_s) / window
+        others = max(0.0, others / window)
+        steal = (now.steal_s - self._last.steal_s) / window
+        self.window_s, self.steal = window, min(max(0.0, steal), others)
         self._last = now
-        return max(0.0, others / window)
+        return others
 
     def idle_cpus(self) -> int:
         """The CPUs this process may use that others left idle (at least one)."""

@@ -427,6 +427,101 @@ def test_code_analyses_are_remembered_across_processes_with_the_same_hashes(tmp_
     assert hashes("memo only") == first
 
 
+_EDIT_WHILE_RUNNING = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from mlflow_pipeline.engine import cache
+import toyx.helpers as helpers
+first = cache.code_hashes([helpers.clean])
+Path(sys.argv[1], "toyx", "helpers.py").write_text(sys.argv[2])  # edited, not reloaded
+print(json.dumps([first, cache.code_hashes([helpers.clean])]))
+"""
+
+_HASH_TOYX = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from mlflow_pipeline.engine import cache
+if sys.argv[2] == "sources":
+    cache.source_of = lambda obj: cache._SOURCE_OF(obj)
+import toyx.helpers as helpers
+print(json.dumps(cache.code_hashes([helpers.clean])))
+"""
+
+
+def test_a_process_running_old_code_neither_changes_its_hash_nor_teaches_the_memo(tmp_path):
+    """A file edited while a process runs (a sweep, a notebook): that process keeps the hash
+    of the code it runs, and what it read before the edit is not remembered under the new
+    content, where a later run of the new code would find it (a stale cache hit)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    package = tmp_path / "pkg" / "toyx"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    old, new = "def clean(x):\n    return x[:3]\n", "def clean(x):\n    return x[:4]\n"
+
+    def python(script: str, *args: str) -> object:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "pkg"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def fresh(text: str) -> dict[str, str]:  # the memo bypassed: analysed from the source
+        (package / "helpers.py").write_text(text)
+        return python(_HASH_TOYX, "sources")
+
+    old_hashes, new_hashes = fresh(old), fresh(new)
+    assert old_hashes != new_hashes
+    for memo_knows in (False, True):  # the new content unknown to the memo, then known
+        if memo_knows:
+            (package / "helpers.py").write_text(new)
+            assert python(_HASH_TOYX, "memo") == new_hashes
+        (package / "helpers.py").write_text(old)
+        before, after = python(_EDIT_WHILE_RUNNING, new)
+        assert before == old_hashes
+        assert after == old_hashes  # the code this process runs
+        assert python(_HASH_TOYX, "memo") == new_hashes  # a new process, the new code
+
+
+def test_code_read_from_a_pipe_is_not_remembered(tmp_path):
+    """A function whose file cannot be read again (a script piped to python) has its bytecode
+    hashed; that is not a function of the file's content, so it is not remembered."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    script = (
+        "import json\n"
+        "from mlflow_pipeline.engine import cache\n"
+        "def step(x):\n"
+        "    return x + {n}\n"
+        "print(json.dumps(cache.code_hashes([step])))\n"
+    )
+    outputs = [
+        subprocess.run(
+            [sys.executable, "/dev/stdin"],
+            input=script.format(n=n),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for n in (1, 2)
+    ]
+    assert outputs[0] != outputs[1]
+
+
 def test_manifest_key_changes_with_each_component():
     from tests.helpers import REFERENCE as PIPELINE
 
