@@ -3,7 +3,7 @@
 import os
 import sys
 
-from mlflow_pipeline.cli.startup import freeze_at_exit, preload
+from mlflow_pipeline.cli.startup import SQL_STORE_MODULES, freeze_at_exit, preload
 
 # What an entry point runs (the runner for `main`, one stage for the others), imported with
 # the collector off: each `mlflow run` of runner=projects is a new process.
@@ -12,11 +12,6 @@ ENTRY_POINT_MODULES = (
     "mlflow_pipeline.engine.runner",
     "mlflow_pipeline.engine.projects",
     "sklearn",
-)
-# What opening an embedded (SQLite) store imports: 0.7 s.
-SQL_STORE_MODULES = (
-    "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store",
 )
 
 if __name__ == "__main__":

@@ -46,3 +46,16 @@ def test_freeze_at_exit_runs_after_every_other_exit_handler() -> None:
     assert done.returncode == 0, done.stderr
     # A handler registered later runs first: nothing was frozen yet when it ran.
     assert done.stdout.strip() == "frozen before the others: 0"
+
+
+def test_the_first_look_says_whether_the_store_is_a_sqlite_file(tmp_path, monkeypatch):
+    from mlflow_pipeline.cli.entry import fast_noop
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    embedded = fast_noop([f"tracking.root={tmp_path}"])
+    assert embedded.noop is None  # nothing ran there yet
+    assert embedded.embedded_store
+    server = fast_noop([f"tracking.root={tmp_path}", "tracking.uri=http://127.0.0.1:5999"])
+    assert not server.embedded_store  # its store modules are not imported for nothing
+    assert fast_noop(["--dry-run"]).embedded_store is False
