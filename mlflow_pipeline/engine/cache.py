@@ -26,6 +26,7 @@ import os
 import stat
 import sys
 import textwrap
+import time
 import tokenize
 import types
 from collections.abc import Callable, Iterable
@@ -286,7 +287,8 @@ class _AnalysisMemo:
     the parser, starts a new one. Best effort: an unreadable or damaged file is an empty
     memo, and a write that fails is skipped."""
 
-    LIMIT = 4_000  # entries kept (~1 KB each); the oldest go first
+    LIMIT = 4_000  # entries kept (~1 KB each); the least recently used go first
+    STALE_DAYS = 30
 
     def __init__(self) -> None:
         self._entries: dict[str, list[Any]] | None = None
@@ -355,6 +357,17 @@ class _AnalysisMemo:
         except OSError:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+        self._forget_old_versions()
+
+    def _forget_old_versions(self) -> None:
+        """Remove the memos of other versions of this module unused for ``STALE_DAYS``."""
+        if self.path is None:
+            return
+        cutoff = time.time() - self.STALE_DAYS * 86_400
+        for other in self.path.parent.glob("code-analysis-py*.json"):
+            with contextlib.suppress(OSError):
+                if other != self.path and other.stat().st_mtime < cutoff:
+                    other.unlink()
 
 
 _ANALYSES = _AnalysisMemo()
@@ -480,8 +493,8 @@ def file_digest(path: str | Path) -> str:
     """
     path = Path(path)
     try:
-        stat = path.stat()
-        memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        info = path.stat()
+        memo_key = (str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino)
         if memo_key not in _file_digests:
             with path.open("rb") as fh:
                 _file_digests[memo_key] = hashlib.file_digest(fh, "sha256").hexdigest()

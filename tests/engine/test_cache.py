@@ -522,6 +522,29 @@ def test_code_read_from_a_pipe_is_not_remembered(tmp_path):
     assert outputs[0] != outputs[1]
 
 
+def test_the_memo_forgets_other_versions_unused_for_a_month(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    memo = cache._AnalysisMemo()
+    assert memo.path is not None
+    assert memo.path.parent == tmp_path / "mlflow_pipeline"
+    memo.path.parent.mkdir(parents=True)
+    old, recent = (memo.path.parent / f"code-analysis-py311-{v}.json" for v in ("old", "recent"))
+    for other in (old, recent):
+        other.write_text("{}")
+    month_ago = time.time() - 31 * 86_400
+    os.utime(old, (month_ago, month_ago))
+    memo.put("a" * 64 + ":f@1", cache._Analysis("b" * 64, (("x",),)))
+    memo.save()
+    assert not old.exists()
+    assert recent.exists()
+    assert cache._AnalysisMemo().get("a" * 64 + ":f@1") == cache._Analysis("b" * 64, (("x",),))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # ignored, as the XDG spec says
+    assert cache._AnalysisMemo().path.is_absolute()
+
+
 def test_manifest_key_changes_with_each_component():
     from tests.helpers import REFERENCE as PIPELINE
 
