@@ -655,6 +655,30 @@ def hydra_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def dotted_paths(cfg: DictConfig) -> list[str]:
+    """The classes and functions ``cfg`` names by dotted path, in order: every ``_target_``
+    (e.g. a feature transformer) and the model's estimator classes (``model.estimator``)."""
+    paths: dict[str, None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str) and "." in target:
+                paths[target] = None
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True))
+    estimator = OmegaConf.select(cfg, "model.estimator")
+    for value in estimator.values() if isinstance(estimator, DictConfig) else [estimator]:
+        if isinstance(value, str) and "." in value:
+            paths[value] = None
+    return list(paths)
+
+
 def config_slice(cfg: DictConfig, keys: list[str] | tuple[str, ...]) -> DictConfig:
     """The top-level ``keys`` of ``cfg``, resolved (interpolations such as ``${seed}`` may
     point outside the slice)."""

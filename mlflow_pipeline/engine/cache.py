@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline.config import config_slice, flatten
+from mlflow_pipeline.config import config_slice, dotted_paths, flatten
 from mlflow_pipeline.redaction import redacted
 from mlflow_pipeline.store.lineage import package_versions
 from mlflow_pipeline.tags import Cache, Runs
@@ -520,13 +520,52 @@ def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None])
     }
     return Manifest(
         stage=stage.name,
-        code=code_hashes([stage.func, stage.gate]),
+        code=code_hashes([stage.func, stage.gate, *config_code(cfg, stage.config_keys)]),
         config=config,
         files=files,
         inputs=dict(sorted(inputs.items())),
         schemas=schemas,
         packages=package_versions((*BASE_PACKAGES, *stage.packages)),
     )
+
+
+def config_code(cfg: DictConfig, keys: Iterable[str]) -> list[Any]:
+    """The classes and functions the ``keys`` of ``cfg`` name by dotted path (``_target_``,
+    ``model.estimator``) that are code of this package or of the project, not of an installed
+    package (whose version is in the key instead): a project's feature transformer, say.
+    A path that does not import is left out; the stage reports it when it runs."""
+    from hydra.utils import get_object
+
+    found = []
+    for path in dotted_paths(config_slice(cfg, list(keys))):
+        try:
+            obj = get_object(path)
+        except Exception:  # ImportError, AttributeError, Hydra's own: the stage says why
+            continue
+        if _top_package(obj) == PACKAGE_ROOT or not _installed(obj):
+            found.append(obj)
+    return found
+
+
+def _installed(obj: Any) -> bool:
+    """Whether ``obj`` comes from the standard library or an installed distribution (a
+    site-packages directory), or has no source file."""
+    path = getattr(sys.modules.get(getattr(obj, "__module__", "") or ""), "__file__", None)
+    if not path:
+        return True
+    real = os.path.realpath(path)
+    return any(real.startswith(root + os.sep) for root in _install_roots())
+
+
+@functools.cache
+def _install_roots() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    roots += site.getsitepackages() + [site.getusersitepackages()]
+    return tuple(sorted({os.path.realpath(r) for r in roots if r}))
 
 
 def _schema_digest(schema: Any) -> str:

@@ -29,7 +29,14 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mlflow_pipeline.config import METRICS, Task, load_config, promotion_metric, split_overrides
+from mlflow_pipeline.config import (
+    METRICS,
+    Task,
+    dotted_paths,
+    load_config,
+    promotion_metric,
+    split_overrides,
+)
 from mlflow_pipeline.engine.inputs import find_stage_run
 from mlflow_pipeline.engine.pipeline import load_pipeline, selected_stages
 from mlflow_pipeline.engine.result import PipelineResult, describe
@@ -241,23 +248,8 @@ def warm_modules(cfg: DictConfig) -> list[str]:
             if func is not None:
                 modules[func.__module__] = None
 
-    def dotted(value: Any) -> None:
-        if isinstance(value, str) and "." in value:
-            modules[value.rsplit(".", 1)[0]] = None
-
-    def targets(node: Any) -> None:
-        if isinstance(node, dict):
-            dotted(node.get("_target_"))
-            for value in node.values():
-                targets(value)
-        elif isinstance(node, list):
-            for value in node:
-                targets(value)
-
-    targets(OmegaConf.to_container(cfg, resolve=True))
-    estimator = OmegaConf.select(cfg, "model.estimator")
-    for value in estimator.values() if isinstance(estimator, DictConfig) else [estimator]:
-        dotted(value)
+    for path in dotted_paths(cfg):
+        modules[path.rsplit(".", 1)[0]] = None
     return list(modules)
 
 

@@ -545,6 +545,29 @@ def test_the_memo_forgets_other_versions_unused_for_a_month(tmp_path, monkeypatc
     assert cache._AnalysisMemo().path.is_absolute()
 
 
+def test_project_code_the_config_names_is_in_the_key_and_installed_code_is_not(toy_package):
+    """A project's feature transformer named by ``_target_`` (train's ``features``): editing it
+    must rerun train. scikit-learn's classes count by its version, not their source."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers import REFERENCE as PIPELINE
+
+    toy_package("features", "class Clip:\n    def transform(self, x):\n        return x[:3]\n")
+    cfg = load_config(["data=csv", "data.path=x.csv", "data.target=y", "data.task=classification"])
+    OmegaConf.update(cfg, "features.numeric_scaler._target_", "toy.features.Clip", merge=False)
+    OmegaConf.update(cfg, "features.unknown", {"_target_": "toy.nowhere.Nothing"}, force_add=True)
+    named = cache.config_code(cfg, ["features", "model"])
+    assert [f"{o.__module__}.{o.__qualname__}" for o in named] == ["toy.features.Clip"]
+    train = PIPELINE.stage_named("train")
+    before = cache.build_manifest(train, cfg, {"train": "a" * 64})
+    assert "toy/features.py:Clip" in before.code
+    assert not any(k.startswith("sklearn/") for k in before.code)
+    toy_package("features", "class Clip:\n    def transform(self, x):\n        return x[:4]\n")
+    after = cache.build_manifest(train, cfg, {"train": "a" * 64})
+    assert after.code["toy/features.py:Clip"] != before.code["toy/features.py:Clip"]
+    assert after.key != before.key
+
+
 def test_manifest_key_changes_with_each_component():
     from tests.helpers import REFERENCE as PIPELINE
 
