@@ -116,7 +116,7 @@ def reproduce(model_uri: str, tracking_uri: str, *, allow_unsafe: bool = False) 
         report.notes.append("the model was built from a checkout with uncommitted changes")
     _compare_digests(client, lineage, result.stage_run_ids, report)
     _compare_metrics(client, lineage, result.stage_run_ids, cfg, report)
-    _compare_predictions(client, lineage, original, result.stage_run_ids, report, allow_unsafe)
+    _compare_predictions(client, lineage, original, result.stage_run_ids, report, allow_unsafe, cfg)
     return report
 
 
@@ -151,12 +151,15 @@ def _compare_predictions(
     runs: dict[str, str],
     report: Reproduction,
     allow_unsafe: bool,
+    cfg: DictConfig,
 ) -> None:
     """Both models on the recorded test set: predictions (and probabilities) bit for bit."""
+    from mlflow_pipeline.stages.train import model_columns
+
     test = artifacts.load_frame(lineage["stages"]["split"]["run_id"], "test")
     uri = client.get_run(runs["train"]).data.tags[Runs.MODEL_URI]
     rebuilt = artifacts.load_trusted_model(uri, allow_unsafe=allow_unsafe)
-    features = test[[c for c in original.feature_names_in_]]
+    features = test[model_columns(original, cfg, test)]
     for method in ("predict", "predict_proba"):
         if hasattr(original, method) and hasattr(rebuilt, method):
             before = np.asarray(getattr(original, method)(features))

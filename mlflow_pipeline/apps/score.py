@@ -367,6 +367,7 @@ class Scorer:
     gate: Gate
     read_options: dict[str, Any]
     max_lines: int = 5
+    columns: tuple[str, ...] = ()  # what the estimator takes (default: feature_names_in_)
 
 
 def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Scorer:
@@ -375,6 +376,8 @@ def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Score
 
     Raises ConfigError when a validation rule names a column the contract does not have.
     """
+    from mlflow_pipeline.stages.train import model_columns
+
     cfg = training.cfg
     categorical = categorical_features(
         training.contract,
@@ -388,6 +391,7 @@ def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Score
         gate=scoring_gate(training.contract, cfg, seen_categories(training.train, categorical)),
         read_options=dict(OmegaConf.to_container(cfg.data.read_options, resolve=True)),
         max_lines=int(cfg.validation.max_message_failures),
+        columns=tuple(model_columns(estimator, cfg, training.train)),
     )
 
 
@@ -412,7 +416,7 @@ def score_rows(
     validated = validate_input(
         rows, scorer.gate, max_lines=scorer.max_lines, stage=stage, dataset=dataset
     )
-    features = validated.frame[list(scorer.estimator.feature_names_in_)]
+    features = validated.frame[list(scorer.columns or scorer.estimator.feature_names_in_)]
     return ScoredRows(
         predictions=predictions(scorer.estimator, features, scorer.model.version),
         warning=validated.warning,

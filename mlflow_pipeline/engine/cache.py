@@ -548,24 +548,24 @@ def config_code(cfg: DictConfig, keys: Iterable[str]) -> list[Any]:
 
 
 def _installed(obj: Any) -> bool:
-    """Whether ``obj`` comes from the standard library or an installed distribution (a
-    site-packages directory), or has no source file."""
+    """Whether ``obj`` comes from the standard library or an installed package (a file under
+    a ``site-packages`` or ``dist-packages`` directory, wherever that is on ``sys.path``), or
+    has no source file."""
     path = getattr(sys.modules.get(getattr(obj, "__module__", "") or ""), "__file__", None)
     if not path:
         return True
-    real = os.path.realpath(path)
-    return any(real.startswith(root + os.sep) for root in _install_roots())
+    real = Path(os.path.realpath(path))
+    if {"site-packages", "dist-packages"} & set(real.parts[:-1]):
+        return True
+    return any(real.is_relative_to(root) for root in _standard_library())
 
 
 @functools.cache
-def _install_roots() -> tuple[str, ...]:
-    import site
+def _standard_library() -> tuple[Path, ...]:
     import sysconfig
 
     paths = sysconfig.get_paths()
-    roots = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
-    roots += site.getsitepackages() + [site.getusersitepackages()]
-    return tuple(sorted({os.path.realpath(r) for r in roots if r}))
+    return tuple({Path(os.path.realpath(paths[k])) for k in ("stdlib", "platstdlib") if k in paths})
 
 
 def _schema_digest(schema: Any) -> str:

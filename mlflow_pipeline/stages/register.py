@@ -46,7 +46,7 @@ from mlflow_pipeline.registry.promotion import (
 from mlflow_pipeline.reports.promotion import promotion_report
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import metrics_of, predict
-from mlflow_pipeline.stages.train import feature_columns
+from mlflow_pipeline.stages.train import model_columns
 from mlflow_pipeline.tags import Promotion, Registry
 
 STAGE = "register"
@@ -192,9 +192,7 @@ def _first(*values: float | None) -> float:
 
 def _predictions(estimator: Any, test: pd.DataFrame, cfg: DictConfig) -> Predictions:
     # The columns the model was fitted on (the champion's may differ from today's features).
-    columns = getattr(estimator, "feature_names_in_", None)
-    columns = list(columns) if columns is not None else feature_columns(cfg, test)
-    y_pred, proba = predict(estimator, test[columns], cfg)
+    y_pred, proba = predict(estimator, test[model_columns(estimator, cfg, test)], cfg)
     return Predictions(y_pred, proba, getattr(estimator, "classes_", None))
 
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -272,4 +273,21 @@ def train(cfg: DictConfig, train: pd.DataFrame, contract: str | None = None) -> 
         pipeline.fit(features, train[cfg.data.target])
     except ValueError as exc:
         raise StageError(f"fitting {cfg.model.name} failed: {exc}", stage=STAGE) from exc
+    _record_columns(pipeline, features)
     return {"model": TrainedModel(estimator=pipeline, input_example=features.head(5))}
+
+
+def _record_columns(pipeline: Any, features: pd.DataFrame) -> None:
+    """The columns the model takes, as scikit-learn's ``feature_names_in_``, which score, serve,
+    reproduce and register read. A Pipeline reads it from its first step, and a project's own
+    first step (the init template's transformer) need not set it."""
+    first = pipeline.steps[0][1] if getattr(pipeline, "steps", None) else None
+    if getattr(pipeline, "feature_names_in_", None) is None and hasattr(first, "__dict__"):
+        first.feature_names_in_ = np.asarray(features.columns, dtype=object)
+
+
+def model_columns(estimator: Any, cfg: DictConfig, frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that ``estimator`` takes: its ``feature_names_in_``, else (a
+    model trained before ``train`` recorded them) ``feature_columns`` of ``frame``."""
+    names = getattr(estimator, "feature_names_in_", None)
+    return list(names) if names is not None else feature_columns(cfg, frame)

@@ -185,6 +185,38 @@ def test_a_new_project_from_the_installed_wheel(installed: Path, tmp_path: Path)
         "4 ran [clean, train, evaluate, register]"
     )
 
+    # So does editing its feature transformer, which only the config names (a `_target_`).
+    features = project / "src" / PACKAGE / "features.py"
+    features.write_text(
+        features.read_text().replace(
+            "quantile(1 - self.quantile)", "quantile(1 - self.quantile / 2)"
+        )
+    )
+    edited = mlflow_run(installed, project, env, store)
+    assert f"stage train: cache miss: code changed: {PACKAGE}/features.py (ClipExtremes)" in edited
+    assert cache_line(edited) == (
+        "cache: 5 hit(s) [ingest, profile, validate, split, clean], "
+        "3 ran [train, evaluate, register]"
+    )
+
+    # Batch scoring with the champion, whose first step is the project's transformer.
+    rows = table.drop(columns=["target"]).head(20)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    scored = run(
+        installed,
+        installed / "bin" / "mlflow-pipeline",
+        "score",
+        f"models:/{PACKAGE}@champion",
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        tmp_path / "scored.csv",
+        cwd=project,
+        env=env,
+    )
+    assert_ok(scored)
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 20
+
     # The scaffold's own test passes.
     smoke = run(
         installed,
