@@ -3,7 +3,12 @@
 import os
 import sys
 
-from mlflow_pipeline.cli.startup import SQL_STORE_MODULES, freeze_at_exit, preload
+from mlflow_pipeline.cli.startup import (
+    SQL_STORE_MODULES,
+    freeze_at_exit,
+    preload,
+    started_by_runner,
+)
 
 # What an entry point runs (the runner for `main`, one stage for the others), imported with
 # the collector off: each `mlflow run` of runner=projects is a new process.
@@ -20,7 +25,8 @@ if __name__ == "__main__":
     try:
         preload(*ENTRY_POINT_MODULES, *(SQL_STORE_MODULES if embedded else ()))
     except KeyboardInterrupt:  # before any run exists: nothing to mark KILLED
-        print("mlflow-pipeline: interrupted", file=sys.stderr)
+        if not started_by_runner(sys.argv[1:]):
+            print("mlflow-pipeline: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     from mlflow_pipeline.cli.project import project_main
 

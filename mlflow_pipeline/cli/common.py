@@ -92,7 +92,7 @@ def exit_code(
 
 
 @contextmanager
-def reported() -> Iterator[None]:
+def reported(*, announce_interrupt: bool = True) -> Iterator[None]:
     """Around a whole command: Ctrl-C prints one line and exits 130 (the runs it interrupted
     are marked KILLED on the way out); a store fault that reached here as a foreign error
     prints its cause and exits 1. Anything else (a bug) keeps its traceback."""
@@ -102,7 +102,8 @@ def reported() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+        if announce_interrupt:
+            print(INTERRUPTED, file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT) from None
     except Exception as exc:
         if store_fault(exc) is None:

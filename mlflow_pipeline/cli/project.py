@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mlflow_pipeline.cli.common import EXPECTED_ERRORS, LOG_FORMAT, fail, reported, store_fault
+from mlflow_pipeline.cli.startup import started_by_runner
 from mlflow_pipeline.config import PROJECT_ROOT, load_config, split_overrides, unquote_parameter
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError
@@ -40,8 +41,9 @@ def steps_override(steps: str) -> list[str]:
 
 def project_main(argv: list[str] | None = None) -> int:
     """Body of the MLproject entry points: ``main`` (whole pipeline), one stage, or ``score``.
-    Ctrl-C: one line, exit 130."""
-    with reported():
+    Ctrl-C: one line, exit 130 (said by the runner, for a stage it started)."""
+    args = sys.argv[1:] if argv is None else argv
+    with reported(announce_interrupt=not started_by_runner(args)):
         return _project_main(argv)
     return 1  # unreachable: reported() re-raises or exits
 

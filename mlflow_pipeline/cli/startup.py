@@ -41,3 +41,17 @@ def freeze_at_exit() -> None:
     """Freeze every object left when the process exits, so that the interpreter's last
     collection does not walk them (registered first, this handler runs after every other)."""
     atexit.register(gc.freeze)
+
+
+def started_by_runner(args: list[str]) -> bool:
+    """Whether ``python -m mlflow_pipeline.cli`` ``args`` are a stage entry point that
+    runner=projects started (``<stage> ... --pipeline-run-id <id>``): the runner's process,
+    interrupted by the same Ctrl-C, reports it for both."""
+    if not args or args[0] in ("main", "score"):
+        return False
+    for i, arg in enumerate(args):
+        if arg == "--pipeline-run-id":
+            return i + 1 < len(args) and bool(args[i + 1])
+        if arg.startswith("--pipeline-run-id="):
+            return bool(arg.split("=", 1)[1])
+    return False

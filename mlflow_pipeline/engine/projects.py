@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -51,6 +52,9 @@ def run_as_projects(
     if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     hydra_options = " ".join(secrets_via_environment(cfg, _pinned_overrides(cfg, overrides)))
+    launcher_log = logging.getLogger("mlflow.projects")
+    if not any(isinstance(f, _DropCancelNotice) for f in launcher_log.filters):
+        launcher_log.addFilter(_DropCancelNotice())
     for stage in stages:
         available = resolve_inputs(stage, ctx, {})
         decision = retry_transient(cache_decision, stage, cfg, ctx, available, what="cache")
@@ -99,7 +103,39 @@ def _run_entry_point(
         )
     except (ExecutionException, MlflowException) as exc:
         raise StageError(_failed_stage_message(ctx, stage.name, exc), stage=stage.name) from exc
+    except KeyboardInterrupt:
+        # MLflow's launcher marks the run it cancels FAILED: an interrupted run is KILLED.
+        _mark_killed(ctx, stage.name)
+        raise
     return submitted.run_id
+
+
+def _mark_killed(ctx: RunContext, stage_name: str) -> None:
+    """The newest run of stage ``stage_name`` in this pipeline run, KILLED (best effort)."""
+    try:
+        run = _newest_stage_run(ctx, stage_name)
+        if run is not None and run.info.status in ("FAILED", "RUNNING"):
+            ctx.client.set_terminated(run.info.run_id, "KILLED")
+    except Exception as exc:  # the store may be the reason of the interrupt
+        log.debug("could not mark the interrupted %s run KILLED: %s", stage_name, exc)
+
+
+def _newest_stage_run(ctx: RunContext, stage_name: str) -> Any:
+    runs = ctx.client.search_runs(
+        [ctx.experiment_id],
+        f"tags.`{Runs.PIPELINE_RUN}` = '{ctx.pipeline_run_id}' "
+        f"and tags.`{Runs.STAGE}` = '{stage_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+class _DropCancelNotice(logging.Filter):
+    """MLflow's "=== Run (ID ...) interrupted, cancelling run ===": the CLI says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "interrupted, cancelling run" not in record.getMessage()
 
 
 def _pinned_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -137,15 +173,9 @@ def secrets_via_environment(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 def _failed_stage_message(ctx: RunContext, stage_name: str, exc: Exception) -> str:
     """The failed stage run's own error (its ``pipeline.error`` tag), else MLflow's."""
-    runs = ctx.client.search_runs(
-        [ctx.experiment_id],
-        f"tags.`{Runs.PIPELINE_RUN}` = '{ctx.pipeline_run_id}' "
-        f"and tags.`{Runs.STAGE}` = '{stage_name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if runs and runs[0].data.tags.get(Runs.ERROR):
-        return runs[0].data.tags[Runs.ERROR]
+    run = _newest_stage_run(ctx, stage_name)
+    if run is not None and run.data.tags.get(Runs.ERROR):
+        return run.data.tags[Runs.ERROR]
     return f"project run failed: {exc}"
 
 

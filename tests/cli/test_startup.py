@@ -59,3 +59,14 @@ def test_the_first_look_says_whether_the_store_is_a_sqlite_file(tmp_path, monkey
     server = fast_noop([f"tracking.root={tmp_path}", "tracking.uri=http://127.0.0.1:5999"])
     assert not server.embedded_store  # its store modules are not imported for nothing
     assert fast_noop(["--dry-run"]).embedded_store is False
+
+
+def test_a_stage_entry_point_started_by_the_runner_leaves_the_interrupt_line_to_it():
+    from mlflow_pipeline.cli.startup import started_by_runner
+
+    assert started_by_runner(["train", "--hydra-options", "", "--pipeline-run-id", "abc"])
+    assert started_by_runner(["train", "--pipeline-run-id=abc"])
+    assert not started_by_runner(["train", "--pipeline-run-id", ""])  # on its own
+    assert not started_by_runner(["train", "--upstream-run-id", "abc"])
+    assert not started_by_runner(["main", "--pipeline-run-id", "abc"])
+    assert not started_by_runner([])

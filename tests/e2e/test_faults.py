@@ -512,7 +512,9 @@ def test_a_name_cannot_put_artifacts_outside_the_artifact_root(store: Store, csv
 # ---- Ctrl-C ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", ["mlflow-pipeline", "python -m mlflow_pipeline.cli main"])
+@pytest.mark.parametrize(
+    "entry", ["mlflow-pipeline", "python -m mlflow_pipeline.cli main", "runner=projects"]
+)
 def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
     store: Store, csv: Path, entry: str
 ):
@@ -521,7 +523,12 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
         *CHAMPION_OVERRIDES, f"data.path={csv}", f"tracking.root={store.root}",
         "cache.policy=recompute",
     ]  # fmt: skip
-    if entry == "mlflow-pipeline":
+    # As a terminal's Ctrl-C: to the whole process group (runner=projects: the stage's
+    # `mlflow run` process too, once it logs from inside its stage run).
+    ready = "[validate]" if entry == "runner=projects" else "stage validate"
+    if entry == "runner=projects":
+        command = [str(VENV_BIN / "mlflow-pipeline"), *overrides, "runner=projects"]
+    elif entry == "mlflow-pipeline":
         command = [str(VENV_BIN / "mlflow-pipeline"), *overrides]
     else:
         command = [
@@ -531,10 +538,12 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
     env = {**store.env(), "PYTHONUNBUFFERED": "1"}
     out_path, err_path = store.root / "interrupted.out", store.root / "interrupted.err"
     with out_path.open("w") as out, err_path.open("w") as err:
-        process = subprocess.Popen(command, cwd=store.root, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(
+            command, cwd=store.root, env=env, stdout=out, stderr=err, start_new_session=True
+        )
     try:
-        _wait_for_line((out_path, err_path), "stage validate", process)
-        process.send_signal(signal.SIGINT)
+        _wait_for_line((out_path, err_path), ready, process)
+        os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=TIMEOUT_S)
     finally:
         if process.poll() is None:
@@ -543,6 +552,7 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
     context = f"--- stdout\n{tail(out)}\n--- stderr\n{tail(err)}"
     assert process.returncode == 130, context
     assert err.strip().splitlines()[-1] == INTERRUPTED, context
+    assert (err + out).count("interrupted") == 1, context  # one line, whoever was running
     assert "Traceback" not in err + out, context
     [pipeline] = store.runs_of_kind("pipeline")
     assert pipeline.info.status == "KILLED"
