@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,21 @@ def run_as_projects(
     if not any(isinstance(f, _DropCancelNotice) for f in launcher_log.filters):
         launcher_log.addFilter(_DropCancelNotice())
     for stage in stages:
+        started = time.perf_counter()
         available = resolve_inputs(stage, ctx, {})
         decision = retry_transient(cache_decision, stage, cfg, ctx, available, what="cache")
         if decision.hit:
             log.info(decision.describe())
             ctx.decisions[stage.name] = decision
             collect(result, ctx.pipeline, record_hit(stage, ctx, decision, available))
+            ctx.durations[stage.name] = time.perf_counter() - started
             continue
         project = entry_points_project()
         log.info("stage %s: running entry point '%s' of %s", stage.name, stage.name, project)
         run_id = _run_entry_point(stage, cfg, ctx, hydra_options, project)
         ctx.stage_runs[stage.name] = run_id
         ctx.decisions[stage.name] = decision
+        ctx.durations[stage.name] = time.perf_counter() - started  # its process's start included
         collect(result, ctx.pipeline, {d.name: Handoff(run_id=run_id) for d in stage.outputs})
 
 

@@ -69,7 +69,13 @@ def test_projects_runner_matches_in_process_runner(tmp_path: Path) -> None:
     for store in (in_process, projects):
         store.root.mkdir()
     assert_ok(in_process.pipeline(*overrides))
-    assert_ok(projects.pipeline(*overrides, "runner=projects"))
+    ran = projects.pipeline(*overrides, "runner=projects")
+    assert_ok(ran)
+    # The run summary's stage table has every stage's seconds, as in-process.
+    rows = [line.split("│") for line in ran.stdout.splitlines() if line.count("│") >= 4]
+    seconds = {r[1].strip(): r[3].strip() for r in rows if r[1].strip() in ("ingest", "train")}
+    assert len(seconds) == 2, ran.stdout
+    assert all(float(v) > 0 for v in seconds.values()), ran.stdout
 
     [projects_pipeline] = projects.runs_of_kind("pipeline")
     assert projects_pipeline.data.tags["pipeline.runner_mode"] == "projects"
