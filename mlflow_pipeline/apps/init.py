@@ -223,6 +223,7 @@ stages:
     schema_inputs: [contract]
     outputs: [clean_train]
     config_keys: [data]
+    file_keys: [data.path, data.schema]  # their content counts, not where they are
   # train now learns from the cleaned rows (its `train` argument reads clean_train).
   train:
     inputs: {{train: clean_train}}
