@@ -10,7 +10,8 @@ HistGradientBoosting fit on 1,461 rows took 3.9 s with 2 threads against 0.7 s w
   a second thread costs more than it brings even on an idle machine), else as many as there
   are CPUs this process may use that other processes have left idle since the pipeline
   started (or the previous stage), measured from the kernel's CPU counters minus this
-  process's own CPU time; never fewer than one.
+  process's own CPU time, and confirmed by a fresh 0.1 s sample when that says some are
+  busy (a burst that has stopped costs no threads); never fewer than one.
 - a number: exactly that many.
 
 The choice is recorded on the stage run (``threads`` param), so ``reproduce`` can use the
@@ -70,6 +71,7 @@ class CpuMonitor:
         self._last = self._snapshot()
         # What the last measurement saw, for the log: seconds measured, CPUs' worth of steal.
         self.others = self.window_s = self.steal = 0.0
+        self.earlier: tuple[float, float] | None = None  # what a fresh sample overruled
 
     def _snapshot(self) -> _Snapshot:
         times = psutil.cpu_times()
@@ -97,17 +99,38 @@ class CpuMonitor:
         return others
 
     def idle_cpus(self) -> int:
-        """The CPUs this process may use that others left idle (at least one)."""
+        """The CPUs this process may use that others left idle (at least one).
+
+        When other work kept CPUs busy since the last call, a fresh sample (``SAMPLE_S``)
+        confirms it is still running: a burst that has stopped (kernel or hypervisor work, a
+        short process) must not cost a long stage its threads. Another process that computes
+        shows in both."""
         allowed = cpus_allowed()
         self.others = self.others_busy()
-        return max(1, min(allowed, int(allowed - self.others + 0.5)))
+        self.earlier = None
+        idle = _idle(allowed, self.others)
+        if idle < allowed:
+            earlier = (self.others, self.window_s, self.steal)
+            now = self.others_busy()  # the window is new: a sample of SAMPLE_S
+            if _idle(allowed, now) > idle:
+                self.others, self.earlier = now, earlier[:2]
+                return _idle(allowed, now)
+            self.others, self.window_s, self.steal = earlier  # confirmed: say what decided
+        return idle
 
     def describe(self) -> str:
         """What the last ``idle_cpus`` saw, e.g. "other work used 0.71 CPUs over 3.5 s"."""
         text = f"other work used {self.others:.2f} CPUs over {self.window_s:.1f} s"
         if self.steal >= 0.05:
             text += f", {self.steal:.2f} of them taken by the hypervisor (steal)"
+        if self.earlier is not None:
+            others, window = self.earlier
+            text += f" ({others:.2f} over the {window:.1f} s before: stopped since)"
         return text
+
+
+def _idle(allowed: int, others: float) -> int:
+    return max(1, min(allowed, int(allowed - others + 0.5)))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,33 @@ def test_a_busy_process_beside_us_leaves_fewer_threads():
     assert 1 <= choice.threads <= threads.cpus_allowed()
 
 
+class _Scripted(threads.CpuMonitor):
+    """Other work as measured over each window, in order (the rule, not the kernel's counters)."""
+
+    def __init__(self, *others: float) -> None:
+        super().__init__()
+        self.script = list(others)
+
+    def others_busy(self) -> float:
+        self.window_s = 3.0 if len(self.script) > 1 else 0.1
+        return self.script.pop(0)
+
+
+@pytest.mark.skipif(threads.cpus_allowed() != 2, reason="the rule on 2 CPUs")
+def test_other_work_that_has_stopped_costs_no_threads_and_running_work_does():
+    stopped = _Scripted(0.9, 0.0)  # busy during the last stage, idle now
+    assert stopped.idle_cpus() == 2
+    assert stopped.describe() == (
+        "other work used 0.00 CPUs over 0.1 s (0.90 over the 3.0 s before: stopped since)"
+    )
+    running = _Scripted(0.9, 1.0)  # a process still computing
+    assert running.idle_cpus() == 1
+    assert running.describe() == "other work used 0.90 CPUs over 3.0 s"
+    quiet = _Scripted(0.1)  # idle: no second sample
+    assert quiet.idle_cpus() == 2
+    assert quiet.script == []
+
+
 def test_our_own_work_is_not_counted_as_others():
     monitor = threads.CpuMonitor()
     started = time.monotonic()
