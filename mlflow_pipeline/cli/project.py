@@ -78,7 +78,8 @@ def _project_main(argv: list[str] | None) -> int:
         mlflow_run_id = _own_store(cfg, mlflow_run_id)
         _run_entry_point(args, cfg, overrides, mlflow_run_id)
     except EXPECTED_ERRORS as exc:
-        fail(exc)
+        if alerts_here or not mlflow_run_id:  # else the runner says it, read from the run
+            fail(exc)
         if mlflow_run_id:  # the run `mlflow run` made for us shows why it failed
             record_error(mlflow_run_id, exc)
         if alerts_here:

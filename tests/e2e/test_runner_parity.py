@@ -91,3 +91,16 @@ def test_projects_runner_matches_in_process_runner(tmp_path: Path) -> None:
     assert expected["aliases"] == {"champion": "1", "challenger": "1", "rollback": None}
     for key in expected:
         assert actual[key] == expected[key], key
+
+
+def test_a_failing_stage_under_the_projects_runner_is_reported_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "projects")
+    store.root.mkdir()
+    # evaluate's gate stops the pipeline in the evaluate entry point's process.
+    failed = store.pipeline("runner=projects", "evaluation.thresholds.roc_auc.min=0.99999")
+    assert failed.returncode == 1
+    output = failed.stdout + failed.stderr
+    assert output.count("mlflow-pipeline: error:") == 1, output
+    assert "roc_auc=" in output
+    assert "below the minimum 0.99999" in output
+    assert not store.client.search_model_versions()  # nothing registered
