@@ -217,7 +217,7 @@ def _remembered(obj: Any, files: dict[str, str | None]) -> _Analysis:
     try:
         text = source_of(obj)
     except (OSError, TypeError):  # its bytecode stands in: not a function of the file's content
-        return _analysis_of_source(obj)
+        return _bytecode_analysis(obj)
     found = _analysis_of_text(text)
     if _comes_from(text, obj, place[0], content):
         _ANALYSES.put(key, found)
@@ -240,10 +240,15 @@ def _comes_from(text: str, obj: Any, path: str, content: str) -> bool:
 def _analysis_of_source(obj: Any) -> _Analysis:
     try:
         text = source_of(obj)
-    except (OSError, TypeError):  # no source (built at runtime): its bytecode stands in
-        code = getattr(inspect.unwrap(obj), "__code__", None)
-        return _Analysis(_sha(repr(code.co_code) if code else repr(obj)), None)
+    except (OSError, TypeError):
+        return _bytecode_analysis(obj)
     return _analysis_of_text(text)
+
+
+def _bytecode_analysis(obj: Any) -> _Analysis:
+    """No source (built at runtime): its bytecode stands in."""
+    code = getattr(inspect.unwrap(obj), "__code__", None)
+    return _Analysis(_sha(repr(code.co_code) if code else repr(obj)), None)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -344,11 +349,11 @@ class _AnalysisMemo:
         if not self._dirty or self._entries is None:
             return
         self._dirty = False
+        if self.path is None:
+            return
         # What other processes wrote since this one read the file, then this one's.
         entries = {**self._read(), **self._entries}
         entries = dict(list(entries.items())[-self.LIMIT :])
-        if self.path is None:
-            return
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

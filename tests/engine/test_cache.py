@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -398,24 +399,29 @@ print(json.dumps([cache.code_hashes([s.func, s.gate]) for s in stages]))
 """
 
 
-def test_code_analyses_are_remembered_across_processes_with_the_same_hashes(tmp_path: Path):
+def _python_json(script: str, cache_home: Path, *args: str) -> Any:
+    """What ``python -c script *args`` prints as JSON, with its own XDG cache directory."""
     import json
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, "XDG_CACHE_HOME": str(cache_home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_code_analyses_are_remembered_across_processes_with_the_same_hashes(tmp_path: Path):
+    import json
 
     def hashes(mode: str) -> list[dict[str, str]]:
-        done = subprocess.run(
-            [sys.executable, "-c", _HASH_THE_REFERENCE, mode],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return _python_json(_HASH_THE_REFERENCE, tmp_path / "cache", mode)
 
     first = hashes("first")  # no memo yet: analysed from the sources, then remembered
     (memo,) = (tmp_path / "cache" / "mlflow_pipeline").glob("code-analysis-py*.json")
@@ -453,27 +459,13 @@ def test_a_process_running_old_code_neither_changes_its_hash_nor_teaches_the_mem
     """A file edited while a process runs (a sweep, a notebook): that process keeps the hash
     of the code it runs, and what it read before the edit is not remembered under the new
     content, where a later run of the new code would find it (a stale cache hit)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     package = tmp_path / "pkg" / "toyx"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     old, new = "def clean(x):\n    return x[:3]\n", "def clean(x):\n    return x[:4]\n"
 
-    def python(script: str, *args: str) -> object:
-        done = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "pkg"), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+    def python(script: str, *args: str) -> Any:
+        return _python_json(script, tmp_path / "cache", str(tmp_path / "pkg"), *args)
 
     def fresh(text: str) -> dict[str, str]:  # the memo bypassed: analysed from the source
         (package / "helpers.py").write_text(text)
