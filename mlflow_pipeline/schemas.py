@@ -106,18 +106,19 @@ class ColumnRole:
 
 def infer_role(values: pd.Series, name: str) -> ColumnRole:
     """What a column looks like: id, text, datetime, integer, numeric or categorical."""
-    present = values.dropna()
-    rows = len(present)
     if pd.api.types.is_bool_dtype(values):
         return ColumnRole("categorical", "true/false values")
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_integer_dtype(values):
+        # No copy without the missing values: a float column is decided by two passes at most.
+        if values.isna().any() and _whole(values):
+            return ColumnRole("integer", "whole numbers with missing values")
+        return ColumnRole("numeric", "numbers")
+    present = values.dropna()
+    rows = len(present)
     if pd.api.types.is_integer_dtype(values):
         if _id_like_integers(present, str(name)):
             return ColumnRole("id", f"{present.nunique()} distinct in {rows} rows")
         return ColumnRole("integer", "whole numbers")
-    if pd.api.types.is_numeric_dtype(values):
-        if values.isna().any() and _whole(present):
-            return ColumnRole("integer", "whole numbers with missing values")
-        return ColumnRole("numeric", "numbers")
     if mostly_numbers(values):
         return ColumnRole("numeric", "text that is mostly numbers")
     texts = present.astype(str)
@@ -136,8 +137,17 @@ def infer_role(values: pd.Series, name: str) -> ColumnRole:
     return ColumnRole("categorical", "text")
 
 
+# How many values ``_whole`` looks at first: a column of fractions shows one within them.
+WHOLE_PROBE = 4096
+
+
 def _whole(values: pd.Series) -> bool:
+    """Whether every finite value of ``values`` is a whole number (and there is one)."""
     numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    head = numbers[:WHOLE_PROBE]
+    head = head[np.isfinite(head)]
+    if not np.all(head == np.round(head)):
+        return False
     finite = numbers[np.isfinite(numbers)]
     return bool(finite.size) and bool(np.all(finite == np.round(finite)))
 

@@ -226,6 +226,10 @@ def test_metrics_schema():
         (pd.Series([f"A{i:04d}" for i in range(30)]), "categorical"),  # too few rows to tell
         (pd.Series(np.random.default_rng(0).normal(size=80) * 1000).round(), "numeric"),
         (pd.Series([1.0, None, 3.0] * 30), "integer"),
+        # Whole numbers beyond what _whole looks at first, then one fraction: not integers.
+        (pd.Series([1.0, None] * schemas.WHOLE_PROBE + [2.5]), "numeric"),
+        (pd.Series([2.5, None] + [1.0] * schemas.WHOLE_PROBE), "numeric"),
+        (pd.Series([None] * schemas.WHOLE_PROBE + [4.0, 5.0]), "integer"),
         (pd.Series(np.arange(80) * 7 + 12345), "numeric_id"),  # distinct but spread: kept
     ],
 )
