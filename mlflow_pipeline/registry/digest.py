@@ -13,6 +13,9 @@ normalisations that remove what differs between two loggings of the very same mo
   Python's ``id()`` of each object at save time, so the same model saved twice gives
   different bytes. The digest renumbers those ids and array files in their order in the
   schema (object structure and array bytes unchanged), which is the same for the same model.
+  Attributes in which scikit-learn itself keeps an ``id()`` (``PROCESS_IDS``: a text
+  vectorizer's ``_stop_words_id``, a cache marker that never matches after loading) count as
+  present, not by value.
 
 ``registered_model_meta`` (written by MLflow when a model is registered) is not content.
 """
@@ -41,6 +44,9 @@ LOGGING_FIELDS = (
     "utc_time_created",
 )
 NOT_CONTENT = ("registered_model_meta",)
+# Fitted attributes holding a Python id() (different in every process): CountVectorizer's and
+# TfidfVectorizer's check that their stop words were validated already.
+PROCESS_IDS = ("_stop_words_id",)
 
 
 def content_digest(model_uri: str) -> str:
@@ -94,6 +100,8 @@ def skops_digest(path: Path) -> str:
                 value = node[key]
                 if key == "__id__":
                     value = ids.setdefault(value, len(ids))
+                elif key in PROCESS_IDS and isinstance(value, dict) and "content" in value:
+                    value = canonical({**value, "content": "id()"})
                 elif key == "file" and isinstance(value, str):
                     value = files.setdefault(value, f"{len(files)}{Path(value).suffix}")
                 else:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mlflow_pipeline.config import load_config
-from mlflow_pipeline.registry.digest import content_digest, directory_digest
+from mlflow_pipeline.registry.digest import content_digest, directory_digest, skops_digest
 from mlflow_pipeline.stages.ingest import ingest
 from mlflow_pipeline.stages.split import split
 from mlflow_pipeline.stages.train import train
@@ -81,3 +81,23 @@ def test_what_changes_the_digest(models, tmp_path):
     assert variant(edit_mlmodel(signature=None)) != digest
     assert variant(lambda r: (r / "requirements.txt").write_text("scikit-learn==0.1\n")) != digest
     assert variant(lambda r: (r / "extra.txt").write_text("x")) != digest
+
+
+def test_an_id_scikit_learn_keeps_in_a_fitted_vectorizer_is_not_content(tmp_path):
+    """TfidfVectorizer stores id(stop_words) when fitted: another value in every process, so
+    the same model trained twice (a rerun, `reproduce`) would be registered twice."""
+    import skops.io
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = ["late delivery again", "great service", "late and rude", "great value"]
+    fitted = TfidfVectorizer().fit(texts)
+    digests = []
+    for i, marker in enumerate((fitted._stop_words_id, fitted._stop_words_id + 4096)):
+        fitted._stop_words_id = marker  # what the next process records for the same fit
+        path = tmp_path / f"{i}.skops"
+        skops.io.dump(fitted, path)
+        digests.append(skops_digest(path))
+    assert digests[0] == digests[1]
+    other = TfidfVectorizer(max_features=2).fit(texts)
+    skops.io.dump(other, tmp_path / "other.skops")
+    assert skops_digest(tmp_path / "other.skops") != digests[0]
