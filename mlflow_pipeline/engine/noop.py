@@ -6,10 +6,10 @@ and nothing changed that the next run's cache keys read (``engine.stage`` re-res
 stage's Context: the champion, alias moves) writes a *stamp* beside its SQLite store:
 ``<store dir>/.mlflow_pipeline/noop/<key>.json``, where ``key`` hashes the resolved
 config and the environment variables that choose the store and experiment. The stamp holds
-what else the cache keys depend on, as cheap file facts: size and modification time of the
-package's and the project's code and config files, of every file a stage's ``file_keys``
-name, the versions of the packages stages declare, and of the SQLite store itself, taken
-after the run's last write.
+what else the cache keys depend on, as cheap file facts: size, modification time, inode and
+change time of the package's and the project's code and config files, of every file a
+stage's ``file_keys`` name, the versions of the packages stages declare, and of the SQLite
+store itself, taken after the run's last write.
 
 The next run with the same config finds the stamp; when every fact is unchanged (so no other
 run wrote to the store, no file was touched), it prints that and exits, as ``dvc repro``
@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlflow_pipeline.config import PROJECT_ROOT
 
 STAMP_DIR = Path(".mlflow_pipeline") / "noop"
-STAMP_FORMAT = 1
+STAMP_FORMAT = 2
 # Environment variables that change which store or experiment a run uses.
 STORE_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
 # Packages every stage's results depend on, besides those stages declare (Stage.packages).
@@ -92,7 +92,9 @@ def _stat(path: Path) -> list[int] | None:
         found = path.stat()
     except OSError:
         return None
-    return [found.st_size, found.st_mtime_ns]
+    # The change time and inode too: a copy that keeps the modification time (cp -p, rsync -t)
+    # or a same-sized edit with the time put back leaves size and mtime as they were.
+    return [found.st_size, found.st_mtime_ns, found.st_ino, found.st_ctime_ns]
 
 
 def _tree(root: Path) -> dict[str, list[int] | None]:

@@ -4,6 +4,7 @@ nothing changed runs and records nothing; a changed data file, a run of another 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def cli(work: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=PROJECT_ROOT,
         timeout=300,
-        env={k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")},
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -94,3 +95,18 @@ def test_the_normal_path_when_asked_for_or_when_anything_changed(work: Path):
     assert FAST not in touched.stdout
     assert "cache: 4 hit(s)" in touched.stdout
     assert pipeline_runs(db) == runs + 2
+    # New content of the same size with its modification time put back, as `cp -p` or
+    # `rsync -t` leave it: the file's change time still tells, and ingest runs again.
+    assert FAST in cli(work).stdout
+    facts = csv.stat()
+    text = csv.read_text()
+    first_value = text.splitlines()[1].split(",")[0]
+    edited = text.replace(first_value, first_value[:-1] + str((int(first_value[-1]) + 1) % 10), 1)
+    assert len(edited) == len(text)
+    assert edited != text
+    csv.write_text(edited)
+    os.utime(csv, ns=(facts.st_atime_ns, facts.st_mtime_ns))
+    assert (csv.stat().st_size, csv.stat().st_mtime_ns) == (facts.st_size, facts.st_mtime_ns)
+    changed = cli(work)
+    assert FAST not in changed.stdout
+    assert "ran [ingest," in changed.stdout, changed.stdout
