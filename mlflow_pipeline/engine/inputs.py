@@ -1,13 +1,17 @@
 """Where a stage's inputs come from: this pipeline run, or ONE earlier pipeline run whose
-producing stages all FINISHED, and a check that the inputs belong together."""
+producing stages all FINISHED with today's settings, and a check that the inputs belong
+together."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
+from mlflow_pipeline.engine import cache
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext
 from mlflow_pipeline.errors import StageError
@@ -17,15 +21,18 @@ log = logging.getLogger(__name__)
 
 
 def resolve_inputs(
-    stage: Stage, ctx: RunContext, available: dict[str, Handoff]
+    stage: Stage, cfg: DictConfig, ctx: RunContext, available: dict[str, Handoff]
 ) -> dict[str, Handoff]:
     """Find the run that produced each input of ``stage`` not already ``available``.
 
     An input produced in this pipeline run comes from it. All other inputs come from ONE
     earlier pipeline run: ``ctx.upstream_run_id``, else the newest pipeline run in the
     experiment in which every stage producing them FINISHED (a failed or half-run pipeline is
-    never a source). Then checks that the inputs belong together (see check_lineage).
-    Raises StageError when there is no such run or the inputs do not belong together.
+    never a source) and which computed them, and the stages before them, with the settings of
+    ``cfg``: the same config and the same content of the files they read (see
+    settings_differ). Then checks that the inputs belong together (see check_lineage).
+    Raises StageError when there is no such run or the inputs do not belong together; an
+    explicit ``ctx.upstream_run_id`` computed with other settings is used, with a warning.
     """
     made_by = ctx.pipeline.producers()
     found: dict[str, Handoff] = {}
@@ -42,7 +49,7 @@ def resolve_inputs(
         else:
             elsewhere.append(dataset.name)
     if elsewhere:
-        runs = _upstream_stage_runs(stage, ctx, sorted({made_by[n].name for n in elsewhere}))
+        runs = _upstream_stage_runs(stage, cfg, ctx, sorted({made_by[n].name for n in elsewhere}))
         for name in elsewhere:
             found[name] = Handoff(run_id=runs[made_by[name].name])
     for name, handoff in found.items():
@@ -52,7 +59,9 @@ def resolve_inputs(
     return found
 
 
-def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> dict[str, str]:
+def _upstream_stage_runs(
+    stage: Stage, cfg: DictConfig, ctx: RunContext, needed: list[str]
+) -> dict[str, str]:
     """Stage name -> FINISHED run of it, all within one earlier pipeline run."""
     client = ctx.client
     if ctx.upstream_run_id:
@@ -70,8 +79,19 @@ def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> di
                 f"{', '.join(missing)}; include them in steps or pick another upstream run",
                 stage=stage.name,
             )
+        differences = settings_differ(cfg, ctx, runs)
+        if differences:
+            log.warning(
+                "stage %s: runner.upstream_run_id=%s computed its inputs with other settings "
+                "than this run's (%s); used as asked, but this run's config and lineage do not "
+                "describe that data",
+                stage.name,
+                ctx.upstream_run_id,
+                "; ".join(differences),
+            )
         return runs
     first, *others = needed
+    newest_differing: tuple[str, list[str]] | None = None
     candidates = client.search_runs(
         [ctx.experiment_id],
         f"tags.`{Runs.STAGE}` = '{first}' and attributes.status = 'FINISHED'",
@@ -87,13 +107,69 @@ def _upstream_stage_runs(stage: Stage, ctx: RunContext, needed: list[str]) -> di
         runs.update(
             {p: find_stage_run(client, ctx.experiment_id, p, pipeline_run_id) for p in others}
         )
-        if all(runs.values()):
+        if not all(runs.values()):
+            continue
+        differences = settings_differ(cfg, ctx, runs)
+        if not differences:
             return runs
+        newest_differing = newest_differing or (pipeline_run_id, differences)
+    if newest_differing is not None:
+        pipeline_run_id, differences = newest_differing
+        raise StageError(
+            f"no earlier pipeline run in experiment {ctx.experiment_id} computed stage(s) "
+            f"{', '.join(needed)} with this run's settings; the newest that has them (pipeline "
+            f"run {pipeline_run_id}) differs: {'; '.join(differences)}. Include those stages "
+            f"in steps, or set runner.upstream_run_id={pipeline_run_id} to use it anyway",
+            stage=stage.name,
+        )
     raise StageError(
         f"no earlier pipeline run in experiment {ctx.experiment_id} has FINISHED runs of "
         f"stage(s) {', '.join(needed)}; include them in steps or set runner.upstream_run_id",
         stage=stage.name,
     )
+
+
+def settings_differ(cfg: DictConfig, ctx: RunContext, runs: dict[str, str]) -> list[str]:
+    """How the settings ``runs`` (stage name -> run holding its outputs) were computed with,
+    and those of every run they were computed from (followed through their
+    ``pipeline.upstream.<dataset>`` tags), differ from ``cfg``'s: config and the digests of
+    the files a stage reads (``file_keys``), as the cache explains a miss ("split: file
+    changed: data.path digest ..."). Code and package versions are not compared: not running
+    a stage is the way to keep its results across a code change. A run without a manifest
+    (older than the cache) is not compared. Empty when they match."""
+    from mlflow_pipeline.store import artifacts
+
+    client = ctx.client
+    reasons: list[str] = []
+    todo, seen = list(runs.values()), set()
+    while todo:
+        run_id = todo.pop()
+        if run_id in seen:
+            continue
+        seen.add(run_id)
+        run = client.get_run(run_id)
+        source = run.data.tags.get(Cache.SOURCE)
+        if source and source != run_id:  # a hit: the run it reused holds the manifest
+            todo.append(source)
+            continue
+        todo.extend(
+            value for key, value in run.data.tags.items() if key.startswith(Runs.UPSTREAM_PREFIX)
+        )
+        name = run.data.tags.get(Runs.STAGE)
+        try:
+            stage = ctx.pipeline.stage_named(name)
+            stored = cache.Manifest.from_json(artifacts.load_text(run_id, cache.MANIFEST))
+        except Exception:  # a stage this pipeline no longer has, a run without a manifest
+            continue
+        current = dataclasses.replace(
+            cache.build_manifest(stage, cfg, stored.inputs),
+            code=stored.code,
+            schemas=stored.schemas,
+            packages=stored.packages,
+        )
+        if current.key != stored.key:
+            reasons += [f"{name}: {reason}" for reason in cache.explain(stored, current)]
+    return sorted(reasons)
 
 
 def check_lineage(stage: Stage, run_ids: dict[str, str], client: MlflowClient) -> None:

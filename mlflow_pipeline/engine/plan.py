@@ -45,7 +45,7 @@ def plan(cfg: DictConfig) -> list[cache.CacheDecision]:
             decision = cache.decide(stage, cfg, client, experiment_id, {}, pending=pending)
         else:
             try:
-                available.update(resolve_inputs(stage, ctx, available))
+                available.update(resolve_inputs(stage, cfg, ctx, available))
                 decision = cache_decision(stage, cfg, ctx, available)
             except StageError as exc:
                 decision = cache.CacheDecision(stage.name, "error", None, [str(exc)])

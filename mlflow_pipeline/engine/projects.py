@@ -58,7 +58,7 @@ def run_as_projects(
         launcher_log.addFilter(_DropCancelNotice())
     for stage in stages:
         started = time.perf_counter()
-        available = resolve_inputs(stage, ctx, {})
+        available = resolve_inputs(stage, cfg, ctx, {})
         decision = retry_transient(cache_decision, stage, cfg, ctx, available, what="cache")
         if decision.hit:
             log.info(decision.describe())
@@ -218,5 +218,5 @@ def run_stage_project(
         runner_mode="projects",
         upstream_run_id=upstream_run_id or cfg.runner.upstream_run_id,
     )
-    available = resolve_inputs(stage, ctx, {})
+    available = resolve_inputs(stage, cfg, ctx, {})
     return run_stage(stage, cfg, ctx, available, run_id=run_id)

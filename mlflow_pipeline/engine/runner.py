@@ -275,7 +275,7 @@ def run_in_process(
     """Every stage in this process; frames are handed to the next stage in memory."""
     available: dict[str, Handoff] = {}
     for done, stage in enumerate(stages, 1):
-        available.update(resolve_inputs(stage, ctx, available))
+        available.update(resolve_inputs(stage, cfg, ctx, available))
         try:
             outputs = run_stage(stage, cfg, ctx, available)
         except DriftError as exc:

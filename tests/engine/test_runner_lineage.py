@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_breast_cancer
 
 from mlflow_pipeline.engine.inputs import check_lineage
 from mlflow_pipeline.engine.runner import run_pipeline
@@ -43,13 +44,24 @@ def config(store, *overrides: str):
 
 def test_a_failed_evaluation_never_feeds_register(history):
     store, client, first, second = history
-    result = run_pipeline(config(store, *FAST, "model.C=0.1", "steps=[register]"))
+    result = run_pipeline(config(store, *FAST, "model.C=0.5", "steps=[register]"))
     register = stage_run_of(client, result.experiment_id, result.pipeline_run_id, "register")
-    # The newest pipeline whose train, split, evaluate and validate all FINISHED is `second`,
-    # not the later one whose model failed its threshold.
+    # The newest pipeline whose train, split, evaluate and validate all FINISHED with these
+    # settings is `second`.
     assert register.data.tags["pipeline.upstream.model"] == second.stage_run_ids["train"]
     assert register.data.tags["pipeline.upstream.metrics"] == second.stage_run_ids["evaluate"]
     assert register.data.tags["pipeline.upstream.test"] == second.stage_run_ids["split"]
+    # With the settings of the later run whose model failed its threshold: that run is never
+    # a source, and no other was computed with them.
+    failed_settings = ("model.C=0.1", "evaluation.thresholds.roc_auc.min=0.9999")
+    with pytest.raises(
+        StageError,
+        match=rf"\[register\] no earlier pipeline run in experiment \d+ computed stage\(s\) "
+        r"evaluate, split, train, validate with this run's settings; the newest that has them "
+        rf"\(pipeline run {second.pipeline_run_id}\) differs: evaluate: config changed: "
+        r"evaluation\.thresholds\.roc_auc\.min .*; train: config changed: model\.C 0\.5 -> 0\.1",
+    ):
+        run_pipeline(config(store, *FAST, *failed_settings, "steps=[register]"))
 
 
 def test_upstream_run_id_wins_over_newer_runs(history):
@@ -98,4 +110,56 @@ def test_inputs_that_do_not_belong_together_are_refused(history):
             for name, s in [("model", "train"), ("test", "split"), ("metrics", "evaluate")]
         },
         client,
+    )
+
+
+def test_a_slice_never_reads_data_computed_from_another_file(make_config, tmp_path, caplog):
+    """steps=[train] with data.path=full.csv reads a split of full.csv, not the newer split of
+    another file (which used to train and register a model whose lineage named full.csv)."""
+    frame = load_breast_cancer(as_frame=True).frame
+    # One file name in three folders: one experiment (named after the data), as a new day's
+    # extract would be.
+    full, sample, other = (tmp_path / day / "customers.csv" for day in ("day1", "day4", "day5"))
+    for path in (full, sample, other):
+        path.parent.mkdir()
+    frame.to_csv(full, index=False)
+    frame.sample(300, random_state=3).to_csv(sample, index=False)
+    frame.sample(400, random_state=4).to_csv(other, index=False)
+    data = ("data=csv", "data.target=target", "data.task=classification", *FAST)
+    whole = run_pipeline(
+        make_config(*data, f"data.path={full}", "steps=[ingest,profile,validate,split]")
+    )
+    newer = run_pipeline(
+        make_config(*data, f"data.path={sample}", "steps=[ingest,profile,validate,split]")
+    )
+
+    sliced = run_pipeline(make_config(*data, f"data.path={full}", "steps=[train]"))
+    client = MlflowClient()
+    train = stage_run_of(client, sliced.experiment_id, sliced.pipeline_run_id, "train")
+    assert train.data.tags["pipeline.upstream.train"] == whole.stage_run_ids["split"]
+    assert train.data.tags["pipeline.upstream.contract"] == whole.stage_run_ids["validate"]
+
+    # A file no run has read: nothing to train on, and the error says what differs.
+    with pytest.raises(
+        StageError,
+        match=r"\[train\] no earlier pipeline run in experiment \d+ computed stage\(s\) split, "
+        rf"validate with this run's settings; the newest that has them \(pipeline run "
+        rf"{newer.pipeline_run_id}\) differs: ingest: file changed: data\.path digest .*"
+        r"Include those stages in steps, or set runner\.upstream_run_id=",
+    ):
+        run_pipeline(make_config(*data, f"data.path={other}", "steps=[train]"))
+
+    # Named explicitly, a run with other settings is used, with a warning saying so.
+    asked = run_pipeline(
+        make_config(
+            *data,
+            f"data.path={other}",
+            "steps=[train]",
+            f"runner.upstream_run_id={newer.pipeline_run_id}",
+        )
+    )
+    train = stage_run_of(client, asked.experiment_id, asked.pipeline_run_id, "train")
+    assert train.data.tags["pipeline.upstream.train"] == newer.stage_run_ids["split"]
+    assert "computed its inputs with other settings than this run's (ingest: file changed" in (
+        caplog.text
     )
