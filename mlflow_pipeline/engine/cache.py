@@ -514,6 +514,9 @@ def build_manifest(stage: Stage, cfg: DictConfig, inputs: dict[str, str | None])
     """The manifest of running ``stage`` with ``cfg`` on inputs with these digests."""
     # Secrets are not part of the key (a new password computes nothing new) nor of the manifest.
     config = flatten(redacted(config_slice(cfg, stage.config_keys)))
+    for ignored in stage.ignore_keys:  # a key, or a group of keys
+        for key in [k for k in config if k == ignored or k.startswith(ignored + ".")]:
+            del config[key]
     files = {}
     for key in stage.file_keys:
         value = OmegaConf.select(cfg, key)

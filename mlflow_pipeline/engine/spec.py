@@ -81,6 +81,10 @@ class Stage:
     services: tuple[str, ...] = ()
     # Config keys naming files the stage reads: their content is part of the cache key.
     file_keys: tuple[str, ...] = ()
+    # Keys under config_keys left out of the cache key (still logged as params): what reaches
+    # the stage through its inputs, such as data.path after ingest (the file's content is in
+    # ingest's key, and an identical `raw` makes the later stages hits).
+    ignore_keys: tuple[str, ...] = ()
     # Config keys that seed randomness: when one is present and null, the stage is not cacheable.
     seed_keys: tuple[str, ...] = ()
     # Packages (besides cache.BASE_PACKAGES) whose version is part of the cache key.

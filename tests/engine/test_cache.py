@@ -174,8 +174,21 @@ def test_changed_data_file_reruns_everything(scenario, baseline, tmp_path: Path)
     result = scenario(path=changed)
     expect(result, set(STAGES))
     assert reasons(result, "ingest").startswith("file changed: data.path digest")
-    assert reasons(result, "validate").startswith("file changed: data.path digest")
+    # The file is in ingest's key only: the later stages see the change in their input.
     assert "input changed: ingest/raw digest" in reasons(result, "validate")
+    assert "file changed" not in reasons(result, "validate")
+
+
+def test_a_byte_only_change_of_the_data_file_reruns_only_ingest(scenario, baseline, tmp_path):
+    """The same table in other bytes (CRLF line ends): ingest reads it again and makes the same
+    `raw`, so every later stage is a hit (they used to rerun, train included, on the file's
+    digest alone)."""
+    crlf = tmp_path / "crlf" / "customers.csv"
+    crlf.parent.mkdir()
+    crlf.write_bytes(baseline[1].read_bytes().replace(b"\n", b"\r\n"))
+    result = scenario(path=crlf)
+    expect(result, {"ingest"})
+    assert reasons(result, "ingest").startswith("file changed: data.path digest")
 
 
 def test_same_data_at_another_path_is_all_hits(scenario, baseline, tmp_path: Path):
