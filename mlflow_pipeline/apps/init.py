@@ -223,7 +223,8 @@ stages:
     schema_inputs: [contract]
     outputs: [clean_train]
     config_keys: [data]
-    file_keys: [data.path, data.schema]  # their content counts, not where they are
+    file_keys: [data.schema]  # its content counts, not where it is
+    ignore_keys: [data.path]  # the data reaches this stage as its input
   # train now learns from the cleaned rows (its `train` argument reads clean_train).
   train:
     inputs: {{train: clean_train}}
@@ -365,14 +366,21 @@ An [mlflow-pipeline](https://pypi.org/project/mlflow-pipeline/) project: tabular
 `data/{data_file}` (target `{target}`) to a champion in the MLflow registry.
 
 ```bash
-mlflow run . --env-manager local          # the whole pipeline; again: every stage a cache hit
-mlflow run . --env-manager local -e train # one stage on its own
+mlflow run . --env-manager local --experiment-name {package}  # the whole pipeline
+mlflow run . --env-manager local --experiment-name {package} -e train  # one stage on its own
 mlflow-pipeline model=random_forest       # the same as a Hydra app, with overrides
 mlflow-pipeline --dry-run                 # what would run, and why
 pytest                                    # the smoke test
 mlflow ui --backend-store-uri sqlite:///mlflow.db   # the runs, datasets and registry
 ```
 
+- Run again, and every stage is a cache hit, except `profile` after a new champion (it compares
+  the data with the champion's). `--experiment-name {package}` is the experiment
+  `mlflow-pipeline` uses: without it `mlflow run` uses `Default`, whose runs (and cache) are
+  its own.
+- A model that misses `evaluation.thresholds` (classification: roc_auc >= 0.75) stops before
+  the registry, with the metric and the bound named; on data that cannot reach it, set the
+  bound in `conf/config.yaml`.
 - `conf/config.yaml` picks this project's options; `conf/data/{package}.yaml` is the data,
   `conf/contract.yaml` its contract (inferred: edit it), `conf/pipeline/{package}.yaml` the
   stages, `conf/features/{package}.yaml` the features.
