@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 import pandera.pandas as pa
@@ -125,6 +126,54 @@ def _run(
     schema: pa.DataFrameSchema, df: pd.DataFrame
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """(validated frame, None) or (None, raw failure table)."""
+    lossy = _fractions_in_integer_columns(schema, df)
+    validated, failures = _validate(schema, df)
+    if lossy is None:
+        return validated, failures
+    return None, pd.concat([lossy, failures]) if failures is not None else lossy
+
+
+# The check a fraction in a column coerced to integers fails: pandas' astype would truncate it.
+WHOLE_NUMBER = "whole_number"
+
+
+def _fractions_in_integer_columns(
+    schema: pa.DataFrameSchema, df: pd.DataFrame
+) -> pd.DataFrame | None:
+    """Failure rows for the values that coercing to an integer dtype would change: 2.9 in an
+    int64 column became 2 without a word (a scoring batch whose integer column came as floats
+    was scored on other values than it holds). None when there are none."""
+    found = []
+    for name, column in schema.columns.items():
+        dtype = str(column.dtype) if column.dtype is not None else ""
+        if name not in df.columns or not (column.coerce or schema.coerce):
+            continue
+        if not dtype or not pd.api.types.is_integer_dtype(dtype):
+            continue
+        values = df[name]
+        if not pd.api.types.is_float_dtype(values):
+            continue
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        fractions = np.flatnonzero(np.isfinite(numbers) & (numbers != np.round(numbers)))
+        if fractions.size:
+            found.append(
+                pd.DataFrame(
+                    {
+                        "schema_context": "Column",
+                        "column": name,
+                        "check": WHOLE_NUMBER,
+                        "check_number": None,
+                        "failure_case": numbers[fractions],
+                        "index": df.index[fractions],
+                    }
+                )
+            )
+    return pd.concat(found, ignore_index=True) if found else None
+
+
+def _validate(
+    schema: pa.DataFrameSchema, df: pd.DataFrame
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     try:
         if schema.strict == "filter":  # pandera deprecates filtering in place
             return schema.validate(df, lazy=True), None

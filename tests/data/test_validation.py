@@ -241,3 +241,21 @@ def test_a_rule_for_an_unknown_column_is_a_config_error():
     df = _customers()
     with pytest.raises(ConfigError, match=r"validation.ranges: no column 'agee'"):
         _gate(df, "+validation.ranges.agee={min: 0}")
+
+
+def test_a_fraction_in_a_column_coerced_to_integers_is_refused_not_truncated():
+    """A scoring batch whose integer column came as floats: 2.9 used to become 2 silently."""
+    schema = pa.DataFrameSchema({"children": pa.Column("int64", nullable=True, coerce=True)})
+    ok = check(pd.DataFrame({"children": [1.0, 2.0, 3.0]}), schema, stage="score", dataset="batch")
+    assert ok.frame["children"].dtype == "int64"
+    assert ok.frame["children"].tolist() == [1, 2, 3]
+    batch = pd.DataFrame({"children": [2.0, 2.5, 2.9, 3.0]}, index=[10, 11, 12, 13])
+    with pytest.raises(DataValidationError) as info:
+        check(batch, schema, stage="score", dataset="batch")
+    message = str(info.value)
+    assert "[score]" in message
+    assert "children" in message
+    assert "whole_number" in message
+    table = info.value.failure_cases
+    assert table["failure_case"].tolist() == ["2.5", "2.9"]
+    assert table["index"].tolist() == ["11", "12"]
