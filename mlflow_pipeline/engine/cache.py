@@ -679,6 +679,13 @@ def decide(
         )
         return CacheDecision(stage.name, "miss", manifest, [reason])
     previous = previous_manifest(client, experiment_id, stage.name)
+    if previous is None:
+        attempt = last_attempt(client, experiment_id, stage.name)
+        if attempt is not None:  # it never completed: say so, and what differs from it
+            run, tried = attempt
+            reasons = explain(tried, manifest, label)
+            head = f"no earlier finished run; the last one ({run.info.run_id}) {run.info.status}"
+            return CacheDecision(stage.name, "miss", manifest, [head, *reasons])
     return CacheDecision(stage.name, "miss", manifest, explain(previous, manifest, label))
 
 
@@ -731,6 +738,28 @@ def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> M
             return Manifest.from_json(artifacts.load_text(run.info.run_id, MANIFEST))
         except Exception:  # an older run without a manifest: try the one before
             continue
+    return None
+
+
+def last_attempt(
+    client: MlflowClient, experiment_id: str, stage: str
+) -> tuple[Run, Manifest] | None:
+    """The newest computed run of ``stage`` that did not finish (FAILED, KILLED), with its
+    manifest: what a miss is explained against when no run of the stage ever finished."""
+    from mlflow_pipeline.store import artifacts
+
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{Runs.STAGE}` = '{stage}' and tags.`{Cache.STATUS}` != 'hit' "
+        "and attributes.status != 'FINISHED' and attributes.status != 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    for run in runs:
+        try:
+            return run, Manifest.from_json(artifacts.load_text(run.info.run_id, MANIFEST))
+        except Exception:  # stopped before its manifest was logged
+            return None
     return None
 
 

@@ -316,6 +316,24 @@ def test_a_failed_stage_is_never_reused(scenario):
     assert all(Cache.STORED not in r.data.tags for r in runs)
 
 
+def test_a_miss_after_a_run_that_never_finished_says_so_and_what_differs(make_config, tmp_path):
+    """The first run's evaluate failed its threshold; the rerun with a lower one used to be
+    explained as "no earlier run"."""
+    data = tmp_path / "customers.csv"
+    mixed_frame(200).to_csv(data, index=False)
+    with pytest.raises(ThresholdError):
+        run_pipeline(
+            make_config(*csv_overrides(data, *FAST), "evaluation.thresholds.roc_auc.min=0.9999")
+        )
+    result = run_pipeline(
+        make_config(*csv_overrides(data, *FAST), "evaluation.thresholds.roc_auc.min=0.5")
+    )
+    assert result.decisions["train"].hit
+    why = reasons(result, "evaluate")
+    assert why.startswith("no earlier finished run; the last one (")
+    assert ") FAILED; config changed: evaluation.thresholds.roc_auc.min 0.9999 -> 0.5" in why
+
+
 def test_plan_shows_hits_misses_and_pending_without_running(scenario):
     cfg = scenario.config("model.C=0.5")
     experiment = scenario.client.get_experiment_by_name("customers").experiment_id
