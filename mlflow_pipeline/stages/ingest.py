@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlflow_pipeline.errors import ConfigError, DataError
 
 STAGE = "ingest"
+log = logging.getLogger(__name__)
 
 # Separators a file that parsed into one column is probably using instead of commas.
 LIKELY_SEPARATORS = (";", "\t", "|")
@@ -62,7 +65,19 @@ def ingest(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     if data.source == "sklearn":
         return {"raw": load_bundled(data.loader, data.target)}
     read_options = OmegaConf.to_container(data.read_options, resolve=True)
-    return {"raw": read_csv(Path(data.path), read_options)}
+    raw = read_csv(Path(data.path), read_options)
+    if data.target not in raw.columns:  # ingest's output gate stops the run; say which setting
+        log.warning("[%s] %s", STAGE, _no_target_column(str(data.target), raw.columns, data.path))
+    return {"raw": raw}
+
+
+def _no_target_column(target: str, columns: pd.Index, path: str) -> str:
+    """``data.target`` names no column of the file: the columns, and the likeliest one."""
+    names = [str(c) for c in columns]
+    close = difflib.get_close_matches(target, names, n=1, cutoff=0.6)
+    shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+    hint = f"; did you mean data.target={close[0]}?" if close else ""
+    return f"data.target: no column '{target}' in {path} (columns: {shown}){hint}"
 
 
 def load_bundled(loader: str, target: str) -> pd.DataFrame:

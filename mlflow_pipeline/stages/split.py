@@ -30,5 +30,15 @@ def split(cfg: DictConfig, validated: pd.DataFrame) -> dict[str, pd.DataFrame]:
             stratify=stratify,
         )
     except ValueError as exc:
-        raise StageError(f"cannot split {len(validated)} rows: {exc}", stage=STAGE) from exc
+        hint = ""
+        if stratify is not None:
+            counts = stratify.value_counts()
+            rare = counts[counts < 2]
+            if len(rare):
+                shown = ", ".join(f"{k!r} ({v} row)" for k, v in rare.head(5).items())
+                hint = (
+                    f"; class(es) with fewer than 2 rows: {shown}. Drop or merge them, or "
+                    "set split.stratify=false"
+                )
+        raise StageError(f"cannot split {len(validated)} rows: {exc}{hint}", stage=STAGE) from exc
     return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}

@@ -191,3 +191,19 @@ def test_checks_work_with_the_pyarrow_engine(tmp_path: Path):
         read_csv(path, {"engine": "pyarrow", "header": 0})
     path.write_text("a,b,y\n1,2,0\n")
     assert read_csv(path, {"engine": "pyarrow"}).shape == (1, 3)
+
+
+def test_a_target_the_file_does_not_have_is_named_with_the_likeliest_column(tmp_path, caplog):
+    """The output gate stops the run (column_in_dataframe); ingest first says which setting is
+    wrong and what it probably meant."""
+    path = tmp_path / "fair.csv"
+    pd.DataFrame({"age": [32, 27], "had_affair": ["yes", "no"]}).to_csv(path, index=False)
+    cfg = load_config(
+        ["data=csv", f"data.path={path}", "data.target=had_afair", "data.task=classification"]
+    )
+    raw = ingest(cfg)["raw"]
+    assert list(raw.columns) == ["age", "had_affair"]
+    assert (
+        f"data.target: no column 'had_afair' in {path} (columns: age, had_affair); "
+        "did you mean data.target=had_affair?"
+    ) in caplog.text

@@ -49,6 +49,8 @@ def test_regression_is_not_stratified():
 
 def test_too_few_rows_of_a_class_to_stratify(cfg):
     with pytest.raises(
-        StageError, match=r"\[split\] cannot split 10 rows: .*least populated class"
+        StageError,
+        match=r"\[split\] cannot split 10 rows: .*least populated class.*; class\(es\) with "
+        r"fewer than 2 rows: 1 \(1 row\)\. Drop or merge them, or set split\.stratify=false",
     ):
         split(cfg, frame(10, positives=1))
