@@ -53,7 +53,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
     try:
         check_config(cfg)
     except EXPECTED_ERRORS as exc:
-        fail(exc)
+        fail(exc, prefix)
         alert_failure(cfg, exc)
         if multirun:  # no pipeline run exists to show it
             record_failed_job(sweep_run_of(None, str(hydra_cfg.sweep.dir)), overrides, exc)
@@ -77,7 +77,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
             on_failure=on_failure,
         )
     except EXPECTED_ERRORS as exc:
-        fail(exc)
+        fail(exc, prefix)
         if exc not in alerted:
             alert_failure(cfg, exc)
         if multirun:
@@ -88,7 +88,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
             alert_failure(cfg, exc)
         if store_fault(exc) is None:
             raise
-        fail(exc)
+        fail(exc, prefix)
         if multirun:
             return JOB_FAILED
         raise SystemExit(1) from None

@@ -34,8 +34,9 @@ def store_fault(exc: BaseException) -> str | None:
     return describe_store_fault(exc)
 
 
-def fail(exc: BaseException) -> None:
-    """Print ``exc`` as the one-line error of a command (a store fault as its plain cause)."""
+def fail(exc: BaseException, prefix: str = "") -> None:
+    """Print ``exc`` as the one-line error of a command (a store fault as its plain cause);
+    ``prefix``: a sweep job's (``[job 2] ``), so that parallel jobs' errors say whose they are."""
     cause = store_fault(exc)
     if cause is not None:
         message = cause
@@ -43,7 +44,7 @@ def fail(exc: BaseException) -> None:
         message = f"MLflow: {exc.message}"
     else:
         message = str(exc)
-    print(f"mlflow-pipeline: error: {redact_url(message)}", file=sys.stderr)
+    print(f"{prefix}mlflow-pipeline: error: {redact_url(message)}", file=sys.stderr)
 
 
 def job_prefix(job: int) -> str:

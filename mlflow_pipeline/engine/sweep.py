@@ -614,7 +614,7 @@ def _job_rows(
     )
     rows: list[dict[str, Any]] = []
     for job in jobs:
-        scored_by = metrics_stage and find_stage_run(
+        scored_by = metrics_stage and _scoring_run(
             client, experiment_id, metrics_stage, job.info.run_id
         )
         metrics = client.get_run(scored_by).data.metrics if scored_by else {}
@@ -627,6 +627,24 @@ def _job_rows(
             }
         )
     return rows
+
+
+def _scoring_run(
+    client: MlflowClient, experiment_id: str, stage: str, pipeline_run_id: str
+) -> str | None:
+    """The run of the metrics stage in a job: its FINISHED run (a hit: the run it reused), else
+    the one that logged its metrics and then failed (a missed threshold), so that a failed
+    job's row shows the scores it failed on. Only FINISHED jobs can be the best."""
+    found = find_stage_run(client, experiment_id, stage, pipeline_run_id)
+    if found:
+        return found
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{Runs.STAGE}` = '{stage}' and tags.`{Runs.PIPELINE_RUN}` = '{pipeline_run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def objective(result: PipelineResult, cfg: DictConfig) -> float | None:

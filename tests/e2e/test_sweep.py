@@ -185,6 +185,13 @@ def test_a_failed_job_fails_the_sweep_but_the_others_run(store: Store) -> None:
     )
     assert result.returncode == 1
     assert "2 sweep job(s) failed" in result.stderr
+    # Each job's error says whose it is, and the summary shows the scores it failed on.
+    for job in (0, 1):
+        assert f"[job {job}] mlflow-pipeline: error: [evaluate] " in result.stderr
+    summary = result.stdout + result.stderr
+    assert (
+        len(re.findall(r"FAILED roc_auc=0\.\d+ model=logistic_regression model\.C=", summary)) == 2
+    )
     [sweep] = store.runs_of_kind("sweep")
     assert sweep.info.status == "FAILED"
     assert store.version_numbers(MODEL) == []  # no passing job: nothing registered
