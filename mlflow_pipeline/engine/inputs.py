@@ -30,7 +30,7 @@ def resolve_inputs(
     experiment in which every stage producing them FINISHED (a failed or half-run pipeline is
     never a source) and which computed them, and the stages before them, with the settings of
     ``cfg``: the same config and the same content of the files they read (see
-    settings_differ). Then checks that the inputs belong together (see check_lineage).
+    SettingsCheck). Then checks that the inputs belong together (see check_lineage).
     Raises StageError when there is no such run or the inputs do not belong together; an
     explicit ``ctx.upstream_run_id`` computed with other settings is used, with a warning.
     """
@@ -79,7 +79,7 @@ def _upstream_stage_runs(
                 f"{', '.join(missing)}; include them in steps or pick another upstream run",
                 stage=stage.name,
             )
-        differences = settings_differ(cfg, ctx, runs)
+        differences = SettingsCheck(cfg, ctx).differences(ctx.upstream_run_id, needed)
         if differences:
             log.warning(
                 "stage %s: runner.upstream_run_id=%s computed its inputs with other settings "
@@ -91,7 +91,9 @@ def _upstream_stage_runs(
             )
         return runs
     first, *others = needed
+    check = SettingsCheck(cfg, ctx)
     newest_differing: tuple[str, list[str]] | None = None
+    compared: set[str] = set()
     candidates = client.search_runs(
         [ctx.experiment_id],
         f"tags.`{Runs.STAGE}` = '{first}' and attributes.status = 'FINISHED'",
@@ -107,19 +109,24 @@ def _upstream_stage_runs(
         runs.update(
             {p: find_stage_run(client, ctx.experiment_id, p, pipeline_run_id) for p in others}
         )
-        if not all(runs.values()):
+        if not all(runs.values()) or pipeline_run_id in compared:
             continue
-        differences = settings_differ(cfg, ctx, runs)
+        compared.add(pipeline_run_id)
+        differences = check.differences(pipeline_run_id, needed)
         if not differences:
             return runs
         newest_differing = newest_differing or (pipeline_run_id, differences)
+        if len(compared) >= MAX_CANDIDATES:
+            break
     if newest_differing is not None:
         pipeline_run_id, differences = newest_differing
+        earliest = differences[0].split(":", 1)[0]
         raise StageError(
             f"no earlier pipeline run in experiment {ctx.experiment_id} computed stage(s) "
             f"{', '.join(needed)} with this run's settings; the newest that has them (pipeline "
-            f"run {pipeline_run_id}) differs: {'; '.join(differences)}. Include those stages "
-            f"in steps, or set runner.upstream_run_id={pipeline_run_id} to use it anyway",
+            f"run {pipeline_run_id}) differs: {'; '.join(differences)}. Include {earliest} and "
+            f"the stages after it in steps, or set runner.upstream_run_id={pipeline_run_id} "
+            "to use it anyway",
             stage=stage.name,
         )
     raise StageError(
@@ -129,47 +136,93 @@ def _upstream_stage_runs(
     )
 
 
-def settings_differ(cfg: DictConfig, ctx: RunContext, runs: dict[str, str]) -> list[str]:
-    """How the settings ``runs`` (stage name -> run holding its outputs) were computed with,
-    and those of every run they were computed from (followed through their
-    ``pipeline.upstream.<dataset>`` tags), differ from ``cfg``'s: config and the digests of
-    the files a stage reads (``file_keys``), as the cache explains a miss ("split: file
-    changed: data.path digest ..."). Code and package versions are not compared: not running
-    a stage is the way to keep its results across a code change. A run without a manifest
-    (older than the cache) is not compared. Empty when they match."""
-    from mlflow_pipeline.store import artifacts
+# At most this many earlier pipeline runs are compared with today's settings before a slice
+# gives up (each comparison reads a manifest per stage).
+MAX_CANDIDATES = 20
 
-    client = ctx.client
-    reasons: list[str] = []
-    todo, seen = list(runs.values()), set()
-    while todo:
-        run_id = todo.pop()
-        if run_id in seen:
-            continue
-        seen.add(run_id)
-        run = client.get_run(run_id)
-        source = run.data.tags.get(Cache.SOURCE)
-        if source and source != run_id:  # a hit: the run it reused holds the manifest
-            todo.append(source)
-            continue
-        todo.extend(
-            value for key, value in run.data.tags.items() if key.startswith(Runs.UPSTREAM_PREFIX)
-        )
-        name = run.data.tags.get(Runs.STAGE)
+
+class SettingsCheck:
+    """Compares earlier pipeline runs with today's settings (see ``differences``), remembering
+    each stage run's verdict: the candidates of one search share most of their runs."""
+
+    def __init__(self, cfg: DictConfig, ctx: RunContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self._verdicts: dict[str, list[str]] = {}
+
+    def differences(self, pipeline_run_id: str, needed: list[str]) -> list[str]:
+        """How pipeline run ``pipeline_run_id`` computed the stages ``needed``, and the stages
+        whose data they were computed from (through stage inputs, not the schema inputs that
+        only shape checks), differs from today's settings: config and the digests of the files
+        a stage reads, as the cache explains a miss ("ingest: file changed: data.path digest
+        ..."). Each stage is compared as that pipeline run ran it (a hit: with the manifest of
+        the run it reused, whose key it matched). Code and package versions are not compared:
+        not running a stage is the way to keep its results across a code change. A stage that
+        did not run in that pipeline run, or a run older than the cache (no key), is not
+        compared; a run whose manifest cannot be read is a difference. In pipeline order."""
+        pipeline = self.ctx.pipeline
+        made_by = pipeline.producers()
+        stages, todo = set(), list(needed)
+        while todo:
+            name = todo.pop()
+            if name not in stages:
+                stages.add(name)
+                todo += [made_by[d.name].name for d in pipeline.stage_named(name).inputs]
+        reasons: list[str] = []
+        for stage in pipeline.stages:
+            if stage.name in stages:
+                reasons += self._stage(stage, pipeline_run_id)
+        return reasons
+
+    def _stage(self, stage: Stage, pipeline_run_id: str) -> list[str]:
+        from mlflow_pipeline.store import artifacts
+
+        client = self.ctx.client
         try:
-            stage = ctx.pipeline.stage_named(name)
-            stored = cache.Manifest.from_json(artifacts.load_text(run_id, cache.MANIFEST))
-        except Exception:  # a stage this pipeline no longer has, a run without a manifest
-            continue
-        current = dataclasses.replace(
-            cache.build_manifest(stage, cfg, stored.inputs),
-            code=stored.code,
-            schemas=stored.schemas,
-            packages=stored.packages,
+            runs = client.search_runs(
+                [self.ctx.experiment_id],
+                f"tags.`{Runs.STAGE}` = '{stage.name}' and "
+                f"tags.`{Runs.PIPELINE_RUN}` = '{pipeline_run_id}' and "
+                "attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        except MlflowException as exc:
+            return [f"{stage.name}: its run could not be read ({exc.message})"]
+        if not runs or Cache.KEY not in runs[0].data.tags:
+            return []
+        run = runs[0]
+        holder = run.data.tags.get(Cache.SOURCE) or run.info.run_id
+        if holder not in self._verdicts:
+            try:
+                stored = cache.Manifest.from_json(artifacts.load_text(holder, cache.MANIFEST))
+            except Exception as exc:  # a store or artifact fault: never taken for a match
+                self._verdicts[holder] = [f"{stage.name}: its manifest could not be read ({exc})"]
+            else:
+                self._verdicts[holder] = [
+                    f"{stage.name}: {reason}" for reason in self._compare(stage, stored)
+                ]
+        return self._verdicts[holder]
+
+    def _compare(self, stage: Stage, stored: cache.Manifest) -> list[str]:
+        current = cache.build_manifest(stage, self.cfg, stored.inputs)
+        # What the stage's key no longer holds (a manifest from before data.path became an
+        # ignore key of the later stages) is not a difference.
+        ignored = [
+            key
+            for key in stored.config
+            if any(key == i or key.startswith(i + ".") for i in stage.ignore_keys)
+        ]
+        stored = dataclasses.replace(
+            stored,
+            config={k: v for k, v in stored.config.items() if k not in ignored},
+            files={k: v for k, v in stored.files.items() if k in stage.file_keys},
         )
-        if current.key != stored.key:
-            reasons += [f"{name}: {reason}" for reason in cache.explain(stored, current)]
-    return sorted(reasons)
+        current = dataclasses.replace(
+            current, code=stored.code, schemas=stored.schemas, packages=stored.packages
+        )
+        if current.key == stored.key:
+            return []
+        return cache.explain(stored, current)
 
 
 def check_lineage(stage: Stage, run_ids: dict[str, str], client: MlflowClient) -> None:

@@ -58,8 +58,9 @@ def test_a_failed_evaluation_never_feeds_register(history):
         StageError,
         match=rf"\[register\] no earlier pipeline run in experiment \d+ computed stage\(s\) "
         r"evaluate, split, train, validate with this run's settings; the newest that has them "
-        rf"\(pipeline run {second.pipeline_run_id}\) differs: evaluate: config changed: "
-        r"evaluation\.thresholds\.roc_auc\.min .*; train: config changed: model\.C 0\.5 -> 0\.1",
+        rf"\(pipeline run {second.pipeline_run_id}\) differs: train: config changed: model\.C 0\.5 "
+        r"-> 0\.1; evaluate: config changed: evaluation\.thresholds\.roc_auc\.min .*\. Include "
+        r"train and the stages after it in steps",
     ):
         run_pipeline(config(store, *FAST, *failed_settings, "steps=[register]"))
 
@@ -145,7 +146,7 @@ def test_a_slice_never_reads_data_computed_from_another_file(make_config, tmp_pa
         match=r"\[train\] no earlier pipeline run in experiment \d+ computed stage\(s\) split, "
         rf"validate with this run's settings; the newest that has them \(pipeline run "
         rf"{newer.pipeline_run_id}\) differs: ingest: file changed: data\.path digest .*"
-        r"Include those stages in steps, or set runner\.upstream_run_id=",
+        r"Include ingest and the stages after it in steps, or set runner\.upstream_run_id=",
     ):
         run_pipeline(make_config(*data, f"data.path={other}", "steps=[train]"))
 
@@ -163,3 +164,16 @@ def test_a_slice_never_reads_data_computed_from_another_file(make_config, tmp_pa
     assert "computed its inputs with other settings than this run's (ingest: file changed" in (
         caplog.text
     )
+
+    # The same table rewritten with CRLF line ends: a full run recomputes ingest only (the rest
+    # are hits of `whole`'s runs). A slice then reads from that run: each stage is compared as
+    # that run ran it, not as the run it reused did (whose ingest read the old bytes).
+    full.write_bytes(full.read_bytes().replace(b"\n", b"\r\n"))
+    crlf = run_pipeline(
+        make_config(*data, f"data.path={full}", "steps=[ingest,profile,validate,split]")
+    )
+    assert crlf.decisions["ingest"].status == "miss"
+    assert crlf.decisions["split"].hit
+    again = run_pipeline(make_config(*data, f"data.path={full}", "steps=[train]", "model.C=2.0"))
+    train = stage_run_of(client, again.experiment_id, again.pipeline_run_id, "train")
+    assert train.data.tags["pipeline.upstream.train"] == whole.stage_run_ids["split"]
