@@ -214,6 +214,12 @@ def _stage(name: str, fields: dict[str, Any], datasets: dict[str, Dataset]) -> S
         work=_optional_callable(fields.get("work"), f"{where}.work"),
     )
     _check_signature(stage, where)
+    for key in stage.ignore_keys:  # a typo would silently leave the key in
+        if not any(key == k or key.startswith(k + ".") for k in stage.config_keys):
+            raise ConfigError(
+                f"{where}.ignore_keys: '{key}' is not under the stage's config_keys "
+                f"({', '.join(stage.config_keys) or 'none'})"
+            )
     return stage
 
 

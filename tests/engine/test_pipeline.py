@@ -134,6 +134,11 @@ def test_a_declaration_builds_a_pipeline_with_renamed_arguments():
             {"stages__describe__work": "tests.nowhere.work"},
             r"pipeline.stages.describe.work: cannot import 'tests.nowhere.work'",
         ),
+        (  # a typo would leave the key in the stage's cache key without a word
+            {"stages__describe__config_keys": ["data"], "stages__describe__ignore_keys": ["date"]},
+            r"pipeline.stages.describe.ignore_keys: 'date' is not under the stage's config_keys "
+            r"\(data\)",
+        ),
     ],
 )
 def test_a_bad_declaration_names_the_stage_and_the_field(changes, message):
