@@ -133,41 +133,52 @@ def _run(
     return None, pd.concat([lossy, failures]) if failures is not None else lossy
 
 
-# The check a fraction in a column coerced to integers fails: pandas' astype would truncate it.
+# The checks a float fails when its column is coerced to a numpy integer dtype, which pandas'
+# astype does without a word: a fraction (2.9 becomes 2), a number beyond the dtype's range
+# (300 in int8 becomes 44). Nullable integer dtypes (Int64) refuse both themselves.
 WHOLE_NUMBER = "whole_number"
+INTEGER_RANGE = "integer_range"
 
 
 def _fractions_in_integer_columns(
     schema: pa.DataFrameSchema, df: pd.DataFrame
 ) -> pd.DataFrame | None:
-    """Failure rows for the values that coercing to an integer dtype would change: 2.9 in an
-    int64 column became 2 without a word (a scoring batch whose integer column came as floats
-    was scored on other values than it holds). None when there are none."""
+    """Failure rows for the values that coercing to a numpy integer dtype would change: a
+    scoring batch whose integer column came as floats was scored on other values than it
+    holds. None when there are none."""
     found = []
     for name, column in schema.columns.items():
-        dtype = str(column.dtype) if column.dtype is not None else ""
         if name not in df.columns or not (column.coerce or schema.coerce):
             continue
-        if not dtype or not pd.api.types.is_integer_dtype(dtype):
+        try:
+            dtype = np.dtype(str(column.dtype)) if column.dtype is not None else None
+        except TypeError:  # a pandas extension dtype (Int64, string, category)
             continue
-        values = df[name]
-        if not pd.api.types.is_float_dtype(values):
+        if dtype is None or dtype.kind not in "iu" or not pd.api.types.is_float_dtype(df[name]):
             continue
-        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-        fractions = np.flatnonzero(np.isfinite(numbers) & (numbers != np.round(numbers)))
-        if fractions.size:
-            found.append(
-                pd.DataFrame(
-                    {
-                        "schema_context": "Column",
-                        "column": name,
-                        "check": WHOLE_NUMBER,
-                        "check_number": None,
-                        "failure_case": numbers[fractions],
-                        "index": df.index[fractions],
-                    }
+        numbers = df[name].to_numpy(dtype="float64", na_value=np.nan)
+        finite = np.isfinite(numbers)
+        limits = np.iinfo(dtype)
+        with np.errstate(invalid="ignore"):
+            beyond = finite & ((numbers < limits.min) | (numbers > limits.max))
+            fraction = finite & ~beyond & (numbers != np.round(numbers))
+        for check_name, rows in ((WHOLE_NUMBER, fraction), (INTEGER_RANGE, beyond)):
+            positions = np.flatnonzero(rows)
+            if positions.size:
+                found.append(
+                    pd.DataFrame(
+                        {
+                            "schema_context": "Column",
+                            "column": name,
+                            "check": check_name
+                            if check_name == WHOLE_NUMBER
+                            else (f"{INTEGER_RANGE}({dtype})"),
+                            "check_number": None,
+                            "failure_case": numbers[positions],
+                            "index": df.index[positions],
+                        }
+                    )
                 )
-            )
     return pd.concat(found, ignore_index=True) if found else None
 
 

@@ -259,3 +259,12 @@ def test_a_fraction_in_a_column_coerced_to_integers_is_refused_not_truncated():
     table = info.value.failure_cases
     assert table["failure_case"].tolist() == ["2.5", "2.9"]
     assert table["index"].tolist() == ["11", "12"]
+    # Beyond the dtype's range: astype would wrap 300 to 44 in an int8.
+    small = pa.DataFrameSchema({"n": pa.Column("int8", coerce=True)})
+    with pytest.raises(DataValidationError, match=r"column 'n', check integer_range\(int8\)"):
+        check(pd.DataFrame({"n": [1.0, 300.0]}), small, stage="score", dataset="batch")
+    # A nullable integer dtype refuses a fraction itself: reported once, by pandera.
+    nullable = pa.DataFrameSchema({"n": pa.Column("Int64", nullable=True, coerce=True)})
+    with pytest.raises(DataValidationError) as info:
+        check(pd.DataFrame({"n": [1.0, 2.5]}), nullable, stage="score", dataset="batch")
+    assert "whole_number" not in str(info.value)
