@@ -378,9 +378,9 @@ mlflow ui --backend-store-uri sqlite:///mlflow.db   # the runs, datasets and reg
   the data with the champion's). `--experiment-name {package}` is the experiment
   `mlflow-pipeline` uses: without it `mlflow run` uses `Default`, whose runs (and cache) are
   its own.
-- A model that misses `evaluation.thresholds` (classification: roc_auc >= 0.75) stops before
-  the registry, with the metric and the bound named; on data that cannot reach it, set the
-  bound in `conf/config.yaml`.
+- A model that misses `evaluation.thresholds` (by default roc_auc >= 0.75 for classification,
+  r2 >= 0 for regression) stops before the registry, with the metric and the bound named; on
+  data that cannot reach it, set the bound in `conf/config.yaml`.
 - `conf/config.yaml` picks this project's options; `conf/data/{package}.yaml` is the data,
   `conf/contract.yaml` its contract (inferred: edit it), `conf/pipeline/{package}.yaml` the
   stages, `conf/features/{package}.yaml` the features.

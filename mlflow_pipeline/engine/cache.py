@@ -493,13 +493,19 @@ _file_digests: dict[tuple, str] = {}
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes (the whole file); a marker when it is not a readable file.
 
-    Remembered in this process while the file's size, mtime and inode stay the same, so the
-    stages that name one file hash it once.
+    Remembered in this process while the file's size, mtime, inode and change time stay the
+    same, so the stages that name one file hash it once.
     """
     path = Path(path)
     try:
         info = path.stat()
-        memo_key = (str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino)
+        memo_key = (
+            str(path.resolve()),
+            info.st_size,
+            info.st_mtime_ns,
+            info.st_ino,
+            info.st_ctime_ns,
+        )
         if memo_key not in _file_digests:
             with path.open("rb") as fh:
                 _file_digests[memo_key] = hashlib.file_digest(fh, "sha256").hexdigest()
