@@ -29,7 +29,13 @@ from mlflow_pipeline.errors import (
     DataValidationError,
     PipelineError,
 )
-from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, new_values_expected, non_features
+from mlflow_pipeline.schemas import (
+    AGGREGATE_CHECKS,
+    INTEGER_DTYPE,
+    Gate,
+    new_values_expected,
+    non_features,
+)
 from mlflow_pipeline.store.tracking import Tracking, activate
 from mlflow_pipeline.tags import Lineage, Runs, Score
 
@@ -187,6 +193,11 @@ def scoring_gate(
         schema = schema.update_column(target, required=False)
     for name in non_features(contract, cfg.features):  # ids...: the model never reads them
         schema = schema.update_column(name, required=False)
+    for name, column in list(schema.columns.items()):
+        if name != target and column.nullable and str(column.dtype) == INTEGER_DTYPE:
+            # int64 holds no missing value, and the model imputes them: a row to score may
+            # miss one. Int64 keeps the others whole (2.9 is still refused, not truncated).
+            schema = schema.update_column(name, dtype="Int64")
     for name, allowed in seen.items():
         checks = [*schema.columns[name].checks, seen_in_training_check(allowed)]
         schema = schema.update_column(name, checks=checks)

@@ -130,12 +130,18 @@ def _run(
     validated, failures = _validate(schema, df)
     if lossy is None:
         return validated, failures
-    return None, pd.concat([lossy, failures]) if failures is not None else lossy
+    if failures is not None:  # the same values, as pandera's coercion of a float column saw them
+        checks = failures["check"].astype(str)
+        same = failures["column"].isin(set(lossy["column"])) & checks.str.startswith(
+            "coerce_dtype("
+        )
+        failures = failures[~same]
+    return None, pd.concat([lossy, failures]) if failures is not None and len(failures) else lossy
 
 
-# The checks a float fails when its column is coerced to a numpy integer dtype, which pandas'
-# astype does without a word: a fraction (2.9 becomes 2), a number beyond the dtype's range
-# (300 in int8 becomes 44). Nullable integer dtypes (Int64) refuse both themselves.
+# The checks a float fails when its column is coerced to an integer dtype: a fraction (pandas'
+# astype to int64 makes 2.9 a 2 without a word), a number beyond the dtype's range (300 in int8
+# becomes 44). A nullable Int64 refuses both itself, but without naming the value or the row.
 WHOLE_NUMBER = "whole_number"
 INTEGER_RANGE = "integer_range"
 
@@ -143,18 +149,19 @@ INTEGER_RANGE = "integer_range"
 def _fractions_in_integer_columns(
     schema: pa.DataFrameSchema, df: pd.DataFrame
 ) -> pd.DataFrame | None:
-    """Failure rows for the values that coercing to a numpy integer dtype would change: a
-    scoring batch whose integer column came as floats was scored on other values than it
-    holds. None when there are none."""
+    """Failure rows for the values that coercing a float column to an integer dtype would
+    change or refuse: a scoring batch whose integer column came as floats was scored on other
+    values than it holds. None when there are none."""
     found = []
     for name, column in schema.columns.items():
         if name not in df.columns or not (column.coerce or schema.coerce):
             continue
         try:
-            dtype = np.dtype(str(column.dtype)) if column.dtype is not None else None
-        except TypeError:  # a pandas extension dtype (Int64, string, category)
+            dtype = pd.api.types.pandas_dtype(str(column.dtype))
+        except TypeError:
             continue
-        if dtype is None or dtype.kind not in "iu" or not pd.api.types.is_float_dtype(df[name]):
+        dtype = getattr(dtype, "numpy_dtype", dtype)  # Int64 -> int64
+        if dtype.kind not in "iu" or not pd.api.types.is_float_dtype(df[name]):
             continue
         numbers = df[name].to_numpy(dtype="float64", na_value=np.nan)
         finite = np.isfinite(numbers)

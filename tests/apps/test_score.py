@@ -62,6 +62,21 @@ def test_rows_without_the_target_pass_and_are_coerced_as_in_training(gate):
     assert result.warning is None
 
 
+def test_an_integer_column_may_miss_a_value_but_not_hold_a_fraction(cfg):
+    """The contract keeps whole-number columns int64, which holds no missing value; the model
+    imputes them, so a row to score may miss one. A fraction is refused, not truncated."""
+    train = mixed_frame(60).assign(children=lambda f: np.arange(len(f)) % 4)
+    contract = contract_from_yaml(contract_to_yaml(infer_contract(train, TARGET, "classification")))
+    assert str(contract.columns["children"].dtype) == "int64"
+    gate = score.scoring_gate(contract, cfg, {})
+    batch = rows(3).assign(children=[2.0, np.nan, 3.0])
+    frame = score.validate_input(batch, gate).frame
+    assert frame["children"].tolist()[0::2] == [2, 3]
+    assert frame["children"].isna().tolist() == [False, True, False]
+    with pytest.raises(DataValidationError, match=r"column 'children'.*2\.9"):
+        score.validate_input(rows(3).assign(children=[2.0, 2.9, 3.0]), gate)
+
+
 def test_the_target_may_be_present(gate):
     frame = mixed_frame(5, seed=3)
     assert len(score.validate_input(frame, gate).frame) == 5

@@ -263,8 +263,11 @@ def test_a_fraction_in_a_column_coerced_to_integers_is_refused_not_truncated():
     small = pa.DataFrameSchema({"n": pa.Column("int8", coerce=True)})
     with pytest.raises(DataValidationError, match=r"column 'n', check integer_range\(int8\)"):
         check(pd.DataFrame({"n": [1.0, 300.0]}), small, stage="score", dataset="batch")
-    # A nullable integer dtype refuses a fraction itself: reported once, by pandera.
+    # A nullable integer dtype refuses it too: reported once, with the value and the row.
     nullable = pa.DataFrameSchema({"n": pa.Column("Int64", nullable=True, coerce=True)})
     with pytest.raises(DataValidationError) as info:
-        check(pd.DataFrame({"n": [1.0, 2.5]}), nullable, stage="score", dataset="batch")
-    assert "whole_number" not in str(info.value)
+        check(pd.DataFrame({"n": [1.0, 2.5, None]}), nullable, stage="score", dataset="batch")
+    assert info.value.failure_cases["check"].tolist() == ["whole_number"]
+    assert info.value.failure_cases["index"].tolist() == ["1"]
+    missing = check(pd.DataFrame({"n": [1.0, None]}), nullable, stage="score", dataset="batch")
+    assert str(missing.frame["n"].dtype) == "Int64"
