@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from mlflow_pipeline import schemas
 from mlflow_pipeline.engine.spec import Context
 from mlflow_pipeline.errors import StageError
-from mlflow_pipeline.registry.audit import iso
+from mlflow_pipeline.registry.audit import KIND_CLI, iso
 from mlflow_pipeline.registry.model_registry import ModelRegistry
 from mlflow_pipeline.stages.profile import PROFILE_FILE, ChampionProfile
 from mlflow_pipeline.store import artifacts
@@ -86,12 +86,26 @@ def alias_moves_outside(cfg: DictConfig, services: dict) -> dict[str, Context]:
     reruns it (records the move, compares with the human's champion) instead of reusing a
     decision made against the old champion."""
     registry = services["registry"]
-    moves = registry.audit.unrecorded(registry.current_aliases())
-    if not moves:
-        return {}
-    # The alias's last record makes the key unique: the same move made again later (v3 -> v1,
-    # recorded, back to v3 by a run, v3 -> v1 again) must not hit the first rerun.
-    key = "; ".join(
-        f"{m.title} (after the record of {iso(m.moved_after_ms, milliseconds=True)})" for m in moves
-    )
-    return {"alias moves made outside mlflow-pipeline": Context(key)}
+    current = registry.current_aliases()
+    moves = registry.audit.unrecorded(current)
+    contexts = {}
+    if moves:
+        # The alias's last record makes the key unique: the same move made again later (v3 ->
+        # v1, recorded, back to v3 by a run, v3 -> v1 again) must not hit the first rerun.
+        key = "; ".join(
+            f"{m.title} (after the record of {iso(m.moved_after_ms, milliseconds=True)})"
+            for m in moves
+        )
+        contexts["alias moves made outside mlflow-pipeline"] = Context(key)
+    # A move made with `mlflow-pipeline promote` is recorded, so it is not "outside"; but it
+    # too chose a champion no register run has compared with: while it is the alias's last
+    # record, it is part of the key (stable, so the run after the comparison hits).
+    outside = {m.alias for m in moves}
+    by_hand = []
+    for alias, version in current.items():
+        last = None if alias in outside else registry.audit.last(alias)
+        if last is not None and last.kind == KIND_CLI and last.to_version == version:
+            by_hand.append(f"{alias} -> v{version} ({iso(last.time_ms, milliseconds=True)})")
+    if by_hand:
+        contexts["alias moves made with mlflow-pipeline promote"] = Context("; ".join(by_hand))
+    return contexts

@@ -334,6 +334,23 @@ def test_a_miss_after_a_run_that_never_finished_says_so_and_what_differs(make_co
     assert ") FAILED; config changed: evaluation.thresholds.roc_auc.min 0.9999 -> 0.5" in why
 
 
+def test_a_champion_chosen_with_promote_is_compared_by_the_next_run(scenario):
+    """`promote` records its move, so it is not an outside move; the next run used to reuse
+    register's decision made against the old champion and compare nothing."""
+    from mlflow_pipeline.registry.promotion import promote_by_hand
+
+    weaker = scenario("model.C=0.0005")
+    assert weaker.promotion["promote"] is False
+    challenger = weaker.promotion["version"]
+    promote_by_hand(scenario.client, f"models:/customers/{challenger}", reason="by hand")
+    result = scenario()
+    assert result.decisions["register"].status == "miss"
+    assert "alias moves made with mlflow-pipeline promote" in reasons(result, "register")
+    assert result.promotion["champion_version"] == str(challenger)
+    # Compared once: the run after it reuses that decision.
+    assert scenario().decisions["register"].hit
+
+
 def test_plan_shows_hits_misses_and_pending_without_running(scenario):
     cfg = scenario.config("model.C=0.5")
     experiment = scenario.client.get_experiment_by_name("customers").experiment_id
