@@ -25,6 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import Task
+from mlflow_pipeline.data.dates import day_first
 from mlflow_pipeline.parallel import native_threads, ordered_map
 from mlflow_pipeline.schemas import ColumnRole, infer_role, mostly_numbers
 from mlflow_pipeline.schemas import column_roles as infer_column_roles
@@ -266,13 +267,14 @@ def parse_dates(values: pd.Series) -> pd.Series:
         return parsed
     texts = values.astype(str).str.strip()
     distinct = pd.Series(texts.unique())
+    dayfirst = bool(day_first(distinct))  # 02.01.2014: 2 January when the column says so
     with warnings.catch_warnings():  # "could not infer format": the mixed pass handles it
         warnings.simplefilter("ignore", UserWarning)
-        parsed = pd.to_datetime(distinct, errors="coerce", utc=True)
+        parsed = pd.to_datetime(distinct, errors="coerce", utc=True, dayfirst=dayfirst)
         failed = parsed.isna() & distinct.ne("")
         if failed.any():
             parsed[failed] = pd.to_datetime(
-                distinct[failed], errors="coerce", utc=True, format="mixed"
+                distinct[failed], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst
             )
     lookup = pd.Series(parsed.dt.tz_localize(None).to_numpy(), index=distinct.to_numpy())
     return texts.map(lookup)

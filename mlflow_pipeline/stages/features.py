@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from mlflow_pipeline.data.dates import day_first
+
 # What a date becomes, by part name; "elapsed" is days since the earliest training date.
 DATETIME_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear", "hour", "elapsed")
 DEFAULT_DATETIME_PARTS = ("year", "month", "dayofweek", "dayofyear", "elapsed")
@@ -21,26 +23,32 @@ SECONDS_PER_DAY = 86_400.0
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
-def parse_dates(values: pd.Series) -> pd.Series:
+def parse_dates(values: pd.Series, dayfirst: bool | None = None) -> pd.Series:
     """``values`` (text, datetime64 or datetime objects) as UTC timestamps; missing and
     unparseable values become NaT.
 
     One format inferred from the values first (fast); the values that do not follow it are
     parsed one by one (``format="mixed"``). Text that is a plain number stays NaT: a parser
-    would read "12" as a day of the current month.
+    would read "12" as a day of the current month. ``dayfirst``: how ``02.01.2014`` reads
+    (None: as ``data.dates.day_first`` finds it in ``values``, month-first when they do not
+    tell).
     """
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
+    if dayfirst is None:
+        dayfirst = bool(day_first(values))
     with warnings.catch_warnings():  # "could not infer format": the retry below is the answer
         warnings.simplefilter("ignore", UserWarning)
-        parsed = pd.to_datetime(values, errors="coerce", utc=True)
+        parsed = pd.to_datetime(values, errors="coerce", utc=True, dayfirst=dayfirst)
     retry = parsed.isna() & values.notna()
     if retry.any():
         text = values[retry].astype(str)
         number = pd.to_numeric(text, errors="coerce").notna()
         text = text[~number]
         if len(text):
-            parsed.loc[text.index] = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+            parsed.loc[text.index] = pd.to_datetime(
+                text, errors="coerce", utc=True, format="mixed", dayfirst=dayfirst
+            )
     return parsed
 
 
@@ -82,7 +90,13 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
         if isinstance(X, pd.DataFrame):
             self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(columns)
-        self.reference_ = np.array([_earliest(parse_dates(c)) for c in columns], dtype="float64")
+        # Which way round each column writes its dates, as training saw it: a request of one
+        # row (05.01.2014) cannot tell.
+        self.dayfirst_ = [bool(day_first(c)) for c in columns]
+        self.reference_ = np.array(
+            [_earliest(parse_dates(c, d)) for c, d in zip(columns, self.dayfirst_, strict=True)],
+            dtype="float64",
+        )
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -93,8 +107,9 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
                 f"{len(columns)}"
             )
         blocks = []
-        for column, reference in zip(columns, self.reference_, strict=True):
-            dates = parse_dates(column)
+        dayfirst = getattr(self, "dayfirst_", None) or [None] * len(columns)  # older models
+        for column, reference, first in zip(columns, self.reference_, dayfirst, strict=True):
+            dates = parse_dates(column, first)
             for part in self.parts:
                 if part == "elapsed":
                     values = (_seconds(dates) - reference) / SECONDS_PER_DAY

@@ -294,3 +294,25 @@ def test_a_datetime64_column_is_dates_without_a_role():
     assert branches == {"numeric": ["n"], "datetime": ["at"]}
     parts = DatetimeFeatures(parts=["hour"]).fit_transform(frame[["at"]])
     assert parts[:, 0].tolist() == [0, 1, 2, 3]
+
+
+def test_day_first_dates_are_read_day_first_in_training_profile_and_a_one_row_request():
+    """02.01.2014 in a column of day-first dates is 2 January: pandas alone read the days up to
+    12 as months (132 of 365 dates of a year wrong) and a one-row request as month-first."""
+    from mlflow_pipeline.data.drift import parse_dates as profile_dates
+
+    days = pd.date_range("2014-01-01", "2014-12-31")
+    written = pd.Series(days.strftime("%d.%m.%Y"))
+    assert (parse_dates(written).dt.tz_localize(None) == days).all()
+    assert (profile_dates(written) == days).all()
+    us = pd.Series(days.strftime("%m/%d/%Y"))
+    assert (parse_dates(us).dt.tz_localize(None) == days).all()
+
+    fitted = DatetimeFeatures(parts=["month", "day"]).fit(pd.DataFrame({"date": written}))
+    assert fitted.dayfirst_ == [True]
+    one_row = fitted.transform(pd.DataFrame({"date": ["05.01.2014"]}))
+    assert one_row.tolist() == [[1.0, 5.0]]
+    loaded = skops.io.loads(
+        skops.io.dumps(fitted), trusted=skops.io.get_untrusted_types(data=skops.io.dumps(fitted))
+    )
+    assert loaded.transform(pd.DataFrame({"date": ["05.01.2014"]})).tolist() == [[1.0, 5.0]]
