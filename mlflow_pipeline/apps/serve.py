@@ -366,19 +366,29 @@ def refusal(message: str, status: int = 400, code: str = REFUSED_CODE) -> tuple[
 
 def request_frame(data: Any) -> pd.DataFrame:
     """The rows of a request as MLflow's scoring server parsed them (a DataFrame for the
-    dataframe_* formats; columns of values for inputs / instances).
+    dataframe_* formats; columns of values for inputs / instances, or a list of records when
+    ``inputs`` holds one object per row).
 
-    Raises DataError when the request does not hold a table of rows."""
+    Raises DataError when the request does not hold a table of rows, or holds no row."""
     import pandas as pd
 
+    frame = None
     if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, dict):
+        frame = data
+    elif isinstance(data, dict) or (
+        isinstance(data, list) and data and all(isinstance(row, dict) for row in data)
+    ):
         try:
-            return pd.DataFrame(data)
+            frame = pd.DataFrame(data)
         except ValueError as exc:
             raise DataError(f"{NOT_A_TABLE} ({exc})", stage=REQUEST_STAGE) from exc
-    raise DataError(NOT_A_TABLE, stage=REQUEST_STAGE)
+    elif isinstance(data, list) and not data:
+        frame = pd.DataFrame()
+    if frame is None:
+        raise DataError(NOT_A_TABLE, stage=REQUEST_STAGE)
+    if frame.empty:
+        raise DataError("the request holds no row to score", stage=REQUEST_STAGE)
+    return frame
 
 
 class _Refused(Exception):

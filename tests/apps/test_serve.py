@@ -79,6 +79,15 @@ def test_a_request_is_a_table_of_rows():
         serve.request_frame(np.array([1, 2]))
     with pytest.raises(DataError, match="no table of rows"):
         serve.request_frame({"a": [1, 2], "b": [1]})
+    # "inputs" as one record per row: MLflow hands over a list of dicts.
+    records = serve.request_frame([{"a": 1, "b": "x"}, {"a": 2, "b": None}])
+    assert records["a"].tolist() == [1, 2]
+    assert records["b"].iloc[0] == "x"
+    assert records["b"].isna().tolist() == [False, True]
+    # No row at all: said so, not a traceback from the model.
+    for empty in ([], pd.DataFrame(), pd.DataFrame({"a": []})):
+        with pytest.raises(DataError, match=r"^\[serve\] the request holds no row to score"):
+            serve.request_frame(empty)
 
 
 def test_serve_env_puts_the_venv_first_on_path_and_names_the_store():
