@@ -201,6 +201,11 @@ def scheduled_job(
     tool = "mlflow" if launcher == "mlflow-run" else "mlflow-pipeline"
     if not (bin_dir / tool).exists():
         raise ConfigError(f"{bin_dir / tool} not found: run this from the project's venv")
+    if launcher == "mlflow-run" and not (PROJECT_ROOT / "MLproject").is_file():
+        raise ConfigError(
+            f"--launcher mlflow-run: {PROJECT_ROOT} has no MLproject, so `mlflow run` would fail "
+            "at every run; schedule from a project (mlflow-pipeline init) or use --launcher cli"
+        )
     env = {Env.TRACKING_URI: tracking_uri, "PATH": f"{bin_dir}:{SYSTEM_PATH}"}
     if os.environ.get(Env.ALERT_WEBHOOK):
         env[Env.ALERT_WEBHOOK] = os.environ[Env.ALERT_WEBHOOK]

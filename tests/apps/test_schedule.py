@@ -584,3 +584,13 @@ def test_output_writes_the_file_instead_of_printing(tmp_path, tracking_store, ca
     assert schedule_main(["airflow", "-o", str(target), "--workdir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {target}"
     compile(target.read_text(), str(target), "exec")
+
+
+def test_mlflow_run_launcher_needs_a_project(tmp_path, tracking_store, monkeypatch):
+    """Outside a project `mlflow run` fails at every run ("Could not find main among entry
+    points []"): said now, not at 06:30."""
+    (tmp_path / "x.csv").write_text("age,t\n40,1.5\n")
+    monkeypatch.setattr(schedule, "PROJECT_ROOT", tmp_path)
+    overrides = ["data=csv", "data.path=x.csv", "data.target=t", "data.task=regression"]
+    with pytest.raises(ConfigError, match=r"--launcher mlflow-run: .* has no MLproject"):
+        schedule.scheduled_job(overrides, workdir=tmp_path, launcher="mlflow-run")
