@@ -186,6 +186,13 @@ def scheduled_job(
     hour, minute = parse_at(at)
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+    webhooks = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") == "alerts.webhook"]
+    if webhooks:  # a job's command line is kept in plain text: crontab, unit, manifest
+        raise ConfigError(
+            "alerts.webhook: a webhook URL is a secret, which the job's command line would keep "
+            f"in plain text; set ${Env.ALERT_WEBHOOK} instead (the job gets it in its "
+            f"environment; Kubernetes: from the Secret {K8S_ALERT_SECRET})"
+        )
     workdir = Path(workdir or Path.cwd()).expanduser().absolute()
     if not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir}: no such directory")

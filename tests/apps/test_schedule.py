@@ -594,3 +594,13 @@ def test_mlflow_run_launcher_needs_a_project(tmp_path, tracking_store, monkeypat
     overrides = ["data=csv", "data.path=x.csv", "data.target=t", "data.task=regression"]
     with pytest.raises(ConfigError, match=r"--launcher mlflow-run: .* has no MLproject"):
         schedule.scheduled_job(overrides, workdir=tmp_path, launcher="mlflow-run")
+
+
+def test_a_webhook_on_the_command_line_is_refused_not_written_into_the_job(tmp_path):
+    """The job's command line is kept in plain text (crontab, unit, CronJob args)."""
+    (tmp_path / "x.csv").write_text("age,t\n40,1.5\n")
+    overrides = ["data=csv", "data.path=x.csv", "data.target=t", "data.task=regression"]
+    with pytest.raises(ConfigError, match=r"alerts.webhook: a webhook URL is a secret.*instead"):
+        schedule.scheduled_job(
+            [*overrides, "alerts.webhook=https://user:tok@hooks.example/x"], workdir=tmp_path
+        )
