@@ -521,6 +521,8 @@ def compare(
         "detected": bool(drifted),
         "n_drifted": len(drifted),
         "n_features": len(features),
+        # The label is compared too (a shift of the classes or of y is drift), and named so.
+        "target": (current.get("target") or {}).get("name"),
         "drifted": sorted(drifted, key=lambda n: -features[n]["score"]),
         "schema": {
             "missing": [c for c in ref_columns if c not in cur_columns],
@@ -1029,17 +1031,22 @@ def summary(result: dict[str, Any]) -> str:
     ):
         for column in schema[key]:
             lines.append(f"  - column '{column}': {words}")
+    target = result.get("target")
+    counted = (
+        "column(s), the target included" if target in result.get("features", {}) else ("feature(s)")
+    )
     if result["detected"]:
         lines.insert(
             0,
-            f"drift detected {head}: {result['n_drifted']} of {result['n_features']} feature(s)",
+            f"drift detected {head}: {result['n_drifted']} of {result['n_features']} {counted}",
         )
         for name in result["drifted"][:10]:
-            lines.append(f"  - feature '{name}': {result['features'][name]['detail']}")
+            what = "target" if name == target else "feature"
+            lines.append(f"  - {what} '{name}': {result['features'][name]['detail']}")
         if len(result["drifted"]) > 10:
             lines.append(f"  ... and {len(result['drifted']) - 10} more")
     else:
-        lines.insert(0, f"no drift {head} ({result['n_features']} feature(s) compared)")
+        lines.insert(0, f"no drift {head} ({result['n_features']} {counted} compared)")
     skipped = result.get("skipped") or {}
     if skipped:  # one line, however many
         shown = [f"'{name}' ({why})" for name, why in list(skipped.items())[:10]]

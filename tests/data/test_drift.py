@@ -204,7 +204,9 @@ def test_data_shifted_on_purpose_drifts_in_the_shifted_features_only(numeric, ca
     assert metrics["drift.detected"] == 1.0
     assert metrics["drift.n_drifted"] == 2.0
     text = drift.summary(result)
-    assert text.startswith("drift detected against customers v3 (@champion): 2 of 4 feature(s)")
+    assert text.startswith(
+        "drift detected against customers v3 (@champion): 2 of 4 column(s), the target included"
+    )
     assert "feature 'income'" in text
 
 
@@ -839,3 +841,24 @@ def test_numeric_columns_are_profiled_on_the_stage_threads_with_the_same_result(
         two = drift.profile(df, cfg)
     assert json.dumps(two) == json.dumps(one)
     assert list(two["columns"]) == [str(c) for c in df.columns]
+
+
+def test_a_drifted_target_is_named_the_target_not_a_feature():
+    from mlflow_pipeline.data.drift import summary
+
+    result = {
+        "checked": True,
+        "reference": {"model": "seattle", "version": "1", "alias": "champion"},
+        "schema": {"missing": [], "extra": [], "kind_changed": []},
+        "detected": True,
+        "n_drifted": 1,
+        "n_features": 6,
+        "target": "weather",
+        "drifted": ["weather"],
+        "features": {"weather": {"detail": "PSI 1.793 >= 0.2"}, "wind": {"detail": "PSI 0.1"}},
+    }
+    text = summary(result)
+    assert text.startswith(
+        "drift detected against seattle v1 (@champion): 1 of 6 column(s), the target included"
+    )
+    assert "  - target 'weather': PSI 1.793 >= 0.2" in text

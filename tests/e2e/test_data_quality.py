@@ -75,7 +75,10 @@ def test_shifted_data_with_warn_policy_is_flagged_and_training_goes_on(champion_
     data = shifted(champion_store.root / "shifted" / "customers.csv")
     result = run(champion_store, "warn", data)
     assert_ok(result)
-    assert "drift detected against customers v1 (@champion): 2 of 4 feature(s)" in result.stdout
+    assert (
+        "drift detected against customers v1 (@champion): 2 of 4 column(s), the target included"
+        in result.stdout
+    )
     assert "feature 'income': PSI" in result.stdout
     assert "[profile] drift detected" in logged(result)  # the warning as it happened
     pipeline, stages = only_pipeline(champion_store, "warn")
