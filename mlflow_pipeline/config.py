@@ -130,7 +130,8 @@ class DatetimeFeaturesConfig:
 class TextFeaturesConfig:
     """What each free-text column becomes (``features.text``)."""
 
-    # tfidf: a TF-IDF of its words (missing text: ""); drop (the default): not a feature.
+    # tfidf: a TF-IDF of its words (missing text: ""), what the shipped features configs
+    # (standard, trees) choose; drop: not a feature (for a features config that names no mode).
     mode: str = "drop"
     # The vocabulary kept per column, most frequent words first: the model's width is bounded.
     max_features: int = 200
