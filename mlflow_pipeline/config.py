@@ -457,6 +457,17 @@ def load_config(overrides: list[str] | None = None, config_name: str = "config")
     return cfg
 
 
+def check_promotion_settings(confidence: float, resamples: int) -> None:
+    """Raises ConfigError for a confidence level outside (0, 1) or fewer than 10 resamples:
+    checked before a run starts, and again by the comparison itself."""
+    if not 0.0 < float(confidence) < 1.0:
+        raise ConfigError(
+            f"promotion.confidence must be between 0 and 1 (exclusive), got {confidence}"
+        )
+    if int(resamples) < 10:
+        raise ConfigError(f"promotion.resamples must be at least 10, got {resamples}")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Resolve every interpolation and check values that types alone cannot.
 
@@ -516,6 +527,7 @@ def check_config(cfg: DictConfig) -> None:
             f"promotion.metric={cfg.promotion.metric!r} is not a {task} metric; "
             f"choose from auto, {', '.join(METRICS[task])}"
         )
+    check_promotion_settings(cfg.promotion.confidence, cfg.promotion.resamples)
     _check_validation(cfg.validation)
     if not 0.0 < cfg.split.test_size < 1.0:
         raise ConfigError(f"split.test_size={cfg.split.test_size} must be between 0 and 1")

@@ -225,6 +225,9 @@ def test_csv_data_is_named_after_its_file(tmp_path: Path):
         (["data.loader=null"], r"data\.loader is required when data\.source=sklearn"),
         (["promotion.metric=rmse"], r"promotion\.metric='rmse' is not a classification metric"),
         (["data=diabetes", "promotion.metric=roc_auc"], r"'roc_auc' is not a regression metric"),
+        # Checked before a run starts, not in register after training.
+        (["promotion.confidence=1.5"], r"promotion\.confidence must be between 0 and 1"),
+        (["promotion.resamples=3"], r"promotion\.resamples must be at least 10, got 3"),
         (["split.test_size=1.5"], r"split\.test_size=1\.5 must be between 0 and 1"),
         (["split.test_size=0"], r"split\.test_size=0\.0 must be between 0 and 1"),
     ],

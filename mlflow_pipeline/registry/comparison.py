@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mlflow_pipeline.config import check_promotion_settings
 from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.parallel import native_threads, ordered_map
 
@@ -230,12 +231,7 @@ def score_of(metric: str, y_true: Any, predictions: Predictions, labels: Any = N
 
 def check_settings(confidence: float, resamples: int) -> None:
     """Raises ConfigError for a confidence level outside (0, 1) or fewer than 10 resamples."""
-    if not 0.0 < float(confidence) < 1.0:
-        raise ConfigError(
-            f"promotion.confidence must be between 0 and 1 (exclusive), got {confidence}"
-        )
-    if int(resamples) < 10:
-        raise ConfigError(f"promotion.resamples must be at least 10, got {resamples}")
+    check_promotion_settings(confidence, resamples)
 
 
 def paired_bootstrap(
