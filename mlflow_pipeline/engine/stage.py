@@ -382,7 +382,17 @@ def _load_inputs(
             raise StageError(f"input '{dataset.name}' has no producing run", stage=stage.name)
         value = handoff.value
         if value is None:
-            value = _load(dataset, handoff.run_id, allow_unsafe=allow_unsafe_models(cfg))
+            try:
+                value = _load(dataset, handoff.run_id, allow_unsafe=allow_unsafe_models(cfg))
+            except StageError as exc:
+                if "is not an artifact of run" not in str(exc):
+                    raise
+                producer = ctx.pipeline.producers()[dataset.name].name
+                raise StageError(
+                    f"{exc}; its files are gone from the store (deleted by hand or by a clean-up): "
+                    f"run again with +cache.stages.{producer}=recompute to compute it anew",
+                    stage=stage.name,
+                ) from exc
         mlflow.set_tag(f"{Runs.UPSTREAM_PREFIX}{dataset.name}", handoff.run_id)
         if dataset.kind == "text":
             mlflow.set_tag(f"{Runs.DIGEST_INPUT}{dataset.name}", artifacts.text_digest(value))

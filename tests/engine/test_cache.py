@@ -20,7 +20,7 @@ from mlflow_pipeline.engine import cache
 from mlflow_pipeline.engine.plan import describe_plan, plan
 from mlflow_pipeline.engine.result import describe
 from mlflow_pipeline.engine.runner import run_pipeline
-from mlflow_pipeline.errors import ThresholdError
+from mlflow_pipeline.errors import StageError, ThresholdError
 from mlflow_pipeline.stages import evaluate as evaluate_module
 from mlflow_pipeline.stages import train as train_module
 from mlflow_pipeline.tags import Cache
@@ -349,6 +349,20 @@ def test_a_champion_chosen_with_promote_is_compared_by_the_next_run(scenario):
     assert result.promotion["champion_version"] == str(challenger)
     # Compared once: the run after it reuses that decision.
     assert scenario().decisions["register"].hit
+
+
+def test_a_hit_whose_files_are_gone_says_how_to_compute_it_again(make_config, tmp_path):
+    data = tmp_path / "customers.csv"
+    mixed_frame(200).to_csv(data, index=False)
+    first = run_pipeline(make_config(*csv_overrides(data, *FAST)))
+    split_run = MlflowClient().get_run(first.stage_run_ids["split"])
+    shutil.rmtree(Path(split_run.info.artifact_uri.removeprefix("file://")) / "data")
+    with pytest.raises(
+        StageError,
+        match=r"\[train\] dataset 'train' is not an artifact of run \w+.*; its files are gone "
+        r"from the store .*\+cache\.stages\.split=recompute",
+    ):
+        run_pipeline(make_config(*csv_overrides(data, *FAST), "model.C=0.5"))
 
 
 def test_plan_shows_hits_misses_and_pending_without_running(scenario):
