@@ -115,6 +115,24 @@ class DataConfig:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
+# What a column is to the model (``data.columns.<name>.role``).
+ROLES = ("numeric", "integer", "categorical", "datetime", "text", "id", "ignore")
+
+
+def column_role_setting(name: str, spec: Any) -> Any:
+    """The role ``data.columns.<name>`` sets (``{role: x}`` or just ``x``).
+
+    Raises ConfigError for a value that is not a role: checked before a run starts, so
+    ``--dry-run`` shows it too.
+    """
+    role = spec.get("role") if isinstance(spec, (dict, DictConfig)) else spec
+    if role not in ROLES:
+        raise ConfigError(
+            f"data.columns.{name}.role: {role!r} is not a role (one of {', '.join(ROLES)})"
+        )
+    return role
+
+
 @dataclass
 class DatetimeFeaturesConfig:
     """What each datetime column becomes (``features.datetime``): numbers, then imputed and
@@ -528,6 +546,8 @@ def check_config(cfg: DictConfig) -> None:
             f"choose from auto, {', '.join(METRICS[task])}"
         )
     check_promotion_settings(cfg.promotion.confidence, cfg.promotion.resamples)
+    for name, spec in cfg.data.columns.items():
+        column_role_setting(str(name), spec)
     _check_validation(cfg.validation)
     if not 0.0 < cfg.split.test_size < 1.0:
         raise ConfigError(f"split.test_size={cfg.split.test_size} must be between 0 and 1")

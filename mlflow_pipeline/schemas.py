@@ -20,7 +20,7 @@ import pandera.pandas as pa
 from omegaconf import DictConfig
 from pandera.typing import Series
 
-from mlflow_pipeline.config import Task
+from mlflow_pipeline.config import Task, column_role_setting
 from mlflow_pipeline.errors import ConfigError
 
 # The dtype of numeric features that are not integers (and of integers with missing values,
@@ -47,9 +47,8 @@ def raw_schema(target: str) -> pa.DataFrameSchema:
 # the rest are junk ("12kg", "?") that the gate then reports instead of a silent categorical.
 NUMERIC_TEXT_FRACTION = 0.9
 
-# What a column is to the model (``data.columns.<name>.role``). The contract records each
-# feature column's role in its description (pandera YAML keeps descriptions, not metadata).
-ROLES = ("numeric", "integer", "categorical", "datetime", "text", "id", "ignore")
+# What a column is to the model (``config.ROLES``). The contract records each feature
+# column's role in its description (pandera YAML keeps descriptions, not metadata).
 # Roles whose columns are never model features: an id one-hot encoded is noise that makes
 # every new row "unseen".
 NOT_FEATURES = ("id", "ignore")
@@ -199,17 +198,12 @@ def column_roles(
 def _configured_roles(df: pd.DataFrame, target: str, columns: Mapping[str, Any]) -> dict[str, str]:
     roles = {}
     for name, spec in columns.items():
-        role = spec.get("role") if isinstance(spec, Mapping) else spec
         if name not in df.columns or name == target:
             raise ConfigError(
                 f"data.columns.{name}: no feature column '{name}' in the data (columns: "
                 f"{', '.join(str(c) for c in df.columns if c != target)})"
             )
-        if role not in ROLES:
-            raise ConfigError(
-                f"data.columns.{name}.role: {role!r} is not a role (one of {', '.join(ROLES)})"
-            )
-        roles[name] = role
+        roles[name] = column_role_setting(name, spec)
     return roles
 
 

@@ -230,6 +230,9 @@ def test_csv_data_is_named_after_its_file(tmp_path: Path):
         (["promotion.resamples=3"], r"promotion\.resamples must be at least 10, got 3"),
         (["split.test_size=1.5"], r"split\.test_size=1\.5 must be between 0 and 1"),
         (["split.test_size=0"], r"split\.test_size=0\.0 must be between 0 and 1"),
+        # A role that is not one: before a run (and --dry-run), not when validate reads the data.
+        (["+data.columns.year.role=date"], r"data\.columns\.year\.role: 'date' is not a role"),
+        (["+data.columns.year=date"], r"data\.columns\.year\.role: 'date' is not a role"),
     ],
 )
 def test_values_types_cannot_check_raise_config_error(overrides: list[str], match: str):

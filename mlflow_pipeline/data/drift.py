@@ -1,6 +1,6 @@
 """Data profiles and drift between two of them: pure functions over frames and JSON-ready dicts.
 
-A profile describes a dataset per column, as its role says (``schemas.ROLES``: set in
+A profile describes a dataset per column, as its role says (``config.ROLES``: set in
 ``data.columns`` or inferred, as train sees them), and keeps what a later drift check needs
 without the data itself. Numeric and integer columns: statistics, the reference's quantile bins
 (PSI) and a seeded random sample of its values (the two-sample KS test). Categorical ones: their
