@@ -151,8 +151,15 @@ def recorded_roles(
     for name, role in roles.items():
         column = reference.get("columns", {}).get(str(name)) or {}
         if role.inferred and column.get("role") not in (None, role.role):
-            found[name] = ColumnRole(column["role"], column["role_reason"], column["role_inferred"])
+            reason = _reason(column, "as in the reference: ")
+            found[name] = ColumnRole(column["role"], reason, False)
     return found
+
+
+def _reason(column: dict[str, Any], prefix: str = "") -> str:
+    """Why a profiled column has its role, as its profile records it."""
+    inferred = "inferred: " if column.get("role_inferred") else ""
+    return f"{prefix}{inferred}{column['role_reason']}"
 
 
 def _column_profiles(
@@ -555,7 +562,10 @@ def _comparable(
         return cur, ""
     role, today = ref["role"], cur["role"]
     if "ignore" in (role, today):
-        return cur, f"role ignore ({(ref if role == 'ignore' else cur)['role_reason']})"
+        if today == "ignore":
+            return cur, f"role ignore ({cur['role_reason']})"
+        # Set (or inferred) for the reference's data, not by today's run: say so.
+        return cur, f"role ignore in the reference ({_reason(ref)})"
     if today != role:
         if not cur["role_inferred"]:
             return cur, f"role {role} in the reference, {today} today ({cur['role_reason']})"
@@ -563,7 +573,7 @@ def _comparable(
         # text): the reference's role stands.
         cur = _column_profile(
             df[name],
-            ColumnRole(role, ref["role_reason"], ref["role_inferred"]),
+            ColumnRole(role, _reason(ref, "as in the reference: "), False),
             int(settings.bins),
             int(_setting(settings, "text_vocabulary")),
         )

@@ -784,6 +784,18 @@ def test_a_role_set_differently_today_is_not_compared():
     )
 
 
+def test_a_column_ignored_for_the_reference_only_says_so_not_todays_setting():
+    reference, today = halves(airports(), seed=0)
+    ref = stored(
+        reference,
+        table_config("country", "classification", "psi", "psi", "+data.columns.name.role=ignore"),
+    )
+    cfg = table_config("country", "classification", "psi", "psi", *NAME_IS_TEXT)
+    result = drift.compare(ref, today, drift.profile(today, cfg), cfg, about=ABOUT)
+    assert "name" not in result["features"]
+    assert result["skipped"]["name"] == "role ignore in the reference (data.columns.name.role)"
+
+
 def as_format_2(df: pd.DataFrame, cfg) -> dict:
     """The profile a run before roles (format 2) logged: numbers numeric, the rest (dates, text,
     ids) categories, the class label a category; no roles recorded."""
