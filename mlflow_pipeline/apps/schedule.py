@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote, load_config
 from mlflow_pipeline.errors import ConfigError, DataError, PipelineError
+from mlflow_pipeline.redaction import redact_url
 from mlflow_pipeline.store.tracking import resolve_tracking
 from mlflow_pipeline.tags import Env
 
@@ -201,6 +202,8 @@ def scheduled_job(
         if check_data:
             check_data_source(cfg)
         tracking_uri = resolve_tracking(cfg).uri
+    where = "tracking.uri" if cfg.tracking.uri else f"${Env.TRACKING_URI}"
+    check_no_password(tracking_uri, where)
     name = name or job_name(str(cfg.registry.model_name))
     if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?", name):
         raise ConfigError(f"--name {name!r}: use lowercase letters, digits and '-' (52 at most)")
@@ -230,6 +233,20 @@ def scheduled_job(
         log=Path(log).expanduser().absolute() if log else workdir / f"{name}.log",
         bin_dir=bin_dir,
         env=env,
+    )
+
+
+def check_no_password(uri: str, where: str) -> None:
+    """A job pins its tracking URI in plain text (a crontab line, a unit file, a DAG, a
+    manifest): one with a password is refused, with where to keep the password instead.
+    Raises ConfigError naming ``where`` the URI came from."""
+    if redact_url(uri) == uri:
+        return
+    raise ConfigError(
+        f"{where}: the tracking URI {redact_url(uri)} holds a password, which the scheduled job "
+        "would keep in plain text (it pins the URI in its environment); take the password out "
+        "of the URI and keep it where the job reads it when it runs: ~/.pgpass for PostgreSQL, "
+        "~/.netrc for an http(s) tracking server (both mode 600)"
     )
 
 
@@ -444,6 +461,7 @@ def k8s_cronjob(
     config's URI (with a note when that is not an http(s) server)."""
     default_image, default_namespace = k8s_defaults()
     uri = os.environ.get(Env.KUBE_TRACKING_URI) or job.tracking_uri
+    check_no_password(uri, f"${Env.KUBE_TRACKING_URI}")
     notes = []
     if not uri.startswith(("http://", "https://")):
         notes.append(

@@ -205,6 +205,35 @@ def test_install_cron_adds_one_line_keeps_others_and_never_duplicates(
     assert parse_crontab_line(lines[2])[0][:2] == [{15}, {7}]
 
 
+@pytest.mark.parametrize(
+    ("engine", "override", "env", "where"),
+    [
+        ("cron", "tracking.uri=postgresql://mlflow:s3cret@db:5432/mlflow", {}, "tracking.uri"),
+        ("cron", None, {"MLFLOW_TRACKING_URI": "http://ops:s3cret@mlflow:5000"}, "$MLFLOW_"),
+        ("k8s", None, {"KUBE_MLFLOW_TRACKING_URI": "https://ops:s3cret@mlflow"}, "$KUBE_"),
+    ],
+)
+def test_a_tracking_uri_with_a_password_is_refused_and_nothing_is_installed(
+    fake_crontab, tmp_path, monkeypatch, capsys, engine, override, env, where
+):
+    """The job pins its tracking URI in plain text: a password there is refused, not kept in a
+    crontab, unit or manifest, nor printed."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    output = tmp_path / "job.out"
+    args = [engine, "--workdir", str(tmp_path), "--output", str(output), *OVERRIDES]
+    if engine == "cron":
+        args.insert(1, "--install")
+    assert schedule_main([*args, *([override] if override else [])]) == 1
+    out, err = capsys.readouterr()
+    assert f"{where}" in err
+    assert "holds a password" in err
+    assert "~/.pgpass" in err
+    assert "s3cret" not in out + err
+    assert not fake_crontab.exists()
+    assert not output.exists()
+
+
 def test_install_cron_into_an_empty_crontab(fake_crontab, tmp_path, capsys):
     assert schedule_main(["cron", "--install", "--workdir", str(tmp_path), *OVERRIDES]) == 0
     [line] = fake_crontab.read_text().splitlines()
