@@ -14,7 +14,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -27,9 +27,13 @@ from mlflow_pipeline.registry.audit import AuditTrail, Move, Why, describe, quot
 from mlflow_pipeline.registry.digest import content_digest as digest_of
 from mlflow_pipeline.registry.failpoint import failpoint
 from mlflow_pipeline.registry.lock import process_alive
+from mlflow_pipeline.registry.overlap import training_inputs
 from mlflow_pipeline.store.lineage import ARTIFACT as LINEAGE_ARTIFACT
 from mlflow_pipeline.store.tracking import experiment_location, resolve_tracking
 from mlflow_pipeline.tags import Audit, Lineage, Promotion, Registry, Runs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,22 @@ class ModelRegistry:
         from mlflow_pipeline.store.artifacts import load_trusted_model
 
         return load_trusted_model(f"models:/{self.name}/{version}", allow_unsafe=allow_unsafe)
+
+    def training_data(
+        self, version: ModelVersion, kinds: dict[str, str]
+    ) -> tuple[dict[str, Any], list[pd.DataFrame]]:
+        """The lineage of ``version`` and the frames its model was trained on (``kinds``: each
+        dataset's kind in the pipeline declaration). Raises PipelineError (StageError) when its
+        lineage or data cannot be read, RegistryError when it has no lineage."""
+        from mlflow_pipeline.store.artifacts import load_frame, load_text
+
+        uri = (version.tags or {}).get(Lineage.ARTIFACT, "")
+        if not uri.startswith("runs:/"):
+            raise RegistryError(f"v{version.version} has no lineage (tag {Lineage.ARTIFACT})")
+        run_id, _, path = uri[len("runs:/") :].partition("/")
+        lineage = json.loads(load_text(run_id, path))
+        inputs = training_inputs(lineage, kinds)
+        return lineage, [load_frame(run, name) for name, run in sorted(inputs.items())]
 
     def content_digest(self, model_uri: str) -> str:
         """The content digest of the model at ``model_uri`` (see digest.py). Raises

@@ -35,6 +35,12 @@ from mlflow_pipeline.registry.comparison import (
     score_of,
 )
 from mlflow_pipeline.registry.model_registry import ModelRegistry, lineage_json, lineage_tags
+from mlflow_pipeline.registry.overlap import (
+    TrainingOverlap,
+    same_training_data,
+    training_inputs,
+    training_overlap,
+)
 from mlflow_pipeline.registry.plan import Step, alias_steps
 from mlflow_pipeline.registry.promotion import (
     PromotionDecision,
@@ -47,7 +53,7 @@ from mlflow_pipeline.reports.promotion import promotion_report
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import metrics_of, predict
 from mlflow_pipeline.stages.train import model_columns
-from mlflow_pipeline.tags import Promotion, Registry
+from mlflow_pipeline.tags import Lineage, Promotion, Registry
 
 STAGE = "register"
 
@@ -122,7 +128,16 @@ def register(
         existing = registry.version_with(digest, model.uri)
         champion = registry.champion()
         champion_version = str(champion.version) if champion is not None else None
-        scored = _champion_score(registry, champion_version, test, cfg, metric, challenger)
+        overlap, unchecked = _training_overlap(registry, champion, lineage, test, cfg)
+        compared, compared_challenger = test, challenger
+        if overlap is not None:  # only the test rows the champion did not train on
+            compared = test[overlap.rows]
+            compared_challenger = functools.cache(lambda: overlap.of(challenger()))
+        scored = _champion_score(
+            registry, champion_version, compared, cfg, metric, compared_challenger, overlap
+        )
+        if overlap is not None and scored.error is None and scored.challenger_score is None:
+            scored = _challenger_on(scored, model, compared, compared_challenger(), cfg, metric)
         decision = judge(
             metric=metric,
             greater_is_better=greater_is_better,
@@ -130,17 +145,24 @@ def register(
             champion_score=scored.score,
             champion_version=champion_version,
             min_delta=cfg.promotion.min_delta,
-            comparison=_comparison(cfg, metric, greater_is_better, test, challenger, scored),
+            comparison=_comparison(
+                cfg, metric, greater_is_better, compared, compared_challenger, scored
+            ),
         )
-        if scored.ground is not None and scored.error is None:  # on what both were compared
-            decision = replace(decision, reason=f"{scored.ground.note}: {decision.reason}")
+        if scored.error is None:  # on what both were compared
+            notes = [n for n in (unchecked, overlap and overlap.note) if n]
+            notes += [scored.ground.note] if scored.ground is not None else []
+            if notes:
+                decision = replace(decision, reason=f"{'; '.join(notes)}: {decision.reason}")
         standing = _standing(registry, decision, scored.error, existing, champion_version)
         tags = _version_tags(standing, digest, pipeline_run_id, stage_run_id, lineage)
         session.check()
         version = _registered(registry, model.uri, existing, standing, tags, digest)
         why = _why(standing, pipeline_run_id, stage_run_id)
         moves = session.move(_steps(registry, version, standing, why))
-        report = _report(registry, session, standing, version, digest, moves, scored.ground)
+        report = _report(
+            registry, session, standing, version, digest, moves, scored.ground, overlap, unchecked
+        )
     return {
         "promotion": json.dumps(report, indent=2),
         "lineage": lineage_json(lineage),
@@ -196,6 +218,54 @@ def _predictions(estimator: Any, test: pd.DataFrame, cfg: DictConfig) -> Predict
     return Predictions(y_pred, proba, getattr(estimator, "classes_", None))
 
 
+def _training_overlap(
+    registry: ModelRegistry,
+    champion: Any,
+    lineage: dict[str, Any],
+    test: pd.DataFrame,
+    cfg: DictConfig,
+) -> tuple[TrainingOverlap | None, str | None]:
+    """The test rows the champion trained on (None: none, no champion, or both models trained
+    on the same data), and why that could not be checked (None: it was)."""
+    if champion is None:
+        return None, None
+    kinds = {str(name): str(d.kind) for name, d in cfg.pipeline.datasets.items()}
+    # Trained on the outputs of the very runs the champion's lineage tags name (a rerun, a
+    # change to train only): the same data, known without reading anything.
+    mine = set(training_inputs(lineage, kinds).values())
+    tagged = {v for k, v in (champion.tags or {}).items() if k.startswith(Lineage.RUN_PREFIX)}
+    if mine and mine <= tagged:
+        return None, None
+    try:
+        reference, frames = registry.training_data(champion, kinds)
+    except PipelineError as exc:
+        return None, f"not checked which test rows the champion trained on ({exc})"
+    if same_training_data(reference, lineage, kinds):
+        return None, None
+    return training_overlap(test, frames), None
+
+
+def _challenger_on(
+    scored: ChampionScore,
+    model: TrainedModel,
+    test: pd.DataFrame,
+    predictions: Predictions,
+    cfg: DictConfig,
+    metric: str,
+) -> ChampionScore:
+    """``scored`` with the challenger's score on ``test`` (the rows the champion did not train
+    on), computed as the champion's was; an error when the metric is undefined there."""
+    y_true = test[cfg.data.target]
+    scores = metrics_of(model.estimator, y_true, predictions.y_pred, predictions.proba, cfg)
+    score = scores.get(metric)
+    if score is None or not np.isfinite(score) or not np.isfinite(scored.score):
+        return ChampionScore(
+            error=f"{metric} is undefined on the {len(test)} test rows the champion did not "
+            "train on"
+        )
+    return replace(scored, challenger_score=float(score))
+
+
 def _champion_score(
     registry: ModelRegistry,
     champion_version: str | None,
@@ -203,6 +273,7 @@ def _champion_score(
     cfg: DictConfig,
     metric: str,
     challenger: Callable[[], Predictions],
+    overlap: TrainingOverlap | None = None,
 ) -> ChampionScore:
     """The champion's ``metric`` and predictions on this test set (empty: no champion), or
     why it could not be scored.
@@ -213,6 +284,8 @@ def _champion_score(
     if champion_version is None:
         return ChampionScore()
     challenger()  # made before the lock unless a champion appeared since: its errors are its own
+    if overlap is not None and not overlap.compared:
+        return ChampionScore(error=overlap.note)
     try:
         estimator = registry.load(
             champion_version, allow_unsafe=cfg.registry.get("allow_unsafe_models", False)
@@ -439,6 +512,8 @@ def _report(
     digest: str,
     moves: list[Move],
     ground: CommonGround | None = None,
+    overlap: TrainingOverlap | None = None,
+    unchecked: str | None = None,
 ) -> dict[str, Any]:
     """The promotion report (promotion.json and the HTML report's input)."""
     decision = standing.decision
@@ -456,6 +531,11 @@ def _report(
         # When the test set's labels differ from the classes the models know: what differs
         # and on which rows and classes both were compared (None: the same labels).
         "labels": ground.as_dict() if ground is not None else None,
+        # When this run trained on other data than the champion: the test rows the champion
+        # trained on, left out of the comparison (None: none; "note" alone: not checked).
+        "training_overlap": overlap.as_dict()
+        if overlap is not None
+        else ({"note": unchecked} if unchecked else None),
         "content_digest": digest,
         # False: the same model was registered by another run as this version already.
         "registered": duplicate is None,

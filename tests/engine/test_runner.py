@@ -6,14 +6,17 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from mlflow_pipeline.engine.inputs import find_stage_run
 from mlflow_pipeline.engine.result import PipelineResult, describe
 from mlflow_pipeline.engine.runner import run_pipeline
 from mlflow_pipeline.errors import DataValidationError, StageError, ThresholdError
+from mlflow_pipeline.store.artifacts import load_frame, load_trusted_model
 from mlflow_pipeline.tags import MLflow, Runs
 from tests.helpers import EXPECTED_ARTIFACTS, csv_overrides, mixed_frame
 from tests.helpers import REFERENCE as PIPELINE
@@ -46,6 +49,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, open_store):
     with open_store(root) as store:
         full = run_pipeline(store.config(*FAST))
         sliced = run_pipeline(store.config(*FAST, "steps=[evaluate,train]", RECOMPUTE))
+        # Another split of the same data: most of its test rows are the champion's training rows.
+        resplit = run_pipeline(
+            store.config(*FAST, "split.random_state=7", "tracking.experiment_name=resplit")
+        )
         diabetes = run_pipeline(
             store.config("data=diabetes", "model=random_forest", "model.n_estimators=10")
         )
@@ -61,6 +68,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, open_store):
             "client": store.client(),
             "full": full,
             "sliced": sliced,
+            "resplit": resplit,
             "diabetes": diabetes,
             "csv": from_csv,
         }
@@ -170,6 +178,37 @@ def test_csv_with_categoricals_and_missing_values(runs):
     assert result.promotion["promote"] is True
     assert children["evaluate"].data.metrics["accuracy"] > 0.7
     assert children["ingest"].data.metrics["rows.output.raw"] == 200
+
+
+def test_the_champion_is_not_scored_on_the_rows_it_trained_on(runs, monkeypatch):
+    """Split otherwise, today's test set holds rows the champion trained on: both models are
+    compared on the others. Checked against a merge of the two runs' datasets and sklearn."""
+    client = runs["client"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", runs["store"].uri)  # this test's store is empty
+    mlflow.set_tracking_uri(runs["store"].uri)
+    champion_split = stage_runs(client, runs["full"])["split"].info.run_id
+    split_run = stage_runs(client, runs["resplit"])["split"].info.run_id
+    trained_on = load_frame(champion_split, "train")
+    test = load_frame(split_run, "test")
+    seen = test.merge(trained_on.drop_duplicates(), how="left", indicator=True)["_merge"]
+    unseen = (seen == "left_only").to_numpy()
+    assert 0 < unseen.sum() < len(test)
+
+    promotion = runs["resplit"].promotion
+    overlap = promotion["training_overlap"]
+    assert overlap["rows"] == len(test)
+    assert overlap["rows_seen_by_champion"] == len(test) - unseen.sum()
+    assert overlap["rows_compared"] == unseen.sum() == promotion["comparison"]["rows"]
+    assert promotion["reason"].startswith(
+        f"the champion trained on {len(test) - unseen.sum()} of the {len(test)} test rows: "
+        f"both models compared on the other {unseen.sum()}: challenger roc_auc="
+    )
+    champion = load_trusted_model(f"models:/breast_cancer/{promotion['champion_version']}")
+    rows = test[unseen]
+    proba = champion.predict_proba(rows.drop(columns="target"))[:, 1]
+    assert promotion["champion_score"] == pytest.approx(roc_auc_score(rows["target"], proba))
+    # The same split as the champion's: every test row is compared, and nothing is said.
+    assert runs["full"].promotion["training_overlap"] is None
 
 
 def test_failing_threshold_stops_before_register(make_config, tracking_store):

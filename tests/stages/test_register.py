@@ -77,6 +77,7 @@ def run_register(cfg, model, test, metrics, client, *, pipeline_run="p1", ends="
     killed after the stage's moves, before its run was finished, leaves it once reaped)."""
     experiment = client.get_experiment_by_name("Default").experiment_id
     stage_run = client.create_run(experiment).info.run_id
+    lineage = {**LINEAGE, "record_run_id": stage_run}  # the run that logs lineage.json
     out = register(
         cfg,
         model,
@@ -85,10 +86,11 @@ def run_register(cfg, model, test, metrics, client, *, pipeline_run="p1", ends="
         registry=ModelRegistry.from_config(client, cfg),
         pipeline_run_id=pipeline_run,
         stage_run_id=stage_run,
-        lineage=LINEAGE,
+        lineage=lineage,
     )
+    artifacts.save_text(client, stage_run, "lineage.json", out["lineage"])
     client.set_terminated(stage_run, ends)
-    assert json.loads(out["lineage"]) == LINEAGE
+    assert json.loads(out["lineage"]) == lineage
     report = json.loads(out["promotion"])
     report["stage_run"] = stage_run
     return report
@@ -122,7 +124,7 @@ def test_register_first_then_an_identical_model_is_not_registered_again(trained,
     assert tags[Registry.CONTENT_DIGEST] == first["content_digest"]
     # The rest of the lineage is in the artifact only (registry.model_registry.lineage_tags).
     assert {k: v for k, v in tags.items() if k.startswith("lineage.")} == {
-        "lineage.artifact": "runs:/r1/lineage.json",
+        "lineage.artifact": f"runs:/{first['stage_run']}/lineage.json",
         "lineage.run.split": "s1",
     }
 
