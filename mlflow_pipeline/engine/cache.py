@@ -23,6 +23,7 @@ import inspect
 import json
 import linecache
 import os
+import re
 import stat
 import sys
 import textwrap
@@ -784,7 +785,12 @@ def explain(
     for key, before, after in _changed(previous.files, current.files):
         reasons.append(f"file changed: {key} digest {_short(before)} -> {_short(after)}")
     for name, before, after in _changed(previous.inputs, current.inputs):
-        reasons.append(f"input changed: {label(name)} digest {_short(before)} -> {_short(after)}")
+        if _is_digest(before) or _is_digest(after):
+            reasons.append(
+                f"input changed: {label(name)} digest {_short(before)} -> {_short(after)}"
+            )
+        else:  # a context's key (``breast_cancer v1 profile <digest>``): said as it reads
+            reasons.append(f"input changed: {label(name)}: {_shorten(before)} -> {_shorten(after)}")
     code = _changed(previous.code, current.code)
     if code:
         files: dict[str, list[str]] = {}
@@ -815,6 +821,18 @@ def _changed(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
 def _short(digest: Any) -> str:
     text = str(digest)
     return text[:12] if len(text) == 64 else text
+
+
+_DIGEST = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def _shorten(text: Any) -> str:
+    """``text`` with each sha256 digest in it cut to its first 12 characters; nothing: none."""
+    return "none" if text is None else _DIGEST.sub(r"\1", str(text))
 
 
 def _sha(text: str) -> str:

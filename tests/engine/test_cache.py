@@ -7,6 +7,7 @@ database (artifacts stay where the baseline logged them), so scenarios never see
 
 from __future__ import annotations
 
+import re
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -92,12 +93,28 @@ def test_first_run_misses_everything_with_no_earlier_run(baseline):
     assert all(reasons(result, s) == "no earlier run" for s in STAGES)
 
 
+def test_a_context_that_changed_is_said_as_it_reads():
+    def manifest(key: str) -> cache.Manifest:
+        return cache.Manifest("profile", {}, {}, {}, {"champion profile": key}, {}, {})
+
+    digest = "d823daef83ab" + "7" * 52
+    before, after = (manifest(f"m v{n} profile {digest}") for n in (1, 2))
+    assert cache.explain(before, after) == [
+        "input changed: champion profile: m v1 profile d823daef83ab -> m v2 profile d823daef83ab"
+    ]
+
+
 def test_a_new_champion_reruns_only_the_profile(baseline):
     """The profile stage compares with the champion's training data: when the champion
     changes (here: the first run made v1 champion), only profile runs again."""
     first, second = baseline[2], baseline[3]
     expect(second, {"profile"})
-    assert reasons(second, "profile").startswith("input changed: champion profile")
+    # A context's key said as it reads, its digest cut short (not "digest <key> -> <key>").
+    assert re.fullmatch(
+        r"input changed: champion profile: none: no champion yet -> "
+        r"customers v1 profile [0-9a-f]{12}",
+        reasons(second, "profile"),
+    ), reasons(second, "profile")
     assert first.drift == {"checked": False, "reason": "no champion yet"}
     assert second.drift["checked"]
     assert not second.drift["detected"]
