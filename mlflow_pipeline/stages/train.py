@@ -87,12 +87,15 @@ KEEP_HINT = {
 
 
 def role_notices(
-    roles: dict[str, schemas.ColumnRole], features: DictConfig | None = None
+    roles: dict[str, schemas.ColumnRole],
+    features: DictConfig | None = None,
+    inferred_on: str = "",
 ) -> list[str]:
     """One line per column left out of the features, with how to keep it: ids and ignored
     columns when their role was inferred; datetime and text columns that ``features`` leaves
     out (``features.datetime.parts: []``, ``features.text.mode: drop``) whatever set their
-    role."""
+    role. ``inferred_on``: the data an inferred role's counts are of (``the validated data``:
+    all rows, not only the training rows)."""
     from mlflow_pipeline.stages.features import DEFAULT_DATETIME_PARTS
 
     what = {
@@ -107,8 +110,9 @@ def role_notices(
             continue
         why = "" if role.role in schemas.NOT_FEATURES else f" with features '{features.name}'"
         hint = KEEP_HINT.get(role.role, KEEP_HINT["id"])
+        reason = f"{inferred_on}: {role.reason}" if inferred_on and role.inferred else role.reason
         lines.append(
-            f"column '{name}' {what.get(role.role, role.role)} ({role.reason}): not a feature"
+            f"column '{name}' {what.get(role.role, role.role)} ({reason}): not a feature"
             f"{why}; " + hint.format(name=name, parts=",".join(DEFAULT_DATETIME_PARTS))
         )
     return lines
@@ -265,7 +269,9 @@ def train(cfg: DictConfig, train: pd.DataFrame, contract: str | None = None) -> 
     the features option cannot transform a column."""
     schema = schemas.contract_from_yaml(contract) if contract else None
     roles = column_roles_of(cfg, train, schema)
-    for line in role_notices(roles, cfg.features):
+    # A contract's roles were inferred by validate, on every row (the split came after).
+    on = "in the validated data" if schema is not None else ""
+    for line in role_notices(roles, cfg.features, on):
         log.info("[%s] %s", STAGE, line)
     features = train[_features_of(cfg, train, roles)]
     pipeline = build_pipeline(cfg, features, roles)

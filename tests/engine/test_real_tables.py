@@ -108,7 +108,8 @@ def test_the_run_says_which_columns_are_not_features(trained):
     lines = [line for line in trained["log"] if "not a feature" in line]
     assert len(lines) == 1  # the description is a feature now (a TF-IDF of its words)
     assert lines[0] == (
-        "[train] column 'listing_id' looks like an id (240 distinct in 240 rows): not a "
+        "[train] column 'listing_id' looks like an id (in the validated data: 240 distinct in "
+        "240 rows): not a "
         "feature; set +data.columns.listing_id.role=categorical to use it"
     )
 

@@ -173,11 +173,13 @@ def test_a_features_option_that_drops_dates_and_text_says_so(caplog):
     assert len(lines) == 3
     assert lines[0].startswith("[train] column 'order_id' looks like an id")
     assert lines[1] == (
-        "[train] column 'ordered' holds dates (every value present parses as a date (109 "
-        "distinct)): not a feature with features 'standard'; set "
+        "[train] column 'ordered' holds dates (in the validated data: every value present "
+        "parses as a date (109 distinct)): not a feature with features 'standard'; set "
         "features.datetime.parts=[year,month,dayofweek,dayofyear,elapsed] to use it"
     )
-    assert lines[2].startswith("[train] column 'review' holds free text (free text: median")
+    assert lines[2].startswith(
+        "[train] column 'review' holds free text (in the validated data: free text: median"
+    )
     assert lines[2].endswith(
         "not a feature with features 'standard'; set features.text.mode=tfidf to use it"
     )
