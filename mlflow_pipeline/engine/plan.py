@@ -63,11 +63,14 @@ def plan(cfg: DictConfig) -> list[cache.CacheDecision]:
 
 
 def describe_plan(decisions: list[cache.CacheDecision]) -> str:
-    lines = []
+    """One line per stage: its name, hit or why it runs, in aligned columns."""
+    rows = []
     for decision in decisions:
         if decision.hit:
-            lines.append(f"{decision.stage:<9} hit   reuses run {decision.source_run_id}")
+            rows.append((decision.stage, "hit", f"reuses run {decision.source_run_id}"))
         else:
             status = "runs" if decision.status == "pending" else decision.status
-            lines.append(f"{decision.stage:<9} {status:<5} {'; '.join(decision.reasons)}")
-    return "\n".join(lines)
+            rows.append((decision.stage, status, "; ".join(decision.reasons)))
+    stage = max([9, *(len(r[0]) for r in rows)])
+    status = max([5, *(len(r[1]) for r in rows)])
+    return "\n".join(f"{a:<{stage}} {b:<{status}} {c}".rstrip() for a, b, c in rows)

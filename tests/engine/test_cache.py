@@ -402,6 +402,19 @@ def test_plan_shows_hits_misses_and_pending_without_running(scenario):
     assert len(scenario.client.search_runs([experiment], max_results=1000)) == runs_before
 
 
+def test_the_plan_stays_aligned_with_a_long_status_or_stage_name():
+    decisions = [
+        cache.CacheDecision("ingest", "hit", None, source_run_id="r1"),
+        cache.CacheDecision("split", "uncacheable", None, ["split.random_state is unset"]),
+        cache.CacheDecision("feature_engineering", "pending", None, ["input(s) x first"]),
+    ]
+    assert describe_plan(decisions).splitlines() == [
+        "ingest              hit         reuses run r1",
+        "split               uncacheable split.random_state is unset",
+        "feature_engineering runs        input(s) x first",
+    ]
+
+
 # ------------------------------------------------------------------- code hashing, real files
 @pytest.fixture
 def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
