@@ -31,7 +31,7 @@ import time
 import tokenize
 import types
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -663,12 +663,12 @@ def decide(
     if policy == "recompute":
         return CacheDecision(stage.name, "recompute", manifest, ["cache policy 'recompute'"])
     if pending:
-        waits = ", ".join(sorted(pending))
+        waits = f"input(s) {', '.join(sorted(pending))} are recomputed first"
+        known = _known_changes(stage, cfg, client, experiment_id, inputs, label)
+        if known:  # what differs from the last run already (a hit needs an older match)
+            return CacheDecision(stage.name, "pending", None, [*known, waits])
         return CacheDecision(
-            stage.name,
-            "pending",
-            None,
-            [f"input(s) {waits} are recomputed first; a hit only if they come out unchanged"],
+            stage.name, "pending", None, [f"{waits}; a hit only if they come out unchanged"]
         )
     unknown = sorted(name for name, digest in inputs.items() if digest is None)
     if unknown:
@@ -694,6 +694,24 @@ def decide(
             head = f"no earlier finished run; the last one ({run.info.run_id}) {run.info.status}"
             return CacheDecision(stage.name, "miss", manifest, [head, *reasons])
     return CacheDecision(stage.name, "miss", manifest, explain(previous, manifest, label))
+
+
+def _known_changes(
+    stage: Stage,
+    cfg: DictConfig,
+    client: MlflowClient,
+    experiment_id: str,
+    inputs: dict[str, str | None],
+    label: Callable[[str], str],
+) -> list[str]:
+    """For a stage whose inputs are not computed yet: how its config, files, code, packages and
+    the ``inputs`` known now (contexts) differ from its last computed run ([]: none)."""
+    previous = previous_manifest(client, experiment_id, stage.name)
+    if previous is None:
+        return []
+    then = replace(previous, inputs={k: v for k, v in previous.inputs.items() if k in inputs})
+    now = build_manifest(stage, cfg, inputs)
+    return explain(then, now, label) if then.key != now.key else []
 
 
 def _present(cfg: DictConfig, key: str) -> bool:

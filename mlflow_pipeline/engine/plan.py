@@ -9,7 +9,7 @@ from mlflow_pipeline.engine import cache
 from mlflow_pipeline.engine.inputs import resolve_inputs
 from mlflow_pipeline.engine.pipeline import load_pipeline, selected_stages
 from mlflow_pipeline.engine.services import run_context
-from mlflow_pipeline.engine.stage import Handoff, cache_decision
+from mlflow_pipeline.engine.stage import Handoff, cache_decision, contexts_of
 from mlflow_pipeline.errors import StageError
 from mlflow_pipeline.store.tracking import activate, resolve_tracking, retry_transient
 from mlflow_pipeline.tags import Runs
@@ -41,8 +41,9 @@ def plan(cfg: DictConfig) -> list[cache.CacheDecision]:
         if experiment_id is None:
             reasons = ["no earlier run (new experiment)"]
             decision = cache.CacheDecision(stage.name, "miss", None, reasons)
-        elif pending:
-            decision = cache.decide(stage, cfg, client, experiment_id, {}, pending=pending)
+        elif pending:  # what is known already: the contexts (the champion's profile, ...)
+            known = {name: c.key for name, c in contexts_of(stage, cfg, ctx).items()}
+            decision = cache.decide(stage, cfg, client, experiment_id, known, pending=pending)
         else:
             try:
                 available.update(resolve_inputs(stage, cfg, ctx, available))

@@ -399,6 +399,12 @@ def test_plan_shows_hits_misses_and_pending_without_running(scenario):
     text = describe_plan(decisions)
     assert "train     miss  config changed: model.C 1.0 -> 0.5" in text
     assert "evaluate  runs  input(s) model are recomputed first" in text
+    # What already differs from a pending stage's last run is said, not only that it waits.
+    both = describe_plan(plan(scenario.config("model.C=0.5", "evaluation.importance_memory_mb=64")))
+    assert (
+        "evaluate  runs  config changed: evaluation.importance_memory_mb 256.0 -> 64.0; "
+        "input(s) model are recomputed first\n"
+    ) in both
     assert len(scenario.client.search_runs([experiment], max_results=1000)) == runs_before
 
 
