@@ -105,6 +105,7 @@ class CommonGround:
     unseen: list[Any]
     unseen_by_challenger: list[Any]
     note: str
+    where: str = "the test set"
 
     @property
     def compared(self) -> int:
@@ -128,18 +129,24 @@ class CommonGround:
             "labels": [_plain(c) for c in self.labels],
             "rows_compared": self.compared,
             "rows": len(self.rows),
+            "where": self.where,
         }
 
 
 def common_ground(
-    y_true: Any, champion_classes: Any, challenger_classes: Any = None
+    y_true: Any,
+    champion_classes: Any,
+    challenger_classes: Any = None,
+    *,
+    where: str = "the test set",
 ) -> CommonGround | None:
     """How to compare two classifiers on the test labels ``y_true`` when those labels are not
     exactly the classes the champion (or the challenger) knows; None when they are (or a
     model has no classes: a regressor).
 
     The rows compared are those whose label both models know; the classes compared are those
-    present on these rows. Both models are then scored there with ``score_of``.
+    present on these rows. Both models are then scored there with ``score_of``. ``where``:
+    what ``y_true`` is, in the note (``the test rows the champion did not train on``).
     """
     if champion_classes is None:
         return None
@@ -161,7 +168,8 @@ def common_ground(
         missing=missing,
         unseen=unseen,
         unseen_by_challenger=unseen_by_challenger,
-        note=_note(missing, unseen, unseen_by_challenger, labels, int(rows.sum()), len(y)),
+        note=_note(missing, unseen, unseen_by_challenger, labels, int(rows.sum()), len(y), where),
+        where=where,
     )
 
 
@@ -172,19 +180,19 @@ def _note(
     labels: list[Any],
     compared: int,
     total: int,
+    where: str = "the test set",
 ) -> str:
     """``class 'snow' is not in the test set; both models compared on the 4 classes present``;
     ``the test set has class 'X' the champion never saw: compared on the 392 rows of classes
     it knows``."""
     parts = []
+    has = "has" if where == "the test set" else "have"  # the test rows ... have
     if missing:
-        parts.append(
-            f"{_classes(missing)} {'is' if len(missing) == 1 else 'are'} not in the test set"
-        )
+        parts.append(f"{_classes(missing)} {'is' if len(missing) == 1 else 'are'} not in {where}")
     if unseen:
-        parts.append(f"the test set has {_classes(unseen)} the champion never saw")
+        parts.append(f"{where} {has} {_classes(unseen)} the champion never saw")
     if unseen_by_challenger:
-        parts.append(f"the test set has {_classes(unseen_by_challenger)} the challenger never saw")
+        parts.append(f"{where} {has} {_classes(unseen_by_challenger)} the challenger never saw")
     if not compared:
         return "; ".join(parts) + ": no test row has a class both models know"
     if unseen or unseen_by_challenger:

@@ -59,6 +59,7 @@ def promotion_report(promotion: dict) -> str:
         f"<p><strong>Reason:</strong> {html.escape(str(promotion.get('reason') or '—'))}</p>",
         "<h2>Decision</h2>",
         table(None, _decision_rows(promotion, delta, comparison)),
+        *_overlap_section(promotion.get("training_overlap") or {}),
         *_label_section(promotion.get("labels") or {}),
     ]
     bars = [(f"challenger v{version}", challenger_score, BLUE)]
@@ -103,6 +104,23 @@ def _decision_rows(promotion: dict, delta: float | None, comparison: dict) -> li
     ]
 
 
+def _overlap_section(overlap: dict[str, Any]) -> list[str]:
+    """The test rows the champion trained on, left out of the comparison (nothing when this
+    run trained on the champion's data)."""
+    if not overlap:
+        return []
+    rows = [
+        ["Test rows", overlap.get("rows", "—")],
+        ["... the champion trained on (left out)", overlap.get("rows_seen_by_champion", "—")],
+        ["... compared", overlap.get("rows_compared", "—")],
+    ]
+    return [
+        "<h2>Test rows the champion trained on</h2>",
+        f"<p>{html.escape(str(overlap.get('note') or ''))}</p>",
+        *([table(None, rows)] if "rows" in overlap else []),
+    ]
+
+
 def _label_section(labels: dict[str, Any]) -> list[str]:
     """What differed between the test set's labels and the classes the models know, and on
     which rows and classes they were compared (nothing when the labels were the same)."""
@@ -112,12 +130,13 @@ def _label_section(labels: dict[str, Any]) -> list[str]:
     def named(key: str) -> str:
         return ", ".join(repr(c) for c in labels.get(key) or []) or "none"
 
+    where = labels.get("where") or "the test set"
     rows = [
-        ["Labels in the test set the champion never saw", named("unseen")],
-        ["Labels in the test set the challenger never saw", named("unseen_by_challenger")],
-        ["Champion's classes not in the test set", named("missing")],
+        [f"Labels in {where} the champion never saw", named("unseen")],
+        [f"Labels in {where} the challenger never saw", named("unseen_by_challenger")],
+        [f"Champion's classes not in {where}", named("missing")],
         ["Classes compared", named("labels")],
-        ["Test rows compared", f"{labels.get('rows_compared')} of {labels.get('rows')}"],
+        [f"Rows compared (of {where})", f"{labels.get('rows_compared')} of {labels.get('rows')}"],
     ]
     return [
         "<h2>Labels</h2>",

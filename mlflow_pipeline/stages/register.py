@@ -214,7 +214,15 @@ def _first(*values: float | None) -> float:
 
 def _predictions(estimator: Any, test: pd.DataFrame, cfg: DictConfig) -> Predictions:
     # The columns the model was fitted on (the champion's may differ from today's features).
-    y_pred, proba = predict(estimator, test[model_columns(estimator, cfg, test)], cfg)
+    columns = model_columns(estimator, cfg, test)
+    missing = [str(c) for c in columns if c not in test.columns]
+    if missing:
+        raise StageError(
+            f"the test set has no column {', '.join(map(repr, missing))}, which the model was "
+            "trained with",
+            stage=STAGE,
+        )
+    y_pred, proba = predict(estimator, test[columns], cfg)
     return Predictions(y_pred, proba, getattr(estimator, "classes_", None))
 
 
@@ -292,11 +300,16 @@ def _champion_score(
         )
         predictions = _predictions(estimator, test, cfg)
         y_true = test[cfg.data.target]
-        ground = common_ground(y_true.to_numpy(), predictions.classes, challenger().classes)
+        where = "the test set" if overlap is None else "the test rows the champion did not train on"
+        ground = common_ground(
+            y_true.to_numpy(), predictions.classes, challenger().classes, where=where
+        )
         if ground is not None:
             return _on_common_ground(ground, metric, y_true.to_numpy(), challenger(), predictions)
         scores = metrics_of(estimator, y_true, predictions.y_pred, predictions.proba, cfg)
         return ChampionScore(scores[metric], predictions)
+    except StageError as exc:  # said in words already
+        return ChampionScore(error=str(exc.args[0]) if exc.args else str(exc))
     except Exception as exc:  # any failure to score means: do not replace it blindly
         return ChampionScore(error=f"{type(exc).__name__}: {exc}")
 

@@ -277,6 +277,15 @@ def test_a_class_gone_from_the_test_set_is_named_and_every_row_kept():
         "class 'snow' is not in the test set; both models compared on the 3 classes present"
     )
     assert ground.rows.all()
+    # Among the rows left after those the champion trained on: said of those rows.
+    fewer = common_ground(
+        y, SEASONS, [*SEASONS, "hail"], where="the test rows the champion did not train on"
+    )
+    assert fewer.note == (
+        "class 'snow' is not in the test rows the champion did not train on; both models "
+        "compared on the 3 classes present"
+    )
+    assert fewer.as_dict()["where"] == "the test rows the champion did not train on"
     assert (ground.missing, ground.unseen, ground.labels) == (
         ["snow"],
         [],

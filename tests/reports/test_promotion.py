@@ -79,3 +79,38 @@ def test_promotion_report_shows_the_gain_and_its_interval():
     undefined = promotion_report(promotion(comparison={**comparison, "low": None, "high": None}))
     assert "could not be estimated" in visible_text(undefined)
     assert len(decoded_images(undefined)) == 1
+
+
+def test_the_rows_the_champion_trained_on_and_the_labels_among_the_rest():
+    where = "the test rows the champion did not train on"
+    overlap_note = (
+        "the champion trained on 132 of the 263 test rows: both models compared on the other 131"
+    )
+    labels_note = f"class 'snow' is not in {where}; both models compared on the 4 classes present"
+    text = visible_text(
+        promotion_report(
+            promotion(
+                training_overlap={
+                    "note": overlap_note,
+                    "rows_seen_by_champion": 132,
+                    "rows_compared": 131,
+                    "rows": 263,
+                },
+                labels={
+                    "note": labels_note,
+                    "missing": ["snow"],
+                    "unseen": [],
+                    "unseen_by_challenger": [],
+                    "labels": ["drizzle", "fog", "rain", "sun"],
+                    "rows_compared": 131,
+                    "rows": 131,
+                    "where": where,
+                },
+            )
+        )
+    )
+    assert "Test rows the champion trained on" in text
+    assert overlap_note in text
+    assert labels_note in text
+    assert f"Champion's classes not in {where}" in text
+    assert f"Rows compared (of {where})" in text
