@@ -45,7 +45,9 @@ MIN_PATH_SECRET_CHARS = 12
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # scheme://user:password@ -> the password; scheme://token@ (no colon) is left alone unless the
 # key names a secret.
-_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@?#'\"]*:)[^\s@/'\"]+@")
+# The password runs to the last ``@`` before the host: an unencoded ``@`` in it (``p@ss``) is
+# still all redacted.
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@?#'\"]*:)[^\s/'\"]+@")
 _QUERY_PARAM = re.compile(r"(?P<head>[?&;](?P<name>[^=&#\s'\"]+)=)(?P<value>[^&#\s'\"]+)")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 

@@ -60,6 +60,8 @@ def test_uri_passwords_and_secret_query_values_are_redacted():
     assert redact_url("http://h/x?a=1&api_key=zz&b=2") == "http://h/x?a=1&api_key=***&b=2"
     assert redact_url("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
     assert redact_url("http://user@h/") == "http://user@h/"  # no password
+    # An unencoded @ in the password (p@ss): none of it is left.
+    assert redact_url("postgresql://u:p@ss@db/x") == "postgresql://u:***@db/x"
 
 
 def test_a_redacted_config_writes_no_secret_and_keeps_everything_else():

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import PROJECT_ROOT, hydra_quote, load_config
 from mlflow_pipeline.errors import ConfigError, DataError, PipelineError
-from mlflow_pipeline.redaction import redact_url
+from mlflow_pipeline.redaction import redact_url, redact_value
 from mlflow_pipeline.store.tracking import resolve_tracking
 from mlflow_pipeline.tags import Env
 
@@ -99,6 +99,8 @@ class Rendering:
     text: str
     files: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    # The files hold a secret (the alert webhook): written readable by their owner only.
+    secret: bool = False
 
 
 def mlflow_run_argv(mlflow: str, project: str, job: ScheduledJob) -> list[str]:
@@ -194,6 +196,7 @@ def scheduled_job(
             f"in plain text; set ${Env.ALERT_WEBHOOK} instead (the job gets it in its "
             f"environment; Kubernetes: from the Secret {K8S_ALERT_SECRET})"
         )
+    check_no_secret_overrides(overrides)
     workdir = Path(workdir or Path.cwd()).expanduser().absolute()
     if not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir}: no such directory")
@@ -234,6 +237,24 @@ def scheduled_job(
         bin_dir=bin_dir,
         env=env,
     )
+
+
+def check_no_secret_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """An override holding a secret (a key named like one, a URI password) would be kept in
+    plain text on the job's command line: refused, with how the config can read it instead.
+    ``${...}`` interpolations (``${oc.env:API_TOKEN}``) are what the job resolves: allowed."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        # Said with more to the point below: the webhook's variable, the tracking URI's files.
+        if not sep or "${" in value or key in ("alerts.webhook", "tracking.uri"):
+            continue
+        if redact_value(key, value) != value:
+            raise ConfigError(
+                f"{key}: holds a secret, which the job's command line would keep in plain text "
+                f"(a crontab, a unit, a DAG, a manifest); let the config read it when the job "
+                f"runs instead, e.g. {key}='${{oc.env:NAME}}' with NAME in the job's environment"
+            )
 
 
 def check_no_password(uri: str, where: str) -> None:
@@ -551,17 +572,23 @@ def render(
 ) -> Rendering:
     """What ``engine`` needs to run ``job`` daily. Raises ConfigError for an unknown engine."""
     notes = []
-    if Env.ALERT_WEBHOOK in job.env and engine != "k8s":
-        notes.append(f"${Env.ALERT_WEBHOOK} is written into the {engine} job (it holds a secret)")
+    secret = Env.ALERT_WEBHOOK in job.env and engine != "k8s"
+    if secret:
+        notes.append(
+            f"${Env.ALERT_WEBHOOK} is written into the {engine} job (it holds a secret); the "
+            "files written are readable by you only (mode 600)"
+        )
     if engine == "cron":
         line = crontab_line(job)
-        return Rendering(text=line, files={f"{job.name}.crontab": line + "\n"}, notes=notes)
+        files = {f"{job.name}.crontab": line + "\n"}
+        return Rendering(text=line, files=files, notes=notes, secret=secret)
     if engine == "systemd":
         units = systemd_units(job)
-        return Rendering(text="\n".join(units.values()), files=units, notes=notes)
+        return Rendering(text="\n".join(units.values()), files=units, notes=notes, secret=secret)
     if engine == "airflow":
         dag = airflow_dag(job)
-        return Rendering(text=dag, files={f"{job.name.replace('-', '_')}.py": dag}, notes=notes)
+        files = {f"{job.name.replace('-', '_')}.py": dag}
+        return Rendering(text=dag, files=files, notes=notes, secret=secret)
     if engine == "k8s":
         return k8s_cronjob(job, image=image, namespace=namespace)
     raise ConfigError(f"unknown scheduler {engine!r}; choose from {', '.join(ENGINES)}")
@@ -584,7 +611,13 @@ def write(rendering: Rendering, output: str | Path, *, into: bool = False) -> li
             output.parent.mkdir(parents=True, exist_ok=True)
             targets = {output: next(iter(rendering.files.values()))}
         for path, text in targets.items():
-            path.write_text(text, encoding="utf-8")
+            if rendering.secret:  # created 0600, and made so when it was there already
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as file:
+                    file.write(text)
+            else:
+                path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ScheduleError(f"cannot write {output}: {exc.strerror or exc}") from exc
     return list(targets)
@@ -642,7 +675,9 @@ def systemd_user_dir() -> Path:
 def install_systemd(job: ScheduledJob) -> tuple[list[Path], str]:
     """Write the units to ``~/.config/systemd/user/``; returns the files and the command that
     enables the timer (not run here). Raises ScheduleError."""
-    paths = write(Rendering(text="", files=systemd_units(job)), systemd_user_dir(), into=True)
+    secret = Env.ALERT_WEBHOOK in job.env
+    units = Rendering(text="", files=systemd_units(job), secret=secret)
+    paths = write(units, systemd_user_dir(), into=True)
     enable = f"systemctl --user daemon-reload && systemctl --user enable --now {job.name}.timer"
     return paths, enable
 

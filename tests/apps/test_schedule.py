@@ -234,6 +234,28 @@ def test_a_tracking_uri_with_a_password_is_refused_and_nothing_is_installed(
     assert not output.exists()
 
 
+def test_a_secret_override_is_refused_and_a_webhook_file_is_readable_by_its_owner_only(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "x.csv").write_text("age,t\n40,1.5\n")
+    overrides = ["data=csv", "data.path=x.csv", "data.target=t", "data.task=regression"]
+    with pytest.raises(ConfigError, match=r"^data.api_token: holds a secret.*oc.env:NAME"):
+        schedule.scheduled_job([*overrides, "+data.api_token=abc123"], workdir=tmp_path)
+    # Read from the job's environment when it runs: nothing secret on the command line.
+    read = "+data.api_token=${oc.env:API_TOKEN,none}"
+    assert read in schedule.scheduled_job([*overrides, read], workdir=tmp_path).overrides
+
+    monkeypatch.setenv("MLFLOW_PIPELINE_ALERT_WEBHOOK", "https://hooks.example/T0KEN")
+    for engine in ("systemd", "airflow"):
+        output = tmp_path / engine
+        args = [engine, "--workdir", str(tmp_path), "--output", f"{output}/", *overrides]
+        assert schedule_main(args) == 0
+        assert "readable by you only (mode 600)" in capsys.readouterr().err
+        written = list(output.iterdir())
+        assert written
+        assert all(path.stat().st_mode & 0o777 == 0o600 for path in written)
+
+
 def test_install_cron_into_an_empty_crontab(fake_crontab, tmp_path, capsys):
     assert schedule_main(["cron", "--install", "--workdir", str(tmp_path), *OVERRIDES]) == 0
     [line] = fake_crontab.read_text().splitlines()
