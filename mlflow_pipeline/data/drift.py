@@ -1056,7 +1056,8 @@ def summary(result: dict[str, Any]) -> str:
         if len(result["drifted"]) > 10:
             lines.append(f"  ... and {len(result['drifted']) - 10} more")
     else:
-        lines.insert(0, f"no drift {head} ({result['n_features']} {counted} compared)")
+        changed = "; the columns changed:" if lines else ""  # not drift, but said under it
+        lines.insert(0, f"no drift {head} ({result['n_features']} {counted} compared){changed}")
     skipped = result.get("skipped") or {}
     if skipped:  # one line, however many
         shown = [f"'{name}' ({why})" for name, why in list(skipped.items())[:10]]
