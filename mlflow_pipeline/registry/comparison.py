@@ -9,9 +9,10 @@ what ``stages.evaluate.metrics_of`` computes with scikit-learn (counts as sample
 exactly the metric of the resampled rows), vectorised over many resamples at once.
 
 When the current test set's labels differ from the classes a model knows (a class gone from
-this year's data, a class the champion never saw), ``common_ground`` says on which rows and
-classes both models can be compared, in plain words, and ``score_of`` scores each of them there
-with one definition of the metric.
+this year's data, a class the champion never saw), ``common_ground`` says how both models are
+compared, in plain words: on every test row, over the classes present, a class a model never
+saw getting probability 0 from it (it cannot predict it, and is judged so); ``score_of``
+scores each of them there with one definition of the metric.
 """
 
 from __future__ import annotations
@@ -93,11 +94,12 @@ class Comparison:
 
 @dataclass(frozen=True)
 class CommonGround:
-    """Where challenger and champion are compared when the test set's labels differ from the
-    classes either model knows: ``rows`` (a mask of the test rows whose label both models
-    know), ``labels`` (the classes present on those rows), what differs (``missing``: classes
-    the champion knows that the test set lacks; ``unseen``: test labels the champion never
-    saw; ``unseen_by_challenger``) and ``note``: what was done, in plain words."""
+    """How challenger and champion are compared when the test set's labels differ from the
+    classes either model knows: on ``rows`` (a mask: every test row), over ``labels`` (the
+    classes present), each model's predictions given a probability of 0 for each class present
+    that it never saw (``of``); what differs (``missing``: classes the champion knows that the
+    test set lacks; ``unseen``: test labels the champion never saw; ``unseen_by_challenger``)
+    and ``note``: what was done, in plain words."""
 
     rows: np.ndarray
     labels: list[Any]
@@ -112,12 +114,19 @@ class CommonGround:
         return int(self.rows.sum())
 
     def of(self, predictions: Predictions) -> Predictions:
-        """``predictions`` on the compared rows only."""
-        return Predictions(
-            np.asarray(predictions.y_pred)[self.rows],
-            None if predictions.proba is None else np.asarray(predictions.proba)[self.rows],
-            predictions.classes,
-        )
+        """``predictions`` on the compared rows, with a column of probability 0 for each class
+        present that the model never saw (it cannot predict it)."""
+        proba, classes = predictions.proba, predictions.classes
+        if proba is not None and classes is not None:
+            proba = np.asarray(proba, dtype=float)[self.rows]
+            known = set(classes)
+            never = [c for c in self.labels if c not in known]
+            if never:
+                proba = np.hstack([proba, np.zeros((len(proba), len(never)))])
+                classes = np.asarray([*list(classes), *never], dtype=object)
+        elif proba is not None:
+            proba = np.asarray(proba)[self.rows]
+        return Predictions(np.asarray(predictions.y_pred)[self.rows], proba, classes)
 
     def as_dict(self) -> dict[str, Any]:
         """For promotion.json: the note, the classes that differ, and the rows compared."""
@@ -144,9 +153,10 @@ def common_ground(
     exactly the classes the champion (or the challenger) knows; None when they are (or a
     model has no classes: a regressor).
 
-    The rows compared are those whose label both models know; the classes compared are those
-    present on these rows. Both models are then scored there with ``score_of``. ``where``:
-    what ``y_true`` is, in the note (``the test rows the champion did not train on``).
+    Every row is compared, over the classes present; a model is judged wrong where the label
+    is a class it never saw (``CommonGround.of``). Both models are then scored with
+    ``score_of``. ``where``: what ``y_true`` is, in the note (``the test rows the champion did
+    not train on``).
     """
     if champion_classes is None:
         return None
@@ -157,18 +167,17 @@ def common_ground(
     if set(present) == set(champion) == set(challenger):
         return None
     unseen = [c for c in present if c not in set(champion)]
-    unseen_by_challenger = [c for c in present if c not in set(challenger) and c not in unseen]
-    known = set(champion) & set(challenger)
-    rows = np.isin(y, list(known)) if known else np.zeros(len(y), dtype=bool)
-    labels = _ordered(set(y[rows].tolist()))
+    unseen_by_challenger = [c for c in present if c not in set(challenger)]
     missing = [c for c in champion if c not in set(present)]
+    rows = np.ones(len(y), dtype=bool)
+    counts = {c: int((y == c).sum()) for c in {*unseen, *unseen_by_challenger}}
     return CommonGround(
         rows=rows,
-        labels=labels,
+        labels=present,
         missing=missing,
         unseen=unseen,
         unseen_by_challenger=unseen_by_challenger,
-        note=_note(missing, unseen, unseen_by_challenger, labels, int(rows.sum()), len(y), where),
+        note=_note(missing, unseen, unseen_by_challenger, present, counts, len(y), where),
         where=where,
     )
 
@@ -178,30 +187,27 @@ def _note(
     unseen: list[Any],
     unseen_by_challenger: list[Any],
     labels: list[Any],
-    compared: int,
+    counts: dict[Any, int],
     total: int,
     where: str = "the test set",
 ) -> str:
     """``class 'snow' is not in the test set; both models compared on the 4 classes present``;
-    ``the test set has class 'X' the champion never saw: compared on the 392 rows of classes
-    it knows``."""
+    ``the test set has class 'hail' the champion never saw: both models judged on all 420 test
+    rows, the champion wrong on the 28 of class 'hail'``."""
     parts = []
     has = "has" if where == "the test set" else "have"  # the test rows ... have
     if missing:
         parts.append(f"{_classes(missing)} {'is' if len(missing) == 1 else 'are'} not in {where}")
-    if unseen:
-        parts.append(f"{where} {has} {_classes(unseen)} the champion never saw")
-    if unseen_by_challenger:
-        parts.append(f"{where} {has} {_classes(unseen_by_challenger)} the challenger never saw")
-    if not compared:
-        return "; ".join(parts) + ": no test row has a class both models know"
-    if unseen or unseen_by_challenger:
-        whose = "it knows" if not unseen_by_challenger else "both models know"
-        return (
-            "; ".join(parts)
-            + f": compared on the {compared} of {total} test rows of classes {whose}"
-        )
-    return "; ".join(parts) + f"; both models compared on the {len(labels)} classes present"
+    wrong = []
+    for model, never in (("champion", unseen), ("challenger", unseen_by_challenger)):
+        if never:
+            parts.append(f"{where} {has} {_classes(never)} the {model} never saw")
+            rows = sum(counts[c] for c in never)
+            wrong.append(f"the {model} wrong on the {rows} of {_classes(never)}")
+    if wrong:
+        return "; ".join(parts) + f": both models judged on all {total} rows, " + ", ".join(wrong)
+    head = "; ".join(parts) + "; " if parts else ""
+    return f"{head}both models compared on the {len(labels)} classes present"
 
 
 def _classes(classes: list[Any]) -> str:

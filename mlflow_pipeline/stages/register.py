@@ -198,9 +198,9 @@ def _challenger_score(
     if metric in scores:
         return float(scores[metric])
     ground = common_ground(y_true.to_numpy(), challenger().classes)
-    if ground is not None and ground.compared == len(ground.rows):
+    if ground is not None:
         try:
-            score = score_of(metric, y_true.to_numpy(), challenger(), ground.labels)
+            score = score_of(metric, y_true.to_numpy(), ground.of(challenger()), ground.labels)
         except PipelineError:
             score = float("nan")
         if np.isfinite(score):

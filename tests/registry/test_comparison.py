@@ -305,17 +305,39 @@ def test_a_class_gone_from_the_test_set_is_named_and_every_row_kept():
     )
 
 
-def test_a_class_the_champion_never_saw_drops_its_rows():
-    y, _ = seasons(labels=[*SEASONS, "hail"], classes=SEASONS)
+def test_a_class_the_champion_never_saw_is_judged_on_every_row_it_gets_wrong():
+    """The champion cannot predict a class it never saw: judged on every row, it gets those
+    wrong (probability 0), as sklearn scores it with a column of zeros for that class."""
+    y, champion = seasons(labels=[*SEASONS, "hail"], classes=SEASONS)
     ground = common_ground(y, SEASONS, [*SEASONS, "hail"])
     hail = int((y == "hail").sum())
-    assert ground.compared == N - hail > 0
+    assert hail > 0
+    assert ground.compared == N
     assert ground.note == (
-        f"the test set has class 'hail' the champion never saw: compared on the {N - hail} of "
-        f"{N} test rows of classes it knows"
+        f"the test set has class 'hail' the champion never saw: both models judged on all {N} "
+        f"rows, the champion wrong on the {hail} of class 'hail'"
     )
-    assert set(y[ground.rows]) == set(SEASONS)
+    assert ground.labels == sorted([*SEASONS, "hail"])
     assert ground.as_dict()["unseen"] == ["hail"]
+
+    judged = ground.of(champion)
+    assert list(judged.classes) == [*SEASONS, "hail"]
+    assert (judged.proba[:, -1] == 0).all()
+    order = [list(judged.classes).index(c) for c in ground.labels]
+    padded = judged.proba[:, order]  # sklearn wants the columns in sorted label order
+    assert score_of("roc_auc", y, judged, ground.labels) == pytest.approx(
+        skm.roc_auc_score(y, padded, multi_class="ovr", average="weighted", labels=ground.labels),
+        rel=1e-12,
+    )
+    assert score_of("accuracy", y, judged, ground.labels) == pytest.approx(
+        skm.accuracy_score(y, champion.y_pred)
+    )
+    assert score_of("f1", y, judged, ground.labels) == pytest.approx(
+        skm.f1_score(y, champion.y_pred, average="weighted", labels=ground.labels)
+    )
+    assert score_of("log_loss", y, judged, ground.labels) == pytest.approx(
+        skm.log_loss(y, padded, labels=ground.labels), rel=1e-9
+    )
 
 
 def test_a_binary_champion_whose_positive_class_is_gone_is_still_scored():
@@ -327,11 +349,13 @@ def test_a_binary_champion_whose_positive_class_is_gone_is_still_scored():
     with pytest.raises(ValueError, match="multiclass|pos_label"):
         skm.f1_score(y, champion.y_pred, pos_label="sun")
     ground = common_ground(y, champion.classes, challenger.classes)
+    cloud = int((y == "cloud").sum())
     assert ground.note == (
         "class 'sun' is not in the test set; the test set has class 'cloud' the champion never "
-        f"saw: compared on the {ground.compared} of {N} test rows of classes it knows"
+        f"saw: both models judged on all {N} rows, the champion wrong on the {cloud} of class "
+        "'cloud'"
     )
-    assert ground.labels == ["rain"]
+    assert ground.labels == ["cloud", "rain"]
     scores = [
         score_of("f1", y[ground.rows], ground.of(p), ground.labels) for p in (challenger, champion)
     ]

@@ -105,7 +105,9 @@ def test_a_class_gone_from_the_test_set_compares_on_the_classes_present(tracking
     assert "class &#x27;snow&#x27; is not in the test set" in html
 
 
-def test_a_class_the_champion_never_saw_is_compared_on_the_rows_it_knows(tracking_store, tmp_path):
+def test_a_class_the_champion_never_saw_is_judged_on_every_row(tracking_store, tmp_path):
+    """The champion cannot predict a class it never saw: on today's data it is wrong on those
+    rows, and it is judged so (not on the other rows only, where it would keep its place)."""
     no_hail = ["cloud", "rain", "sun"]
     cfg, champion, test, metrics = fitted(
         tracking_store, tmp_path / "y1.csv", weather(500, no_hail, seed=3)
@@ -116,17 +118,21 @@ def test_a_class_the_champion_never_saw_is_compared_on_the_rows_it_knows(trackin
     )
     hail = int((test["weather"] == "hail").sum())
     assert hail > 0
-    known = len(test) - hail
 
     report = run_register(cfg, challenger, test, metrics, tracking_store.client())
 
     assert_plain_decision(report)
     assert report["reason"].startswith(
-        f"the test set has class 'hail' the champion never saw: compared on the {known} of "
-        f"{len(test)} test rows of classes it knows: challenger roc_auc="
+        f"the test set has class 'hail' the champion never saw: both models judged on all "
+        f"{len(test)} rows, the champion wrong on the {hail} of class 'hail': challenger "
+        "roc_auc="
     )
     assert report["labels"]["unseen"] == ["hail"]
-    assert report["labels"]["rows_compared"] == known == report["comparison"]["rows"]
+    assert report["labels"]["rows_compared"] == len(test) == report["comparison"]["rows"]
+    assert report["promote"] is True  # it predicts the new class; the champion cannot
+    assert report["challenger_score"] == pytest.approx(
+        dict(zip(metrics["metric"], metrics["value"], strict=True))["roc_auc"], rel=1e-12
+    )
     html = promotion_report(report)
     assert "Labels in the test set the champion never saw" in html
     assert "&#x27;hail&#x27;" in html
@@ -158,7 +164,7 @@ def test_a_species_gone_binary_challenger_against_a_three_class_champion(trackin
     assert report["labels"]["labels"] == ["rain", "sun"]
 
 
-def test_no_row_of_a_class_the_champion_knows_keeps_it_in_plain_words(tracking_store, tmp_path):
+def test_a_champion_that_knows_none_of_todays_classes_is_replaced(tracking_store, tmp_path):
     cfg, champion, test, metrics = fitted(
         tracking_store, tmp_path / "y1.csv", weather(300, ["cloud", "rain"], seed=7)
     )
@@ -169,14 +175,14 @@ def test_no_row_of_a_class_the_champion_knows_keeps_it_in_plain_words(tracking_s
 
     report = run_register(cfg, challenger, test, metrics, tracking_store.client())
 
-    assert report["promote"] is False
-    assert report["reason"] == (
-        "champion v1 could not be scored on the current test set (classes 'cloud', 'rain' are "
-        "not in the test set; the test set has classes 'fog', 'snow' the champion never saw: "
-        "no test row has a class both models know)"
+    assert report["reason"].startswith(
+        "classes 'cloud', 'rain' are not in the test set; the test set has classes 'fog', "
+        f"'snow' the champion never saw: both models judged on all {len(test)} rows, the "
+        f"champion wrong on the {len(test)} of classes 'fog', 'snow': challenger roc_auc="
     )
-    assert report["comparison"] is None
-    assert alias_version(tracking_store.client(), "w", "champion") == "1"
+    assert report["champion_score"] == 0.5  # no score for either class: every pair a tie
+    assert report["promote"] is True
+    assert alias_version(tracking_store.client(), "w", "champion") == "2"
 
 
 def test_a_class_both_models_know_is_gone_from_this_test_set(tracking_store, tmp_path):
