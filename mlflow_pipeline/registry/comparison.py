@@ -192,8 +192,8 @@ def _note(
     where: str = "the test set",
 ) -> str:
     """``class 'snow' is not in the test set; both models compared on the 4 classes present``;
-    ``the test set has class 'hail' the champion never saw: both models judged on all 420 test
-    rows, the champion wrong on the 28 of class 'hail'``."""
+    ``the test set has class 'hail' the champion never saw: both models judged on all 420 rows,
+    including the champion on the 28 of class 'hail', which it cannot predict``."""
     parts = []
     has = "has" if where == "the test set" else "have"  # the test rows ... have
     if missing:
@@ -203,9 +203,10 @@ def _note(
         if never:
             parts.append(f"{where} {has} {_classes(never)} the {model} never saw")
             rows = sum(counts[c] for c in never)
-            wrong.append(f"the {model} wrong on the {rows} of {_classes(never)}")
+            wrong.append(f"the {model} on the {rows} of {_classes(never)}, which it cannot predict")
     if wrong:
-        return "; ".join(parts) + f": both models judged on all {total} rows, " + ", ".join(wrong)
+        judged = f": both models judged on all {total} rows, including "
+        return "; ".join(parts) + judged + " and ".join(wrong)
     head = "; ".join(parts) + "; " if parts else ""
     return f"{head}both models compared on the {len(labels)} classes present"
 

@@ -141,21 +141,25 @@ class ModelRegistry:
 
         return load_trusted_model(f"models:/{self.name}/{version}", allow_unsafe=allow_unsafe)
 
-    def training_data(
-        self, version: ModelVersion, kinds: dict[str, str]
-    ) -> tuple[dict[str, Any], list[pd.DataFrame]]:
-        """The lineage of ``version`` and the frames its model was trained on (``kinds``: each
-        dataset's kind in the pipeline declaration). Raises PipelineError (StageError) when its
-        lineage or data cannot be read, RegistryError when it has no lineage."""
-        from mlflow_pipeline.store.artifacts import load_frame, load_text
+    def lineage_of(self, version: ModelVersion) -> dict[str, Any]:
+        """The lineage (``lineage.json``) of ``version``. Raises RegistryError when it has none,
+        PipelineError (StageError) when it cannot be read."""
+        from mlflow_pipeline.store.artifacts import load_text
 
         uri = (version.tags or {}).get(Lineage.ARTIFACT, "")
         if not uri.startswith("runs:/"):
             raise RegistryError(f"v{version.version} has no lineage (tag {Lineage.ARTIFACT})")
         run_id, _, path = uri[len("runs:/") :].partition("/")
-        lineage = json.loads(load_text(run_id, path))
+        return json.loads(load_text(run_id, path))
+
+    @staticmethod
+    def training_frames(lineage: dict[str, Any], kinds: dict[str, str]) -> list[pd.DataFrame]:
+        """The frames the model of ``lineage`` was trained on (``overlap.training_inputs``;
+        ``kinds``: each dataset's kind in the pipeline declaration). Raises StageError."""
+        from mlflow_pipeline.store.artifacts import load_frame
+
         inputs = training_inputs(lineage, kinds)
-        return lineage, [load_frame(run, name) for name, run in sorted(inputs.items())]
+        return [load_frame(run_id, name) for name, run_id in sorted(inputs.items())]
 
     def content_digest(self, model_uri: str) -> str:
         """The content digest of the model at ``model_uri`` (see digest.py). Raises

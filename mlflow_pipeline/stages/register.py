@@ -38,7 +38,7 @@ from mlflow_pipeline.registry.model_registry import ModelRegistry, lineage_json,
 from mlflow_pipeline.registry.overlap import (
     TrainingOverlap,
     same_training_data,
-    training_inputs,
+    shares_columns,
     training_overlap,
 )
 from mlflow_pipeline.registry.plan import Step, alias_steps
@@ -53,7 +53,7 @@ from mlflow_pipeline.reports.promotion import promotion_report
 from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.evaluate import metrics_of, predict
 from mlflow_pipeline.stages.train import model_columns
-from mlflow_pipeline.tags import Lineage, Promotion, Registry
+from mlflow_pipeline.tags import Promotion, Registry
 
 STAGE = "register"
 
@@ -233,24 +233,25 @@ def _training_overlap(
     test: pd.DataFrame,
     cfg: DictConfig,
 ) -> tuple[TrainingOverlap | None, str | None]:
-    """The test rows the champion trained on (None: none, no champion, or both models trained
+    """The test rows either model trained on (None: none, no champion, or both models trained
     on the same data), and why that could not be checked (None: it was)."""
     if champion is None:
         return None, None
     kinds = {str(name): str(d.kind) for name, d in cfg.pipeline.datasets.items()}
-    # Trained on the outputs of the very runs the champion's lineage tags name (a rerun, a
-    # change to train only): the same data, known without reading anything.
-    mine = set(training_inputs(lineage, kinds).values())
-    tagged = {v for k, v in (champion.tags or {}).items() if k.startswith(Lineage.RUN_PREFIX)}
-    if mine and mine <= tagged:
-        return None, None
+    unchecked = "not checked which test rows the champion trained on ({})"
     try:
-        reference, frames = registry.training_data(champion, kinds)
-    except PipelineError as exc:
-        return None, f"not checked which test rows the champion trained on ({exc})"
-    if same_training_data(reference, lineage, kinds):
-        return None, None
-    return training_overlap(test, frames), None
+        reference = registry.lineage_of(champion)
+        if same_training_data(reference, lineage, kinds):
+            return None, None
+        frames = registry.training_frames(reference, kinds)
+        if not frames:
+            why = f"v{champion.version}'s lineage names no training frame this pipeline declares"
+            return None, unchecked.format(why)
+        if not shares_columns(test, frames):
+            return None, unchecked.format("its training data has no column of the test set")
+        return training_overlap(test, frames, registry.training_frames(lineage, kinds)), None
+    except Exception as exc:  # unreadable lineage or data: compared on every row, and said so
+        return None, unchecked.format(exc)
 
 
 def _challenger_on(

@@ -315,7 +315,7 @@ def test_a_class_the_champion_never_saw_is_judged_on_every_row_it_gets_wrong():
     assert ground.compared == N
     assert ground.note == (
         f"the test set has class 'hail' the champion never saw: both models judged on all {N} "
-        f"rows, the champion wrong on the {hail} of class 'hail'"
+        f"rows, including the champion on the {hail} of class 'hail', which it cannot predict"
     )
     assert ground.labels == sorted([*SEASONS, "hail"])
     assert ground.as_dict()["unseen"] == ["hail"]
@@ -352,8 +352,8 @@ def test_a_binary_champion_whose_positive_class_is_gone_is_still_scored():
     cloud = int((y == "cloud").sum())
     assert ground.note == (
         "class 'sun' is not in the test set; the test set has class 'cloud' the champion never "
-        f"saw: both models judged on all {N} rows, the champion wrong on the {cloud} of class "
-        "'cloud'"
+        f"saw: both models judged on all {N} rows, including the champion on the {cloud} of "
+        "class 'cloud', which it cannot predict"
     )
     assert ground.labels == ["cloud", "rain"]
     scores = [

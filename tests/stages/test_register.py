@@ -63,8 +63,13 @@ def same_predictions_other_bytes(model: TrainedModel) -> TrainedModel:
 LINEAGE = {
     "pipeline_run_id": "p1",
     "record_run_id": "r1",
-    "stages": {"train": {"run_id": "t1"}, "split": {"run_id": "s1"}},
-    "data_digests": {"test": "d" * 64},
+    # The same training data for every register call here (by digest): what a test compares
+    # is the models, not which test rows each trained on (tests/engine/test_runner.py does).
+    "stages": {
+        "train": {"run_id": "t1", "outputs": {"model": "m" * 64}, "inputs_from": {"train": "s1"}},
+        "split": {"run_id": "s1"},
+    },
+    "data_digests": {"test": "d" * 64, "train": "e" * 64},
     "config": "seed: 42\n",
     "config_digest": "c" * 64,
     "code_version": {"commit": "abc", "dirty": False},

@@ -124,8 +124,8 @@ def test_a_class_the_champion_never_saw_is_judged_on_every_row(tracking_store, t
     assert_plain_decision(report)
     assert report["reason"].startswith(
         f"the test set has class 'hail' the champion never saw: both models judged on all "
-        f"{len(test)} rows, the champion wrong on the {hail} of class 'hail': challenger "
-        "roc_auc="
+        f"{len(test)} rows, including the champion on the {hail} of class 'hail', which it "
+        "cannot predict: challenger roc_auc="
     )
     assert report["labels"]["unseen"] == ["hail"]
     assert report["labels"]["rows_compared"] == len(test) == report["comparison"]["rows"]
@@ -177,8 +177,9 @@ def test_a_champion_that_knows_none_of_todays_classes_is_replaced(tracking_store
 
     assert report["reason"].startswith(
         "classes 'cloud', 'rain' are not in the test set; the test set has classes 'fog', "
-        f"'snow' the champion never saw: both models judged on all {len(test)} rows, the "
-        f"champion wrong on the {len(test)} of classes 'fog', 'snow': challenger roc_auc="
+        f"'snow' the champion never saw: both models judged on all {len(test)} rows, including "
+        f"the champion on the {len(test)} of classes 'fog', 'snow', which it cannot predict: "
+        "challenger roc_auc="
     )
     assert report["champion_score"] == 0.5  # no score for either class: every pair a tie
     assert report["promote"] is True
