@@ -112,6 +112,10 @@ def _overlap_section(overlap: dict[str, Any]) -> list[str]:
     rows = [
         ["Test rows", overlap.get("rows", "—")],
         ["... the champion trained on (left out)", overlap.get("rows_seen_by_champion", "—")],
+        [
+            "... only the challenger trained on (left out)",
+            overlap.get("rows_seen_by_challenger_only", 0),
+        ],
         ["... compared", overlap.get("rows_compared", "—")],
     ]
     return [
