@@ -113,8 +113,22 @@ def register(
     # when evaluate could not): made once, when first needed; with no champion, never.
     challenger = functools.cache(partial(_predictions, model.estimator, test, cfg))
     challenger_score = _challenger_score(model, metrics, metric, test[cfg.data.target], challenger)
-    if _has_champion(registry):
+    # Which test rows the champion trained on: found once per champion version, before the
+    # lock for the champion seen now (reused when it still is the champion under the lock).
+    overlaps: dict[str, tuple[TrainingOverlap | None, str | None]] = {}
+
+    def overlap_with(champion: Any) -> tuple[TrainingOverlap | None, str | None]:
+        if champion is None:
+            return None, None
+        if str(champion.version) not in overlaps:
+            found = _training_overlap(registry, champion, lineage, test, cfg)
+            overlaps[str(champion.version)] = found
+        return overlaps[str(champion.version)]
+
+    seen_now = _champion_now(registry)
+    if seen_now is not None:
         challenger()  # before the lock, not while other promotions wait for it
+        overlap_with(seen_now)
     check_settings(cfg.promotion.confidence, cfg.promotion.resamples)
     digest = registry.content_digest(model.uri)
     holder = f"register run {stage_run_id} of pipeline run {pipeline_run_id}"
@@ -128,7 +142,7 @@ def register(
         existing = registry.version_with(digest, model.uri)
         champion = registry.champion()
         champion_version = str(champion.version) if champion is not None else None
-        overlap, unchecked = _training_overlap(registry, champion, lineage, test, cfg)
+        overlap, unchecked = overlap_with(champion)
         compared, compared_challenger = test, challenger
         if overlap is not None:  # only the test rows the champion did not train on
             compared = test[overlap.rows]
@@ -170,13 +184,13 @@ def register(
     }
 
 
-def _has_champion(registry: ModelRegistry) -> bool:
-    """A look before the lock (what counts is read under it): False when the registry cannot
-    say; the lock's own read then reports why."""
+def _champion_now(registry: ModelRegistry) -> Any:
+    """A look before the lock (what counts is read under it): None when there is no champion
+    or the registry cannot say; the lock's own read then reports why."""
     try:
-        return registry.champion() is not None
+        return registry.champion()
     except Exception:
-        return False
+        return None
 
 
 def _challenger_score(

@@ -243,7 +243,7 @@ def test_a_challenger_failing_to_predict_fails_register_even_when_a_champion_cam
     cfg = tracking_store.config("registry.model_name=m", "promotion.resamples=50")
     client = tracking_store.client()
     run_register(cfg, logged(weak[0]), *weak[1:], client)
-    monkeypatch.setattr(register_stage, "_has_champion", lambda registry: False)
+    monkeypatch.setattr(register_stage, "_champion_now", lambda registry: None)
     monkeypatch.setattr(register_stage, "_predictions", failing_for_the_challenger)
     with pytest.raises(MemoryError, match="challenger's predictions"):
         run_register(cfg, logged(trained[0]), *trained[1:], client)
