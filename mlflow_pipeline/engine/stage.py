@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +226,27 @@ def cache_decision(
     )
 
 
+def _check_returned(stage: Stage, values: Any) -> None:
+    """A stage function returns ``{output name: value}`` with every declared output. Raises
+    StageError saying what it returned instead."""
+    declared = [d.name for d in stage.outputs]
+    name = getattr(stage.func, "__qualname__", str(stage.func))
+    if not isinstance(values, Mapping):
+        raise StageError(
+            f"{name} returned a {type(values).__name__}; a stage function returns a dict of its "
+            f"outputs: {{{', '.join(repr(n) + ': ...' for n in declared)}}}",
+            stage=stage.name,
+        )
+    missing = [n for n in declared if n not in values]
+    if missing:
+        got = ", ".join(repr(str(k)) for k in values) or "nothing"
+        raise StageError(
+            f"{name} returned no {', '.join(map(repr, missing))} (declared under outputs); it "
+            f"returned {got}",
+            stage=stage.name,
+        )
+
+
 def contexts_of(stage: Stage, cfg: DictConfig, ctx: RunContext) -> dict[str, Context]:
     """What ``stage`` reads from outside the pipeline, resolved once per stage and run."""
     if stage.name not in ctx.contexts:
@@ -327,9 +348,7 @@ def _run_in_active_run(
         with threads.limited(choice):
             values = stage.func(cfg, **inputs, **kwargs)
         checkpoint()  # nothing of an interrupted stage is stored
-        missing = [d.name for d in stage.outputs if d.name not in values]
-        if missing:
-            raise StageError(f"stage function returned no {missing}", stage=stage.name)
+        _check_returned(stage, values)
         model_digest = _sha(f"model:{decision.key if decision.storable else run_id}")
         outputs = _save_outputs(
             stage,

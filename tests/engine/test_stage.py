@@ -217,9 +217,24 @@ def test_an_expected_failure_is_named_after_its_stage(cfg, ctx: RunContext, clie
 
 
 def test_missing_output_is_a_stage_error(cfg, ctx: RunContext, client: MlflowClient):
-    with pytest.raises(StageError, match=r"\[silent\] stage function returned no \['numbers'\]"):
-        run_stage(Stage("silent", lambda cfg: {}, outputs=(NUMBERS,)), cfg, ctx, {})
+    def misspelt(cfg):
+        return {"numbrs": pd.DataFrame({"x": [1]})}
+
+    def bare(cfg):
+        return pd.DataFrame({"x": [1]})
+
+    with pytest.raises(
+        StageError,
+        match=r"^\[silent\] .*misspelt returned no 'numbers' \(declared under outputs\); it "
+        r"returned 'numbrs'$",
+    ):
+        run_stage(Stage("silent", misspelt, outputs=(NUMBERS,)), cfg, ctx, {})
     assert stage_run(client, ctx, "silent").info.status == "FAILED"
+    with pytest.raises(
+        StageError, match=r"bare returned a DataFrame; a stage function returns a dict of its "
+        r"outputs: \{'numbers': \.\.\.\}",
+    ):  # fmt: skip
+        run_stage(Stage("bare", bare, outputs=(NUMBERS,)), cfg, ctx, {})
 
 
 def test_missing_input_is_a_stage_error(cfg, ctx: RunContext, client: MlflowClient):
