@@ -390,6 +390,17 @@ def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Score
     from mlflow_pipeline.stages.train import model_columns
 
     cfg = training.cfg
+    columns = tuple(model_columns(estimator, cfg, training.train))
+    made = [str(c) for c in columns if c not in training.contract.columns]
+    if made:  # by a stage after validate: score and serve take contract rows, run the model only
+        raise PipelineError(
+            f"{model.requested} (v{model.version}) reads column(s) {', '.join(map(repr, made))} "
+            "that its data contract (the columns score and serve take) does not have: a stage "
+            "of its pipeline made them after validate, and score and serve run the model only; "
+            "derive such columns inside the model instead (features.transformers, "
+            "docs/projects.md)",
+            stage=STAGE,
+        )
     categorical = categorical_features(
         training.contract,
         training.train,
@@ -402,7 +413,7 @@ def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Score
         gate=scoring_gate(training.contract, cfg, seen_categories(training.train, categorical)),
         read_options=dict(OmegaConf.to_container(cfg.data.read_options, resolve=True)),
         max_lines=int(cfg.validation.max_message_failures),
-        columns=tuple(model_columns(estimator, cfg, training.train)),
+        columns=columns,
     )
 
 

@@ -217,6 +217,24 @@ def test_score_a_version_registered_in_process(tracking_store, tmp_path):
         score.score("models:/customers@nope", good, out, tracking_uri=tracking_store.uri)
 
 
+def test_a_model_reading_a_column_the_contract_lacks_is_refused_in_one_line(cfg, train):
+    """A project stage after validate added a column the model reads: score and serve take
+    contract rows and run the model alone, so they could never give it that column."""
+    contract = infer_contract(train, TARGET, "classification")
+    derived = train.assign(income_per_year=train["income"] / train["age"])
+    estimator = make_pipeline(SimpleImputer(), LogisticRegression()).fit(
+        derived[["age", "income", "income_per_year"]], derived[TARGET]
+    )
+    model = score.ResolvedModel("models:/customers@champion", "customers", "3")
+    training = score.Training(contract=contract, train=derived, cfg=cfg)
+    with pytest.raises(
+        PipelineError,
+        match=r"^\[score\] models:/customers@champion \(v3\) reads column\(s\) "
+        r"'income_per_year' that its data contract .*features.transformers",
+    ):
+        score.scorer_of(model, estimator, training)
+
+
 def test_score_needs_a_version_with_lineage(tracking_store, tmp_path):
     client = tracking_store.client()
     client.create_registered_model("bare")
