@@ -133,7 +133,7 @@ def infer_role(values: pd.Series, name: str) -> ColumnRole:
             )
     if rows >= ID_MIN_ROWS and distinct >= ID_DISTINCT_FRACTION * rows:
         return ColumnRole("id", f"{distinct} distinct in {rows} rows")
-    return ColumnRole("categorical", "text")
+    return ColumnRole("categorical", f"strings, {distinct} distinct in {rows} rows")
 
 
 # How many values ``_whole`` looks at first: a column of fractions shows one within them.

@@ -279,12 +279,21 @@ def column_hint(failures: pd.DataFrame, schema: pa.DataFrameSchema) -> str:
         names = failures.loc[failures["check"] == check_name, "failure_case"].dropna().unique()
         if len(names):
             lines.append(f"  {what}: {', '.join(repr(str(n)) for n in names)}")
+    hint = ""
+    unseen = failures.loc[failures["check"] == SEEN_IN_TRAINING, "column"].dropna().unique()
+    if len(unseen):  # a category the model never saw: refused, and how to expect new ones
+        named = ", ".join(repr(str(n)) for n in unseen)
+        hint = (
+            f"\n  {named}: values the model never saw in training; if new values are expected "
+            f"there, retrain with +data.columns.{unseen[0]}.role=text (a feature of its words) "
+            "or =ignore (not a feature)"
+        )
     if not lines:
-        return ""
+        return hint
     required = [n for n, c in schema.columns.items() if c.required]
     optional = [n for n, c in schema.columns.items() if not c.required]
     expected = ", ".join(required) + (f" (optional: {', '.join(optional)})" if optional else "")
-    return "\n" + "\n".join(lines) + f"\n  The training contract has the columns: {expected}"
+    return hint + "\n" + "\n".join(lines) + f"\n  The training contract has the columns: {expected}"
 
 
 def without_run_trailer(message: str) -> str:

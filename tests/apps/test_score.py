@@ -210,8 +210,12 @@ def test_score_a_version_registered_in_process(tracking_store, tmp_path):
     unseen = tmp_path / "unseen.csv"
     frame.assign(city=["tokyo"] * 30).to_csv(unseen, index=False)
     out.unlink()
-    with pytest.raises(DataValidationError, match="column 'city', check seen_in_training: 30"):
+    with pytest.raises(DataValidationError, match="column 'city', check seen_in_training: 30") as e:
         score.score("models:/customers/1", unseen, out, tracking_uri=tracking_store.uri)
+    assert (
+        "'city': values the model never saw in training; if new values are expected there, "
+        "retrain with +data.columns.city.role=text"
+    ) in str(e.value)
     assert not out.exists()
     with pytest.raises(ConfigError, match="models:/customers@nope: no such model version"):
         score.score("models:/customers@nope", good, out, tracking_uri=tracking_store.uri)
