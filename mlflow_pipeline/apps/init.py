@@ -5,6 +5,7 @@ transformer of its own, an inferred and editable data contract, and a smoke test
 from __future__ import annotations
 
 import keyword
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -33,12 +34,15 @@ class Scaffold:
     target: str
     task: str
     stages: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        notes = "".join(f"  note: {note}\n" for note in self.notes)
         return (
             f"created project {self.package} in {self.root}\n"
             f"  data: {self.data} (target {self.target}, {self.task})\n"
             f"  stages: {' -> '.join(self.stages)}\n"
+            f"{notes}"
             f"  next: cd {self.root} && mlflow run . --env-manager local"
         )
 
@@ -74,13 +78,25 @@ def init_project(
     data_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, data_path)
     files = _files(package, source.name, target, task, frame)
+    notes = ()
+    unlabelled = int(frame[target].isna().sum())
+    if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
+        share = math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01
+        files["conf/config.yaml"] += UNLABELLED.format(
+            target=target, rows=unlabelled, total=len(frame), share=f"{share:.2f}"
+        )
+        notes = (
+            f"data.target {target!r} is missing in {unlabelled} of {len(frame)} rows: they are "
+            f"quarantined at validate (conf/config.yaml: validation.quarantine, up to {share:.0%} "
+            "of the rows), logged as quarantine/raw.csv",
+        )
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     stages = _stage_names(root)
     (root / "MLproject").write_text(mlproject(package, stages), encoding="utf-8")
-    return Scaffold(root, package, data_path, target, task, stages)
+    return Scaffold(root, package, data_path, target, task, stages, notes)
 
 
 def _data_source(
@@ -185,6 +201,16 @@ defaults:
 hydra:
   searchpath:
     - pkg://mlflow_pipeline.conf
+"""
+
+UNLABELLED = """
+# {rows} of {total} rows have no {target} (found by mlflow-pipeline init): no model learns from
+# them, so validate sets rows that break the contract aside (quarantine/raw.csv of its run)
+# instead of stopping the run, up to this share of the rows.
+validation:
+  quarantine:
+    enabled: true
+    max_fraction: {share}
 """
 
 DATA = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from mlflow_pipeline.cli.project import split_options, steps_override
@@ -189,6 +190,39 @@ def test_init_takes_the_data_settings_of_a_run(tmp_path):
     assert result.returncode == 1
     assert "--data is deprecated; use data.path=" in result.stderr
     assert "init data.target: no column 'nosuch'" in result.stderr
+
+
+def test_init_on_data_with_unlabelled_rows_makes_a_project_whose_first_run_passes(
+    tmp_path, monkeypatch
+):
+    """Rows without a target cannot be learnt from: the project quarantines them at validate
+    (said at init, in its config), so its first run does not stop there."""
+    from hydra import compose, initialize_config_dir
+
+    from mlflow_pipeline.apps.init import conf_dir_of, use_project_code
+    from mlflow_pipeline.data.examples import write_customers
+    from mlflow_pipeline.stages.ingest import ingest
+    from mlflow_pipeline.stages.validate import validate_data
+
+    csv = write_customers(tmp_path / "customers.csv", 200)
+    frame = pd.read_csv(csv)
+    frame.loc[:2, "label"] = None  # 3 of 200 rows: more than the default 1 % quarantine
+    frame.to_csv(csv, index=False)
+    result = cli("init", str(tmp_path / "p"), f"data.path={csv}", "data.target=label",
+                 "data.task=classification")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "note: data.target 'label' is missing in 3 of 200 rows: they are quarantined at validate "
+        "(conf/config.yaml: validation.quarantine, up to 3% of the rows)"
+    ) in result.stdout
+    root = tmp_path / "p"
+    use_project_code(root)
+    monkeypatch.setattr("mlflow_pipeline.config.PROJECT_ROOT", root)  # ${project:}, as run there
+    with initialize_config_dir(config_dir=str(conf_dir_of(root)), version_base="1.3"):
+        cfg = compose(config_name="config")
+    validated = validate_data(cfg, ingest(cfg)["raw"])
+    assert len(validated["validated"]) == 197
+    assert validated["quarantine"] is not None
 
 
 def test_a_sweep_jobs_log_lines_say_whose_they_are():
