@@ -666,7 +666,8 @@ def decide(
         waits = f"input(s) {', '.join(sorted(pending))} are recomputed first"
         known = _known_changes(stage, cfg, client, experiment_id, inputs, label)
         if known:  # what differs from the last run already (a hit needs an older match)
-            return CacheDecision(stage.name, "pending", None, [*known, waits])
+            older = f"{waits}; a hit only if an earlier run had these settings and inputs"
+            return CacheDecision(stage.name, "pending", None, [*known, older])
         return CacheDecision(
             stage.name, "pending", None, [f"{waits}; a hit only if they come out unchanged"]
         )

@@ -176,6 +176,14 @@ def test_model_config_change_reruns_train_and_what_follows(scenario):
     assert versions(scenario.client) == ["1", "2"]
 
 
+def test_a_validate_rule_change_reruns_validate_only_not_the_profile(scenario):
+    """profile reads validation.drift and schema_changes; a rule of validate's own (here a
+    range every row meets) reruns validate, whose outputs come out the same: all else hits."""
+    result = scenario("+validation.ranges.age={min: 0, max: 200}")
+    expect(result, {"validate"})
+    assert "validation.ranges.age.min <absent> -> 0" in reasons(result, "validate")
+
+
 def test_split_config_change_reruns_split_and_everything_after(scenario):
     result = scenario("split.test_size=0.3")
     expect(result, {"split", "train", "evaluate", "register"})
@@ -403,7 +411,8 @@ def test_plan_shows_hits_misses_and_pending_without_running(scenario):
     both = describe_plan(plan(scenario.config("model.C=0.5", "evaluation.importance_memory_mb=64")))
     assert (
         "evaluate  runs  config changed: evaluation.importance_memory_mb 256.0 -> 64.0; "
-        "input(s) model are recomputed first\n"
+        "input(s) model are recomputed first; a hit only if an earlier run had these settings "
+        "and inputs\n"
     ) in both
     assert len(scenario.client.search_runs([experiment], max_results=1000)) == runs_before
 
