@@ -70,6 +70,11 @@ class ScheduledJob:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def holds_secret(self) -> bool:
+        """Does its environment hold a secret (the alert webhook)?"""
+        return Env.ALERT_WEBHOOK in self.env
+
+    @property
     def cron(self) -> str:
         """The five cron fields: minute, hour, every day of every month, any weekday."""
         return f"{self.minute} {self.hour} * * *"
@@ -572,7 +577,7 @@ def render(
 ) -> Rendering:
     """What ``engine`` needs to run ``job`` daily. Raises ConfigError for an unknown engine."""
     notes = []
-    secret = Env.ALERT_WEBHOOK in job.env and engine != "k8s"
+    secret = job.holds_secret and engine != "k8s"
     if secret:
         notes.append(
             f"${Env.ALERT_WEBHOOK} is written into the {engine} job (it holds a secret); the "
@@ -675,8 +680,7 @@ def systemd_user_dir() -> Path:
 def install_systemd(job: ScheduledJob) -> tuple[list[Path], str]:
     """Write the units to ``~/.config/systemd/user/``; returns the files and the command that
     enables the timer (not run here). Raises ScheduleError."""
-    secret = Env.ALERT_WEBHOOK in job.env
-    units = Rendering(text="", files=systemd_units(job), secret=secret)
+    units = Rendering(text="", files=systemd_units(job), secret=job.holds_secret)
     paths = write(units, systemd_user_dir(), into=True)
     enable = f"systemctl --user daemon-reload && systemctl --user enable --now {job.name}.timer"
     return paths, enable

@@ -46,6 +46,11 @@ class Predictions:
     proba: Any = None
     classes: Any = None
 
+    def on(self, rows: np.ndarray) -> Predictions:
+        """These predictions on the test rows of the mask ``rows`` only."""
+        proba = None if self.proba is None else np.asarray(self.proba)[rows]
+        return Predictions(np.asarray(self.y_pred)[rows], proba, self.classes)
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -116,17 +121,17 @@ class CommonGround:
     def of(self, predictions: Predictions) -> Predictions:
         """``predictions`` on the compared rows, with a column of probability 0 for each class
         present that the model never saw (it cannot predict it)."""
-        proba, classes = predictions.proba, predictions.classes
-        if proba is not None and classes is not None:
-            proba = np.asarray(proba, dtype=float)[self.rows]
-            known = set(classes)
-            never = [c for c in self.labels if c not in known]
-            if never:
-                proba = np.hstack([proba, np.zeros((len(proba), len(never)))])
-                classes = np.asarray([*list(classes), *never], dtype=object)
-        elif proba is not None:
-            proba = np.asarray(proba)[self.rows]
-        return Predictions(np.asarray(predictions.y_pred)[self.rows], proba, classes)
+        on_rows = predictions.on(self.rows)
+        if on_rows.proba is None or on_rows.classes is None:
+            return on_rows
+        known = set(on_rows.classes)
+        never = [c for c in self.labels if c not in known]
+        if not never:
+            return on_rows
+        proba = np.asarray(on_rows.proba, dtype=float)
+        proba = np.hstack([proba, np.zeros((len(proba), len(never)))])
+        classes = np.asarray([*list(on_rows.classes), *never], dtype=object)
+        return Predictions(on_rows.y_pred, proba, classes)
 
     def as_dict(self) -> dict[str, Any]:
         """For promotion.json: the note, the classes that differ, and the rows compared."""

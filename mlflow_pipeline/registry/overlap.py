@@ -40,11 +40,7 @@ class TrainingOverlap:
 
     def of(self, predictions: Predictions) -> Predictions:
         """``predictions`` on the compared rows only."""
-        return Predictions(
-            np.asarray(predictions.y_pred)[self.rows],
-            None if predictions.proba is None else np.asarray(predictions.proba)[self.rows],
-            predictions.classes,
-        )
+        return predictions.on(self.rows)
 
     def as_dict(self) -> dict[str, Any]:
         """For promotion.json: the note and the rows."""
