@@ -56,7 +56,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         fail(exc, prefix)
         alert_failure(cfg, exc)
         if multirun:  # no pipeline run exists to show it
-            record_failed_job(sweep_run_of(None, str(hydra_cfg.sweep.dir)), overrides, exc)
+            record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc)
             return JOB_FAILED
         raise SystemExit(1) from None
     alerted: list[BaseException] = []
@@ -80,8 +80,10 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         fail(exc, prefix)
         if exc not in alerted:
             alert_failure(cfg, exc)
-        if multirun:
-            return JOB_FAILED  # let the other jobs run; main() exits non-zero at the end
+        if multirun:  # let the other jobs run; main() exits non-zero at the end
+            if exc not in alerted:  # it failed before its pipeline run existed
+                record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc, parent)
+            return JOB_FAILED
         raise SystemExit(1) from None
     except Exception as exc:  # a bug (alert, then keep its traceback) or the store failing
         if exc not in alerted:
@@ -90,6 +92,8 @@ def _hydra_app(cfg: DictConfig) -> float | None:
             raise
         fail(exc, prefix)
         if multirun:
+            if exc not in alerted:
+                record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc, parent)
             return JOB_FAILED
         raise SystemExit(1) from None
     print_summary(result, prefix)

@@ -118,7 +118,7 @@ def _run_pipeline(
     if run_id:
         experiment_id = retry_transient(lambda: client.get_run(run_id).info.experiment_id)
     elif parent_run_id:  # a sweep job: next to its sweep run, whatever data it uses
-        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        experiment_id = retry_transient(lambda: client.get_run(parent_run_id).info.experiment_id)
     else:
         experiment_id = retry_transient(
             lambda: ensure_experiment(client, cfg.tracking.experiment_name, tracking)

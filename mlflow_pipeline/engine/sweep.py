@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -185,7 +186,9 @@ class SweepRun(Callback):
             release_joblib_workers()
         failures = 0
         try:
-            failures = self._finish(task_config(config), list(config.hydra.overrides.task))
+            failures = self._finish(
+                task_config(config), list(config.hydra.overrides.task), grid_jobs(config)
+            )
         except Exception as exc:  # the sweep run must not stay RUNNING, whatever happened
             self.failed = True
             record_error(self.run_id, exc)
@@ -197,11 +200,14 @@ class SweepRun(Callback):
         if failures:
             raise SweepFailed(failures)
 
-    def _finish(self, cfg: DictConfig, sweep_overrides: list[str]) -> int:
+    def _finish(
+        self, cfg: DictConfig, sweep_overrides: list[str], launched: list[str] | None
+    ) -> int:
         """The summary, then the best job registered (a register run under the sweep);
-        returns the number of failed jobs. ``sweep_overrides`` (in memory) give back the
-        secrets the best job's recorded overrides had redacted."""
-        summary = summarize_sweep(self.client, self.run_id, cfg)
+        returns the number of failed jobs, those of ``launched`` that left no run included.
+        ``sweep_overrides`` (in memory) give back the secrets the best job's recorded
+        overrides had redacted."""
+        summary = summarize_sweep(self.client, self.run_id, cfg, launched)
         failures = sum(row["status"] != "FINISHED" for row in summary.rows)
         register_stage = load_pipeline(cfg).register_stage
         registers = register_stage in [s.name for s in selected_stages(load_pipeline(cfg), cfg)]
@@ -486,32 +492,48 @@ def sweep_run_of(tracking_uri: str | None, sweep_dir: str) -> str:
     PipelineError when there is none."""
     client = retry_transient(MlflowClient, tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(
-        experiments,
-        f"tags.`{Runs.KIND}` = 'sweep' and tags.`{Sweep.DIR}` = '{sweep_dir}' "
-        "and attributes.status = 'RUNNING'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    runs = retry_transient(
+        lambda: client.search_runs(
+            experiments,
+            f"tags.`{Runs.KIND}` = 'sweep' and tags.`{Sweep.DIR}` = '{sweep_dir}' "
+            "and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
     )
     if not runs:
         raise PipelineError(f"no RUNNING sweep run for the multirun in {sweep_dir}")
     return runs[0].info.run_id
 
 
-def record_failed_job(sweep_run_id: str, overrides: list[str], error: BaseException) -> None:
-    """A sweep job that failed before its pipeline run existed (its config did not check):
-    a FAILED pipeline run under the sweep run says so, in the UI and in the summary."""
-    client = retry_transient(MlflowClient)
-    experiment_id = client.get_run(sweep_run_id).info.experiment_id
-    tags = {
-        Runs.KIND: "pipeline",
-        Sweep.ROLE: "job",
-        MLflow.PARENT: sweep_run_id,
-        Runs.OVERRIDES: " ".join(redact_overrides(overrides)),
-        Runs.ERROR: redact_url(str(error))[:5000],
-    }
-    run = client.create_run(experiment_id, run_name="pipeline", tags=tags)
-    client.set_terminated(run.info.run_id, "FAILED")
+def record_failed_job(
+    sweep_dir: str,
+    overrides: list[str],
+    error: BaseException,
+    sweep_run_id: str | None = None,
+) -> None:
+    """A sweep job that failed before its pipeline run existed (its config did not check, a
+    step it names does not exist, the store refused the run): a FAILED pipeline run under the
+    sweep run (``sweep_run_id``, else the one of ``sweep_dir``) says so, in the UI and in the
+    summary. Best effort: when the store cannot take it either, a warning says so, and the
+    sweep counts the job as failed from the runs it finds missing (``grid_jobs``)."""
+    try:
+        client = retry_transient(MlflowClient)
+        parent = sweep_run_id or sweep_run_of(None, sweep_dir)
+        experiment_id = retry_transient(lambda: client.get_run(parent).info.experiment_id)
+        tags = {
+            Runs.KIND: "pipeline",
+            Sweep.ROLE: "job",
+            MLflow.PARENT: parent,
+            Runs.OVERRIDES: " ".join(redact_overrides(overrides)),
+            Runs.ERROR: redact_url(str(error))[:5000],
+        }
+        run = retry_transient(
+            lambda: client.create_run(experiment_id, run_name="pipeline", tags=tags)
+        )
+        retry_transient(client.set_terminated, run.info.run_id, "FAILED")
+    except Exception as exc:
+        log.warning("sweep: the failed job could not be recorded in the store: %s", exc)
 
 
 def task_config(config: DictConfig) -> DictConfig:
@@ -572,13 +594,17 @@ class SweepSummary:
     best: dict[str, Any] | None
 
 
-def summarize_sweep(client: MlflowClient, sweep_run_id: str, cfg: DictConfig) -> SweepSummary:
+def summarize_sweep(
+    client: MlflowClient, sweep_run_id: str, cfg: DictConfig, launched: list[str] | None = None
+) -> SweepSummary:
     """Every job of the sweep with its config and metrics, logged as ``sweep_summary.csv`` on
     the sweep run, and the best FINISHED job on the promotion metric (tags
-    ``pipeline.sweep.best_run`` / ``best_overrides``, metric ``best_<metric>``)."""
+    ``pipeline.sweep.best_run`` / ``best_overrides``, metric ``best_<metric>``). A job of
+    ``launched`` (``grid_jobs``) that left no run in the store has a row of status NO_RUN."""
     experiment_id = client.get_run(sweep_run_id).info.experiment_id
     metric, greater_is_better = promotion_metric(cfg)
     rows = _job_rows(client, experiment_id, sweep_run_id, cfg)
+    rows += _rows_of_missing_jobs(launched or [], rows)
     scored = [r for r in rows if r["status"] == "FINISHED" and r.get(metric) is not None]
     best = None
     if scored:
@@ -627,6 +653,39 @@ def _job_rows(
             }
         )
     return rows
+
+
+def grid_jobs(config: DictConfig) -> list[str] | None:
+    """The overrides of every job a grid sweep (Hydra's basic sweeper) launches, as each job's
+    run records them (``pipeline.overrides``), so that a job that stopped before it could
+    record anything still counts as failed. None for a sweeper that picks its jobs as it goes
+    (Optuna) or a sweep this cannot expand without Hydra's config loader (``glob``)."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    # As BasicSweeper.sweep expands them: its params first, then the command line's.
+    params = config.hydra.sweeper.get("params") or {}
+    typed = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    try:
+        [jobs] = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(typed), None)
+    except Exception as exc:
+        log.debug("sweep: jobs not counted: %s", exc)
+        return None
+    return [" ".join(redact_overrides(job)) for job in jobs]
+
+
+def _rows_of_missing_jobs(launched: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A NO_RUN row for each launched job no row stands for (a job that failed before its
+    pipeline run existed and could not record that either: the store refused it, or the job
+    could not find its sweep run)."""
+    missing = Counter(launched) - Counter(row["overrides"] for row in rows)
+    for overrides in missing.elements():
+        log.error(
+            "sweep: job %r left no run in the store: see its log in the sweep folder", overrides
+        )
+    return [{"run_id": None, "overrides": o, "status": "NO_RUN"} for o in missing.elements()]
 
 
 def _scoring_run(

@@ -151,6 +151,7 @@ def cluster() -> Iterator[RayCluster]:
 class Sweeps:
     ray: ClusterStore
     joblib: Store
+    ray_log: str  # the end of the Ray sweep's output (its workers' lines too), for failures
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +170,12 @@ def sweeps(cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Swe
     assert_ok(result)
     joblib = Store(tmp_path_factory.mktemp("joblib-sweep"))
     assert_ok(joblib.pipeline(*SWEEP, *JOBLIB))
-    return Sweeps(ray=ray, joblib=joblib)
+    return Sweeps(ray=ray, joblib=joblib, ray_log=result.stderr[-4000:])
 
 
 def test_ray_sweep_has_the_outcome_of_the_joblib_sweep(sweeps: Sweeps) -> None:
     ray, joblib = _outcome(sweeps.ray), _outcome(sweeps.joblib)
-    assert len(ray["jobs"]) == 2, ray["jobs"]
+    assert len(ray["jobs"]) == 2, (ray["jobs"], sweeps.ray_log)
     assert set(ray["jobs"]) == set(joblib["jobs"])
     assert ray["roles"] == joblib["roles"]
     assert ray["metrics"] == pytest.approx(joblib["metrics"], rel=1e-9)
@@ -280,7 +281,8 @@ def _outcome(store: Store) -> dict:
     pipelines = store.runs_of_kind("pipeline")
     assert {p.data.tags["mlflow.parentRunId"] for p in pipelines} == {sweep.info.run_id}
     assert {p.info.status for p in pipelines} == {"FINISHED"}
-    jobs = {_job_key(job): job for job in _jobs(store, sweep)}
+    found = _jobs(store, sweep)
+    jobs = {_job_key(job): job for job in found}
     metrics = {}
     for key, job in jobs.items():
         evaluate = store.stage_runs(job.info.run_id)["evaluate"]
@@ -303,7 +305,7 @@ def _outcome(store: Store) -> dict:
             champion = entry
     roles = sorted(p.data.tags.get("pipeline.sweep.role", "job") for p in pipelines)
     return {
-        "jobs": list(jobs),
+        "jobs": sorted(_job_key(job) for job in found),  # a job twice shows as twice
         "roles": roles,
         "metrics": metrics,
         "registry": sorted(registry, key=str),

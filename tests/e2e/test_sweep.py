@@ -195,3 +195,30 @@ def test_a_failed_job_fails_the_sweep_but_the_others_run(store: Store) -> None:
     [sweep] = store.runs_of_kind("sweep")
     assert sweep.info.status == "FAILED"
     assert store.version_numbers(MODEL) == []  # no passing job: nothing registered
+
+
+def test_a_job_failing_before_its_pipeline_run_is_recorded_and_fails_the_sweep(
+    store: Store,
+) -> None:
+    # Job 1 names a stage the pipeline does not have: it stops before its pipeline run starts.
+    # It had left no run and the sweep ended FINISHED, exit 0, with one job fewer.
+    result = store.pipeline("-m", "model=logistic_regression", "steps=[ingest,validate],[bogus]")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "[job 1] mlflow-pipeline: error: unknown step(s) ['bogus']" in result.stderr
+    assert "1 sweep job(s) failed" in result.stderr
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "FAILED"
+    store_override = f" tracking.root={store.root}"
+    jobs = {
+        run.data.tags["pipeline.overrides"].replace(store_override, ""): run
+        for run in _roles(store, sweep.info.run_id)["job"]
+    }
+    assert {key: run.info.status for key, run in jobs.items()} == {
+        "model=logistic_regression steps=[ingest,validate]": "FINISHED",
+        "model=logistic_regression steps=[bogus]": "FAILED",
+    }
+    failed = jobs["model=logistic_regression steps=[bogus]"]
+    assert "unknown step(s) ['bogus']" in failed.data.tags["pipeline.error"]
+    summary = _summary(store, sweep.info.run_id)
+    rows = {row["overrides"].replace(store_override, ""): row["status"] for row in summary}
+    assert rows == {key: run.info.status for key, run in jobs.items()}

@@ -1,5 +1,6 @@
 """Sweep helpers on their own: warming the joblib launcher's workers and letting them go (real
-loky processes), importing the register run's modules in the background."""
+loky processes), importing the register run's modules in the background, counting a grid's
+jobs against the runs they left in a real store."""
 
 from __future__ import annotations
 
@@ -18,14 +19,18 @@ from omegaconf import OmegaConf
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.engine.sweep import (
     HURRY_FILE,
+    SWEEP_SUMMARY,
     WARM_MODULES,
     SweepRun,
+    grid_jobs,
     import_in_background,
     import_modules,
     release_joblib_workers,
+    summarize_sweep,
     warm_joblib_workers,
     warm_modules,
 )
+from mlflow_pipeline.tags import MLflow, Runs, Sweep
 
 # conf/hydra/launcher/parallel.yaml as Hydra composes it (hydra_joblib_launcher's defaults).
 JOBLIB = {
@@ -162,3 +167,50 @@ def test_a_sweep_callback_pickles_without_its_import_thread():
     copy = pickle.loads(pickle.dumps(sweep))  # what the joblib launcher sends its workers
     assert copy.imports is None
     assert sweep.imports is not None
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def _hydra(task: list[str], sweeper: str = BASIC_SWEEPER, params: dict | None = None):
+    """The ``hydra`` node of a multirun's config, as Hydra composes it for the callbacks."""
+    sweeper_node = {"_target_": sweeper, "params": params}
+    return OmegaConf.create({"hydra": {"sweeper": sweeper_node, "overrides": {"task": task}}})
+
+
+def test_grid_jobs_are_the_basic_sweepers_jobs_as_their_runs_record_them():
+    config = _hydra(
+        ["model=logistic_regression", "model.C=0.1,1.0", "+data.api_token=s3cret"],
+        params={"split.random_state": "1,2"},
+    )
+    assert grid_jobs(config) == [
+        f"split.random_state={seed} model=logistic_regression model.C={c} +data.api_token=***"
+        for seed in (1, 2)
+        for c in ("0.1", "1.0")
+    ]
+    # Optuna picks its trials as it goes: not counted.
+    optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert grid_jobs(_hydra(["model.C=0.1,1.0"], sweeper=optuna)) is None
+    # A range() the basic sweeper cannot expand either (it fails the sweep itself).
+    assert grid_jobs(_hydra(["model.C=interval(0.1,1.0)"])) is None
+
+
+def test_a_launched_job_without_a_run_is_a_failed_row_of_the_summary(tracking_store):
+    client = tracking_store.client()
+    cfg = tracking_store.config("model=logistic_regression")
+    experiment_id = client.create_experiment("sweeps")
+    sweep = client.create_run(experiment_id, tags={Runs.KIND: "sweep"}).info.run_id
+    tags = {Runs.KIND: "pipeline", Sweep.ROLE: "job", MLflow.PARENT: sweep}
+    job = client.create_run(experiment_id, tags={**tags, Runs.OVERRIDES: "model.C=0.1"})
+    client.set_terminated(job.info.run_id, "FINISHED")
+
+    launched = ["model.C=0.1", "model.C=1.0", "model.C=1.0"]
+    summary = summarize_sweep(client, sweep, cfg, launched)
+    assert [(r["overrides"], r["status"]) for r in summary.rows] == [
+        ("model.C=0.1", "FINISHED"),
+        ("model.C=1.0", "NO_RUN"),
+        ("model.C=1.0", "NO_RUN"),
+    ]
+    assert client.get_run(sweep).data.metrics["jobs_failed"] == 2
+    table = client.download_artifacts(sweep, SWEEP_SUMMARY, str(tracking_store.root))
+    assert open(table).read().count("NO_RUN") == 2
