@@ -124,8 +124,17 @@ def _run_pipeline(
             lambda: ensure_experiment(client, cfg.tracking.experiment_name, tracking)
         )
     retry_transient(lambda: reap_dead_runs(client, experiment_id))
-    pipeline_run_id = _start_pipeline_run(
-        cfg, stages, overrides, experiment_id, run_id=run_id, parent_run_id=parent_run_id, role=role
+    # A store locked by parallel sweep jobs refuses the insert as a whole: safe to retry.
+    pipeline_run_id = retry_transient(
+        lambda: _start_pipeline_run(
+            cfg,
+            stages,
+            overrides,
+            experiment_id,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            role=role,
+        )
     )
     result = PipelineResult(pipeline_run_id, experiment_id, pipeline)
     uri = redact_url(tracking.uri)
