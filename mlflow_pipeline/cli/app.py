@@ -6,7 +6,9 @@ subcommand (cli.commands). Parses, calls the engine, prints.
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,17 +32,21 @@ from mlflow_pipeline.config import CONF_DIR, check_config, load_config, require_
 from mlflow_pipeline.engine.alerts import alert_failure
 from mlflow_pipeline.errors import ConfigError
 
-# What a failed sweep job returns: a search (Optuna) records the trial as failed.
-JOB_FAILED = float("nan")
+if TYPE_CHECKING:
+    from mlflow_pipeline.engine.sweep import FailedJob
+
+log = logging.getLogger(__name__)
+
 DRY_RUN_FLAGS = ("--dry-run", "--plan")
 SWEEP_FLAGS = ("-m", "--multirun")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def _hydra_app(cfg: DictConfig) -> float | None:
-    """One pipeline run; in a sweep, returns the job's objective (see engine.sweep)."""
+def _hydra_app(cfg: DictConfig) -> float | FailedJob | None:
+    """One pipeline run; in a sweep, returns the job's objective (see engine.sweep), or
+    FailedJob."""
     from mlflow_pipeline.engine.runner import run_pipeline
-    from mlflow_pipeline.engine.sweep import objective, record_failed_job, sweep_run_of
+    from mlflow_pipeline.engine.sweep import FailedJob, objective, record_failed_job, sweep_run_of
     from mlflow_pipeline.store.tracking import resolve_tracking
 
     hydra_cfg = HydraConfig.get()
@@ -57,7 +63,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         alert_failure(cfg, exc)
         if multirun:  # no pipeline run exists to show it
             record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc)
-            return JOB_FAILED
+            return FailedJob.of(exc, hydra_cfg.sweeper)
         raise SystemExit(1) from None
     alerted: list[BaseException] = []
 
@@ -83,18 +89,20 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         if multirun:  # let the other jobs run; main() exits non-zero at the end
             if exc not in alerted:  # it failed before its pipeline run existed
                 record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc, parent)
-            return JOB_FAILED
+            return FailedJob.of(exc, hydra_cfg.sweeper)
         raise SystemExit(1) from None
     except Exception as exc:  # a bug (alert, then keep its traceback) or the store failing
         if exc not in alerted:
             alert_failure(cfg, exc)
-        if store_fault(exc) is None:
+        if store_fault(exc) is None and not multirun:
             raise
+        if store_fault(exc) is None:  # a job's (a project stage's) bug: the other jobs go on
+            log.error("%s", exc, exc_info=exc)
         fail(exc, prefix)
         if multirun:
             if exc not in alerted:
                 record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc, parent)
-            return JOB_FAILED
+            return FailedJob.of(exc, hydra_cfg.sweeper)
         raise SystemExit(1) from None
     print_summary(result, prefix)
     return objective(result, cfg) if multirun else None

@@ -13,6 +13,7 @@ import atexit
 import importlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -78,14 +79,42 @@ SWEEP_SUMMARY = "sweep_summary.csv"
 
 
 class SweepFailed(SystemExit):
-    """The sweep finished with failed jobs: the CLI exits 1 with this message."""
+    """The sweep finished with failed jobs, or its end (summary, the best job's register run)
+    failed with ``error``: the CLI exits 1 with this message."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, error: str | None = None) -> None:
         super().__init__(1)
         self.failures = failures
+        self.error = error
 
     def __str__(self) -> str:
-        return f"{self.failures} sweep job(s) failed"
+        jobs = f"{self.failures} sweep job(s) failed" if self.failures else ""
+        if self.error is None:
+            return jobs
+        return f"error: sweep: {self.error}" + (f" ({jobs})" if jobs else "")
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """What a failed job returns to the sweeper (the basic one ignores it). To Optuna's, the
+    worst value of the search's ``direction``: the sampler steers away from it and the search
+    goes on. (A NaN makes that sweeper raise and end the search; an error value marks the
+    trial FAIL, and a search whose every trial failed then ends in a traceback.) The job's
+    run is FAILED with the error, the sweep counts it, and ``str`` says it."""
+
+    error: str
+    minimize: bool = False
+
+    def __float__(self) -> float:
+        return math.inf if self.minimize else -math.inf
+
+    def __str__(self) -> str:
+        return f"the job failed: {self.error}"
+
+    @classmethod
+    def of(cls, error: BaseException, sweeper: DictConfig) -> FailedJob:
+        """The failed job's value for ``sweeper`` (``hydra.sweeper`` of the job's config)."""
+        return cls(str(error), minimize=str(sweeper.get("direction", "")) == "minimize")
 
 
 class SweepRun(Callback):
@@ -184,7 +213,7 @@ class SweepRun(Callback):
             self.imports.hurry()
         if _joblib(config.hydra.launcher):
             release_joblib_workers()
-        failures = 0
+        failures, error = 0, None
         try:
             failures = self._finish(
                 task_config(config), list(config.hydra.overrides.task), grid_jobs(config)
@@ -192,13 +221,13 @@ class SweepRun(Callback):
         except Exception as exc:  # the sweep run must not stay RUNNING, whatever happened
             self.failed = True
             record_error(self.run_id, exc)
-            log.error("sweep: %s", exc)
+            error = redact_url(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         finally:
             atexit.unregister(self._close_abandoned)
             failed = self.failed or failures > 0
             self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
-        if failures:
-            raise SweepFailed(failures)
+        if failures or error is not None:  # the command exits 1 (`mlflow run` fails the run)
+            raise SweepFailed(failures, error)
 
     def _finish(
         self, cfg: DictConfig, sweep_overrides: list[str], launched: list[str] | None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,13 @@ import pytest
 from .helpers import (
     REPO,
     STAGES,
+    TIMEOUT_S,
+    VENV_BIN,
     Store,
     assert_clean_failure,
     assert_ok,
     assert_stage_run_complete,
+    write_classification_csv,
 )
 
 pytestmark = pytest.mark.slow
@@ -157,6 +161,38 @@ def test_optuna_search_registers_its_best_trial(store: Store) -> None:
     assert all("model.C=" in overrides for overrides in tried)
 
 
+def test_a_search_whose_trials_fail_records_them_and_ends_with_the_count(store: Store) -> None:
+    # No trial can meet this threshold. A failed trial's NaN had made Optuna's sweeper raise
+    # at the first one (a traceback, no summary), and a search with no finished trial has no
+    # best trial to report.
+    result = store.pipeline(
+        "-m",
+        "search=logistic_regression",
+        "hydra.sweeper.n_trials=2",
+        "+evaluation.thresholds.f1.min=2.0",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "2 sweep job(s) failed" in result.stderr
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "FAILED"
+    assert [row["status"] for row in _summary(store, sweep.info.run_id)] == ["FAILED", "FAILED"]
+    assert store.version_numbers(MODEL) == []
+
+
+def test_a_sweep_whose_best_job_cannot_be_registered_exits_1(store: Store) -> None:
+    # Every job runs (they do not register); the register run of the best job fails. The
+    # sweep had exited 0 (and `mlflow run` had reported it succeeded).
+    result = store.pipeline(
+        "-m", "model=logistic_regression", "model.C=0.1,1", "registry.model_name=a:b"
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "mlflow-pipeline: error: sweep: cannot read the aliases of 'a:b'" in result.stderr
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "FAILED"
+    assert "a:b" in sweep.data.tags["pipeline.error"]
+
+
 def test_a_sweep_through_mlflow_run_nests_under_the_run_it_made(store: Store) -> None:
     result = store.mlflow_run(
         REPO,
@@ -222,3 +258,63 @@ def test_a_job_failing_before_its_pipeline_run_is_recorded_and_fails_the_sweep(
     summary = _summary(store, sweep.info.run_id)
     rows = {row["overrides"].replace(store_override, ""): row["status"] for row in summary}
     assert rows == {key: run.info.status for key, run in jobs.items()}
+
+
+def test_a_project_stage_raising_in_one_job_fails_that_job_and_the_sweep_goes_on(
+    store: Store,
+) -> None:
+    """A project's own stage raising a plain exception in one job: that job is FAILED with its
+    traceback in the log; the other runs, the summary is written, the best job registered.
+    (The exception had ended the sweep: no summary, nothing registered, Hydra's traceback.)"""
+    csv_path = write_classification_csv(store.root / "customers.csv")
+    cli = VENV_BIN / "mlflow-pipeline"
+    made = store.run(
+        cli,
+        "init",
+        "proj",
+        f"data.path={csv_path}",
+        "data.target=label",
+        "data.task=classification",
+    )
+    assert_ok(made)
+    project = store.root / "proj"
+    [stages] = (project / "src").glob("*/stages.py")
+    text = stages.read_text("utf-8")
+    body = "    features = train.drop("
+    guard = (
+        '    if cfg.data.get("outlier_z", 4) <= 0:\n'
+        '        raise ValueError("outlier_z must be > 0")\n'
+    )
+    assert body in text
+    stages.write_text(text.replace(body, guard + body, 1), "utf-8")
+
+    result = subprocess.run(
+        [str(cli), "-m", "model=logistic_regression", "+data.outlier_z=-1,4"],
+        cwd=project,
+        env=store.env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "[job 0] mlflow-pipeline: error: outlier_z must be > 0" in result.stderr
+    assert "[job 0] ValueError: outlier_z must be > 0" in result.stdout  # its traceback, logged
+    assert "1 sweep job(s) failed" in result.stderr
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "FAILED"
+    jobs = {
+        run.data.tags["pipeline.overrides"]: run for run in _roles(store, sweep.info.run_id)["job"]
+    }
+    failed = jobs["model=logistic_regression +data.outlier_z=-1"]
+    assert failed.info.status == "FAILED"
+    assert "outlier_z must be > 0" in failed.data.tags["pipeline.error"]
+    best = jobs["model=logistic_regression +data.outlier_z=4"]
+    assert best.info.status == "FINISHED"
+    assert sorted(row["status"] for row in _summary(store, sweep.info.run_id)) == [
+        "FAILED",
+        "FINISHED",
+    ]
+    assert sweep.data.tags["pipeline.sweep.best_run"] == best.info.run_id
+    [version] = store.versions("proj")
+    assert store.client.get_run(version.run_id).data.tags["pipeline.run_id"] != failed.info.run_id
