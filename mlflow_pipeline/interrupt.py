@@ -33,6 +33,17 @@ REDELIVER_S = 0.05
 _active = threading.local()  # depth of nested ``watched`` blocks (a sweep's jobs in-process)
 
 
+def requested() -> bool:
+    """Did Ctrl-C come (while ``watched`` was active, or reported by ``remember``)?"""
+    return _requested.is_set()
+
+
+def remember() -> None:
+    """A KeyboardInterrupt that reached the command: ``requested`` says so from now on (the
+    exit handlers mark what it stopped KILLED, not FAILED)."""
+    _requested.set()
+
+
 def checkpoint() -> None:
     """Raises KeyboardInterrupt if Ctrl-C came while ``watched`` was active."""
     if _requested.is_set():

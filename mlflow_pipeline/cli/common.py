@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from mlflow.exceptions import MlflowException
 
+from mlflow_pipeline import interrupt
 from mlflow_pipeline.errors import PipelineError, StoreError
 from mlflow_pipeline.redaction import redact_url
 from mlflow_pipeline.store.tracking import describe_store_fault
@@ -103,6 +104,7 @@ def reported(*, announce_interrupt: bool = True) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        interrupt.remember()
         if announce_interrupt:
             print(INTERRUPTED, file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT) from None

@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mlflow_pipeline import interrupt
 from mlflow_pipeline.config import (
     METRICS,
     Task,
@@ -255,9 +256,11 @@ class SweepRun(Callback):
         return failures
 
     def _close_abandoned(self) -> None:
-        """At exit: mark FAILED a sweep run whose multirun stopped before on_multirun_end."""
+        """At exit: mark a sweep run whose multirun stopped before on_multirun_end KILLED
+        (Ctrl-C) or FAILED."""
         if self.client and self.run_id:
-            self.client.set_terminated(self.run_id, "FAILED")
+            status = "KILLED" if interrupt.requested() else "FAILED"
+            self.client.set_terminated(self.run_id, status)
 
 
 # What every job of a reference-like pipeline imports besides its stages and `_target_`s: the

@@ -560,6 +560,35 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
     assert set(statuses.values()) <= {"FINISHED", "KILLED"}, statuses
 
 
+def test_ctrl_c_in_a_sweep_marks_the_sweep_run_killed_too(store: Store, csv: Path):
+    # The sweep run had ended FAILED while its interrupted job's runs were KILLED.
+    command = [
+        str(VENV_BIN / "mlflow-pipeline"), "-m", *CHAMPION_OVERRIDES, f"data.path={csv}",
+        f"tracking.root={store.root}", "model.C=0.1,1.0",
+        "+cache.stages.train=recompute",
+    ]  # fmt: skip
+    env = {**store.env(), "PYTHONUNBUFFERED": "1"}
+    out_path, err_path = store.root / "interrupted.out", store.root / "interrupted.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            command, cwd=store.root, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+    try:
+        _wait_for_line((out_path, err_path), "[job 0]", process)
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out, err = out_path.read_text(), err_path.read_text()
+    context = f"--- stdout\n{tail(out)}\n--- stderr\n{tail(err)}"
+    assert process.returncode == 130, context
+    assert err.strip().splitlines()[-1] == INTERRUPTED, context
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "KILLED", context
+    assert [r.info.run_name for r in store.runs() if r.info.status == "RUNNING"] == []
+
+
 def _wait_for_line(
     logs: tuple[Path, ...], needle: str, process: subprocess.Popen, timeout_s: float = 120
 ) -> None:
