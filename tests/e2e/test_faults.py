@@ -523,8 +523,8 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
         *CHAMPION_OVERRIDES, f"data.path={csv}", f"tracking.root={store.root}",
         "cache.policy=recompute",
     ]  # fmt: skip
-    # As a terminal's Ctrl-C: to the whole process group (runner=projects: the stage's
-    # `mlflow run` process too, once it logs from inside its stage run).
+    # runner=projects: the stage's `mlflow run` process gets it too, once it logs from inside
+    # its stage run.
     ready = "[validate]" if entry == "runner=projects" else "stage validate"
     if entry == "runner=projects":
         command = [str(VENV_BIN / "mlflow-pipeline"), *overrides, "runner=projects"]
@@ -535,6 +535,32 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
             str(VENV_BIN / "python"), "-m", "mlflow_pipeline.cli", "main",
             "--hydra-options", " ".join(overrides),
         ]  # fmt: skip
+    out, err, context = _ctrl_c(store, command, ready)
+    assert (err + out).count("interrupted") == 1, context  # one line, whoever was running
+    assert "Traceback" not in err + out, context
+    [pipeline] = store.runs_of_kind("pipeline")
+    assert pipeline.info.status == "KILLED"
+    statuses = {r.info.run_name: r.info.status for r in store.children(pipeline.info.run_id)}
+    assert set(statuses.values()) <= {"FINISHED", "KILLED"}, statuses
+
+
+def test_ctrl_c_in_a_sweep_marks_the_sweep_run_killed_too(store: Store, csv: Path):
+    # The sweep run had ended FAILED while its interrupted job's runs were KILLED.
+    command = [
+        str(VENV_BIN / "mlflow-pipeline"), "-m", *CHAMPION_OVERRIDES, f"data.path={csv}",
+        f"tracking.root={store.root}", "model.C=0.1,1.0",
+        "+cache.stages.train=recompute",
+    ]  # fmt: skip
+    _, _, context = _ctrl_c(store, command, "[job 0]")
+    [sweep] = store.runs_of_kind("sweep")
+    assert sweep.info.status == "KILLED", context
+    assert [r.info.run_name for r in store.runs() if r.info.status == "RUNNING"] == []
+
+
+def _ctrl_c(store: Store, command: list[str], ready: str) -> tuple[str, str, str]:
+    """Start ``command``; once a line holds ``ready``, a terminal's Ctrl-C (SIGINT to the
+    whole process group). Checks that it exited 130 with the one interrupted line; returns
+    its stdout, stderr and both tails for assertion messages."""
     env = {**store.env(), "PYTHONUNBUFFERED": "1"}
     out_path, err_path = store.root / "interrupted.out", store.root / "interrupted.err"
     with out_path.open("w") as out, err_path.open("w") as err:
@@ -552,41 +578,7 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
     context = f"--- stdout\n{tail(out)}\n--- stderr\n{tail(err)}"
     assert process.returncode == 130, context
     assert err.strip().splitlines()[-1] == INTERRUPTED, context
-    assert (err + out).count("interrupted") == 1, context  # one line, whoever was running
-    assert "Traceback" not in err + out, context
-    [pipeline] = store.runs_of_kind("pipeline")
-    assert pipeline.info.status == "KILLED"
-    statuses = {r.info.run_name: r.info.status for r in store.children(pipeline.info.run_id)}
-    assert set(statuses.values()) <= {"FINISHED", "KILLED"}, statuses
-
-
-def test_ctrl_c_in_a_sweep_marks_the_sweep_run_killed_too(store: Store, csv: Path):
-    # The sweep run had ended FAILED while its interrupted job's runs were KILLED.
-    command = [
-        str(VENV_BIN / "mlflow-pipeline"), "-m", *CHAMPION_OVERRIDES, f"data.path={csv}",
-        f"tracking.root={store.root}", "model.C=0.1,1.0",
-        "+cache.stages.train=recompute",
-    ]  # fmt: skip
-    env = {**store.env(), "PYTHONUNBUFFERED": "1"}
-    out_path, err_path = store.root / "interrupted.out", store.root / "interrupted.err"
-    with out_path.open("w") as out, err_path.open("w") as err:
-        process = subprocess.Popen(
-            command, cwd=store.root, env=env, stdout=out, stderr=err, start_new_session=True
-        )
-    try:
-        _wait_for_line((out_path, err_path), "[job 0]", process)
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=TIMEOUT_S)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    out, err = out_path.read_text(), err_path.read_text()
-    context = f"--- stdout\n{tail(out)}\n--- stderr\n{tail(err)}"
-    assert process.returncode == 130, context
-    assert err.strip().splitlines()[-1] == INTERRUPTED, context
-    [sweep] = store.runs_of_kind("sweep")
-    assert sweep.info.status == "KILLED", context
-    assert [r.info.run_name for r in store.runs() if r.info.status == "RUNNING"] == []
+    return out, err, context
 
 
 def _wait_for_line(
