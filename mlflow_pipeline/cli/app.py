@@ -56,23 +56,30 @@ def _hydra_app(cfg: DictConfig) -> float | FailedJob | None:
     if multirun:  # parallel jobs interleave their lines: say whose each one is
         prefix = job_prefix(hydra_cfg.job.num)
         prefix_job_logs(hydra_cfg.job.num)
-    try:
-        check_config(cfg)
-    except EXPECTED_ERRORS as exc:
-        fail(exc, prefix)
-        alert_failure(cfg, exc)
-        if multirun:  # no pipeline run exists to show it
-            record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc)
-            return FailedJob.of(exc, hydra_cfg.sweeper)
-        raise SystemExit(1) from None
-    alerted: list[BaseException] = []
+    alerted: list[BaseException] = []  # errors already told to the alert hook, with their run
 
     def on_failure(error: BaseException, run_id: str, experiment_id: str) -> None:
         alerted.append(error)
         alert_failure(cfg, error, pipeline_run_id=run_id, experiment_id=experiment_id)
 
+    def job_failed(error: BaseException, sweep_run_id: str | None = None) -> FailedJob:
+        """A sweep job's end: a FAILED job run unless its pipeline run (which called
+        on_failure) says it already; the other jobs go on, main() exits 1 at the end."""
+        if error not in alerted:
+            record_failed_job(str(hydra_cfg.sweep.dir), overrides, error, sweep_run_id)
+        return FailedJob.of(error, hydra_cfg.sweeper)
+
     try:
-        parent = None
+        check_config(cfg)
+    except EXPECTED_ERRORS as exc:
+        fail(exc, prefix)
+        alert_failure(cfg, exc)
+        if multirun:
+            return job_failed(exc)
+        raise SystemExit(1) from None
+
+    parent = None
+    try:
         if multirun:  # the sweep run this job nests under
             parent = sweep_run_of(resolve_tracking(cfg).uri, str(hydra_cfg.sweep.dir))
         result = run_pipeline(
@@ -86,23 +93,20 @@ def _hydra_app(cfg: DictConfig) -> float | FailedJob | None:
         fail(exc, prefix)
         if exc not in alerted:
             alert_failure(cfg, exc)
-        if multirun:  # let the other jobs run; main() exits non-zero at the end
-            if exc not in alerted:  # it failed before its pipeline run existed
-                record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc, parent)
-            return FailedJob.of(exc, hydra_cfg.sweeper)
+        if multirun:
+            return job_failed(exc, parent)
         raise SystemExit(1) from None
     except Exception as exc:  # a bug (alert, then keep its traceback) or the store failing
         if exc not in alerted:
             alert_failure(cfg, exc)
-        if store_fault(exc) is None and not multirun:
+        bug = store_fault(exc) is None
+        if bug and not multirun:
             raise
-        if store_fault(exc) is None:  # a job's (a project stage's) bug: the other jobs go on
+        if bug:  # a job's (a project stage's): its traceback in the log, the sweep goes on
             log.error("%s", exc, exc_info=exc)
         fail(exc, prefix)
         if multirun:
-            if exc not in alerted:
-                record_failed_job(str(hydra_cfg.sweep.dir), overrides, exc, parent)
-            return FailedJob.of(exc, hydra_cfg.sweeper)
+            return job_failed(exc, parent)
         raise SystemExit(1) from None
     print_summary(result, prefix)
     return objective(result, cfg) if multirun else None
