@@ -48,6 +48,7 @@ MODEL_VERSION = "model_version"
 CONTRACT_ARTIFACT = "contract.yaml"
 # What read_csv's messages call the file; at scoring time it is --input.
 INGEST_FILE_OPTION = "data.path: "
+INGEST_READ_ADVICE = "; set data.read_options."
 # validate()'s messages end by pointing at the stage run's failure table; scoring has no run.
 RUN_TRAILER = "  The full "
 
@@ -371,7 +372,16 @@ def read_input(path: Path, read_options: Mapping[str, Any]) -> pd.DataFrame:
         return read_csv(Path(path), dict(read_options))
     except DataError as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
-        raise DataError(message.replace(INGEST_FILE_OPTION, "--input: ", 1), stage=STAGE) from exc
+        message = message.replace(INGEST_FILE_OPTION, "--input: ", 1)
+        # ingest's advice (set data.read_options...) is for a pipeline run, not for score.
+        head, advice, _ = message.partition(INGEST_READ_ADVICE)
+        if advice:
+            options = ", ".join(f"{k}={v!r}" for k, v in read_options.items()) or "none"
+            message = (
+                f"{head}; score reads it as the model's training read its data "
+                f"(data.read_options: {options}): save the file in that form"
+            )
+        raise DataError(message, stage=STAGE) from exc
 
 
 # ---- the check and the predictions that score and serve share ------------------------------

@@ -234,7 +234,7 @@ def _not_text(path: Path, exc: UnicodeDecodeError) -> DataError:
         location = f"byte 0x{byte:02x} on line {line}, offset {offset}: {reason}"
     return DataError(
         f"data.path: {path} is not {name} text ({location}); set data.read_options.encoding "
-        "(e.g. latin-1)",
+        "(+data.read_options.encoding=latin-1 on the command line, for example)",
         stage=STAGE,
     )
 

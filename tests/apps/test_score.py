@@ -188,6 +188,24 @@ def test_a_missing_input_file_names_input(tmp_path):
         score.read_input(tmp_path / "nothing.csv", {})
 
 
+def test_an_unreadable_input_gets_advice_score_can_follow(tmp_path):
+    # ingest's advice (set data.read_options...) cannot be followed with score: it says how
+    # the model's training read its data instead.
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("city,amount\nMontr\xe9al,1\n".encode("latin-1"))
+    with pytest.raises(DataError) as raised:
+        score.read_input(latin, {})
+    message = str(raised.value)
+    assert "--input: " in message
+    assert "is not UTF-8 text (byte 0xe9 on line 2" in message
+    assert "data.read_options: none): save the file in that form" in message
+    assert "set data.read_options" not in message
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("city;amount\nParis;1\n")
+    with pytest.raises(DataError, match=r"looks ';'-separated; score reads it as the model's "):
+        score.read_input(semicolons, {"encoding": "utf-8"})
+
+
 def test_score_a_version_registered_in_process(tracking_store, tmp_path):
     data = tmp_path / "customers.csv"
     mixed_frame(200).to_csv(data, index=False)

@@ -165,7 +165,7 @@ CASES = {
     "non_utf8": Case(
         _latin1_row,
         "ingest",
-        ("is not UTF-8 text", "byte 0xe8 on line 6", "set data.read_options.encoding"),
+        ("is not UTF-8 text", "byte 0xe8 on line 6", "+data.read_options.encoding=latin-1"),
     ),
     "duplicate_header": Case(
         _duplicate_header,
