@@ -81,7 +81,7 @@ def init_project(
     notes = ()
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
-        share = math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01
+        share = min(math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01, 1.0)
         files["conf/config.yaml"] += UNLABELLED.format(
             target=target, rows=unlabelled, total=len(frame), share=f"{share:.2f}"
         )
@@ -127,6 +127,11 @@ def _read(source: Path, target: str) -> pd.DataFrame:
         raise ConfigError(
             f"init data.target: no column '{target}' in {source} (columns: "
             f"{', '.join(map(str, frame.columns[:20]))})"
+        )
+    if frame[target].isna().all():
+        raise ConfigError(
+            f"init data.target: column '{target}' of {source} has no values (missing in all "
+            f"{len(frame)} rows): there is nothing to learn; choose the column to predict"
         )
     return frame
 

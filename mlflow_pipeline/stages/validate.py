@@ -42,13 +42,13 @@ def validate_data(cfg: DictConfig, raw: pd.DataFrame) -> dict[str, object]:
     )
     if result.quarantined is not None:
         log.warning(
-            "[%s] quarantined %d of %d row(s) (%.2f%%, at most %g allowed); logged as "
+            "[%s] quarantined %d of %d row(s) (%.2f%%, at most %.2f%% allowed); logged as "
             "quarantine/raw.csv",
             STAGE,
             len(result.quarantined),
             result.rows,
             100 * len(result.quarantined) / max(result.rows, 1),
-            quarantine.max_fraction,
+            100 * float(quarantine.max_fraction),
         )
     if not result.warnings.empty:
         log.warning(

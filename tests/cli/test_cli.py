@@ -225,6 +225,28 @@ def test_init_on_data_with_unlabelled_rows_makes_a_project_whose_first_run_passe
     assert validated["quarantine"] is not None
 
 
+def test_init_refuses_a_target_with_no_values_and_caps_the_quarantine_at_every_row(tmp_path):
+    from mlflow_pipeline.apps.init import init_project
+    from mlflow_pipeline.data.examples import write_customers
+
+    csv = write_customers(tmp_path / "customers.csv", 200)
+    frame = pd.read_csv(csv)
+    frame["label"] = None
+    frame.to_csv(csv, index=False)
+    result = cli("init", str(tmp_path / "p"), f"data.path={csv}", "data.target=label",
+                 "data.task=classification")  # fmt: skip
+    assert result.returncode == 1
+    assert "init data.target: column 'label' of " in result.stderr
+    assert "has no values (missing in all 200 rows)" in result.stderr
+    assert not (tmp_path / "p").exists()
+    # 199 of 200 rows unlabelled: the quarantine may take them all (1.00), not 1.01 of them,
+    # which the project's own config check would refuse.
+    frame["label"] = [1] + [None] * 199
+    frame.to_csv(csv, index=False)
+    scaffold = init_project(tmp_path / "q", data=csv, target="label", task="classification")
+    assert "max_fraction: 1.00" in (scaffold.root / "conf" / "config.yaml").read_text()
+
+
 def test_a_sweep_jobs_log_lines_say_whose_they_are():
     """Every line a job logs, a traceback's too, starts with ``[job N]`` in the handler's own
     format; a process that runs a second job switches to its number."""
