@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from mlflow_pipeline import interrupt
 from tests.helpers import DB_NAME, TrackingStore, mixed_frame
 
 
@@ -63,6 +64,15 @@ def open_store(
                 mlflow.set_registry_uri(None)
 
     return _open
+
+
+@pytest.fixture(autouse=True)
+def no_interrupt_left() -> Iterator[None]:
+    """A Ctrl-C a test simulated is its own: ``interrupt.requested`` lasts as long as the
+    process (a command's), so a later test's ``checkpoint`` would raise it (a stage test run
+    after the CLI's Ctrl-C test, in the same worker, was interrupted)."""
+    yield
+    interrupt._requested.clear()
 
 
 @pytest.fixture(autouse=True)
