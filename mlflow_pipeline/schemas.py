@@ -71,6 +71,9 @@ TEXT_MIN_LENGTH = 30
 TEXT_MIN_WORDS = 5
 TEXT_DISTINCT_FRACTION = 0.5
 TEXT_MIN_DISTINCT = 20
+# Short free text (names, titles): strings of at least this many words (median), most of them
+# distinct but not nearly all (that is an id).
+SHORT_TEXT_MIN_WORDS = 2
 # Datetime: every distinct value (a sample of them) looks like a date and parses as one.
 DATETIME_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}([-/.]\d{1,4})?([ T]\d{1,2}:\d{2}.*)?\s*$")
 DATETIME_SAMPLE = 1000
@@ -124,6 +127,7 @@ def infer_role(values: pd.Series, name: str) -> ColumnRole:
     distinct = texts.nunique()
     if rows and _dates(texts):
         return ColumnRole("datetime", f"every value present parses as a date ({distinct} distinct)")
+    words = 0.0
     if rows and distinct >= TEXT_MIN_DISTINCT and distinct >= TEXT_DISTINCT_FRACTION * rows:
         length = texts.str.len().median()
         words = texts.str.split().str.len().median()
@@ -133,6 +137,12 @@ def infer_role(values: pd.Series, name: str) -> ColumnRole:
             )
     if rows >= ID_MIN_ROWS and distinct >= ID_DISTINCT_FRACTION * rows:
         return ColumnRole("id", f"{distinct} distinct in {rows} rows")
+    if words >= SHORT_TEXT_MIN_WORDS:
+        # Names, titles: as categories most values would be seen once, and score would refuse
+        # every new one; as words (TF-IDF), the ones they share are features.
+        return ColumnRole(
+            "text", f"short free text: {distinct} distinct in {rows} rows, median {words:.0f} words"
+        )
     return ColumnRole("categorical", f"strings, {distinct} distinct in {rows} rows")
 
 

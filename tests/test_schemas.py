@@ -222,6 +222,16 @@ def test_metrics_schema():
             "datetime",
         ),
         (pd.Series(["Jan", "Feb", "Mar"] * 30), "categorical"),
+        # Names of a few words, most distinct (vega_datasets' cars): words, not 60 categories
+        # score would refuse every new one of; one-word codes as distinct stay categories.
+        (
+            pd.Series(
+                [f"{m} model {i}" for i in range(30) for m in ("ford", "amc")] + ["a b"] * 20
+            ),
+            "text",
+        ),
+        (pd.Series([f"M{i:03d}" for i in range(60)] + ["X"] * 20), "categorical"),
+        (pd.Series(["New York", "San Diego", "Los Angeles"] * 30), "categorical"),
         (pd.Series([f"A{i:04d}" for i in range(80)]), "id"),
         (pd.Series([f"A{i:04d}" for i in range(30)]), "categorical"),  # too few rows to tell
         (pd.Series(np.random.default_rng(0).normal(size=80) * 1000).round(), "numeric"),

@@ -78,14 +78,14 @@ def init_project(
     data_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, data_path)
     files = _files(package, source.name, target, task, frame)
-    notes = ()
+    notes = _many_categories(frame, target, package)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
         share = min(math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01, 1.0)
         files["conf/config.yaml"] += UNLABELLED.format(
             target=target, rows=unlabelled, total=len(frame), share=f"{share:.2f}"
         )
-        notes = (
+        notes += (
             f"data.target {target!r} is missing in {unlabelled} of {len(frame)} rows: they are "
             f"quarantined at validate (conf/config.yaml: validation.quarantine, up to {share:.0%} "
             "of the rows), logged as quarantine/raw.csv",
@@ -97,6 +97,27 @@ def init_project(
     stages = _stage_names(root)
     (root / "MLproject").write_text(mlproject(package, stages), encoding="utf-8")
     return Scaffold(root, package, data_path, target, task, stages, notes)
+
+
+def _many_categories(frame: pd.DataFrame, target: str, package: str) -> tuple[str, ...]:
+    """A note per column inferred categorical whose values are mostly distinct: score and
+    serve refuse a category training never saw, so most new rows would be refused."""
+    from mlflow_pipeline.schemas import TEXT_DISTINCT_FRACTION, TEXT_MIN_DISTINCT, column_roles
+
+    notes = []
+    for name, role in column_roles(frame, target).items():
+        distinct = int(frame[name].nunique())
+        rows = int(frame[name].notna().sum())
+        if role.role == "categorical" and distinct >= max(
+            TEXT_MIN_DISTINCT, TEXT_DISTINCT_FRACTION * rows
+        ):
+            notes.append(
+                f"column {name!r} is a category with {distinct} distinct values in {rows} rows: "
+                "score and serve refuse a value training never saw; if new ones are expected, "
+                f"give it another role in conf/data/{package}.yaml (columns: {{{name}: {{role: "
+                "ignore}}, or role text or id)"
+            )
+    return tuple(notes)
 
 
 def _data_source(

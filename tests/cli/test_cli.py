@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -245,6 +246,32 @@ def test_init_refuses_a_target_with_no_values_and_caps_the_quarantine_at_every_r
     frame.to_csv(csv, index=False)
     scaffold = init_project(tmp_path / "q", data=csv, target="label", task="classification")
     assert "max_fraction: 1.00" in (scaffold.root / "conf" / "config.yaml").read_text()
+
+
+def test_init_says_which_categories_are_mostly_distinct(tmp_path):
+    """score refuses a category training never saw: a column of mostly distinct codes would
+    have most new rows refused, so init says so and how to give it another role."""
+    from mlflow_pipeline.apps.init import init_project
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "code": [f"M{i:03d}" for i in range(60)] + ["X"] * 20,  # one word, 61 distinct
+            "name": [f"ford model {i}" for i in range(60)] + ["chevy nova"] * 20,  # text
+            "plan": ["a", "b"] * 40,
+            "amount": rng.normal(size=80),
+            "label": [0, 1] * 40,
+        }
+    )
+    csv = tmp_path / "cars.csv"
+    frame.to_csv(csv, index=False)
+    scaffold = init_project(tmp_path / "p", data=csv, target="label", task="classification")
+    notes = [n for n in scaffold.notes if "distinct values" in n]
+    assert len(notes) == 1
+    assert notes[0].startswith("column 'code' is a category with 61 distinct values in 80 rows")
+    assert "conf/data/p.yaml (columns: {code: {role: ignore}}, or role text or id)" in notes[0]
+    contract = (scaffold.root / "conf" / "contract.yaml").read_text()
+    assert "role=text; inferred: short free text: 61 distinct in 80 rows" in contract
 
 
 def test_a_sweep_jobs_log_lines_say_whose_they_are():
