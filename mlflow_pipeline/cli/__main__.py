@@ -3,8 +3,12 @@
 import os
 import sys
 
-from mlflow_pipeline.cli.startup import freeze_at_exit, preload, started_by_runner
-from mlflow_pipeline.store import SQL_STORE_MODULES
+from mlflow_pipeline.cli.startup import (
+    SQL_STORE_MODULES,
+    freeze_at_exit,
+    preload,
+    started_by_runner,
+)
 
 # What an entry point runs (the runner for `main`, one stage for the others), imported with
 # the collector off: each `mlflow run` of runner=projects is a new process.

@@ -45,8 +45,7 @@ def main() -> None:
     if look.noop is not None:
         print(look.noop)
         return
-    from mlflow_pipeline.cli.startup import preload
-    from mlflow_pipeline.store import SQL_STORE_MODULES
+    from mlflow_pipeline.cli.startup import SQL_STORE_MODULES, preload
 
     # mlflow, pandas, Hydra's app: ~1M objects the collector would walk again and again.
     preload("mlflow_pipeline.cli.app", *(SQL_STORE_MODULES if look.embedded_store else ()))

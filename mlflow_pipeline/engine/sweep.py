@@ -54,13 +54,11 @@ from mlflow_pipeline.redaction import (
     restore_redacted,
     secrets_of,
 )
-from mlflow_pipeline.store import SQL_STORE_MODULES
 from mlflow_pipeline.store.artifacts import save_text
 from mlflow_pipeline.store.tracking import (
     activate,
     code_version,
     ensure_experiment,
-    is_database_uri,
     owner_tags,
     record_error,
     resolve_tracking,
@@ -140,11 +138,10 @@ class SweepRun(Callback):
         self.run_id: str | None = None
         self.failed = False
         self.imports: BackgroundImports | None = None
-        self.warming: WarmWorkers | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # The joblib launcher pickles the callbacks for its workers: the threads stay.
-        return {**self.__dict__, "imports": None, "warming": None}
+        # The joblib launcher pickles the callbacks for its workers: the import thread stays.
+        return {**self.__dict__, "imports": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = config.hydra.launcher
@@ -182,10 +179,7 @@ class SweepRun(Callback):
                 log.warning("sweep: the shared stages failed: %s", exc)
         if warming is not None:
             warming.hurry()  # nothing else runs now: the rest of the imports at full priority
-            # Not waited for: Hydra's sweeper composes every job's config now (~2 s, to fail
-            # early on a bad override), and the launcher's own Parallel (the same arguments, so
-            # the same loky executor) queues the jobs behind the warm-up, on the warm workers.
-            self.warming = warming
+            warming.join()  # the launcher's own Parallel then reuses the warm workers
             # The register run after the jobs runs here: import its modules meanwhile.
             self.imports = import_in_background(modules)
 
@@ -218,8 +212,6 @@ class SweepRun(Callback):
             return
         if self.imports is not None:
             self.imports.hurry()
-        if self.warming is not None:
-            self.warming.join()  # ended long ago unless the launcher failed at once
         if _joblib(config.hydra.launcher):
             release_joblib_workers()
         failures, error = 0, None
@@ -284,14 +276,11 @@ WARM_MODULES = (
 
 
 def warm_modules(cfg: DictConfig) -> list[str]:
-    """The modules a sweep job imports: WARM_MODULES, MLflow's SQL store (when the sweep
-    tracks to a database: importing it was ~0.9 s of each worker's first job), the modules of
-    the pipeline's stage functions and gates, of every ``_target_`` in the config (features)
-    and of the model's estimator classes (``model.estimator``)."""
+    """The modules a sweep job imports: WARM_MODULES, the modules of the pipeline's stage
+    functions and gates, of every ``_target_`` in the config (features) and of the model's
+    estimator classes (``model.estimator``)."""
     pipeline = load_pipeline(cfg)
     modules = dict.fromkeys(WARM_MODULES)
-    if is_database_uri(resolve_tracking(cfg).uri):
-        modules.update(dict.fromkeys(SQL_STORE_MODULES))
     for stage in pipeline.stages:
         for func in (stage.func, stage.gate):
             if func is not None:
@@ -331,10 +320,9 @@ def warm_joblib_workers(launcher: DictConfig, modules: list[str]) -> WarmWorkers
     """For ``hydra/launcher=joblib`` (``parallel``): start the launcher's worker processes
     now, in a thread, each importing ``modules``, while this process runs the shared stages.
     The launcher's ``Parallel`` (the same arguments, so the same loky executor) then finds its
-    workers started and the jobs' imports done, or queues its jobs behind the warm-up when it
-    starts before the end of it: ~2 s of worker start-up and the first job's imports in each
-    worker otherwise (docs/benchmarks.md, sweeps). None for other launchers. Best effort: a
-    failure is logged and the launcher starts its workers itself."""
+    workers started and the jobs' imports done: ~2 s of worker start-up and the first job's
+    imports in each worker otherwise (docs/benchmarks.md, sweeps). None for other launchers.
+    Best effort: a failure is logged and the launcher starts its workers itself."""
     if not _joblib(launcher):
         return None
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg

@@ -129,18 +129,6 @@ def resolve_tracking(cfg: DictConfig) -> Tracking:
     return Tracking(uri=uri, artifact_root=artifact_root)
 
 
-def is_database_uri(uri: str | None) -> bool:
-    """Does ``uri`` name a database MLflow opens with its SQLAlchemy store (``sqlite:``,
-    ``postgresql+psycopg2:``, ...)? Not a tracking server (``http:``) or a file store."""
-    from mlflow.store.db.db_types import DATABASE_ENGINES
-    from mlflow.utils.uri import extract_db_type_from_uri
-
-    try:
-        return extract_db_type_from_uri(uri or "") in DATABASE_ENGINES
-    except Exception:  # MlflowException: not a database URI MLflow supports
-        return False
-
-
 def is_other_default_store(uri: str | None, root: Path) -> bool:
     """Is ``uri`` MLflow's default local store of another directory than the project ``root``
     (``sqlite:///<dir>/mlflow.db``)? That is what ``mlflow run <root>`` started from elsewhere

@@ -70,21 +70,6 @@ def test_the_launchers_parallel_reuses_the_warmed_workers():
     assert ran <= warmed  # the warm workers, not new ones
 
 
-def test_the_launchers_parallel_started_during_the_warm_up_waits_for_the_warm_workers():
-    # on_multirun_start does not wait for the warm-up: Hydra's sweeper composes the jobs'
-    # configs meanwhile, then the launcher's Parallel queues its jobs behind the warm tasks.
-    warming = warm_joblib_workers(OmegaConf.create(JOBLIB), ["json", "sklearn.ensemble"])
-    assert warming is not None
-    joblib_cfg = {k: v for k, v in JOBLIB.items() if k != "_target_"}
-    joblib_cfg["backend"] = "loky"
-    process_joblib_cfg(joblib_cfg)
-    ran = Parallel(**joblib_cfg)(delayed(os.getpid)() for _ in range(8))
-    warmed = set(warming.join())
-    assert len(ran) == 8
-    assert warmed
-    assert set(ran) <= warmed  # on the workers the warm-up started, no others
-
-
 def test_other_launchers_are_not_warmed():
     basic = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
     assert warm_joblib_workers(OmegaConf.create(basic), ["json"]) is None
