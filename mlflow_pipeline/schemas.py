@@ -333,11 +333,19 @@ def _dtype(values: pd.Series, role: str) -> str:
 
 def mostly_numbers(values: pd.Series) -> bool:
     """True when at least NUMERIC_TEXT_FRACTION of the values present parse as numbers."""
+    return number_share(values)[0] >= NUMERIC_TEXT_FRACTION
+
+
+def number_share(values: pd.Series) -> tuple[float, list[str]]:
+    """The share of the values present that parse as numbers (0.0 without values), and the
+    most frequent ones that do not (up to 3)."""
     counts = values.value_counts(dropna=True)  # each distinct text parsed once
     if counts.empty:
-        return False
+        return 0.0, []
     parsed = pd.to_numeric(counts.index.astype(str).str.strip(), errors="coerce")
-    return bool(counts[parsed.notna()].sum() >= NUMERIC_TEXT_FRACTION * counts.sum())
+    numbers = parsed.notna()
+    others = [str(v) for v in counts.index[~numbers][:3]]
+    return float(counts[numbers].sum() / counts.sum()), others
 
 
 def target_column(target: pd.Series, task: Task) -> pa.Column:

@@ -73,12 +73,13 @@ def init_project(
     package = package_name(root)
     source, target, task = _data_source(data, target, task)
     frame = _read(source, target)
+    _check_task(frame[target], target, Task(task))
     root.mkdir(parents=True, exist_ok=True)
     data_path = root / "data" / source.name
     data_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, data_path)
     files = _files(package, source.name, target, task, frame)
-    notes = _many_categories(frame, target, package)
+    notes = _role_notes(frame, target, package)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
         share = min(math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01, 1.0)
@@ -99,18 +100,38 @@ def init_project(
     return Scaffold(root, package, data_path, target, task, stages, notes)
 
 
-def _many_categories(frame: pd.DataFrame, target: str, package: str) -> tuple[str, ...]:
-    """A note per column inferred categorical whose values are mostly distinct: score and
-    serve refuse a category training never saw, so most new rows would be refused."""
-    from mlflow_pipeline.schemas import TEXT_DISTINCT_FRACTION, TEXT_MIN_DISTINCT, column_roles
+# A column inferred categorical whose values are at least this share numbers gets a note (at
+# schemas.NUMERIC_TEXT_FRACTION it is inferred numeric).
+MOSTLY_NUMBERS_NOTE = 0.5
+
+
+def _role_notes(frame: pd.DataFrame, target: str, package: str) -> tuple[str, ...]:
+    """A note per column inferred categorical that may not be one: mostly distinct values
+    (score and serve refuse a category training never saw, so most new rows would be
+    refused), or mostly numbers (a measurement with junk in it: each number a category)."""
+    from mlflow_pipeline.schemas import (
+        TEXT_DISTINCT_FRACTION,
+        TEXT_MIN_DISTINCT,
+        column_roles,
+        number_share,
+    )
 
     notes = []
     for name, role in column_roles(frame, target).items():
+        if role.role != "categorical":
+            continue
         distinct = int(frame[name].nunique())
         rows = int(frame[name].notna().sum())
-        if role.role == "categorical" and distinct >= max(
-            TEXT_MIN_DISTINCT, TEXT_DISTINCT_FRACTION * rows
-        ):
+        share, others = number_share(frame[name])
+        if share >= MOSTLY_NUMBERS_NOTE:
+            shown = ", ".join(map(repr, others))
+            notes.append(
+                f"column {name!r} is {share:.1%} numbers and {1 - share:.1%} other values "
+                f"({shown}): inferred a category, each number a level; if it is a measurement, "
+                "clean those values, or in conf/contract.yaml give it dtype float64 and "
+                "description 'role=numeric' so that validate reports them"
+            )
+        elif distinct >= max(TEXT_MIN_DISTINCT, TEXT_DISTINCT_FRACTION * rows):
             notes.append(
                 f"column {name!r} is a category with {distinct} distinct values in {rows} rows: "
                 "score and serve refuse a value training never saw; if new ones are expected, "
@@ -138,6 +159,31 @@ def _data_source(
     if task not in (t.value for t in Task):
         raise ConfigError("init: data.path needs data.task=classification or data.task=regression")
     return source.resolve(), target, task
+
+
+def _check_task(values: pd.Series, target: str, task: Task) -> None:
+    """Raises ConfigError for a target that cannot be the task's: text to regress on, or
+    fractions to classify (each value a class: the split fails on classes of one row)."""
+    from mlflow_pipeline.schemas import number_share
+
+    present = values.dropna()
+    if task is Task.regression and not pd.api.types.is_numeric_dtype(present):
+        share, others = number_share(present)
+        if share < 1.0:
+            raise ConfigError(
+                f"init data.task=regression: data.target '{target}' is not numeric "
+                f"({1 - share:.0%} of its values are not numbers: {', '.join(map(repr, others))}); "
+                "a regression target must be; for classes, use data.task=classification"
+            )
+    if task is Task.classification and pd.api.types.is_float_dtype(present):
+        fractions = present[present != present.round()]
+        if len(fractions):
+            raise ConfigError(
+                f"init data.task=classification: data.target '{target}' holds fractions "
+                f"({len(fractions)} of {len(present)} values, e.g. {fractions.iloc[0]:g}; "
+                f"{present.nunique()} distinct values): each would be a class; for a quantity, "
+                "use data.task=regression"
+            )
 
 
 def _read(source: Path, target: str) -> pd.DataFrame:

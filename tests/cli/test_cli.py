@@ -248,9 +248,38 @@ def test_init_refuses_a_target_with_no_values_and_caps_the_quarantine_at_every_r
     assert "max_fraction: 1.00" in (scaffold.root / "conf" / "config.yaml").read_text()
 
 
-def test_init_says_which_categories_are_mostly_distinct(tmp_path):
+def test_init_refuses_a_target_the_task_cannot_learn(tmp_path):
+    from mlflow_pipeline.apps.init import init_project
+
+    csv = tmp_path / "cars.csv"
+    pd.DataFrame(
+        {
+            "mpg": [18.5, 15.0, None, 36.1, 20.0, 22.5] * 5,
+            "origin": ["USA", "USA", "USA", "Japan", "Japan", "Europe"] * 5,
+        }
+    ).to_csv(csv, index=False)
+    with pytest.raises(ConfigError) as regression:
+        init_project(tmp_path / "p", data=csv, target="origin", task="regression")
+    assert str(regression.value) == (
+        "init data.task=regression: data.target 'origin' is not numeric (100% of its values "
+        "are not numbers: 'USA', 'Japan', 'Europe'); a regression target must be; for "
+        "classes, use data.task=classification"
+    )
+    with pytest.raises(ConfigError) as classification:
+        init_project(tmp_path / "q", data=csv, target="mpg", task="classification")
+    assert str(classification.value) == (
+        "init data.task=classification: data.target 'mpg' holds fractions (15 of 25 values, "
+        "e.g. 18.5; 5 distinct values): each would be a class; for a quantity, use "
+        "data.task=regression"
+    )
+    assert not (tmp_path / "p").exists()
+    assert not (tmp_path / "q").exists()
+
+
+def test_init_says_which_categories_may_not_be_categories(tmp_path):
     """score refuses a category training never saw: a column of mostly distinct codes would
-    have most new rows refused, so init says so and how to give it another role."""
+    have most new rows refused, and a column of mostly numbers is a measurement with junk in
+    it; init says so and what to do."""
     from mlflow_pipeline.apps.init import init_project
 
     rng = np.random.default_rng(0)
@@ -259,6 +288,7 @@ def test_init_says_which_categories_are_mostly_distinct(tmp_path):
             "code": [f"M{i:03d}" for i in range(60)] + ["X"] * 20,  # one word, 61 distinct
             "name": [f"ford model {i}" for i in range(60)] + ["chevy nova"] * 20,  # text
             "plan": ["a", "b"] * 40,
+            "power": ["high"] * 9 + [str(v) for v in range(71)],  # 88.8 % numbers: a category
             "amount": rng.normal(size=80),
             "label": [0, 1] * 40,
         }
@@ -266,6 +296,12 @@ def test_init_says_which_categories_are_mostly_distinct(tmp_path):
     csv = tmp_path / "cars.csv"
     frame.to_csv(csv, index=False)
     scaffold = init_project(tmp_path / "p", data=csv, target="label", task="classification")
+    numbers = [n for n in scaffold.notes if "numbers and" in n]
+    assert numbers == [
+        "column 'power' is 88.8% numbers and 11.3% other values ('high'): inferred a category, "
+        "each number a level; if it is a measurement, clean those values, or in conf/contract.yaml "
+        "give it dtype float64 and description 'role=numeric' so that validate reports them"
+    ]
     notes = [n for n in scaffold.notes if "distinct values" in n]
     assert len(notes) == 1
     assert notes[0].startswith("column 'code' is a category with 61 distinct values in 80 rows")
