@@ -33,6 +33,7 @@ from mlflow_pipeline.schemas import (
     AGGREGATE_CHECKS,
     INTEGER_DTYPE,
     Gate,
+    contract_roles,
     new_values_expected,
     non_features,
 )
@@ -398,6 +399,7 @@ class Scorer:
     read_options: dict[str, Any]
     max_lines: int = 5
     columns: tuple[str, ...] = ()  # what the estimator takes (default: feature_names_in_)
+    dates: tuple[str, ...] = ()  # of them, the columns of role datetime
 
 
 def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Scorer:
@@ -433,6 +435,11 @@ def scorer_of(model: ResolvedModel, estimator: Any, training: Training) -> Score
         read_options=dict(OmegaConf.to_container(cfg.data.read_options, resolve=True)),
         max_lines=int(cfg.validation.max_message_failures),
         columns=columns,
+        dates=tuple(
+            name
+            for name, role in contract_roles(training.contract).items()
+            if role.role == "datetime" and name in columns
+        ),
     )
 
 
@@ -458,10 +465,30 @@ def score_rows(
         rows, scorer.gate, max_lines=scorer.max_lines, stage=stage, dataset=dataset
     )
     features = validated.frame[list(scorer.columns or scorer.estimator.feature_names_in_)]
+    warnings = [w for w in (validated.warning, unreadable_dates(features, scorer.dates)) if w]
     return ScoredRows(
         predictions=predictions(scorer.estimator, features, scorer.model.version),
-        warning=validated.warning,
+        warning="\n".join(warnings) or None,
     )
+
+
+def unreadable_dates(frame: pd.DataFrame, dates: tuple[str, ...]) -> str | None:
+    """What of ``frame``'s date columns ``dates`` does not read as a date (the model takes it
+    as a missing date, as in training), or None: ``column 'Year': 5 of 5 value(s) are not
+    dates (e.g. 'not a date'); scored as missing dates``."""
+    from mlflow_pipeline.stages.features import parse_dates
+
+    lines = []
+    for name in dates:
+        values = frame[name]
+        unread = values.notna() & parse_dates(values).isna().to_numpy()
+        if unread.any():
+            examples = ", ".join(repr(str(v)) for v in values[unread].unique()[:3])
+            lines.append(
+                f"column {name!r}: {int(unread.sum())} of {int(values.notna().sum())} value(s) "
+                f"are not dates (e.g. {examples}); scored as missing dates"
+            )
+    return "\n".join(lines) or None
 
 
 # ---- score ---------------------------------------------------------------------------------

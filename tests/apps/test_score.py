@@ -206,6 +206,22 @@ def test_an_unreadable_input_gets_advice_score_can_follow(tmp_path):
         score.read_input(semicolons, {"encoding": "utf-8"})
 
 
+def test_dates_that_do_not_read_as_dates_are_said():
+    frame = pd.DataFrame(
+        {
+            "year": ["1970-01-01", "not a date", None, "soon", "not a date"],
+            "signed": ["2024-03-01"] * 5,
+        },
+        index=[10, 11, 12, 13, 14],  # rows keep the input's index
+    )
+    assert score.unreadable_dates(frame, ("year", "signed")) == (
+        "column 'year': 3 of 4 value(s) are not dates (e.g. 'not a date', 'soon'); scored as "
+        "missing dates"
+    )
+    assert score.unreadable_dates(frame, ("signed",)) is None
+    assert score.unreadable_dates(frame, ()) is None
+
+
 def test_score_a_version_registered_in_process(tracking_store, tmp_path):
     data = tmp_path / "customers.csv"
     mixed_frame(200).to_csv(data, index=False)
