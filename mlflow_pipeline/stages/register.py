@@ -71,6 +71,8 @@ class ChampionScore:
     error: str | None = None
     ground: CommonGround | None = None
     challenger_score: float | None = None
+    # Test values of the champion's categorical features that it never saw, said in words.
+    unseen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ def register(
         if scored.error is None:  # on what both were compared
             notes = [n for n in (unchecked, overlap and overlap.note) if n]
             notes += [scored.ground.note] if scored.ground is not None else []
+            notes += [scored.unseen] if scored.unseen else []
             if notes:
                 decision = replace(decision, reason=f"{'; '.join(notes)}: {decision.reason}")
         standing = _standing(registry, decision, scored.error, existing, champion_version)
@@ -316,17 +319,68 @@ def _champion_score(
         predictions = _predictions(estimator, test, cfg)
         y_true = test[cfg.data.target]
         where = "the test set" if overlap is None else "the test rows the champion did not train on"
+        unseen = unseen_categories_note(estimator, test, where)
         ground = common_ground(
             y_true.to_numpy(), predictions.classes, challenger().classes, where=where
         )
         if ground is not None:
-            return _on_common_ground(ground, metric, y_true.to_numpy(), challenger(), predictions)
+            scored = _on_common_ground(ground, metric, y_true.to_numpy(), challenger(), predictions)
+            return replace(scored, unseen=unseen)
         scores = metrics_of(estimator, y_true, predictions.y_pred, predictions.proba, cfg)
-        return ChampionScore(scores[metric], predictions)
+        return ChampionScore(scores[metric], predictions, unseen=unseen)
     except StageError as exc:  # said in words already
         return ChampionScore(error=str(exc.args[0]) if exc.args else str(exc))
     except Exception as exc:  # any failure to score means: do not replace it blindly
         return ChampionScore(error=f"{type(exc).__name__}: {exc}")
+
+
+def known_categories(model: Any) -> dict[str, list[Any]]:
+    """The categories each categorical feature's encoder learnt in ``model`` (a fitted
+    scikit-learn Pipeline / ColumnTransformer): ``{column: categories_}``, for every fitted
+    step with ``categories_`` that a ColumnTransformer gave named columns."""
+    found: dict[str, list[Any]] = {}
+
+    def walk(part: Any, columns: Any = None, depth: int = 0) -> None:
+        if depth > 10:
+            return
+        if hasattr(part, "transformers_"):
+            for _, transformer, selected in part.transformers_:
+                if not isinstance(transformer, str):
+                    walk(transformer, selected, depth + 1)
+        elif hasattr(part, "steps"):
+            for _, step in part.steps:
+                walk(step, columns, depth + 1)
+        elif hasattr(part, "categories_") and columns is not None:
+            names = getattr(part, "feature_names_in_", None)
+            if names is None:
+                names = [columns] if isinstance(columns, str) else list(columns)
+            for name, categories in zip(names, part.categories_, strict=False):
+                found[str(name)] = list(categories)
+
+    walk(model)
+    return found
+
+
+def unseen_categories_note(model: Any, test: pd.DataFrame, where: str) -> str | None:
+    """``the test set has values the champion never saw: column 'origin': 'Korea' (79
+    rows)``, or None: the champion scores such a value as its encoder scores any unknown one,
+    and the comparison should say so."""
+    parts = []
+    for column, categories in known_categories(model).items():
+        if column not in test.columns:
+            continue
+        values = test[column].dropna()
+        known = set(categories)
+        unseen = values[~values.isin(known)]
+        if len(unseen):
+            counts = unseen.astype(str).value_counts()
+            shown = ", ".join(f"{v!r} ({n} row(s))" for v, n in counts.head(3).items())
+            more = f" and {len(counts) - 3} more" if len(counts) > 3 else ""
+            parts.append(f"column {column!r}: {shown}{more}")
+    if not parts:
+        return None
+    has = "has" if where == "the test set" else "have"
+    return f"{where} {has} values the champion never saw ({'; '.join(parts)})"
 
 
 def _on_common_ground(

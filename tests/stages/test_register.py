@@ -306,3 +306,24 @@ def test_promotion_metric_not_computed_is_a_stage_error(trained, tracking_store)
     model = TrainedModel(model.estimator, model.input_example, uri="runs:/x/model")
     with pytest.raises(StageError, match=r"promotion\.metric 'log_loss' was not computed"):
         run_register(cfg, model, test, metrics, tracking_store.client())
+
+
+def test_categories_the_champion_never_saw_are_said(tmp_path):
+    """The champion scores a value its encoder never saw as any unknown one: the comparison
+    says which, so that a promotion over it is read for what it is."""
+    from mlflow_pipeline.stages.register import known_categories, unseen_categories_note
+    from tests.helpers import csv_overrides, mixed_frame
+
+    data = tmp_path / "customers.csv"
+    frame = mixed_frame(120)
+    frame.to_csv(data, index=False)
+    cfg = load_config(csv_overrides(data, "model=logistic_regression"))
+    model = train(cfg, frame)["model"].estimator
+    known = known_categories(model)
+    assert sorted(known["city"]) == ["__missing__", "lyon", "nice", "paris"]  # the imputed one
+    assert {"basic", "pro"} <= set(known["plan"])
+    test = frame.head(10).assign(city=["marseille"] * 3 + [None] + ["paris"] * 6)
+    assert unseen_categories_note(model, test, "the test set") == (
+        "the test set has values the champion never saw (column 'city': 'marseille' (3 row(s)))"
+    )
+    assert unseen_categories_note(model, frame, "the test set") is None
