@@ -798,7 +798,7 @@ def explain(
     if previous.format != current.format:
         return [f"cache format changed: {previous.format} -> {current.format}"]
     reasons: list[str] = []
-    changed = _changed(previous.config, current.config)
+    changed = _without_emptied_parents(_changed(previous.config, current.config))
     if changed:
         reasons.append("config changed: " + ", ".join(f"{k} {a} -> {b}" for k, a, b in changed))
     for key, before, after in _changed(previous.files, current.files):
@@ -835,6 +835,26 @@ def _changed(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
         for k in keys
         if before.get(k) != after.get(k)
     ]
+
+
+# How an empty mapping or list, or a key not there, reads in a manifest's flattened config.
+_EMPTY = ({}, [], "{}", "[]", "<absent>")
+
+
+def _without_emptied_parents(changed: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """``changed`` without a key that went from empty to absent (or back) because keys under
+    it appeared (or went): ``data.columns {} -> <absent>`` says nothing beside
+    ``data.columns.Name.role <absent> -> text``."""
+    keys = [k for k, _, _ in changed]
+    return [
+        (k, a, b)
+        for k, a, b in changed
+        if not (_is_empty(a) and _is_empty(b) and any(other.startswith(k + ".") for other in keys))
+    ]
+
+
+def _is_empty(value: Any) -> bool:
+    return any(value == empty and type(value) is type(empty) for empty in _EMPTY)
 
 
 def _short(digest: Any) -> str:
