@@ -837,8 +837,9 @@ def _changed(before: dict, after: dict) -> list[tuple[str, Any, Any]]:
     ]
 
 
-# How an empty mapping or list, or a key not there, reads in a manifest's flattened config.
-_EMPTY = ({}, [], "{}", "[]", "<absent>")
+# How an empty mapping or list, or a key not there, reads in a manifest's flattened config
+# (``config.flatten``: every value a string).
+_EMPTY = ("{}", "[]", "<absent>")
 
 
 def _without_emptied_parents(changed: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
@@ -849,12 +850,8 @@ def _without_emptied_parents(changed: list[tuple[str, Any, Any]]) -> list[tuple[
     return [
         (k, a, b)
         for k, a, b in changed
-        if not (_is_empty(a) and _is_empty(b) and any(other.startswith(k + ".") for other in keys))
+        if not (a in _EMPTY and b in _EMPTY and any(other.startswith(k + ".") for other in keys))
     ]
-
-
-def _is_empty(value: Any) -> bool:
-    return any(value == empty and type(value) is type(empty) for empty in _EMPTY)
 
 
 def _short(digest: Any) -> str:

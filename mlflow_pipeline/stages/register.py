@@ -362,16 +362,15 @@ def known_categories(model: Any) -> dict[str, list[Any]]:
 
 
 def unseen_categories_note(model: Any, test: pd.DataFrame, where: str) -> str | None:
-    """``the test set has values the champion never saw: column 'origin': 'Korea' (79
-    rows)``, or None: the champion scores such a value as its encoder scores any unknown one,
-    and the comparison should say so."""
+    """``the test set has values the champion never saw (column 'origin': 'Korea' (79
+    row(s)))``, or None: the champion scores such a value as its encoder scores any unknown
+    one, and the comparison should say so."""
     parts = []
     for column, categories in known_categories(model).items():
         if column not in test.columns:
             continue
         values = test[column].dropna()
-        known = set(categories)
-        unseen = values[~values.isin(known)]
+        unseen = values[~values.isin(categories)]
         if len(unseen):
             counts = unseen.astype(str).value_counts()
             shown = ", ".join(f"{v!r} ({n} row(s))" for v, n in counts.head(3).items())
