@@ -858,6 +858,48 @@ def test_numeric_columns_are_profiled_on_the_stage_threads_with_the_same_result(
     assert list(two["columns"]) == [str(c) for c in df.columns]
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(0).normal(size=5000),
+        # Many values exactly on the edges (0.0, 0.1, ... 1.0 of a range of 0-1).
+        np.round(np.random.default_rng(1).uniform(0, 1, 5000), 1),
+        np.random.default_rng(2).integers(-3, 4, 5000).astype(float),
+        np.array([2.5]),
+        np.full(100, -7.0),
+    ],
+    ids=["normal", "on-edges", "integers", "one", "constant"],
+)
+def test_the_histogram_from_the_sorted_values_is_numpys(values):
+    data = np.sort(values)
+    counts, edges = drift.sorted_histogram(data, 10)
+    low, high = data[0], data[-1]
+    expected = np.histogram(data, bins=10, range=(low, high) if high > low else None)
+    assert counts.tolist() == expected[0].tolist()
+    assert edges.tolist() == expected[1].tolist()
+
+
+def test_infinities_missing_values_and_huge_constants_are_profiled():
+    """NaN is missing; each infinity is one distinct value, left out of the statistics; a
+    constant of 1e17 (numpy's histogram raises "Too many bins" for it) gets one bin of all."""
+    values = np.r_[np.full(3, np.inf), np.full(2, -np.inf), np.full(4, np.nan), [1.0, 2.0, 2.0]]
+    df = pd.DataFrame({"x": values, "big": np.full(12, 10**17), "churned": [0, 1] * 6})
+    roles = {"x": ColumnRole("numeric", "set"), "big": ColumnRole("numeric", "set")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = drift.profile(df, config(), roles)["columns"]
+    x = found["x"]
+    assert (x["count"], x["missing"], x["distinct"]) == (8, 4, 4)
+    assert (x["min"], x["max"], x["sample"]["size"]) == (1.0, 2.0, 3)
+    assert x["mean"] == pytest.approx(5 / 3)
+    big = found["big"]
+    assert (big["distinct"], big["min"], big["max"]) == (1, 1e17, 1e17)
+    assert sorted(big["histogram"]["counts"], reverse=True)[:2] == [12, 0]
+    edges = big["histogram"]["edges"]
+    assert edges == sorted(edges)
+    assert len(set(edges)) == 11
+
+
 def test_a_drifted_target_is_named_the_target_not_a_feature():
     from mlflow_pipeline.data.drift import summary
 
