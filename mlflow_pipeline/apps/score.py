@@ -50,6 +50,7 @@ CONTRACT_ARTIFACT = "contract.yaml"
 # What read_csv's messages call the file; at scoring time it is --input.
 INGEST_FILE_OPTION = "data.path: "
 INGEST_READ_ADVICE = "; set data.read_options."
+ENCODING_OPTION = "data.read_options.encoding"
 # validate()'s messages end by pointing at the stage run's failure table; scoring has no run.
 RUN_TRAILER = "  The full "
 
@@ -362,26 +363,39 @@ def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
             tmp.unlink()
 
 
-def read_input(path: Path, read_options: Mapping[str, Any]) -> pd.DataFrame:
-    """The file to score, read as training read its data (same ``read_options``).
+def read_input(
+    path: Path, read_options: Mapping[str, Any], encoding: str | None = None
+) -> pd.DataFrame:
+    """The file to score, read as training read its data (same ``read_options``), in
+    ``encoding`` when given (``--encoding``) instead of training's.
 
-    Raises DataError (missing, empty, unreadable or malformed file) naming ``--input``.
+    Raises DataError (missing, empty, unreadable or malformed file) naming ``--input``, and
+    ConfigError for an encoding Python does not know.
     """
     from mlflow_pipeline.stages.ingest import read_csv
 
+    options = {**read_options, **({"encoding": encoding} if encoding else {})}
     try:
-        return read_csv(Path(path), dict(read_options))
+        return read_csv(Path(path), options)
+    except ConfigError as exc:
+        if not encoding:
+            raise
+        message = str(exc.args[0]) if exc.args else str(exc)
+        raise ConfigError(message.replace(ENCODING_OPTION, "--encoding", 1), stage=STAGE) from exc
     except DataError as exc:
         message = str(exc.args[0]) if exc.args else str(exc)
         message = message.replace(INGEST_FILE_OPTION, "--input: ", 1)
         # ingest's advice (set data.read_options...) is for a pipeline run, not for score.
-        head, advice, _ = message.partition(INGEST_READ_ADVICE)
+        head, advice, rest = message.partition(INGEST_READ_ADVICE)
         if advice:
-            options = ", ".join(f"{k}={v!r}" for k, v in read_options.items()) or "none"
+            described = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
             message = (
                 f"{head}; score reads it as the model's training read its data "
-                f"(data.read_options: {options}): save the file in that form"
+                f"({'with --encoding' if encoding else 'data.read_options'}: {described}): "
+                "save the file in that form"
             )
+            if rest.startswith("encoding"):
+                message += ", or name its encoding (--encoding latin-1, for example)"
         raise DataError(message, stage=STAGE) from exc
 
 
@@ -511,6 +525,7 @@ def score(
     *,
     tracking_uri: str,
     allow_unsafe: bool = False,
+    encoding: str | None = None,
 ) -> ScoreResult:
     """Score the CSV file ``input_path`` with the registered version ``model_uri`` into
     ``output_path``: the input rows, ``prediction``, ``proba_<class>`` (classifiers) and
@@ -522,6 +537,7 @@ def score(
 
     The model is loaded only from a format we trust (store.artifacts.load_trusted_model), unless
     ``allow_unsafe``.
+    ``encoding``: the input file's, when it is not the one training read its data in.
 
     Raises ConfigError (bad URI, unknown model, alias or version), UntrustedModelError (a
     model that could run code when loaded), DataError (unreadable input, unwritable output),
@@ -535,7 +551,7 @@ def score(
     model = resolve_model(model_uri, tracking_uri)
     training = training_of(model)
     scorer = scorer_of(model, load_trusted_model(model.uri, allow_unsafe=allow_unsafe), training)
-    rows = read_input(Path(input_path), scorer.read_options)
+    rows = read_input(Path(input_path), scorer.read_options, encoding)
     scored = score_rows(rows, scorer)
     output = with_predictions(rows, scored.predictions)
     write_csv_atomically(output, output_path)

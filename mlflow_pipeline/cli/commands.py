@@ -152,6 +152,12 @@ def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> i
     _unsafe_argument(parser)
     parser.add_argument("--input", "-i", required=True, help="CSV file of rows to score")
     parser.add_argument("--output", "-o", required=True, help="CSV file to write")
+    parser.add_argument(
+        "--encoding",
+        default=None,
+        help="the input file's text encoding (latin-1, cp1252, ...); default: the one the "
+        "model's training read its data in (data.read_options.encoding, else UTF-8)",
+    )
     args = parser.parse_args(argv)
     from mlflow_pipeline.apps.score import describe_score, log_score_run, score
 
@@ -162,6 +168,7 @@ def score_main(argv: list[str] | None = None, *, run_id: str | None = None) -> i
             args.output,
             tracking_uri=_tracking_uri(args.tracking_uri),
             allow_unsafe=args.allow_unsafe_model,
+            encoding=args.encoding,
         )
         if run_id:
             log_score_run(run_id, result, args.input)

@@ -198,8 +198,12 @@ def test_an_unreadable_input_gets_advice_score_can_follow(tmp_path):
     message = str(raised.value)
     assert "--input: " in message
     assert "is not UTF-8 text (byte 0xe9 on line 2" in message
-    assert "data.read_options: none): save the file in that form" in message
+    assert "data.read_options: none): save the file in that form, or name its encoding " in message
     assert "set data.read_options" not in message
+    # --encoding: read in the encoding given; one Python does not know is named as --encoding.
+    assert score.read_input(latin, {}, "latin-1")["city"].tolist() == ["Montr\xe9al"]
+    with pytest.raises(ConfigError, match=r"^\[score\] --encoding: unknown encoding: klingon"):
+        score.read_input(latin, {}, "klingon")
     semicolons = tmp_path / "semicolons.csv"
     semicolons.write_text("city;amount\nParis;1\n")
     with pytest.raises(DataError, match=r"looks ';'-separated; score reads it as the model's "):

@@ -386,6 +386,9 @@ def test_serve_an_unknown_alias_fails_cleanly(scored):
 class ScoreCase:
     model_uri: str
     rows: Callable[[pd.DataFrame], pd.DataFrame]
+    # The file's encoding (training read UTF-8), and whether score is told it (--encoding).
+    encoding: str = "utf-8"
+    told: bool = False
 
 
 SCORE_CASES = {
@@ -396,6 +399,9 @@ SCORE_CASES = {
     ),
     "no_age": ScoreCase(CHAMPION_URI, lambda d: d.drop(columns=["label", "age"]).iloc[:10]),
     "unknown_alias": ScoreCase(f"models:/{CHAMPION_MODEL}@nope", lambda d: d.iloc[:5]),
+    # A spreadsheet's "Unicode text" export: UTF-16.
+    "utf16": ScoreCase(CHAMPION_URI, lambda d: d.iloc[:8], "utf-16", told=True),
+    "utf16_untold": ScoreCase(CHAMPION_URI, lambda d: d.iloc[:8], "utf-16"),
 }
 
 
@@ -421,7 +427,7 @@ def scored(model_store: Store, data: pd.DataFrame) -> dict[str, Scored]:
     for name, case in SCORE_CASES.items():
         rows = case.rows(data)
         source = model_store.root / f"{name}.csv"
-        rows.to_csv(source, index=False)
+        rows.to_csv(source, index=False, encoding=case.encoding)
         output = model_store.root / f"{name}-pred.csv"
         args = [
             str(VENV_BIN / "mlflow-pipeline"),
@@ -431,6 +437,7 @@ def scored(model_store: Store, data: pd.DataFrame) -> dict[str, Scored]:
             str(source),
             "--output",
             str(output),
+            *(["--encoding", case.encoding] if case.told else []),
         ]
         process = subprocess.Popen(
             args,
@@ -494,6 +501,21 @@ def test_score_a_file_missing_a_column_fails_naming_it(scored):
     assert_clean_failure(case.result, "[score] dataset 'input'", "missing column(s): 'age'")
     assert case.result.returncode == 1
     assert not case.output.exists()
+
+
+def test_a_file_in_another_encoding_is_scored_when_its_encoding_is_named(scored, champion):
+    untold = scored["utf16_untold"]
+    assert_clean_failure(
+        untold.result,
+        "[score] --input: ",
+        "is not UTF-8 text (byte 0xff on line 1",
+        "or name its encoding (--encoding latin-1, for example)",
+    )
+    assert not untold.output.exists()
+    told = scored["utf16"]
+    assert_ok(told.result)
+    output = pd.read_csv(told.output)
+    assert output["prediction"].tolist() == champion.predict(told.input[FEATURES]).tolist()
 
 
 def test_score_with_an_unknown_alias_fails_cleanly(scored):
