@@ -683,6 +683,30 @@ def unquote_parameter(text: str) -> str:
     return words[0] if len(words) == 1 else text
 
 
+# How a value Hydra's grammar cannot take unquoted (";", ",", spaces) is typed in a shell.
+SHELL_QUOTED_EXAMPLE = "\"+data.read_options.sep=';'\""
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``key=value`` (``+key=value`` too) read as a Hydra override: the key and the typed value
+    a run would get (``2`` an int, ``';'`` the string ``;``, ``[a,b]`` a list).
+
+    Raises ConfigError naming the setting when Hydra's grammar cannot read it (in a shell, a
+    quoted value needs the whole setting quoted again: ``"+data.read_options.sep=';'"``).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_override(text)
+    except HydraException as exc:
+        raise ConfigError(
+            f"{text!r} is not a setting Hydra can read ({str(exc).splitlines()[0]}); quote a "
+            f"value with ';', ',' or spaces, and quote the whole setting for the shell: "
+            f"{SHELL_QUOTED_EXAMPLE}"
+        ) from exc
+    return override.key_or_group, override.value()
+
+
 def hydra_quote(value: str) -> str:
     """``value`` as a quoted Hydra override value (paths with commas, spaces, brackets)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -61,24 +62,31 @@ def init_project(
     data: str | Path | None = None,
     target: str | None = None,
     task: str | None = None,
+    read_options: dict[str, Any] | None = None,
 ) -> Scaffold:
     """Write a new project into ``directory`` (which must not exist or be empty).
 
-    Without ``data`` the project gets the example customer table. Raises ConfigError for an
-    existing non-empty directory, a missing data file, target or task.
+    Without ``data`` the project gets the example customer table. ``read_options``: how
+    pandas reads the file (``data.read_options``), kept in the project's data config. Raises
+    ConfigError for an existing non-empty directory, a missing data file, target or task, and
+    DataError for a file those options do not read.
     """
     root = Path(directory).resolve()
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"init: {root} exists and is not empty; choose a new directory")
     package = package_name(root)
     source, target, task = _data_source(data, target, task)
-    frame = _read(source, target)
+    read_options = dict(read_options or {})
+    frame = _read(source, target, read_options)
     _check_task(frame[target], target, Task(task))
     root.mkdir(parents=True, exist_ok=True)
     data_path = root / "data" / source.name
     data_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, data_path)
     files = _files(package, source.name, target, task, frame)
+    files[f"conf/data/{package}.yaml"] = files[f"conf/data/{package}.yaml"].replace(
+        "read_options: {}", "read_options: " + _flow_yaml(read_options)
+    )
     notes = _role_notes(frame, target, package)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
@@ -186,10 +194,17 @@ def _check_task(values: pd.Series, target: str, task: Task) -> None:
             )
 
 
-def _read(source: Path, target: str) -> pd.DataFrame:
+def _flow_yaml(mapping: dict[str, Any]) -> str:
+    """``mapping`` as one line of YAML (``{sep: ;, decimal: ','}``)."""
+    import yaml
+
+    return yaml.safe_dump(mapping, default_flow_style=True, sort_keys=False, width=10**6).strip()
+
+
+def _read(source: Path, target: str, read_options: dict[str, Any]) -> pd.DataFrame:
     from mlflow_pipeline.stages.ingest import read_csv
 
-    frame = read_csv(source, {})
+    frame = read_csv(source, read_options)
     if target not in frame.columns:
         raise ConfigError(
             f"init data.target: no column '{target}' in {source} (columns: "

@@ -168,8 +168,8 @@ def _check_header(path: Path, header: list[str], options: dict) -> None:
             typed = "\\t" if sep == "\t" else sep
             raise DataError(
                 f"data.path: {path} has one column {shown!r}: it looks '{typed}'-separated; "
-                f"set data.read_options.sep='{typed}' (+data.read_options.sep='{typed}' on the "
-                "command line)",
+                f"set data.read_options.sep='{typed}' (on the command line, quoted for the "
+                f"shell: \"+data.read_options.sep='{typed}'\")",
                 stage=STAGE,
             )
     positions: dict[str, list[int]] = {}

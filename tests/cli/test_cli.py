@@ -226,6 +226,50 @@ def test_init_on_data_with_unlabelled_rows_makes_a_project_whose_first_run_passe
     assert validated["quarantine"] is not None
 
 
+def test_init_reads_a_european_csv_with_the_read_options_a_run_takes(tmp_path, monkeypatch):
+    """vega_datasets' cars as a European spreadsheet saves it (';'-separated, decimal commas,
+    latin-1): init refuses it with the settings to add, then takes them (Hydra's grammar, as a
+    run does) and writes them into the project, whose own run reads the same table."""
+    from hydra import compose, initialize_config_dir
+    from vega_datasets import data as vega
+
+    from mlflow_pipeline.apps.init import conf_dir_of, use_project_code
+    from mlflow_pipeline.stages.ingest import ingest
+
+    cars = vega.cars().drop(columns=["Year"])
+    cars["Name"] = cars["Name"].str.replace("renault", "renault é", regex=False)
+    csv = tmp_path / "voitures.csv"
+    cars.to_csv(csv, sep=";", decimal=",", index=False, encoding="latin-1")
+    data = [f"data.path={csv}", "data.target=Origin", "data.task=classification"]
+    result = cli("init", str(tmp_path / "p"), *data)
+    assert result.returncode == 1
+    assert "it looks ';'-separated; set data.read_options.sep=';'" in result.stderr
+    assert not (tmp_path / "p").exists()
+    # The shell took the quotes: Hydra's grammar cannot read ';' bare, and init says how to type it.
+    result = cli("init", str(tmp_path / "p"), *data, "+data.read_options.sep=;")
+    assert result.returncode == 2
+    assert "quote the whole setting for the shell: \"+data.read_options.sep=';'\"" in (
+        result.stderr
+    )
+    options = ["+data.read_options.sep=';'", "data.read_options.decimal=','"]
+    result = cli("init", str(tmp_path / "p"), *data, *options)
+    assert result.returncode == 1
+    assert "is not UTF-8 text (byte 0xe9 on line " in result.stderr
+    result = cli("init", str(tmp_path / "p"), *data, *options, "data.read_options.encoding=latin-1")
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "p"
+    assert "read_options: {sep: ;, decimal: ',', encoding: latin-1}" in (
+        (root / "conf" / "data" / "p.yaml").read_text()
+    )
+    use_project_code(root)
+    monkeypatch.setattr("mlflow_pipeline.config.PROJECT_ROOT", root)  # ${project:}, as run there
+    with initialize_config_dir(config_dir=str(conf_dir_of(root)), version_base="1.3"):
+        cfg = compose(config_name="config")
+    raw = ingest(cfg)["raw"]
+    pd.testing.assert_frame_equal(raw, cars, check_dtype=False)
+    assert "float64" in (root / "conf" / "contract.yaml").read_text()
+
+
 def test_init_refuses_a_target_with_no_values_and_caps_the_quarantine_at_every_row(tmp_path):
     from mlflow_pipeline.apps.init import init_project
     from mlflow_pipeline.data.examples import write_customers

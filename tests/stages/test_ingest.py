@@ -118,7 +118,7 @@ def test_other_separator_is_named(tmp_path: Path, sep: str, typed: str):
     assert str(caught.value) == (
         f"[ingest] data.path: {path} has one column {f'a{sep}b{sep}y'!r}: it looks "
         f"'{typed}'-separated; set data.read_options.sep='{typed}' "
-        f"(+data.read_options.sep='{typed}' on the command line)"
+        f"(on the command line, quoted for the shell: \"+data.read_options.sep='{typed}'\")"
     )
     # As the override types it: a tab arrives as backslash + t.
     assert read_csv(path, {"sep": typed}).columns.tolist() == ["a", "b", "y"]
