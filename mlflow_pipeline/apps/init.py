@@ -63,13 +63,16 @@ def init_project(
     target: str | None = None,
     task: str | None = None,
     read_options: dict[str, Any] | None = None,
+    columns: dict[str, Any] | None = None,
 ) -> Scaffold:
     """Write a new project into ``directory`` (which must not exist or be empty).
 
     Without ``data`` the project gets the example customer table. ``read_options``: how
-    pandas reads the file (``data.read_options``), kept in the project's data config. Raises
-    ConfigError for an existing non-empty directory, a missing data file, target or task, and
-    DataError for a file those options do not read.
+    pandas reads the file (``data.read_options``); ``columns``: roles chosen for some columns
+    (``data.columns``, ``{name: {role: text}}``), which the contract follows; both are kept in
+    the project's data config. Raises ConfigError for an existing non-empty directory, a
+    missing data file, target or task, a role on an unknown column or an unknown role, and
+    DataError for a file the read options do not read. Nothing is written when it raises.
     """
     root = Path(directory).resolve()
     if root.exists() and any(root.iterdir()):
@@ -79,15 +82,12 @@ def init_project(
     read_options = dict(read_options or {})
     frame = _read(source, target, read_options)
     _check_task(frame[target], target, Task(task))
-    root.mkdir(parents=True, exist_ok=True)
-    data_path = root / "data" / source.name
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, data_path)
-    files = _files(package, source.name, target, task, frame)
+    columns = dict(columns or {})
+    files = _files(package, source.name, target, task, frame, columns)
     files[f"conf/data/{package}.yaml"] = files[f"conf/data/{package}.yaml"].replace(
         "read_options: {}", "read_options: " + _flow_yaml(read_options)
-    )
-    notes = _role_notes(frame, target, package)
+    ) + (f"columns: {_flow_yaml(columns)}\n" if columns else "")
+    notes = _role_notes(frame, target, package, columns)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
         share = min(math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01, 1.0)
@@ -99,6 +99,10 @@ def init_project(
             f"quarantined at validate (conf/config.yaml: validation.quarantine, up to {share:.0%} "
             "of the rows), logged as quarantine/raw.csv",
         )
+    root.mkdir(parents=True, exist_ok=True)
+    data_path = root / "data" / source.name
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, data_path)
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,10 +117,13 @@ def init_project(
 MOSTLY_NUMBERS_NOTE = 0.5
 
 
-def _role_notes(frame: pd.DataFrame, target: str, package: str) -> tuple[str, ...]:
-    """A note per column inferred categorical that may not be one: mostly distinct values
-    (score and serve refuse a category training never saw, so most new rows would be
-    refused), or mostly numbers (a measurement with junk in it: each number a category)."""
+def _role_notes(
+    frame: pd.DataFrame, target: str, package: str, columns: dict[str, Any]
+) -> tuple[str, ...]:
+    """A note per column inferred categorical that may not be one (``columns``: roles chosen,
+    not noted): mostly distinct values (score and serve refuse a category training never
+    saw, so most new rows would be refused), or mostly numbers (a measurement with junk in
+    it: each number a category)."""
     from mlflow_pipeline.schemas import (
         TEXT_DISTINCT_FRACTION,
         TEXT_MIN_DISTINCT,
@@ -125,8 +132,8 @@ def _role_notes(frame: pd.DataFrame, target: str, package: str) -> tuple[str, ..
     )
 
     notes = []
-    for name, role in column_roles(frame, target).items():
-        if role.role != "categorical":
+    for name, role in column_roles(frame, target, columns).items():
+        if role.role != "categorical" or not role.inferred:
             continue
         distinct = int(frame[name].nunique())
         rows = int(frame[name].notna().sum())
@@ -230,10 +237,12 @@ def _stage_names(root: Path) -> tuple[str, ...]:
     return tuple(s.name for s in build_pipeline(cfg.pipeline).order())
 
 
-def _files(package: str, data_file: str, target: str, task: str, frame: pd.DataFrame) -> dict:
+def _files(
+    package: str, data_file: str, target: str, task: str, frame: pd.DataFrame, columns: dict
+) -> dict:
     from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
 
-    contract = contract_to_yaml(infer_contract(frame, target, Task(task)))
+    contract = contract_to_yaml(infer_contract(frame, target, Task(task), columns))
     return {
         "conf/config.yaml": CONFIG.format(package=package),
         f"conf/data/{package}.yaml": DATA.format(

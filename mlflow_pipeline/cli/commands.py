@@ -451,8 +451,10 @@ def example_data_main(argv: list[str] | None = None) -> int:
 
 # What init takes, as the pipeline's own overrides; the flags of earlier versions still work.
 INIT_SETTINGS = {"data.path": "data", "data.target": "target", "data.task": "task"}
-# ... and how the CSV file is read (pandas.read_csv options), written into the project.
+# ... how the CSV file is read (pandas.read_csv options) and columns' roles, written into the
+# project.
 INIT_READ_OPTIONS = "data.read_options."
+INIT_COLUMNS = "data.columns."
 
 
 def init_main(argv: list[str] | None = None) -> int:
@@ -460,7 +462,7 @@ def init_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlflow-pipeline init",
         usage="%(prog)s DIR [data.path=CSV data.target=COL data.task=classification|regression "
-        "data.read_options.OPTION=VALUE ...]",
+        "data.read_options.OPTION=VALUE data.columns.COLUMN.role=ROLE ...]",
         description="Create a project that runs at once: MLproject (main, one entry point per "
         "stage, score), conf/ (the data, an inferred contract, the pipeline with a stage of its "
         "own), src/<package>/ (that stage and a feature transformer), a smoke test, README, "
@@ -473,7 +475,9 @@ def init_main(argv: list[str] | None = None) -> int:
         metavar="data.KEY=VALUE",
         help="as for the pipeline: data.path (a CSV file to start from), data.target (the "
         "column to predict), data.task (classification or regression), data.read_options.OPTION "
-        "(how pandas reads the file: sep, decimal, encoding, ...; written into the project)",
+        "(how pandas reads the file: sep, decimal, encoding, ...), data.columns.COLUMN.role "
+        "(a column's role: numeric, integer, categorical, datetime, text, id or ignore); both "
+        "written into the project",
     )
     deprecated = parser.add_argument_group("deprecated (each is the setting it names)")
     for key, flag in INIT_SETTINGS.items():
@@ -483,27 +487,33 @@ def init_main(argv: list[str] | None = None) -> int:
     for key, flag in INIT_SETTINGS.items():
         if given[flag] is not None:
             print(f"mlflow-pipeline: note: --{flag} is deprecated; use {key}=...", file=sys.stderr)
-    read_options = {}
+    read_options, columns = {}, {}
     for setting in args.settings:
         key, equals, value = setting.removeprefix("+").partition("=")
-        if equals and key.startswith(INIT_READ_OPTIONS) and key != INIT_READ_OPTIONS:
-            try:
-                read_options[key.removeprefix(INIT_READ_OPTIONS)] = parse_setting(setting)[1]
-            except ConfigError as exc:
-                parser.error(str(exc))
-            continue
-        if not equals or key not in INIT_SETTINGS:
-            parser.error(
-                f"unknown setting {setting!r}: init takes {', '.join(INIT_SETTINGS)} and "
-                f"{INIT_READ_OPTIONS}<option>"
-            )
-        given[INIT_SETTINGS[key]] = value.strip("'\"")
+        for prefix, into in ((INIT_READ_OPTIONS, read_options), (INIT_COLUMNS, columns)):
+            name = key.removeprefix(prefix)
+            if equals and key.startswith(prefix) and name:
+                try:
+                    typed = parse_setting(setting)[1]
+                except ConfigError as exc:
+                    parser.error(str(exc))
+                if into is columns:  # data.columns.<name>.role=<role> or data.columns.<name>=<role>
+                    name, typed = name.removesuffix(".role"), {"role": typed}
+                into[name] = typed
+                break
+        else:
+            if not equals or key not in INIT_SETTINGS:
+                parser.error(
+                    f"unknown setting {setting!r}: init takes {', '.join(INIT_SETTINGS)}, "
+                    f"{INIT_READ_OPTIONS}<option> and {INIT_COLUMNS}<column>.role"
+                )
+            given[INIT_SETTINGS[key]] = value.strip("'\"")
     if given["task"] not in (None, "classification", "regression"):
         parser.error(f"data.task must be classification or regression, got {given['task']!r}")
     from mlflow_pipeline.apps.init import init_project
 
     def command() -> None:
-        scaffold = init_project(args.directory, **given, read_options=read_options)
+        scaffold = init_project(args.directory, **given, read_options=read_options, columns=columns)
         print(scaffold.describe())
 
     return exit_code(command)

@@ -12,6 +12,7 @@ import pytest
 from mlflow_pipeline.cli.project import split_options, steps_override
 from mlflow_pipeline.config import PROJECT_ROOT
 from mlflow_pipeline.errors import ConfigError
+from mlflow_pipeline.schemas import contract_from_yaml
 
 
 def test_hydra_options_split_like_a_shell_but_keep_quotes_for_hydra():
@@ -352,6 +353,43 @@ def test_init_says_which_categories_may_not_be_categories(tmp_path):
     assert "conf/data/p.yaml (columns: {code: {role: ignore}}, or role text or id)" in notes[0]
     contract = (scaffold.root / "conf" / "contract.yaml").read_text()
     assert "role=text; inferred: short free text: 61 distinct in 80 rows" in contract
+
+
+def test_init_takes_the_roles_its_notes_suggest(tmp_path):
+    """A role given to init (data.columns.<column>.role, as a run takes it) decides the
+    contract, is kept in the project's data config and silences the note; a role for a column
+    the file does not have, or a word that is no role, is refused and nothing is written."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "code": [f"M{i:03d}" for i in range(60)] + ["X"] * 20,
+            "power": ["high"] * 9 + [str(v) for v in range(71)],
+            "amount": rng.normal(size=80),
+            "label": [0, 1] * 40,
+        }
+    )
+    csv = tmp_path / "cars.csv"
+    frame.to_csv(csv, index=False)
+    data = [f"data.path={csv}", "data.target=label", "data.task=classification"]
+    for wrong, said in [
+        ("data.columns.nosuch.role=text", "data.columns.nosuch: no feature column 'nosuch'"),
+        ("data.columns.code.role=texts", "data.columns.code.role: 'texts' is not a role"),
+    ]:
+        result = cli("init", str(tmp_path / "p"), *data, wrong)
+        assert result.returncode == 1
+        assert said in result.stderr
+        assert not (tmp_path / "p").exists()
+    roles = ["data.columns.code.role=id", "+data.columns.power=numeric"]
+    result = cli("init", str(tmp_path / "p"), *data, *roles)
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stdout
+    conf = tmp_path / "p" / "conf"
+    assert "columns: {code: {role: id}, power: {role: numeric}}" in (
+        (conf / "data" / "p.yaml").read_text()
+    )
+    contract = contract_from_yaml((conf / "contract.yaml").read_text())
+    assert contract.columns["power"].dtype.type == np.float64
+    assert contract.columns["code"].description.startswith("role=id; data.columns.code.role")
 
 
 def test_a_sweep_jobs_log_lines_say_whose_they_are():
