@@ -444,8 +444,12 @@ def sorted_histogram(data: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarra
         # numpy widens a constant's range by 0.5 each side; from about 1e16 on that is less
         # than the floats' spacing and numpy raises "Too many bins": widen by bins spacings.
         half = max(0.5, float(np.spacing(abs(low))) * bins)
-        low, high = low - half, high + half
-    edges = np.histogram_bin_edges(data[:1], bins=bins, range=(low, high))
+        top = float(np.finfo("float64").max)
+        low, high = max(low - half, -top), min(high + half, top)
+    if np.isfinite(high - low):
+        edges = np.histogram_bin_edges(data[:1], bins=bins, range=(low, high))
+    else:  # a range wider than the largest float (-9e307 .. 9e307), where numpy raises
+        edges = np.linspace(low / 2, high / 2, bins + 1) * 2
     counts = np.diff(np.searchsorted(data, edges[1:-1], side="left"), prepend=0, append=data.size)
     return counts, edges
 

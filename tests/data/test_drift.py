@@ -900,6 +900,22 @@ def test_infinities_missing_values_and_huge_constants_are_profiled():
     assert len(set(edges)) == 11
 
 
+@pytest.mark.parametrize(
+    "values",
+    [[-9e307, 9e307, -9e307, 1.0], [1.797e308] * 3, [-1.797e308, 1.797e308]],
+    ids=["range-overflows", "largest-constant", "widest"],
+)
+def test_a_range_wider_than_the_largest_float_gets_a_histogram(values):
+    # numpy's histogram raises "Too many bins" for these (the range is inf).
+    data = np.sort(np.asarray(values))
+    counts, edges = drift.sorted_histogram(data, 10)
+    assert counts.sum() == len(values)
+    assert np.isfinite(edges).all()
+    assert (np.diff(edges) > 0).all()
+    assert edges[0] <= data[0]
+    assert edges[-1] >= data[-1]
+
+
 def test_a_drifted_target_is_named_the_target_not_a_feature():
     from mlflow_pipeline.data.drift import summary
 
