@@ -372,7 +372,7 @@ def read_input(
     Raises DataError (missing, empty, unreadable or malformed file) naming ``--input``, and
     ConfigError for an encoding Python does not know.
     """
-    from mlflow_pipeline.stages.ingest import read_csv
+    from mlflow_pipeline.stages.ingest import likely_encoding, read_csv
 
     options = {**read_options, **({"encoding": encoding} if encoding else {})}
     try:
@@ -395,7 +395,8 @@ def read_input(
                 "save the file in that form"
             )
             if rest.startswith("encoding"):
-                message += ", or name its encoding (--encoding latin-1, for example)"
+                encoding, why = likely_encoding(Path(path))
+                message += f", or name its encoding (--encoding {encoding}, {why})"
         raise DataError(message, stage=STAGE) from exc
 
 

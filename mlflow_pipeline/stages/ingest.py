@@ -232,11 +232,32 @@ def _not_text(path: Path, exc: UnicodeDecodeError) -> DataError:
     else:
         offset, line, byte, reason = where
         location = f"byte 0x{byte:02x} on line {line}, offset {offset}: {reason}"
+    encoding, why = likely_encoding(path)
     return DataError(
         f"data.path: {path} is not {name} text ({location}); set data.read_options.encoding "
-        "(+data.read_options.encoding=latin-1 on the command line, for example)",
+        f"(+data.read_options.encoding={encoding} on the command line, {why})",
         stage=STAGE,
     )
+
+
+# Byte order marks a file may start with, and the encoding that reads past them.
+BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def likely_encoding(path: Path) -> tuple[str, str]:
+    """The encoding to suggest for a file that is not UTF-8, and why: the one its byte order
+    mark names (a spreadsheet's "Unicode text" export is UTF-16), else latin-1 as an example."""
+    with path.open("rb") as fh:
+        start = fh.read(4)
+    for mark, encoding in BYTE_ORDER_MARKS:
+        if start.startswith(mark):
+            return encoding, f"as its first bytes, a {encoding.upper()} byte order mark, say"
+    return "latin-1", "for example"
 
 
 def _first_undecodable(path: Path, encoding: str) -> tuple[int, int, int, str] | None:

@@ -509,7 +509,7 @@ def test_a_file_in_another_encoding_is_scored_when_its_encoding_is_named(scored,
         untold.result,
         "[score] --input: ",
         "is not UTF-8 text (byte 0xff on line 1",
-        "or name its encoding (--encoding latin-1, for example)",
+        "or name its encoding (--encoding utf-16, as its first bytes, a UTF-16 byte order mark",
     )
     assert not untold.output.exists()
     told = scored["utf16"]

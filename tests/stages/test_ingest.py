@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pandas as pd
@@ -78,6 +79,25 @@ def test_file_that_is_not_utf8(tmp_path: Path):
     with pytest.raises(DataError, match=r"is not UTF-8 text .*set data\.read_options\.encoding"):
         read_csv(path, {})
     assert read_csv(path, {"encoding": "latin-1"})["name"][0] == "Jos\xe9"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_file_with_a_byte_order_mark_is_advised_its_encoding(tmp_path: Path, encoding: str):
+    # A spreadsheet's "Unicode text" export: latin-1 would read its BOM and NULs as text.
+    path = tmp_path / "export.csv"
+    text = "name,y\nJos\xe9,1\n"
+    if encoding == "utf-16-be":  # no BOM of its own: written with one, as Windows does
+        path.write_bytes(codecs.BOM_UTF16_BE + text.encode(encoding))
+    else:
+        path.write_bytes(text.encode(encoding))
+    advice = "utf-32" if encoding == "utf-32" else "utf-16"
+    with pytest.raises(DataError) as caught:
+        read_csv(path, {})
+    assert (
+        f"(+data.read_options.encoding={advice} on the command line, as its first bytes, a "
+        f"{advice.upper()} byte order mark, say)"
+    ) in str(caught.value)
+    assert read_csv(path, {"encoding": advice})["name"][0] == "Jos\xe9"
 
 
 def test_bad_byte_is_located_in_the_file_not_in_a_block(tmp_path: Path):
