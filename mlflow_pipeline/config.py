@@ -687,24 +687,41 @@ def unquote_parameter(text: str) -> str:
 SHELL_QUOTED_EXAMPLE = "\"+data.read_options.sep=';'\""
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
-    """``key=value`` (``+key=value`` too) read as a Hydra override: the key and the typed value
-    a run would get (``2`` an int, ``';'`` the string ``;``, ``[a,b]`` a list).
+def setting_value(setting: str) -> Any:
+    """The value of ``key=value`` typed as Hydra types an override's (``2`` an int, ``';'``
+    the string ``;``, ``[a,b]`` a list). The key is not read: a column name Hydra's grammar
+    cannot hold (``Numéro``, ``od280/od315``) is still a key here.
 
-    Raises ConfigError naming the setting when Hydra's grammar cannot read it (in a shell, a
-    quoted value needs the whole setting quoted again: ``"+data.read_options.sep=';'"``).
+    Raises ConfigError naming the setting when Hydra's grammar cannot read the value (in a
+    shell, a quoted value needs the whole setting quoted again: ``"+data.read_options.sep=';'"``).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    value = setting.partition("=")[2]
     try:
-        override = OverridesParser.create().parse_override(text)
+        return OverridesParser.create().parse_override(f"value={value}").value()
     except HydraException as exc:
         raise ConfigError(
-            f"{text!r} is not a setting Hydra can read ({str(exc).splitlines()[0]}); quote a "
-            f"value with ';', ',' or spaces, and quote the whole setting for the shell: "
-            f"{SHELL_QUOTED_EXAMPLE}"
+            f"{setting!r}: Hydra cannot read the value {value!r} "
+            f"({str(exc).splitlines()[0]}); quote a value with ';', ',' or spaces, and quote the "
+            f"whole setting for the shell: {SHELL_QUOTED_EXAMPLE}"
         ) from exc
-    return override.key_or_group, override.value()
+
+
+def column_setting(name: str, role: str) -> str:
+    """How to give column ``name`` the role ``role`` on the command line, or in the data config
+    when Hydra's grammar cannot name the column there (``Numéro``, ``a b``, ``od280/od315``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = f"+data.columns.{name}.role={role}"
+    try:
+        OverridesParser.create().parse_override(override)
+    except HydraException:
+        return (
+            f"data.columns: {{{name!r}: {{role: {role}}}}} in the data config (the command line "
+            f"cannot name column {name!r})"
+        )
+    return override
 
 
 def hydra_quote(value: str) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.base import BaseEstimator
@@ -15,12 +16,14 @@ from mlflow_pipeline.config import (
     PACKAGE_CONF,
     Task,
     check_config,
+    column_setting,
     dataset_name,
     flatten,
     hydra_quote,
     load_config,
     promotion_metric,
     resolved_yaml,
+    setting_value,
     split_overrides,
 )
 from mlflow_pipeline.engine.pipeline import load_pipeline
@@ -368,3 +371,24 @@ def test_a_dataset_is_not_named_after_the_date_in_its_file_name(path: str, name:
     assert dataset_name(path) == name
     cfg = load_config(["data=csv", f"data.path={path}", "data.target=y", "data.task=regression"])
     assert cfg.data.name == cfg.registry.model_name == name
+
+
+def test_a_settings_value_is_typed_as_hydra_types_it_whatever_its_key():
+    assert setting_value("data.read_options.skiprows=2") == 2
+    assert setting_value("+data.read_options.sep=';'") == ";"
+    assert setting_value("data.read_options.na_values=[NA,-]") == ["NA", "-"]
+    assert setting_value("data.columns.Numéro.role=id") == "id"  # a key Hydra cannot lex
+    with pytest.raises(ConfigError, match=r"Hydra cannot read the value ';'.* quote the whole"):
+        setting_value("+data.read_options.sep=;")  # the shell took the quotes
+
+
+def test_a_column_the_command_line_cannot_name_is_given_its_role_in_the_data_config():
+    assert column_setting("listing_id", "text") == "+data.columns.listing_id.role=text"
+    said = column_setting("od280/od315", "categorical")
+    assert said == (
+        "data.columns: {'od280/od315': {role: categorical}} in the data config (the command "
+        "line cannot name column 'od280/od315')"
+    )
+    # What it says to write is YAML for that column's role.
+    written = yaml.safe_load(said.split(" in the data config")[0].removeprefix("data.columns: "))
+    assert written == {"od280/od315": {"role": "categorical"}}

@@ -205,7 +205,9 @@ def _flow_yaml(mapping: dict[str, Any]) -> str:
     """``mapping`` as one line of YAML (``{sep: ;, decimal: ','}``)."""
     import yaml
 
-    return yaml.safe_dump(mapping, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return yaml.safe_dump(
+        mapping, default_flow_style=True, sort_keys=False, width=10**6, allow_unicode=True
+    ).strip()
 
 
 def _read(source: Path, target: str, read_options: dict[str, Any]) -> pd.DataFrame:

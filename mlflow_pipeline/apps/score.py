@@ -23,6 +23,7 @@ import pandera.pandas as pa
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mlflow_pipeline.config import column_setting
 from mlflow_pipeline.errors import (
     ConfigError,
     DataError,
@@ -288,8 +289,8 @@ def column_hint(failures: pd.DataFrame, schema: pa.DataFrameSchema) -> str:
         named = ", ".join(repr(str(n)) for n in unseen)
         hint = (
             f"\n  {named}: values the model never saw in training; if new values are expected "
-            f"there, retrain with +data.columns.{unseen[0]}.role=text (a feature of its words) "
-            "or =ignore (not a feature)"
+            f"there, retrain with {column_setting(str(unseen[0]), 'text')} (a feature of its "
+            "words) or role ignore (not a feature)"
         )
     if not lines:
         return hint

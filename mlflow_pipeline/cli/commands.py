@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mlflow_pipeline.cli.common import LOG_FORMAT, exit_code
-from mlflow_pipeline.config import hydra_quote, load_config, parse_setting
+from mlflow_pipeline.config import hydra_quote, load_config, setting_value
 from mlflow_pipeline.errors import ConfigError
 from mlflow_pipeline.store.tracking import record_error
 
@@ -494,7 +494,7 @@ def init_main(argv: list[str] | None = None) -> int:
             name = key.removeprefix(prefix)
             if equals and key.startswith(prefix) and name:
                 try:
-                    typed = parse_setting(setting)[1]
+                    typed = setting_value(setting)
                 except ConfigError as exc:
                     parser.error(str(exc))
                 if into is columns:  # data.columns.<name>.role=<role> or data.columns.<name>=<role>

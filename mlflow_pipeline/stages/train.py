@@ -16,7 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline import schemas
-from mlflow_pipeline.config import Task
+from mlflow_pipeline.config import Task, column_setting
 from mlflow_pipeline.errors import ConfigError, StageError
 from mlflow_pipeline.schemas import TrainedModel
 
@@ -79,8 +79,8 @@ def column_roles_of(
 
 # How to make each role a feature, for the notice of a column left out.
 KEEP_HINT = {
-    "id": "set +data.columns.{name}.role=categorical to use it",
-    "ignore": "set +data.columns.{name}.role=categorical to use it",
+    "id": "set {column_setting} to use it",
+    "ignore": "set {column_setting} to use it",
     "datetime": "set features.datetime.parts=[{parts}] to use it",
     "text": "set features.text.mode=tfidf to use it",
 }
@@ -113,7 +113,11 @@ def role_notices(
         reason = f"{inferred_on}: {role.reason}" if inferred_on and role.inferred else role.reason
         lines.append(
             f"column '{name}' {what.get(role.role, role.role)} ({reason}): not a feature"
-            f"{why}; " + hint.format(name=name, parts=",".join(DEFAULT_DATETIME_PARTS))
+            f"{why}; "
+            + hint.format(
+                column_setting=column_setting(str(name), "categorical"),
+                parts=",".join(DEFAULT_DATETIME_PARTS),
+            )
         )
     return lines
 

@@ -364,6 +364,7 @@ def test_init_takes_the_roles_its_notes_suggest(tmp_path):
         {
             "code": [f"M{i:03d}" for i in range(60)] + ["X"] * 20,
             "power": ["high"] * 9 + [str(v) for v in range(71)],
+            "Numéro": range(80),  # a name Hydra's grammar cannot hold as a key
             "amount": rng.normal(size=80),
             "label": [0, 1] * 40,
         }
@@ -379,17 +380,18 @@ def test_init_takes_the_roles_its_notes_suggest(tmp_path):
         assert result.returncode == 1
         assert said in result.stderr
         assert not (tmp_path / "p").exists()
-    roles = ["data.columns.code.role=id", "+data.columns.power=numeric"]
+    roles = ["data.columns.code.role=id", "+data.columns.power=numeric", "data.columns.Numéro=id"]
     result = cli("init", str(tmp_path / "p"), *data, *roles)
     assert result.returncode == 0, result.stderr
     assert "note:" not in result.stdout
     conf = tmp_path / "p" / "conf"
-    assert "columns: {code: {role: id}, power: {role: numeric}}" in (
+    assert "columns: {code: {role: id}, power: {role: numeric}, Numéro: {role: id}}" in (
         (conf / "data" / "p.yaml").read_text()
     )
     contract = contract_from_yaml((conf / "contract.yaml").read_text())
     assert contract.columns["power"].dtype.type == np.float64
     assert contract.columns["code"].description.startswith("role=id; data.columns.code.role")
+    assert contract.columns["Numéro"].description.startswith("role=id; data.columns.Numéro.role")
 
 
 def test_a_sweep_jobs_log_lines_say_whose_they_are():
