@@ -208,7 +208,12 @@ def column_roles(
 def _configured_roles(df: pd.DataFrame, target: str, columns: Mapping[str, Any]) -> dict[str, str]:
     roles = {}
     for name, spec in columns.items():
-        if name not in df.columns or name == target:
+        if name == target:
+            raise ConfigError(
+                f"data.columns.{name}: '{name}' is the target (data.target), not a feature: it "
+                "takes no role"
+            )
+        if name not in df.columns:
             raise ConfigError(
                 f"data.columns.{name}: no feature column '{name}' in the data (columns: "
                 f"{', '.join(str(c) for c in df.columns if c != target)})"

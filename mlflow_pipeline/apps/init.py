@@ -81,8 +81,9 @@ def init_project(
     source, target, task = _data_source(data, target, task)
     read_options = dict(read_options or {})
     frame = _read(source, target, read_options)
-    _check_task(frame[target], target, Task(task))
     columns = dict(columns or {})
+    _check_number_formats(source, frame, target, read_options, columns)
+    _check_task(frame[target], target, Task(task))
     files = _files(package, source.name, target, task, frame, columns)
     files[f"conf/data/{package}.yaml"] = files[f"conf/data/{package}.yaml"].replace(
         "read_options: {}", "read_options: " + _flow_yaml(read_options)
@@ -199,6 +200,89 @@ def _check_task(values: pd.Series, target: str, task: Task) -> None:
                 f"{present.nunique()} distinct values): each would be a class; for a quantity, "
                 "use data.task=regression"
             )
+
+
+# Numbers as spreadsheets outside the English-speaking world write them, and with thousands
+# separators: a column of them is read as text (each number a category) or, with a decimal
+# comma and a thousands dot, as numbers a thousand times too small.
+DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+THOUSANDS_COMMA = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
+THOUSANDS_DOT = re.compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d+)?$")
+WHOLE = re.compile(r"^[+-]?\d+$")
+# A column is taken for numbers in such a form when this share of its values are (whole
+# numbers count too: "18" beside "18,5").
+NUMBER_FORMAT_SHARE = 0.9
+
+
+def _check_number_formats(
+    source: Path,
+    frame: pd.DataFrame,
+    target: str,
+    read_options: dict[str, Any],
+    columns: dict[str, Any],
+) -> None:
+    """Raises ConfigError naming the columns and the read option to set when columns hold
+    numbers with decimal commas or thousands separators that the read options do not
+    declare: read as text they would become categories, each number a level; with a decimal
+    comma, "3.504" (three thousand) would be read as 3.504. A role given in ``columns`` keeps
+    such a column as it is."""
+    found: dict[str, list[str]] = {}
+    thousands_dot = "\"+data.read_options.thousands='.'\""
+    european = read_options.get("decimal") == "," and "thousands" not in read_options
+    text = [
+        name
+        for name in frame.columns
+        if name not in columns
+        and not pd.api.types.is_numeric_dtype(frame[name])
+        and not pd.api.types.is_bool_dtype(frame[name])
+    ]
+    for name in text:
+        values = frame[name].dropna().astype(str).str.strip()
+        if values.empty:
+            continue
+        comma = values.str.contains(",", regex=False)
+        dotted = values.str.contains(".", regex=False)
+        if european and dotted.any():
+            # With a decimal comma, "3.504" is three thousand: pandas reads such a column as
+            # text, and the contract's coercion makes it 3.504.
+            shaped = values.map(lambda v: bool(THOUSANDS_DOT.match(v) or WHOLE.match(v)))
+            if shaped.mean() >= NUMBER_FORMAT_SHARE:
+                found.setdefault(thousands_dot, []).append(f"{name!r} ({values[dotted].iloc[0]!r})")
+            continue
+        if not comma.any():
+            continue
+        if values[comma].map(lambda v: bool(THOUSANDS_COMMA.match(v))).all():
+            setting, pattern = "\"+data.read_options.thousands=','\"", THOUSANDS_COMMA
+        else:
+            setting, pattern = "\"+data.read_options.decimal=','\"", DECIMAL_COMMA
+        shaped = values.map(lambda v, p=pattern: bool(p.match(v) or WHOLE.match(v)))
+        if shaped.mean() >= NUMBER_FORMAT_SHARE:
+            found.setdefault(setting, []).append(f"{name!r} ({values[comma].iloc[0]!r})")
+    if european:
+        numeric = [n for n in frame.columns if n not in columns and frame[n].dtype.kind == "f"]
+        if numeric:
+            from mlflow_pipeline.stages.ingest import read_csv
+
+            raw = read_csv(source, {**read_options, "dtype": str, "usecols": numeric})
+            for name in numeric:
+                values = raw[name].dropna().str.strip()
+                dotted = values.str.contains(".", regex=False)
+                if (
+                    dotted.any()
+                    and values[dotted].map(lambda v: bool(THOUSANDS_DOT.match(v))).all()
+                ):
+                    found.setdefault(thousands_dot, []).append(
+                        f"{name!r} ({values[dotted].iloc[0]!r})"
+                    )
+    if found:
+        lines = [f"  - {', '.join(names)}: add {setting}" for setting, names in found.items()]
+        raise ConfigError(
+            "init: columns hold numbers written with separators the read options do not "
+            "declare; read as they are, they would be text (each number a category) or numbers "
+            "a thousand times too small:\n" + "\n".join(lines) + "\n  (on the command line, "
+            "quote a value with ',' or '.' and the whole setting for the shell; to keep such a "
+            "column as it is, give it a role: data.columns.<column>.role=categorical)"
+        )
 
 
 def _flow_yaml(mapping: dict[str, Any]) -> str:

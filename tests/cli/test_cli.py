@@ -355,6 +355,46 @@ def test_init_says_which_categories_may_not_be_categories(tmp_path):
     assert "role=text; inferred: short free text: 61 distinct in 80 rows" in contract
 
 
+def test_init_refuses_numbers_whose_separators_the_read_options_do_not_declare(tmp_path):
+    """Decimal commas read as text (each number a category), US thousands separators too, and
+    a thousands dot beside a decimal comma read as a number a thousand times too small: init
+    names the columns and the read option to add; a role given keeps a column as it is."""
+    from vega_datasets import data as vega
+
+    from mlflow_pipeline.apps.init import init_project
+
+    cars = vega.cars().drop(columns=["Year", "Name"]).head(120)
+    csv = tmp_path / "cars.csv"
+    cars.to_csv(csv, sep=";", decimal=",", index=False)
+    european = {"sep": ";"}
+    with pytest.raises(ConfigError) as refused:
+        init_project(tmp_path / "p", data=csv, target="Origin", task="classification",
+                     read_options=european)  # fmt: skip
+    assert (
+        "  - 'Miles_per_Gallon' ('18,0'), 'Displacement' ('307,0'), 'Horsepower' ('130,0'), "
+        "'Acceleration' ('12,0'): add \"+data.read_options.decimal=','\""
+    ) in str(refused.value)
+    assert not (tmp_path / "p").exists()
+    thousands = cars.assign(Weight_in_lbs=cars["Weight_in_lbs"].map("{:,}".format))
+    thousands.to_csv(csv, index=False)  # "3,504": US thousands
+    with pytest.raises(ConfigError, match=r"'Weight_in_lbs' \('3,504'\): add .*thousands=','"):
+        init_project(tmp_path / "p", data=csv, target="Origin", task="classification")
+    dotted = thousands.assign(Weight_in_lbs=thousands["Weight_in_lbs"].str.replace(",", "."))
+    dotted.to_csv(csv, sep=";", decimal=",", index=False)  # "3.504" beside "18,0"
+    european["decimal"] = ","
+    with pytest.raises(ConfigError, match=r"'Weight_in_lbs' \('3.504'\): add .*thousands='\.'"):
+        init_project(tmp_path / "p", data=csv, target="Origin", task="classification",
+                     read_options=european)  # fmt: skip
+    scaffold = init_project(tmp_path / "p", data=csv, target="Origin", task="classification",
+                            read_options={**european, "thousands": "."})  # fmt: skip
+    contract = contract_from_yaml((scaffold.root / "conf" / "contract.yaml").read_text())
+    assert contract.columns["Weight_in_lbs"].dtype.type == np.int64
+    kept = init_project(tmp_path / "q", data=csv, target="Origin", task="classification",
+                        read_options=european,
+                        columns={"Weight_in_lbs": {"role": "categorical"}})  # fmt: skip
+    assert kept.root.is_dir()
+
+
 def test_init_takes_the_roles_its_notes_suggest(tmp_path):
     """A role given to init (data.columns.<column>.role, as a run takes it) decides the
     contract, is kept in the project's data config and silences the note; a role for a column
@@ -375,6 +415,7 @@ def test_init_takes_the_roles_its_notes_suggest(tmp_path):
     for wrong, said in [
         ("data.columns.nosuch.role=text", "data.columns.nosuch: no feature column 'nosuch'"),
         ("data.columns.code.role=texts", "data.columns.code.role: 'texts' is not a role"),
+        ("data.columns.label.role=ignore", "data.columns.label: 'label' is the target"),
     ]:
         result = cli("init", str(tmp_path / "p"), *data, wrong)
         assert result.returncode == 1
