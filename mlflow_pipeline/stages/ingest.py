@@ -118,7 +118,7 @@ def read_csv(path: Path, read_options: dict) -> pd.DataFrame:
     except LookupError as exc:  # an encoding Python does not know
         raise ConfigError(f"data.read_options.encoding: {exc}", stage=STAGE) from exc
     except TypeError as exc:  # an option read_csv does not take
-        raise ConfigError(f"data.read_options: {exc}", stage=STAGE) from exc
+        raise ConfigError(f"data.read_options: {exc}{_option_hint(options)}", stage=STAGE) from exc
     except pd.errors.ParserError as exc:
         raise DataError(
             f"data.path: cannot parse {path} as CSV: {_parser_detail(exc)}", stage=STAGE
@@ -132,6 +132,23 @@ def read_csv(path: Path, read_options: dict) -> pd.DataFrame:
     if header is not None:
         _check_last_line(path, frame, len(header), options)
     return frame
+
+
+def _option_hint(options: dict) -> str:
+    """ "; did you mean 'sep'?" for an option name ``pandas.read_csv`` does not take but that is
+    close to one it does ("" when none is)."""
+    import difflib
+    import inspect
+
+    known = list(inspect.signature(pd.read_csv).parameters)
+    # Words a user may spell out for a short option name.
+    spelled = {"separator": "sep", **{name: name for name in known}}
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(spelled), n=1)
+            if close:
+                return f"; did you mean data.read_options.{spelled[close[0]]} (not {name})?"
+    return ""
 
 
 def _normalised(read_options: dict) -> dict:

@@ -227,3 +227,12 @@ def test_a_target_the_file_does_not_have_is_named_with_the_likeliest_column(tmp_
         f"data.target: no column 'had_afair' in {path} (columns: age, had_affair); "
         "did you mean data.target=had_affair?"
     ) in caplog.text
+
+
+def test_a_misspelled_read_option_is_named_with_the_one_meant(tmp_path: Path):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;y\n1;0\n")
+    with pytest.raises(
+        ConfigError, match=r"did you mean data\.read_options\.sep \(not seperator\)"
+    ):
+        read_csv(path, {"seperator": ";"})
