@@ -401,6 +401,27 @@ def check_trusted_model(local: Path, model_uri: str) -> tuple[Path, set[str]]:
         )
     pyfunc = flavors.get(PYFUNC_FLAVOR) or {}
     own = project_packages()
+    code = local / str(pyfunc.get("code") or "")
+    carried = (
+        sorted(p.name for p in code.iterdir() if p.name != "__pycache__")
+        if (pyfunc.get("code") and code.is_dir())
+        else []
+    )
+    if (
+        carried
+        and pyfunc.get("loader_module") == "mlflow.sklearn"
+        and pyfunc.get("model_path") == sklearn_conf.get("pickled_model")
+        and not set(carried) <= own
+    ):
+        from mlflow_pipeline.config import PROJECT_ROOT
+
+        missing = ", ".join(sorted(set(carried) - own))
+        raise UntrustedModelError(
+            f"the model {model_uri} was trained by a project with its own code (package(s) "
+            f"{missing}), which the project here ({PROJECT_ROOT}) does not have: run this "
+            "inside the project that trained it, whose src/ holds that code. The code logged "
+            "with the model is not run; to run it anyway, " + UNSAFE_HINT
+        )
     if pyfunc and (
         pyfunc.get("loader_module") != "mlflow.sklearn"
         or (pyfunc.get("code") and not _only_project_code(local / str(pyfunc["code"]), own))

@@ -266,6 +266,27 @@ def test_a_model_served_by_other_code_is_refused(tmp_path: Path):
         artifacts.check_trusted_model(local, "m")
 
 
+def test_a_model_carrying_another_projects_code_names_that_project(tmp_path: Path):
+    """A model a project with its own code trained, loaded elsewhere: refused, saying to run
+    inside that project (not only to allow unsafe models)."""
+    model, _ = _forest()
+    package = tmp_path / "churn_code"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    local = tmp_path / "model"
+    mlflow.sklearn.save_model(
+        model, local, pip_requirements=[], skops_trusted_types=trusted, code_paths=[str(package)]
+    )
+    with pytest.raises(UntrustedModelError) as refused:
+        artifacts.check_trusted_model(local, "models:/churn/1")
+    message = str(refused.value)
+    assert "models:/churn/1 was trained by a project with its own code (package(s) churn_code)" in (
+        message
+    )
+    assert "run this inside the project that trained it, whose src/ holds that code" in message
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_every_model_and_features_option_needs_only_trusted_types(task: str, tmp_path: Path):
     """TRUSTED_TYPES covers what every conf/model x conf/features option produces: a new
