@@ -84,10 +84,7 @@ def init_project(
     columns = dict(columns or {})
     _check_number_formats(source, frame, target, read_options, columns)
     _check_task(frame[target], target, Task(task))
-    files = _files(package, source.name, target, task, frame, columns)
-    files[f"conf/data/{package}.yaml"] = files[f"conf/data/{package}.yaml"].replace(
-        "read_options: {}", "read_options: " + _flow_yaml(read_options)
-    ) + (f"columns: {_flow_yaml(columns)}\n" if columns else "")
+    files = _files(package, source.name, target, task, frame, read_options, columns)
     notes = _role_notes(frame, target, package, columns)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
@@ -245,17 +242,17 @@ def _check_number_formats(
         if european and dotted.any():
             # With a decimal comma, "3.504" is three thousand: pandas reads such a column as
             # text, and the contract's coercion makes it 3.504.
-            shaped = values.map(lambda v: bool(THOUSANDS_DOT.match(v) or WHOLE.match(v)))
+            shaped = values.str.fullmatch(THOUSANDS_DOT) | values.str.fullmatch(WHOLE)
             if shaped.mean() >= NUMBER_FORMAT_SHARE:
                 found.setdefault(thousands_dot, []).append(f"{name!r} ({values[dotted].iloc[0]!r})")
             continue
         if not comma.any():
             continue
-        if values[comma].map(lambda v: bool(THOUSANDS_COMMA.match(v))).all():
+        if values[comma].str.fullmatch(THOUSANDS_COMMA).all():
             setting, pattern = "\"+data.read_options.thousands=','\"", THOUSANDS_COMMA
         else:
             setting, pattern = "\"+data.read_options.decimal=','\"", DECIMAL_COMMA
-        shaped = values.map(lambda v, p=pattern: bool(p.match(v) or WHOLE.match(v)))
+        shaped = values.str.fullmatch(pattern) | values.str.fullmatch(WHOLE)
         if shaped.mean() >= NUMBER_FORMAT_SHARE:
             found.setdefault(setting, []).append(f"{name!r} ({values[comma].iloc[0]!r})")
     if european:
@@ -267,10 +264,7 @@ def _check_number_formats(
             for name in numeric:
                 values = raw[name].dropna().str.strip()
                 dotted = values.str.contains(".", regex=False)
-                if (
-                    dotted.any()
-                    and values[dotted].map(lambda v: bool(THOUSANDS_DOT.match(v))).all()
-                ):
+                if dotted.any() and values[dotted].str.fullmatch(THOUSANDS_DOT).all():
                     found.setdefault(thousands_dot, []).append(
                         f"{name!r} ({values[dotted].iloc[0]!r})"
                     )
@@ -324,7 +318,13 @@ def _stage_names(root: Path) -> tuple[str, ...]:
 
 
 def _files(
-    package: str, data_file: str, target: str, task: str, frame: pd.DataFrame, columns: dict
+    package: str,
+    data_file: str,
+    target: str,
+    task: str,
+    frame: pd.DataFrame,
+    read_options: dict,
+    columns: dict,
 ) -> dict:
     from mlflow_pipeline.schemas import contract_to_yaml, infer_contract
 
@@ -332,7 +332,12 @@ def _files(
     return {
         "conf/config.yaml": CONFIG.format(package=package),
         f"conf/data/{package}.yaml": DATA.format(
-            package=package, data_file=data_file, target=target, task=task
+            package=package,
+            data_file=data_file,
+            target=target,
+            task=task,
+            read_options=_flow_yaml(read_options),
+            columns=f"columns: {_flow_yaml(columns)}\n" if columns else "",
         ),
         "conf/contract.yaml": CONTRACT_HEADER + contract,
         f"conf/pipeline/{package}.yaml": PIPELINE.format(package=package),
@@ -404,9 +409,9 @@ target: {target}
 task: {task}
 # The data contract, inferred by mlflow-pipeline init: edit it (checks, nullable, columns).
 schema: ${{project:}}/conf/contract.yaml
-read_options: {{}}
+read_options: {read_options}
 ignore_columns: []
-"""
+{columns}"""
 
 CONTRACT_HEADER = """\
 # The data contract (pandera YAML), inferred from the data by mlflow-pipeline init. Every stage
