@@ -83,9 +83,10 @@ def init_project(
     frame = _read(source, target, read_options)
     columns = dict(columns or {})
     _check_number_formats(source, frame, target, read_options, columns)
+    role_notes = _check_roles(frame, target, columns)
     _check_task(frame[target], target, Task(task))
     files = _files(package, source.name, target, task, frame, read_options, columns)
-    notes = _role_notes(frame, target, package, columns)
+    notes = _role_notes(frame, target, package, columns) + role_notes
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
         share = min(math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01, 1.0)
@@ -277,6 +278,73 @@ def _check_number_formats(
             "quote a value with ',' or '.' and the whole setting for the shell; to keep such a "
             "column as it is, give it a role: data.columns.<column>.role=categorical)"
         )
+
+
+# A role is refused when more than this share of a column's values contradict it (fewer: a
+# numeric column's others are noted, a datetime column's unparseable values kept and counted
+# by the drift check).
+CONTRADICTED_SHARE = 0.5
+
+
+def _check_roles(frame: pd.DataFrame, target: str, columns: dict[str, Any]) -> tuple[str, ...]:
+    """Raises ConfigError, naming the columns and values, when a column's role does not fit
+    its values: numeric or integer given to a column mostly not numbers, or inferred for text
+    that is mostly numbers with other values in it ("?", "-": validate would stop at check
+    coerce_dtype); datetime given to a column mostly not dates (each date part would be
+    missing). Returns a note per numeric role given to a column with a few other values
+    (validate reports them). Also raises for a role on an unknown column, or an unknown role.
+    """
+    from mlflow_pipeline.data.validation import MISSING_MARKERS
+    from mlflow_pipeline.schemas import column_roles
+    from mlflow_pipeline.stages.features import parse_dates
+
+    problems, notes = [], []
+    for name, role in column_roles(frame, target, columns).items():
+        values = frame[name].dropna()
+        if role.role in ("numeric", "integer") and not pd.api.types.is_numeric_dtype(values):
+            text = values.astype(str).str.strip()
+            others = text[pd.to_numeric(text, errors="coerce").isna()].value_counts()
+            what = "numbers"
+        elif role.role == "datetime" and not role.inferred:
+            text = values.astype(str).str.strip()
+            others = text[parse_dates(text).isna().to_numpy()].value_counts()
+            what = "dates"
+        else:
+            continue
+        count = int(others.sum())
+        if not count:
+            continue
+        found = (
+            f"{count} of {len(values)} value(s) present are not {what} "
+            f"({', '.join(map(repr, others.index[:3]))})"
+        )
+        if role.inferred:
+            setting = f"column {name!r} (inferred {role.role}: {role.reason})"
+        else:
+            setting = f"data.columns.{name}.role={role.role}"
+        if what == "dates":
+            found += "; each date part of them would be missing"
+        else:
+            found += "; validate stops at check coerce_dtype('float64') on them"
+            if len(others) <= MISSING_MARKERS and count < len(values):
+                marks = ", ".join(map(repr, others.index))
+                found += (
+                    "; if they mean 'missing', read them as missing: "
+                    f'"+data.read_options.na_values=[{marks}]"'
+                )
+        if count > CONTRADICTED_SHARE * len(values) or (role.inferred and what == "numbers"):
+            problems.append(f"  - {setting}: {found}")
+        elif what == "numbers":
+            notes.append(f"{setting}: {found}")
+    if problems:
+        raise ConfigError(
+            "init: a column's role does not fit its values:\n"
+            + "\n".join(problems)
+            + "\n  (or give the column a role its values fit: "
+            "data.columns.<column>.role=numeric, integer, categorical, datetime, text, id or "
+            "ignore)"
+        )
+    return tuple(notes)
 
 
 def _flow_yaml(mapping: dict[str, Any]) -> str:

@@ -407,6 +407,7 @@ def summarize(
             count=("failure_case", "size"),
             examples=("failure_case", lambda s: list(dict.fromkeys(s.dropna()))[:3]),
             rows=("index", lambda s: bool(s.notna().any())),
+            distinct=("failure_case", "nunique"),
         )
         .reset_index()
         .sort_values("count", ascending=False, kind="stable")
@@ -426,7 +427,7 @@ def summarize(
         else:
             quoted = ", ".join(repr(e) for e in examples)
             suffix = f" (e.g. {quoted})" if quoted else ""
-            lines.append(f"{prefix}: {row.count} row(s){suffix}")
+            lines.append(f"{prefix}: {row.count} row(s){suffix}{_missing_hint(row, dataset)}")
     if len(grouped) > max_lines:
         lines.append(f"  ... and {len(grouped) - max_lines} more check(s)")
     if artifact == "warnings":
@@ -436,6 +437,24 @@ def summarize(
             f"  The full failure table is logged as {artifact}/{dataset}.csv on the stage run."
         )
     return "\n".join(lines)
+
+
+# Up to this many distinct values that are not numbers, in a column of numbers: markers of
+# missing values ("?", "-"), which the read option na_values reads as missing.
+MISSING_MARKERS = 3
+NUMBER_COERCIONS = ("coerce_dtype('float64')", "coerce_dtype('int64')")
+
+
+def _missing_hint(row: Any, dataset: str) -> str:
+    """For the raw data's numbers with a few distinct values that are not numbers: how to read
+    them as missing values ("" otherwise)."""
+    if dataset != "raw" or not str(row.check).startswith(NUMBER_COERCIONS):
+        return ""
+    if row.distinct > MISSING_MARKERS or len(row.examples) != row.distinct:
+        return ""
+    marks = ", ".join(repr(str(e)) for e in row.examples)
+    setting = f'"+data.read_options.na_values=[{marks}]"'
+    return f"; if they mean 'missing', read them as missing: {setting}"
 
 
 def _is_missing(value: object) -> bool:

@@ -424,7 +424,12 @@ def test_init_takes_the_roles_its_notes_suggest(tmp_path):
     roles = ["data.columns.code.role=id", "+data.columns.power=numeric", "data.columns.Numéro=id"]
     result = cli("init", str(tmp_path / "p"), *data, *roles)
     assert result.returncode == 0, result.stderr
-    assert "note:" not in result.stdout
+    notes = [line.strip() for line in result.stdout.splitlines() if "note:" in line]
+    assert notes == [  # the role chosen stands; validate will report the other values
+        "note: data.columns.power.role=numeric: 9 of 80 value(s) present are not numbers "
+        "('high'); validate stops at check coerce_dtype('float64') on them; if they mean "
+        "'missing', read them as missing: \"+data.read_options.na_values=['high']\""
+    ]
     conf = tmp_path / "p" / "conf"
     assert "columns: {code: {role: id}, power: {role: numeric}, Numéro: {role: id}}" in (
         (conf / "data" / "p.yaml").read_text()
@@ -433,6 +438,55 @@ def test_init_takes_the_roles_its_notes_suggest(tmp_path):
     assert contract.columns["power"].dtype.type == np.float64
     assert contract.columns["code"].description.startswith("role=id; data.columns.code.role")
     assert contract.columns["Numéro"].description.startswith("role=id; data.columns.Numéro.role")
+
+
+def test_init_refuses_a_role_the_values_contradict(tmp_path):
+    """A numeric role on names, a datetime role on numbers, and text inferred numeric with
+    '?' for missing values (validate would stop at its first run): init refuses, naming the
+    column, the values and the setting that fixes it, and writes nothing; with that setting
+    the project is made and its contract reads those values as missing."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=120).round(3).astype(str)
+    z[::17] = "?"
+    frame = pd.DataFrame(
+        {
+            "name": [f"n{i % 37}" for i in range(120)],
+            "x": rng.normal(size=120),
+            "when": pd.date_range("2020-01-01", periods=120).astype(str),
+            "z": z,
+            "label": [0, 1] * 60,
+        }
+    )
+    csv = tmp_path / "d.csv"
+    frame.to_csv(csv, index=False)
+    data = [f"data.path={csv}", "data.target=label", "data.task=classification"]
+    na = "\"+data.read_options.na_values=['?']\""
+    for roles, said in [
+        (
+            ["data.columns.name.role=numeric", na],
+            "data.columns.name.role=numeric: 120 of 120 value(s) present are not numbers "
+            "('n0', 'n1', 'n2'); validate stops at check coerce_dtype('float64') on them\n",
+        ),
+        (
+            ["data.columns.x.role=datetime", "data.columns.when.role=datetime", na],
+            "data.columns.x.role=datetime: 120 of 120 value(s) present are not dates",
+        ),
+        (
+            [],
+            "column 'z' (inferred numeric: text that is mostly numbers): 8 of 120 value(s) "
+            "present are not numbers ('?'); validate stops at check coerce_dtype('float64') on "
+            f"them; if they mean 'missing', read them as missing: {na}",
+        ),
+    ]:
+        result = cli("init", str(tmp_path / "p"), *data, *[r.strip('"') for r in roles])
+        assert result.returncode == 1
+        assert said in result.stderr
+        assert "data.columns.when" not in result.stderr  # its dates fit
+        assert not (tmp_path / "p").exists()
+    result = cli("init", str(tmp_path / "p"), *data, na.strip('"'))
+    assert result.returncode == 0, result.stderr
+    contract = contract_from_yaml((tmp_path / "p" / "conf" / "contract.yaml").read_text())
+    assert contract.columns["z"].dtype.type == np.float64
 
 
 def test_a_sweep_jobs_log_lines_say_whose_they_are():

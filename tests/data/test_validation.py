@@ -99,6 +99,27 @@ def test_summarize_groups_by_column_and_check():
     assert "column 'b', check ge: 1 row(s) (e.g. '-1')" in text
 
 
+def test_numbers_with_a_few_other_values_are_told_how_to_read_those_as_missing():
+    """The raw data's numbers with '?' in them (UCI's files write missing values so): the
+    message gives the read option that reads them as missing; not for many distinct others
+    (text given a numeric role), nor after ingest (the read options are ingest's)."""
+    schema = pa.DataFrameSchema({"z": pa.Column(float, coerce=True, nullable=True)})
+    marked = pd.DataFrame({"z": ["1.5", "?", "2", "?", "-"]})
+    with pytest.raises(DataValidationError) as raised:
+        check(marked, schema, stage="validate", dataset="raw")
+    assert (
+        "column 'z', check coerce_dtype('float64'): 3 row(s) (e.g. '?', '-'); if they mean "
+        "'missing', read them as missing: \"+data.read_options.na_values=['?', '-']\""
+    ) in str(raised.value)
+    with pytest.raises(DataValidationError) as raised:
+        check(marked, schema, stage="split", dataset="train")
+    assert "na_values" not in str(raised.value)
+    names = pd.DataFrame({"z": ["ann", "bob", "cy", "dan"]})
+    with pytest.raises(DataValidationError) as raised:
+        check(names, schema, stage="validate", dataset="raw")
+    assert "na_values" not in str(raised.value)
+
+
 # ------------------------------------------------------------- gates from conf/validation
 
 
