@@ -375,11 +375,18 @@ def read_input(
     """
     from mlflow_pipeline.stages.ingest import likely_encoding, read_csv
 
-    options = {**read_options, **({"encoding": encoding} if encoding else {})}
+    given = encoding is not None
+    if given and not encoding.strip():  # pandas would read "" as its default, UTF-8
+        raise ConfigError(
+            "--encoding: an empty name is no encoding; name one (latin-1, cp1252, utf-16, ...) "
+            "or leave the option out to read the file as the model's training read its data",
+            stage=STAGE,
+        )
+    options = {**read_options, **({"encoding": encoding} if given else {})}
     try:
         return read_csv(Path(path), options)
     except ConfigError as exc:
-        if not encoding:
+        if not given:
             raise
         message = str(exc.args[0]) if exc.args else str(exc)
         raise ConfigError(message.replace(ENCODING_OPTION, "--encoding", 1), stage=STAGE) from exc
@@ -392,7 +399,7 @@ def read_input(
             described = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
             message = (
                 f"{head}; score reads it as the model's training read its data "
-                f"({'with --encoding' if encoding else 'data.read_options'}: {described}): "
+                f"({'with --encoding' if given else 'data.read_options'}: {described}): "
                 "save the file in that form"
             )
             if rest.startswith("encoding"):

@@ -82,8 +82,9 @@ SCORE_EPILOG = """\
 The input is held to the version's training data contract first (the target column is
 optional; no unexpected columns; types coerced as in training) and every value of a
 categorical feature must have been seen in its training data. The output holds the input
-rows plus `prediction`, `proba_<class>` (classifiers) and `model_version`; nothing is
-written unless every row scores. Exit 0 on success, 1 with one message otherwise.
+rows plus `prediction`, `proba_<class>` (classifiers) and `model_version`, as
+comma-separated UTF-8 with a header whatever the input's separator, decimal mark and encoding;
+nothing is written unless every row scores. Exit 0 on success, 1 with one message otherwise.
 """
 
 

@@ -204,6 +204,9 @@ def test_an_unreadable_input_gets_advice_score_can_follow(tmp_path):
     assert score.read_input(latin, {}, "latin-1")["city"].tolist() == ["Montr\xe9al"]
     with pytest.raises(ConfigError, match=r"^\[score\] --encoding: unknown encoding: klingon"):
         score.read_input(latin, {}, "klingon")
+    # An empty name (--encoding "") is no encoding; pandas would have read it as UTF-8.
+    with pytest.raises(ConfigError, match=r"^\[score\] --encoding: an empty name is no encod"):
+        score.read_input(latin, {"encoding": "latin-1"}, "")
     semicolons = tmp_path / "semicolons.csv"
     semicolons.write_text("city;amount\nParis;1\n")
     with pytest.raises(DataError, match=r"looks ';'-separated; score reads it as the model's "):
