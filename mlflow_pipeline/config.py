@@ -300,6 +300,7 @@ GATE_CHECKS = (
     "finite",
     "max_abs_value",
     "duplicate_rows",
+    "not_dates",
 )
 DRIFT_POLICIES = ("warn", "fail", "off")
 DRIFT_METHODS = {
@@ -369,6 +370,9 @@ class ValidationConfig:
     max_abs_value: float | None = 1.0e15
     # Largest fraction of rows that repeat an earlier row (``duplicate_rows``); null: no check.
     max_duplicate_fraction: float | None = 0.25
+    # Largest fraction of a datetime column's values present that are not dates (``not_dates``):
+    # a role the values contradict leaves every date part missing; null: no check.
+    max_not_dates_fraction: float | None = 0.5
     # Columns added or missing compared with the champion's training data (profile stage).
     schema_changes: str = "error"
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
@@ -595,6 +599,7 @@ def _check_validation(validation: DictConfig) -> None:
         "validation.max_null_fraction": validation.max_null_fraction,
         "validation.quarantine.max_fraction": validation.quarantine.max_fraction,
         "validation.max_duplicate_fraction": validation.max_duplicate_fraction,
+        "validation.max_not_dates_fraction": validation.max_not_dates_fraction,
         **{f"validation.null_fractions.{c}": f for c, f in validation.null_fractions.items()},
     }
     for where, value in fractions.items():

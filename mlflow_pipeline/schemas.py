@@ -434,7 +434,7 @@ def with_task_checks(contract: pa.DataFrameSchema, target: str, task: Task) -> p
 
 
 # Checks about a whole column or frame (a fraction), not about rows: never quarantined.
-AGGREGATE_CHECKS = ("null_fraction", "duplicate_rows", "not_empty", "target ")
+AGGREGATE_CHECKS = ("null_fraction", "duplicate_rows", "not_empty", "target ", "not_dates")
 
 
 @dataclass(frozen=True)
@@ -452,6 +452,7 @@ class _Rules:
     finite: bool
     max_abs_value: float | None
     max_duplicate_fraction: float | None
+    max_not_dates_fraction: float | None
 
     @classmethod
     def of(cls, rules: DictConfig) -> _Rules:
@@ -465,6 +466,7 @@ class _Rules:
             finite=rules.finite,
             max_abs_value=rules.max_abs_value,
             max_duplicate_fraction=rules.max_duplicate_fraction,
+            max_not_dates_fraction=rules.get("max_not_dates_fraction", 0.5),
         )
 
 
@@ -564,6 +566,17 @@ def _column_checks(
             error=f"null_fraction <= {limit:g}",
         )
         checks.append(("null_fraction", check))
+    dates = ColumnRole.from_description(column.description)
+    if dates is not None and dates.role == "datetime" and rules.max_not_dates_fraction is not None:
+        limit = float(rules.max_not_dates_fraction)
+        check = pa.Check(
+            lambda s, m=limit: _not_dates_within(s, m),
+            element_wise=False,
+            ignore_na=False,
+            name="not_dates",
+            error=f"not_dates <= {limit:g}",
+        )
+        checks.append(("not_dates", check))
     if name in rules.ranges and not numeric:
         raise ConfigError(
             f"validation.ranges.{name}: column '{name}' is not numeric ({column.dtype})"
@@ -632,6 +645,20 @@ def _in_range(values: pd.Series, low: float | None, high: float | None) -> bool 
 
 def _null_fraction_within(values: pd.Series, limit: float) -> bool:
     return bool(values.isna().mean() <= limit)
+
+
+def not_dates(values: pd.Series) -> pd.Series:
+    """The values present in ``values`` that do not read as dates (as the drift check and
+    the datetime features parse them)."""
+    from mlflow_pipeline.data.drift import parse_dates
+
+    present = values.dropna()
+    return present[parse_dates(present).isna().to_numpy()]
+
+
+def _not_dates_within(values: pd.Series, limit: float) -> bool:
+    present = int(values.notna().sum())
+    return not present or len(not_dates(values)) <= limit * present
 
 
 def _allowed(values: pd.Series, allowed: tuple) -> bool | pd.Series:

@@ -12,7 +12,7 @@ import pandera.errors as pa_errors
 import pandera.pandas as pa
 
 from mlflow_pipeline.errors import DataValidationError
-from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, duplicate_rows
+from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, duplicate_rows, not_dates
 
 FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
 # Check statuses in a validation report.
@@ -227,7 +227,7 @@ def _enrich(failures: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     # Only the few aggregate and column-presence failures are rewritten; a row-level failure
     # table can have a row per failing value (millions), so it is not walked row by row.
     special = checks.isin(list(_FRAME_CHECKS)) | checks.str.startswith(
-        ("null_fraction", "duplicate_rows", "target ")
+        ("null_fraction", "duplicate_rows", "target ", "not_dates")
     )
     for position, row in failures[special].iterrows():
         check_text = str(row.get("check"))
@@ -248,6 +248,14 @@ def _enrich(failures: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
             nulls = int(df[column].isna().sum())
             failures.at[position, "failure_case"] = (
                 f"{nulls} of {len(df)} missing ({nulls / max(len(df), 1):.1%})"
+            )
+        elif check_text.startswith("not_dates") and column in df.columns:
+            others = not_dates(df[column])
+            present = int(df[column].notna().sum())
+            shown = ", ".join(repr(str(v)) for v in others.unique()[:3])
+            failures.at[position, "failure_case"] = (
+                f"{len(others)} of {present} value(s) present are not dates "
+                f"({len(others) / max(present, 1):.1%}; e.g. {shown})"
             )
         elif check_text.startswith("duplicate_rows"):
             duplicated = duplicate_rows(df)

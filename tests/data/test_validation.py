@@ -197,6 +197,34 @@ def test_rules_fail_naming_column_check_rows_and_examples(edit, overrides, expec
     assert any(c["status"] == "failed" for c in report["checks"])
 
 
+def test_a_datetime_column_mostly_not_dates_fails_with_the_share_and_examples():
+    """A datetime role the values contradict (numbers, dates in a form no parser reads) would
+    leave every date part missing: not_dates stops validate, naming column, share and
+    examples. A few values that are not dates pass (the drift check counts them)."""
+    from mlflow_pipeline import schemas
+    from mlflow_pipeline.data.validation import check
+
+    df = _customers()
+    df["signed"] = pd.date_range("2024-01-01", periods=len(df)).astype(str)
+    df.loc[df.index % 5 == 0, "signed"] = "soon"  # 20 %: kept
+    roles = {"signed": {"role": "datetime"}, "income": {"role": "datetime"}}
+    cfg = _gate_config()
+    contract = schemas.infer_contract(df, "churned", "classification", roles)
+    with pytest.raises(DataValidationError) as info:
+        check(df, schemas.gate(contract, cfg), stage="validate", dataset="raw")
+    message = str(info.value)
+    assert (
+        "column 'income', check not_dates <= 0.5: 171 of 171 value(s) present are not dates "
+        "(100.0%; e.g. '" in message
+    ), message
+    assert "'signed'" not in message
+    roles = {"signed": {"role": "datetime"}}
+    contract = schemas.infer_contract(df, "churned", "classification", roles)
+    strict = _gate_config("validation.max_not_dates_fraction=0.1")
+    with pytest.raises(DataValidationError, match=r"'signed', check not_dates <= 0.1: 40 of 200 "):
+        check(df, schemas.gate(contract, strict), stage="validate", dataset="raw")
+
+
 def test_the_rules_pass_on_clean_data_and_every_check_is_reported():
     from mlflow_pipeline.data.validation import check
 
