@@ -558,25 +558,12 @@ def _column_checks(
         checks.append(("max_abs_value", check))
     limit = rules.null_fractions.get(name, rules.max_null_fraction)
     if name != target and limit is not None and limit < 1.0:
-        check = pa.Check(
-            lambda s, m=limit: _null_fraction_within(s, m),
-            element_wise=False,
-            ignore_na=False,
-            name="null_fraction",
-            error=f"null_fraction <= {limit:g}",
-        )
+        check = _share_check("null_fraction", _null_fraction_within, limit)
         checks.append(("null_fraction", check))
     dates = ColumnRole.from_description(column.description)
     if dates is not None and dates.role == "datetime" and rules.max_not_dates_fraction is not None:
         limit = float(rules.max_not_dates_fraction)
-        check = pa.Check(
-            lambda s, m=limit: _not_dates_within(s, m),
-            element_wise=False,
-            ignore_na=False,
-            name="not_dates",
-            error=f"not_dates <= {limit:g}",
-        )
-        checks.append(("not_dates", check))
+        checks.append(("not_dates", _share_check("not_dates", _not_dates_within, limit)))
     if name in rules.ranges and not numeric:
         raise ConfigError(
             f"validation.ranges.{name}: column '{name}' is not numeric ({column.dtype})"
@@ -641,6 +628,17 @@ def _in_range(values: pd.Series, low: float | None, high: float | None) -> bool 
     if high is not None:
         outside |= numbers > high
     return True if not outside.any() else ~outside
+
+
+def _share_check(name: str, within: Any, limit: float) -> pa.Check:
+    """A check of a whole column, ``name <= limit``: ``within(values, limit)`` says if it passes."""
+    return pa.Check(
+        lambda s, m=limit: within(s, m),
+        element_wise=False,
+        ignore_na=False,
+        name=name,
+        error=f"{name} <= {limit:g}",
+    )
 
 
 def _null_fraction_within(values: pd.Series, limit: float) -> bool:
