@@ -250,12 +250,17 @@ def _enrich(failures: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
                 f"{nulls} of {len(df)} missing ({nulls / max(len(df), 1):.1%})"
             )
         elif check_text.startswith("not_dates") and column in df.columns:
-            others = not_dates(df[column])
-            present = int(df[column].notna().sum())
-            shown = ", ".join(repr(str(v)) for v in others.unique()[:3])
+            limit = float(check_text.rpartition("<=")[2])
+            found = not_dates(df[column], limit)
+            sampled = (
+                f" (a random sample of the {found.present} present)"
+                if found.looked_at < found.present
+                else " present"
+            )
+            shown = ", ".join(map(repr, found.examples))
             failures.at[position, "failure_case"] = (
-                f"{len(others)} of {present} value(s) present are not dates "
-                f"({len(others) / max(present, 1):.1%}; e.g. {shown})"
+                f"{found.count} of {found.looked_at} value(s){sampled} are not dates "
+                f"({found.count / max(found.looked_at, 1):.1%}; e.g. {shown})"
             )
         elif check_text.startswith("duplicate_rows"):
             duplicated = duplicate_rows(df)

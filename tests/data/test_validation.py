@@ -225,6 +225,23 @@ def test_a_datetime_column_mostly_not_dates_fails_with_the_share_and_examples():
         check(df, schemas.gate(contract, strict), stage="validate", dataset="raw")
 
 
+def test_not_dates_settles_a_long_column_on_a_probe_only_when_its_share_is_clear():
+    from mlflow_pipeline.schemas import NOT_DATES_PROBE, not_dates
+
+    rows = 5 * NOT_DATES_PROBE
+    dates = pd.Series(pd.date_range("2020-01-01", periods=rows, freq="h").astype(str))
+    numbers = pd.Series(np.arange(rows) / 7).astype(str)
+    clear, wrong = not_dates(dates, 0.5), not_dates(numbers, 0.5)
+    assert (clear.count, clear.present, clear.within(0.5)) == (0, rows, True)
+    assert clear.looked_at < rows  # settled on the probe
+    assert wrong.count == wrong.looked_at < rows
+    assert not wrong.within(0.5)
+    # 40 % not dates: too near the limit for a probe to settle; every value is counted.
+    mixed = dates.where(dates.index % 5 >= 2, "soon")
+    exact = not_dates(mixed, 0.5)
+    assert (exact.count, exact.looked_at, exact.examples) == (2 * rows // 5, rows, ("soon",))
+
+
 def test_the_rules_pass_on_clean_data_and_every_check_is_reported():
     from mlflow_pipeline.data.validation import check
 
