@@ -666,18 +666,24 @@ class NotDates:
         return self.count <= limit * self.looked_at
 
 
+def not_a_date(values: pd.Series) -> np.ndarray:
+    """Per value of ``values`` (missing values dropped first): True where it is not a date, a
+    plain number or text the drift check does not parse as one (the datetime features read a
+    plain number as missing: a parser would read "12" as a day of this month)."""
+    from mlflow_pipeline.data.drift import parse_dates
+
+    number = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").notna()
+    return number.to_numpy() | parse_dates(values).isna().to_numpy()
+
+
 def not_dates(values: pd.Series, limit: float) -> NotDates:
     """The values of ``values`` present that do not read as dates (plain numbers, and text
     the drift check does not parse as one), counted on a probe when it settles
     ``share <= limit``, else on every value."""
-    from mlflow_pipeline.data.drift import parse_dates
-
     present = values.dropna()
 
     def count(part: pd.Series) -> NotDates:
-        # A plain number is no date to the datetime features (a parser reads "12" as a day).
-        number = pd.to_numeric(part.astype(str).str.strip(), errors="coerce").notna()
-        others = part[number.to_numpy() | parse_dates(part).isna().to_numpy()]
+        others = part[not_a_date(part)]
         shown = tuple(str(v) for v in others.unique()[:3])
         return NotDates(len(others), len(part), len(present), shown)
 

@@ -295,8 +295,7 @@ def _check_roles(frame: pd.DataFrame, target: str, columns: dict[str, Any]) -> t
     (validate reports them). Also raises for a role on an unknown column, or an unknown role.
     """
     from mlflow_pipeline.data.validation import MISSING_MARKERS
-    from mlflow_pipeline.schemas import column_roles
-    from mlflow_pipeline.stages.features import parse_dates
+    from mlflow_pipeline.schemas import column_roles, not_a_date
 
     problems, notes = [], []
     for name, role in column_roles(frame, target, columns).items():
@@ -306,8 +305,7 @@ def _check_roles(frame: pd.DataFrame, target: str, columns: dict[str, Any]) -> t
             others = text[pd.to_numeric(text, errors="coerce").isna()].value_counts()
             what = "numbers"
         elif role.role == "datetime" and not role.inferred:
-            text = values.astype(str).str.strip()
-            others = text[parse_dates(text).isna().to_numpy()].value_counts()
+            others = values[not_a_date(values)].astype(str).value_counts()
             what = "dates"
         else:
             continue
