@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from pandera.typing import Series
 
 from mlflow_pipeline.config import Task, column_role_setting
+from mlflow_pipeline.dates import parse_dates
 from mlflow_pipeline.errors import ConfigError
 
 # The dtype of numeric features that are not integers (and of integers with missing values,
@@ -670,8 +671,6 @@ def not_a_date(values: pd.Series) -> np.ndarray:
     """Per value of ``values`` (missing values dropped first): True where it is not a date, a
     plain number or text the drift check does not parse as one (the datetime features read a
     plain number as missing: a parser would read "12" as a day of this month)."""
-    from mlflow_pipeline.data.drift import parse_dates
-
     number = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").notna()
     return number.to_numpy() | parse_dates(values).isna().to_numpy()
 

@@ -1,7 +1,7 @@
 """The package's layers, checked: imports flow one way, with no cycles, and the stages are pure.
 
 cli > apps > reference > engine > stages > registry > store, reports, data > ground
-(errors, config, schemas, tags, parallel). See docs/architecture.md.
+(errors, config, schemas, dates, tags, parallel). See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LAYERS = {
     "redaction": 0,
     "interrupt": 0,
     "parallel": 0,
+    "dates": 0,
     "data": 1,
     "store": 1,
     "reports": 1,

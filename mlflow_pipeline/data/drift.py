@@ -14,7 +14,6 @@ the reference never had are counted and reported as new.
 from __future__ import annotations
 
 import re
-import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from mlflow_pipeline.config import Task
-from mlflow_pipeline.data.dates import day_first
+from mlflow_pipeline.dates import parse_dates
 from mlflow_pipeline.parallel import native_threads, ordered_map
 from mlflow_pipeline.schemas import ColumnRole, infer_role, mostly_numbers
 from mlflow_pipeline.schemas import column_roles as infer_column_roles
@@ -279,30 +278,6 @@ def _sorted_profile(data: np.ndarray, bins: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Datetime columns: range, spacing and unparseable values
 # --------------------------------------------------------------------------------------------
-
-
-def parse_dates(values: pd.Series) -> pd.Series:
-    """``values`` as timezone-naive UTC timestamps, NaT where a value is not a date. Text is
-    parsed once per distinct value: in the format of the first one, then each of the others
-    on its own (``format="mixed"``); times with an offset are converted to UTC."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values
-        if getattr(parsed.dt, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        return parsed
-    texts = values.astype(str).str.strip()
-    distinct = pd.Series(texts.unique())
-    dayfirst = bool(day_first(distinct))  # 02.01.2014: 2 January when the column says so
-    with warnings.catch_warnings():  # "could not infer format": the mixed pass handles it
-        warnings.simplefilter("ignore", UserWarning)
-        parsed = pd.to_datetime(distinct, errors="coerce", utc=True, dayfirst=dayfirst)
-        failed = parsed.isna() & distinct.ne("")
-        if failed.any():
-            parsed[failed] = pd.to_datetime(
-                distinct[failed], errors="coerce", utc=True, format="mixed", dayfirst=dayfirst
-            )
-    lookup = pd.Series(parsed.dt.tz_localize(None).to_numpy(), index=distinct.to_numpy())
-    return texts.map(lookup)
 
 
 def _seconds(parsed: pd.Series) -> np.ndarray:

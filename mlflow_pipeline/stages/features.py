@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from mlflow_pipeline.data.dates import day_first
+from mlflow_pipeline.dates import day_first
 
 # What a date becomes, by part name; "elapsed" is days since the earliest training date.
 DATETIME_PARTS = ("year", "quarter", "month", "day", "dayofweek", "dayofyear", "hour", "elapsed")
@@ -30,7 +30,7 @@ def parse_dates(values: pd.Series, dayfirst: bool | None = None) -> pd.Series:
     One format inferred from the values first (fast); the values that do not follow it are
     parsed one by one (``format="mixed"``). Text that is a plain number stays NaT: a parser
     would read "12" as a day of the current month. ``dayfirst``: how ``02.01.2014`` reads
-    (None: as ``data.dates.day_first`` finds it in ``values``, month-first when they do not
+    (None: as ``dates.day_first`` finds it in ``values``, month-first when they do not
     tell).
     """
     if pd.api.types.is_datetime64_any_dtype(values):

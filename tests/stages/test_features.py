@@ -301,7 +301,7 @@ def test_a_datetime64_column_is_dates_without_a_role():
 def test_day_first_dates_are_read_day_first_in_training_profile_and_a_one_row_request():
     """02.01.2014 in a column of day-first dates is 2 January: pandas alone read the days up to
     12 as months (132 of 365 dates of a year wrong) and a one-row request as month-first."""
-    from mlflow_pipeline.data.drift import parse_dates as profile_dates
+    from mlflow_pipeline.dates import parse_dates as profile_dates
 
     days = pd.date_range("2014-01-01", "2014-12-31")
     written = pd.Series(days.strftime("%d.%m.%Y"))
