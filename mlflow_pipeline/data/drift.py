@@ -444,13 +444,26 @@ def _numeric_stats(data: np.ndarray, bins: int) -> dict[str, Any]:
     return {
         "min": low,
         "max": high,
-        "mean": float(data.mean()),
-        "std": float(data.std(ddof=1)) if data.size > 1 else 0.0,
+        **_mean_std(data),
         "quantiles": {str(q): float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
         "bins": {"edges": inner.tolist(), "fractions": (fractions / data.size).tolist()},
         "sample": _sample(data),
     }
+
+
+def _mean_std(data: np.ndarray) -> dict[str, float]:
+    """Mean and sample standard deviation of a sorted array of finite values; values near the
+    largest float are scaled first, so that their sum does not overflow to inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(data.mean())
+        std = float(data.std(ddof=1)) if data.size > 1 else 0.0
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            scale = max(abs(float(data[0])), abs(float(data[-1])))
+            scaled = data / scale
+            mean = float(scaled.mean()) * scale
+            std = float(scaled.std(ddof=1)) * scale if data.size > 1 else 0.0
+    return {"mean": mean, "std": std}
 
 
 def _sample(data: np.ndarray) -> dict[str, Any]:

@@ -914,6 +914,12 @@ def test_a_range_wider_than_the_largest_float_gets_a_histogram(values):
     assert (np.diff(edges) > 0).all()
     assert edges[0] <= data[0]
     assert edges[-1] >= data[-1]
+    # Their sum overflows too: mean and std are taken of the values scaled, as numpy's own
+    # mean of the values scaled by hand gives them.
+    stats = drift._mean_std(data)
+    scale = np.abs(data).max()
+    assert stats["mean"] == pytest.approx(np.mean(data / scale) * scale, rel=1e-12)
+    assert stats["std"] == pytest.approx(np.std(data / scale, ddof=1) * scale, rel=1e-12)
 
 
 def test_a_drifted_target_is_named_the_target_not_a_feature():
