@@ -49,6 +49,7 @@ from mlflow_pipeline.store.tracking import (
     code_version,
     end_active_run,
     end_own_runs,
+    end_runs_down_to,
     ensure_experiment,
     owner_tags,
     reap_dead_runs,
@@ -169,7 +170,7 @@ def _run_pipeline(
         if on_failure is not None:
             on_failure(exc, pipeline_run_id, experiment_id)
         record_error(pipeline_run_id, exc)
-        end_active_run(exc)
+        end_runs_down_to(pipeline_run_id, exc)
         if isinstance(exc, KeyboardInterrupt):
             end_own_runs(client, experiment_id)
         raise

@@ -335,6 +335,17 @@ def end_active_run(failure: BaseException | None = None) -> None:
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
 
 
+def end_runs_down_to(run_id: str, failure: BaseException) -> None:
+    """End the active runs down to and including ``run_id``, each as ``end_active_run`` would.
+    An interrupt that lands inside ``mlflow.start_run``, after the stage's run is made active
+    and before the stage's code holds it, leaves that run above ``run_id``: ending only the top
+    one ended the stage's run, and MLflow's exit handler then ended ``run_id`` FINISHED."""
+    while (active := mlflow.active_run()) is not None:
+        end_active_run(failure)
+        if active.info.run_id == run_id:
+            return
+
+
 def record_error(run_id: str, error: BaseException) -> None:
     """Best effort: tag ``run_id`` with the error's message (the store may be what failed)."""
     try:

@@ -262,6 +262,34 @@ def test_bad_data_fails_validate_with_the_failure_table(
     assert runs[None].info.status == "FAILED"
 
 
+def test_ctrl_c_as_a_stage_run_becomes_active_ends_every_run_killed(
+    make_config, tracking_store, monkeypatch
+):
+    # SIGINT landing in mlflow.start_run after it made the stage's run active: the pipeline run
+    # had been marked KILLED, then ended FINISHED by MLflow's exit handler (CI, once).
+    real_start_run = mlflow.start_run
+
+    def interrupted(*args, **kwargs):
+        run = real_start_run(*args, **kwargs)
+        if kwargs.get("run_name") == "split":
+            raise KeyboardInterrupt
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(make_config(*FAST, RECOMPUTE))
+    assert mlflow.active_run() is None  # nothing left for the exit handler to end FINISHED
+    client = tracking_store.client()
+    experiment = client.get_experiment_by_name("breast_cancer")
+    runs = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
+    assert runs.pop("split") == "KILLED"
+    assert set(runs.values()) == {"FINISHED", "KILLED"}
+    [pipeline] = [
+        r for r in client.search_runs([experiment.experiment_id]) if Runs.STAGE not in r.data.tags
+    ]
+    assert pipeline.info.status == "KILLED"
+
+
 def test_slice_without_upstream_runs_is_a_stage_error(make_config):
     with pytest.raises(
         StageError,
