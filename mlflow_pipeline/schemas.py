@@ -519,7 +519,7 @@ def gate(contract: pa.DataFrameSchema, cfg: DictConfig) -> Gate:
             checks=warning_frame,
             name=f"{contract.name or 'contract'} (warnings)",
         )
-    return Gate(schema=errors, warnings=warnings)
+    return Gate(schema=errors, warnings=warnings, target=target)
 
 
 def _check_rule_columns(contract: pa.DataFrameSchema, rules: _Rules) -> None:
@@ -750,11 +750,13 @@ class Gate:
     """A dataset's gate: ``schema`` holds the error checks (types, nulls, rules of severity
     error); ``warnings`` the checks of severity warning (reported, never stopping); at the
     validate stage, ``quarantine`` is the largest fraction of rows that may be dropped for
-    failing row-level error checks (None: no quarantine)."""
+    failing row-level error checks (None: no quarantine); ``target``: the model's target column."""
 
     schema: pa.DataFrameSchema
     warnings: pa.DataFrameSchema | None = None
     quarantine: float | None = None
+    # The model's target column (a failure in it may mean the task is the wrong one).
+    target: str | None = None
 
 
 class Metrics(pa.DataFrameModel):

@@ -70,7 +70,9 @@ def check(
 
     def fail(failures: pd.DataFrame, note: str = "") -> DataValidationError:
         table = normalise_failures(failures)
-        message = summarize(table, stage=stage, dataset=dataset, max_lines=max_lines)
+        message = summarize(
+            table, stage=stage, dataset=dataset, max_lines=max_lines, target=gate.target
+        )
         return DataValidationError(
             message + (f"\n  {note}" if note else ""),
             stage=stage,
@@ -406,12 +408,14 @@ def summarize(
     max_lines: int = 5,
     what: str = "failed validation",
     artifact: str | None = "failures",
+    target: str | None = None,
 ) -> str:
     """One header line plus one line per (column, check), most failures first, capped.
 
     A row-level check shows its failing rows and example values; a check about a whole column
     or the dataset shows what was measured (``column 'age', check null_fraction <= 0.99: 300
     of 300 missing (100.0%)``). ``artifact``: where the full table is logged (None: nowhere).
+    ``target``: the model's target column, whose values that are not numbers say the task.
     """
     grouped = (
         failures.assign(column=failures["column"].fillna("<dataframe>"))
@@ -440,7 +444,9 @@ def summarize(
         else:
             quoted = ", ".join(repr(e) for e in examples)
             suffix = f" (e.g. {quoted})" if quoted else ""
-            lines.append(f"{prefix}: {row.count} row(s){suffix}{_missing_hint(row, dataset)}")
+            lines.append(
+                f"{prefix}: {row.count} row(s){suffix}{_missing_hint(row, dataset, target)}"
+            )
     if len(grouped) > max_lines:
         lines.append(f"  ... and {len(grouped) - max_lines} more check(s)")
     if artifact == "warnings":
@@ -458,11 +464,17 @@ MISSING_MARKERS = 3
 NUMBER_COERCIONS = ("coerce_dtype('float64')", "coerce_dtype('int64')")
 
 
-def _missing_hint(row: Any, dataset: str) -> str:
+def _missing_hint(row: Any, dataset: str, target: str | None = None) -> str:
     """For the raw data's numbers with a few distinct values that are not numbers: how to read
-    them as missing values ("" otherwise)."""
+    them as missing values; for a target that is not numbers, the task that reads it as
+    classes ("" otherwise)."""
     if dataset != "raw" or not str(row.check).startswith(NUMBER_COERCIONS):
         return ""
+    if row.column == target:
+        return (
+            f"; a regression target must be numbers: if '{target}' holds classes, "
+            "set data.task=classification"
+        )
     if row.distinct > MISSING_MARKERS or len(row.examples) != row.distinct:
         return ""
     marks = ", ".join(repr(str(e)) for e in row.examples)

@@ -11,6 +11,7 @@ import pytest
 
 from mlflow_pipeline.data.validation import FAILURE_COLUMNS, check, normalise_failures, summarize
 from mlflow_pipeline.errors import DataValidationError, PipelineError
+from mlflow_pipeline.schemas import Gate
 
 SCHEMA = pa.DataFrameSchema(
     {f"c{i}": pa.Column(float, pa.Check.ge(0), coerce=True) for i in range(8)},
@@ -118,6 +119,14 @@ def test_numbers_with_a_few_other_values_are_told_how_to_read_those_as_missing()
     with pytest.raises(DataValidationError) as raised:
         check(names, schema, stage="validate", dataset="raw")
     assert "na_values" not in str(raised.value)
+    # A regression on a column of classes: the task is wrong, not the missing values.
+    classes = pd.DataFrame({"z": ["Adelie", "Gentoo", "Adelie"]})
+    with pytest.raises(DataValidationError) as raised:
+        check(classes, Gate(schema=schema, target="z"), stage="validate", dataset="raw")
+    assert "na_values" not in str(raised.value)
+    assert (
+        "a regression target must be numbers: if 'z' holds classes, set data.task=classification"
+    ) in str(raised.value)
 
 
 # ------------------------------------------------------------- gates from conf/validation
