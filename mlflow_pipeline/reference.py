@@ -1,7 +1,7 @@
 """What the reference pipeline's declaration (``conf/pipeline/reference.yaml``) names besides
 its stage functions: the schemas of its datasets, and the outside facts two of its stages read
-(the champion's training profile, alias moves made outside mlflow-pipeline), resolved by the
-engine and passed in.
+(the champion's training profile; the champion and alias moves made outside mlflow-pipeline),
+resolved by the engine and passed in.
 """
 
 from __future__ import annotations
@@ -80,15 +80,21 @@ def champion_profile_context(cfg: DictConfig, services: dict) -> dict[str, Conte
     return {"champion profile": Context(found.key, argument="champion", load=load)}
 
 
-def alias_moves_outside(cfg: DictConfig, services: dict) -> dict[str, Context]:
-    """register compares with whatever holds champion now: an alias move made outside
-    mlflow-pipeline (the UI) since the last record is part of its cache key, so the next run
-    reruns it (records the move, compares with the human's champion) instead of reusing a
-    decision made against the old champion."""
+def champion_and_alias_moves(cfg: DictConfig, services: dict) -> dict[str, Context]:
+    """register compares with whatever holds champion now: that version is part of its cache
+    key (a register run is reused while the champion is the one it compared with or left, not
+    after another run moved it), and so is an alias move made outside mlflow-pipeline (the UI)
+    since the last record, so the next run reruns it (records the move, compares with the
+    human's champion) instead of reusing a decision made against the old champion."""
     registry = services["registry"]
     current = registry.current_aliases()
     moves = registry.audit.unrecorded(current)
-    contexts = {}
+    champion = current.get(registry.aliases.champion)
+    contexts = {
+        "champion": Context(
+            f"{registry.name} v{champion}" if champion is not None else "no champion"
+        )
+    }
     if moves:
         # The alias's last record makes the key unique: the same move made again later (v3 ->
         # v1, recorded, back to v3 by a run, v3 -> v1 again) must not hit the first rerun.

@@ -60,6 +60,10 @@ class Cache:
     SOURCE = "pipeline.cache.source_run"
     # "true" once a computed run's outputs are complete and may be reused.
     STORED = "pipeline.cache.stored"
+    # On a computed run whose stage changed what it reads from outside (register moving the
+    # champion it compares with): its key with those contexts as the run left them. A later
+    # run that finds them so reuses it too.
+    KEY_AFTER = "pipeline.cache.key_after"
     # On the pipeline run: "ingest=hit validate=hit split=miss ..."
     SUMMARY = "pipeline.cache.summary"
 

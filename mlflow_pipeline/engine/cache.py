@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 # Bump when what goes into a key changes: every earlier run then misses once.
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
+# A run that changed its stage's contexts: its manifest as the run left them (Cache.KEY_AFTER).
+MANIFEST_AFTER = "cache_after.json"
 
 # Packages every stage's result depends on; stages add their own (Stage.packages).
 BASE_PACKAGES = ("numpy", "pandas", "pyarrow", "pandera")
@@ -676,7 +678,9 @@ def decide(
         return CacheDecision(
             stage.name, "miss", manifest, [f"no recorded digest for input(s) {', '.join(unknown)}"]
         )
-    source = find_stored(client, experiment_id, stage.name, manifest.key)
+    source = find_stored(
+        client, experiment_id, stage.name, manifest.key, after=stage.context is not None
+    )
     if source is not None:
         return CacheDecision(stage.name, "hit", manifest, source_run_id=source.info.run_id)
     unfinished = _unfinished(client, experiment_id, stage.name, manifest.key)
@@ -721,14 +725,20 @@ def _present(cfg: DictConfig, key: str) -> bool:
     return isinstance(node, DictConfig) and leaf in node
 
 
-def find_stored(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
-    """The newest complete, reusable FINISHED run of ``stage`` with cache key ``key``."""
-    return _newest(
-        client,
-        experiment_id,
-        f"tags.`{Cache.KEY}` = '{key}' and tags.`{Cache.STORED}` = 'true' "
-        f"and tags.`{Runs.STAGE}` = '{stage}' and attributes.status = 'FINISHED'",
+def find_stored(
+    client: MlflowClient, experiment_id: str, stage: str, key: str, *, after: bool = False
+) -> Run | None:
+    """The newest complete, reusable FINISHED run of ``stage`` with cache key ``key``; with
+    ``after`` (a stage with contexts), else the newest that left its contexts so (``KEY_AFTER``):
+    a register run that made v1 champion is reused while v1 is champion, not while v2 is."""
+    reusable = (
+        f"tags.`{Cache.STORED}` = 'true' and tags.`{Runs.STAGE}` = '{stage}' "
+        "and attributes.status = 'FINISHED'"
     )
+    found = _newest(client, experiment_id, f"tags.`{Cache.KEY}` = '{key}' and {reusable}")
+    if found is None and after:
+        found = _newest(client, experiment_id, f"tags.`{Cache.KEY_AFTER}` = '{key}' and {reusable}")
+    return found
 
 
 def _unfinished(client: MlflowClient, experiment_id: str, stage: str, key: str) -> Run | None:
@@ -749,7 +759,8 @@ def _newest(client: MlflowClient, experiment_id: str, query: str) -> Run | None:
 
 
 def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> Manifest | None:
-    """The manifest of the newest FINISHED computed (not hit) run of ``stage``."""
+    """The manifest of the newest FINISHED computed (not hit) run of ``stage``, with its
+    contexts as the run left them (a register run that made v1 champion: champion v1)."""
     from mlflow_pipeline.store import artifacts
 
     runs = client.search_runs(
@@ -760,8 +771,9 @@ def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> M
         max_results=5,
     )
     for run in runs:
+        name = MANIFEST_AFTER if Cache.KEY_AFTER in run.data.tags else MANIFEST
         try:
-            return Manifest.from_json(artifacts.load_text(run.info.run_id, MANIFEST))
+            return Manifest.from_json(artifacts.load_text(run.info.run_id, name))
         except Exception:  # an older run without a manifest: try the one before
             continue
     return None

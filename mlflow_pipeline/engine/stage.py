@@ -18,7 +18,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mlflow
@@ -368,9 +368,29 @@ def _run_in_active_run(
     )
     checkpoint()
     if decision.storable:
+        after = _manifest_after(stage, cfg, ctx, decision)
+        if after is not None:
+            artifacts.save_text(client, run_id, cache.MANIFEST_AFTER, after.to_json())
+            mlflow.set_tag(Cache.KEY_AFTER, after.key)
         # Last: only a run whose outputs are all logged and checked can ever be reused.
         mlflow.set_tag(Cache.STORED, "true")
     return outputs
+
+
+def _manifest_after(
+    stage: Stage, cfg: DictConfig, ctx: RunContext, decision: cache.CacheDecision
+) -> cache.Manifest | None:
+    """The cache manifest with ``stage``'s contexts as its run left them, when that run
+    changed them (register promoted, so the champion it compared with is another); else
+    None."""
+    if stage.context is None or decision.manifest is None:
+        return None
+    before = contexts_of(stage, cfg, ctx)
+    now = {name: c.key for name, c in stage.context(cfg, ctx.services).items()}
+    if now == {name: c.key for name, c in before.items()}:
+        return None
+    inputs = {k: v for k, v in decision.manifest.inputs.items() if k not in before} | now
+    return replace(decision.manifest, inputs=inputs)
 
 
 def _service(name: str, call: StageCall) -> Any:

@@ -25,7 +25,7 @@ from mlflow_pipeline.errors import StageError, ThresholdError
 from mlflow_pipeline.stages import evaluate as evaluate_module
 from mlflow_pipeline.stages import train as train_module
 from mlflow_pipeline.tags import Cache
-from tests.helpers import DB_NAME, csv_overrides, mixed_frame
+from tests.helpers import DB_NAME, alias_version, csv_overrides, mixed_frame
 
 STAGES = ["ingest", "profile", "validate", "split", "train", "evaluate", "register"]
 FAST = ["model=logistic_regression", "model.max_iter=200", "registry.model_name=customers"]
@@ -377,6 +377,27 @@ def test_a_champion_chosen_with_promote_is_compared_by_the_next_run(scenario):
     assert "alias moves made with mlflow-pipeline promote" in reasons(result, "register")
     assert result.promotion["champion_version"] == str(challenger)
     # Compared once: the run after it reuses that decision.
+    assert scenario().decisions["register"].hit
+
+
+def test_a_champion_another_run_made_is_compared_when_the_old_data_comes_back(scenario, tmp_path):
+    """Data A made v1 champion; data B (its labels flipped) made v2 champion; A again: every
+    stage before register is a hit, and register had been too, reusing A's decision made when
+    v1 was champion, so v2 (wrong on A) stayed. The champion is part of register's key."""
+    flipped = mixed_frame(200).assign(churned=lambda f: 1 - f["churned"])
+    other = tmp_path / "flipped.csv"
+    flipped.to_csv(other, index=False)
+    moved = scenario("tracking.experiment_name=customers", path=other)  # as a project fixes it
+    assert moved.promotion["promote"] is True, moved.promotion
+    back = scenario()
+    expect(back, {"profile", "register"})
+    # Explained against the newest computed run (B's, which left v2 champion: the same).
+    assert "input changed: champion" not in reasons(back, "register")
+    assert "input changed: train/model digest" in reasons(back, "register")
+    assert back.promotion["champion_version"] == moved.promotion["version"]
+    assert back.promotion["promote"] is True, back.promotion
+    assert alias_version(scenario.client, "customers", "champion") == "1"
+    # The decision is reused while v1 is the champion it left.
     assert scenario().decisions["register"].hit
 
 
