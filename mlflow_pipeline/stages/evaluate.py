@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from typing import Any
@@ -17,6 +18,7 @@ from mlflow_pipeline.schemas import TrainedModel
 from mlflow_pipeline.stages.train import feature_columns
 
 STAGE = "evaluate"
+log = logging.getLogger(__name__)
 # Permutation importance is computed on a sample of the test set at most this large.
 IMPORTANCE_ROWS = 2000
 IMPORTANCE_REPEATS = 3
@@ -104,7 +106,17 @@ def metrics_of(model, y_true: pd.Series, y_pred, proba, cfg: DictConfig) -> dict
             "mae": float(skm.mean_absolute_error(y_true, y_pred)),
             "r2": float(skm.r2_score(y_true, y_pred)),
         }
+    # Test labels the model never saw in training (an unstratified split of rare classes)
+    # count as wrong, with probability 0 for roc_auc and log_loss.
     classes = list(model.classes_)
+    unseen = {c for c in pd.unique(y_true.dropna()) if c not in set(classes)}
+    if unseen:
+        labels = sorted([*classes, *unseen])  # sklearn wants them ordered, as classes_ are
+        if proba is not None:
+            padded = np.zeros((len(proba), len(labels)))
+            padded[:, [labels.index(c) for c in classes]] = proba
+            proba = padded
+        classes = labels
     binary = len(classes) == 2
     result = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
@@ -149,7 +161,21 @@ def evaluate(cfg: DictConfig, model: TrainedModel, test: pd.DataFrame) -> dict[s
     estimator = model.estimator
     features = test[feature_columns(cfg, test)]
     y_pred, proba = predict(estimator, features, cfg)
-    scores = metrics_of(estimator, test[cfg.data.target], y_pred, proba, cfg)
+    truth = test[cfg.data.target]
+    scores = metrics_of(estimator, truth, y_pred, proba, cfg)
+    if Task(cfg.data.task) is Task.classification:
+        unseen = truth[truth.notna() & ~truth.isin(list(estimator.classes_))]
+        if len(unseen):
+            shown = ", ".join(repr(c) for c in unseen.unique()[:5])
+            log.warning(
+                "[%s] %d test row(s) are of class(es) no training row has (%s): the model "
+                "cannot predict them, so they count as wrong (probability 0 in roc_auc and "
+                "log_loss). A stratified split (split.stratify=true) puts every class of 2 "
+                "rows or more on both sides.",
+                STAGE,
+                len(unseen),
+                shown,
+            )
     return {
         "metrics": pd.DataFrame({"metric": list(scores), "value": list(scores.values())}),
         "evaluation_report": evaluation_report(

@@ -34,11 +34,23 @@ def split(cfg: DictConfig, validated: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if stratify is not None:
             counts = stratify.value_counts()
             rare = counts[counts < 2]
-            if len(rare):
+            if len(rare) and _looks_like_a_quantity(stratify, len(rare)):
+                hint = (
+                    f"; target '{target}' has {len(counts)} distinct numbers in "
+                    f"{len(validated)} rows, {len(rare)} of them once: if it is a quantity, "
+                    "set data.task=regression"
+                )
+            elif len(rare):
                 shown = ", ".join(f"{k!r} ({v} row)" for k, v in rare.head(5).items())
                 hint = (
                     f"; class(es) with fewer than 2 rows: {shown}. Drop or merge them, or "
-                    "set split.stratify=false"
+                    "set split.stratify=false (their test rows then count as wrong)"
                 )
         raise StageError(f"cannot split {len(validated)} rows: {exc}{hint}", stage=STAGE) from exc
     return {"train": train.reset_index(drop=True), "test": test.reset_index(drop=True)}
+
+
+def _looks_like_a_quantity(target: pd.Series, once: int) -> bool:
+    """Numbers most of whose distinct values occur once: a regression target, not classes."""
+    distinct = target.nunique()
+    return pd.api.types.is_numeric_dtype(target) and distinct > 20 and once > distinct / 2

@@ -327,3 +327,33 @@ def test_a_class_without_test_rows_still_gets_a_roc_auc_over_the_classes_present
     rain = truth.to_numpy() == "rain"  # one class left: undefined, not a number
     one_class = metrics_of(model, truth[rain], model.predict(test[rain]), proba[rain], cfg)
     assert "roc_auc" not in one_class
+
+
+def test_test_rows_of_a_class_training_never_saw_count_as_wrong_with_probability_0(caplog):
+    """An unstratified split of rare classes (split.stratify=false, as the split's hint for
+    classes of one row says) leaves test rows of classes the model never saw: sklearn refused
+    the labels and evaluate ended in a traceback. They count as wrong; roc_auc and log_loss
+    give them probability 0, as sklearn's metrics do on the padded probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    cfg = load_config(["data=csv", "data.path=x.csv", "data.target=y", "data.task=classification"])
+    rng = np.random.default_rng(4)
+    x = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = np.where(x["a"] > 0.5, "sun", np.where(x["b"] > 0.8, "snow", "rain")).astype(object)
+    model = LogisticRegression().fit(x[:250], y[:250])
+    y[250:253] = ["hail", "fog", "hail"]  # classes the model never saw, in the test rows only
+    test = x[250:].assign(y=y[250:])
+    with caplog.at_level("WARNING"):
+        scores = metric_values(evaluate(cfg, TrainedModel(model, test[:2]), test)["metrics"])
+    assert "3 test row(s) are of class(es) no training row has ('hail', 'fog')" in caplog.text
+    truth, proba = pd.Series(y[250:]), model.predict_proba(x[250:])
+    assert scores["accuracy"] == pytest.approx((model.predict(x[250:]) == truth).mean())
+    labels = ["fog", "hail", "rain", "snow", "sun"]
+    padded = np.zeros((50, 5))
+    padded[:, [2, 3, 4]] = proba
+    assert scores["log_loss"] == pytest.approx(log_loss(truth, padded, labels=labels))
+    per_class = [roc_auc_score(truth == c, padded[:, i]) for i, c in enumerate(labels)]
+    support = [(truth == c).sum() for c in labels]
+    assert scores["roc_auc"] == pytest.approx(np.average(per_class, weights=support))
+    assert scores["log_loss"] > log_loss(truth[3:], proba[3:], labels=labels[2:])

@@ -54,3 +54,14 @@ def test_too_few_rows_of_a_class_to_stratify(cfg):
         r"fewer than 2 rows: 1 \(1 row\)\. Drop or merge them, or set split\.stratify=false",
     ):
         split(cfg, frame(10, positives=1))
+
+
+def test_a_numeric_target_most_of_whose_values_occur_once_is_told_about_regression(cfg):
+    # A price split as classes: each value a class, most of one row.
+    prices = pd.DataFrame({"x": range(200), "y": [i // 2 if i < 40 else i for i in range(200)]})
+    with pytest.raises(
+        StageError,
+        match=r"target 'y' has 180 distinct numbers in 200 rows, 160 of them once: if it is a "
+        r"quantity, set data\.task=regression",
+    ):
+        split(cfg, prices)
