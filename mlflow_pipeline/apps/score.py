@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from mlflow.tracking import MlflowClient
@@ -182,9 +183,9 @@ def scoring_gate(
     seen: Mapping[str, frozenset[str]],
 ) -> Gate:
     """The training gate (contract types, coercion and row-level rules of ``cfg.validation``)
-    for data to score: the target column is optional, checks about the whole dataset (class
-    count, duplicate and null fractions) are dropped, and each column of ``seen`` gets a
-    ``seen_in_training`` check.
+    for data to score: the target column is optional and unchecked (the model never reads
+    it), checks about the whole dataset (class count, duplicate and null fractions) are
+    dropped, and each column of ``seen`` gets a ``seen_in_training`` check.
 
     Raises ConfigError when a validation rule names a column the contract does not have.
     """
@@ -193,8 +194,12 @@ def scoring_gate(
     training = gate(contract, cfg)
     schema = _row_checks_only(training.schema)
     target = cfg.data.target
-    if target in schema.columns:
-        schema = schema.update_column(target, required=False)
+    if target in schema.columns:  # a file of rows to score may carry it, blank or not
+        # The model never reads it, and the output keeps it as read: an int64 target left
+        # blank (not a number) had failed its coercion.
+        schema = schema.update_column(
+            target, required=False, nullable=True, dtype=None, coerce=False, checks=[]
+        )
     for name in non_features(contract, cfg.features):  # ids...: the model never reads them
         schema = schema.update_column(name, required=False)
     for name, column in list(schema.columns.items()):
@@ -488,11 +493,34 @@ def score_rows(
         rows, scorer.gate, max_lines=scorer.max_lines, stage=stage, dataset=dataset
     )
     features = validated.frame[list(scorer.columns or scorer.estimator.feature_names_in_)]
-    warnings = [w for w in (validated.warning, unreadable_dates(features, scorer.dates)) if w]
+    found = (validated.warning, unreadable_dates(features, scorer.dates), missing(features))
+    warnings = [w for w in found if w]
     return ScoredRows(
         predictions=predictions(scorer.estimator, features, scorer.model.version),
         warning="\n".join(warnings) or None,
     )
+
+
+def missing(features: pd.DataFrame) -> str | None:
+    """Rows with no feature present, and (in more than one row) features present in none:
+    the model scores them from the values its imputers fill in, which says nothing about
+    them. None when there are neither."""
+    lines = []
+    absent = features.isna()
+    empty = [str(c) for c in features.columns[absent.all()]] if len(features) > 1 else []
+    if empty:
+        lines.append(
+            f"column(s) {', '.join(map(repr, empty))}: missing in all {len(features)} rows; "
+            "scored with the values training fills in for a missing one"
+        )
+    blank = np.flatnonzero(absent.all(axis=1).to_numpy()) if len(features.columns) else []
+    if len(blank):
+        shown = ", ".join(str(i) for i in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        lines.append(
+            f"{len(blank)} of {len(features)} row(s) have every feature missing (row(s) {shown}, "
+            "counting from 0): their predictions come from filled-in values only"
+        )
+    return "\n".join(lines) or None
 
 
 def unreadable_dates(frame: pd.DataFrame, dates: tuple[str, ...]) -> str | None:

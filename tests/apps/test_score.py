@@ -77,9 +77,30 @@ def test_an_integer_column_may_miss_a_value_but_not_hold_a_fraction(cfg):
         score.validate_input(rows(3).assign(children=[2.0, 2.9, 3.0]), gate)
 
 
-def test_the_target_may_be_present(gate):
+def test_the_target_may_be_present_and_empty(gate):
     frame = mixed_frame(5, seed=3)
     assert len(score.validate_input(frame, gate).frame) == 5
+    # A file of new rows with the target's column left blank (it had failed not_nullable).
+    blank = frame.assign(churned=np.nan)
+    assert score.validate_input(blank, gate).frame["churned"].isna().all()
+
+
+def test_rows_and_columns_with_nothing_to_score_are_said():
+    frame = pd.DataFrame(
+        {
+            "age": [np.nan] * 4,
+            "city": ["paris", None, "nice", None],
+            "plan": ["pro", None, "basic", None],
+        }
+    )
+    assert score.missing(frame) == (
+        "column(s) 'age': missing in all 4 rows; scored with the values training fills in for a "
+        "missing one\n"
+        "2 of 4 row(s) have every feature missing (row(s) 1, 3, counting from 0): their "
+        "predictions come from filled-in values only"
+    )
+    assert score.missing(frame.iloc[[0]]) is None  # one request missing a field: nothing odd
+    assert score.missing(frame.assign(age=1.0).iloc[[0, 2]]) is None
 
 
 def test_checks_about_the_whole_dataset_do_not_apply_to_a_batch(gate):
@@ -241,12 +262,18 @@ def test_score_a_version_registered_in_process(tracking_store, tmp_path):
     result = score.score("models:/customers@champion", good, out, tracking_uri=tracking_store.uri)
 
     assert (result.model.name, result.model.version, result.rows) == ("customers", "1", 30)
+    assert result.warning is None
     assert score.describe_score(result).startswith("scored 30 row(s) with customers v1")
     scored = pd.read_csv(out)
     assert list(scored.columns[: len(frame.columns)]) == list(frame.columns)
     assert len(scored) == 30
     assert set(scored["model_version"]) == {1}
     assert {"prediction", "proba_0", "proba_1"} <= set(scored.columns)
+
+    blank = tmp_path / "blank.csv"
+    frame.assign(income=np.nan).to_csv(blank, index=False)
+    with_blank = score.score("models:/customers/1", blank, out, tracking_uri=tracking_store.uri)
+    assert "column(s) 'income': missing in all 30 rows" in with_blank.warning
 
     unseen = tmp_path / "unseen.csv"
     frame.assign(city=["tokyo"] * 30).to_csv(unseen, index=False)
