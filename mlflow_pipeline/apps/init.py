@@ -7,6 +7,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,7 +45,8 @@ class Scaffold:
             f"  data: {self.data} (target {self.target}, {self.task})\n"
             f"  stages: {' -> '.join(self.stages)}\n"
             f"{notes}"
-            f"  next: cd {self.root} && mlflow run . --env-manager local"
+            f"  next: cd {shlex.quote(str(self.root))} && mlflow run . --env-manager local "
+            f"--experiment-name {self.package}"
         )
 
 

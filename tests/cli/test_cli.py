@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
@@ -176,11 +177,17 @@ def test_init_takes_the_data_settings_of_a_run(tmp_path):
     from mlflow_pipeline.data.examples import write_customers
 
     csv = write_customers(tmp_path / "customers.csv", 200)
-    result = cli("init", str(tmp_path / "a"), f"data.path={csv}", "data.target=label",
+    result = cli("init", str(tmp_path / "my churn"), f"data.path={csv}", "data.target=label",
                  "data.task=classification")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "target label, classification" in result.stdout
-    assert "label" in (tmp_path / "a" / "conf" / "contract.yaml").read_text()
+    # The line to run next, as a shell reads it (the path has a space) and in the experiment
+    # the project's runs share.
+    quoted = shlex.quote(str(tmp_path / "my churn"))
+    assert (
+        f"next: cd {quoted} && mlflow run . --env-manager local --experiment-name my_churn"
+    ) in result.stdout
+    assert "label" in (tmp_path / "my churn" / "conf" / "contract.yaml").read_text()
     result = cli("init", str(tmp_path / "b"), f"data.path={csv}", "data.targt=label")
     assert result.returncode == 2
     assert "unknown setting 'data.targt=label': init takes data.path, data.target" in (
