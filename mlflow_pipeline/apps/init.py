@@ -89,6 +89,7 @@ def init_project(
     _check_task(frame[target], target, Task(task))
     files = _files(package, source.name, target, task, frame, read_options, columns)
     notes = _role_notes(frame, target, package, columns) + role_notes
+    notes += _output_name_notes(frame, target, package)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # rows no model can learn from: set aside at validate, not a failed run
         share = min(math.ceil(100 * unlabelled / len(frame)) / 100 + 0.01, 1.0)
@@ -155,6 +156,27 @@ def _role_notes(
                 "ignore}}, or role text or id)"
             )
     return tuple(notes)
+
+
+def _output_name_notes(frame: pd.DataFrame, target: str, package: str) -> tuple[str, ...]:
+    """A note per column named as a column score writes (``prediction``, ``proba_<x>``,
+    ``model_version``): score refuses an input that has one, so the model would train but
+    never score a file that carries it."""
+    from mlflow_pipeline.apps.score import MODEL_VERSION, PREDICTION, PROBA_PREFIX
+
+    clashing = [
+        str(name)
+        for name in frame.columns
+        if name != target
+        and (name in (PREDICTION, MODEL_VERSION) or str(name).startswith(PROBA_PREFIX))
+    ]
+    return tuple(
+        f"column {name!r} has the name of a column score writes, and score refuses a file to "
+        f"score that has it: rename it in the data, or give it role ignore in "
+        f"conf/data/{package}.yaml (columns: {{{name}: {{role: ignore}}}}) and leave it out of "
+        "files to score"
+        for name in clashing
+    )
 
 
 def _data_source(

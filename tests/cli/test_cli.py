@@ -300,6 +300,23 @@ def test_init_refuses_a_target_with_no_values_and_caps_the_quarantine_at_every_r
     assert "max_fraction: 1.00" in (scaffold.root / "conf" / "config.yaml").read_text()
 
 
+def test_init_notes_a_column_named_as_one_score_writes(tmp_path):
+    """A feature named `prediction` trained, and then every file to score was refused."""
+    from mlflow_pipeline.apps.init import init_project
+    from mlflow_pipeline.data.examples import write_customers
+
+    csv = write_customers(tmp_path / "customers.csv", 200)
+    frame = pd.read_csv(csv)
+    frame.assign(prediction=frame["income"] > 50, proba_x=0.5).to_csv(csv, index=False)
+    scaffold = init_project(tmp_path / "p", data=csv, target="label", task="classification")
+    said = [n for n in scaffold.notes if "has the name of a column score writes" in n]
+    assert [n.split("'")[1] for n in said] == ["prediction", "proba_x"]
+    assert said[0].endswith(
+        "rename it in the data, or give it role ignore in conf/data/p.yaml (columns: "
+        "{prediction: {role: ignore}}) and leave it out of files to score"
+    )
+
+
 def test_init_refuses_a_target_the_task_cannot_learn(tmp_path):
     from mlflow_pipeline.apps.init import init_project
 
