@@ -295,7 +295,8 @@ def column_hint(failures: pd.DataFrame, schema: pa.DataFrameSchema) -> str:
         hint = (
             f"\n  {named}: values the model never saw in training; if new values are expected "
             f"there, retrain with {column_setting(str(unseen[0]), 'text')} (a feature of its "
-            "words) or role ignore (not a feature)"
+            "words) or role ignore (not a feature), and score the version that run registers "
+            "(by its number, models:/<name>/<version>, if it is not promoted)"
         )
     if not lines:
         return hint
