@@ -27,6 +27,15 @@ from contextlib import contextmanager
 from typing import Any
 
 _requested = threading.Event()
+# Set once the KeyboardInterrupt of a requested Ctrl-C has been raised (by the handler or by
+# ``checkpoint``); a ``watched`` block that ends without it raises it on the way out.
+_raised = threading.Event()
+# Redeliveries not yet made, and the lock that orders them with the end of the block: a
+# redelivery landing after the block restored the default handler raised KeyboardInterrupt
+# in whatever ran next (an exit handler's store write, with a traceback; CI, once).
+_redeliveries: list[threading.Timer] = []
+_redelivery_lock = threading.Lock()
+_watching = threading.Event()
 # Modules in which an interrupt is delivered again later rather than raised: a store call.
 STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow.store", "alembic", "psycopg2")
 REDELIVER_S = 0.05
@@ -38,6 +47,14 @@ def requested() -> bool:
     return _requested.is_set()
 
 
+def interrupted_by(error: BaseException) -> bool:
+    """Is ``error`` a Ctrl-C, or what a Ctrl-C became? A KeyboardInterrupt raised inside a
+    library's ``try`` can be replaced by the error its ``finally`` raises (OmegaConf's, half
+    way through a change: "'NoneType' object has no attribute '_invalidate_flags_cache'"), and
+    a sweep job took that for a failure and the sweep went on to register (CI, once)."""
+    return isinstance(error, KeyboardInterrupt) or _requested.is_set()
+
+
 def remember() -> None:
     """A KeyboardInterrupt that reached the command: ``requested`` says so from now on (the
     exit handlers mark what it stopped KILLED, not FAILED)."""
@@ -47,6 +64,7 @@ def remember() -> None:
 def checkpoint() -> None:
     """Raises KeyboardInterrupt if Ctrl-C came while ``watched`` was active."""
     if _requested.is_set():
+        _raised.set()
         raise KeyboardInterrupt
 
 
@@ -63,7 +81,9 @@ def watched() -> Iterator[None]:
         yield
         return
     _requested.clear()
+    _raised.clear()
     _active.depth = 1
+    _watching.set()
     previous_hook = sys.unraisablehook
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -71,10 +91,12 @@ def watched() -> Iterator[None]:
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)  # someone else's handler: theirs to act on
         elif _in_store_call(frame):
-            timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signal.SIGINT))
+            timer = threading.Timer(REDELIVER_S, _redeliver)
             timer.daemon = True
+            _redeliveries.append(timer)
             timer.start()
         else:
+            _raised.set()
             raise KeyboardInterrupt
 
     def unraisable(info: Any) -> None:
@@ -87,9 +109,28 @@ def watched() -> Iterator[None]:
     try:
         yield
     finally:
-        _active.depth = 0
-        signal.signal(signal.SIGINT, previous)
-        sys.unraisablehook = previous_hook
+        try:
+            with _redelivery_lock:  # no redelivery after this: the handler it was for is gone
+                _watching.clear()
+                for timer in _redeliveries:
+                    timer.cancel()
+                _redeliveries.clear()
+        finally:  # a redelivery taken while waiting for the lock raises, after these
+            _active.depth = 0
+            signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = previous_hook
+    if _requested.is_set() and not _raised.is_set():
+        # The block ended before a Ctrl-C it deferred (in a store call) was raised: raised
+        # here, outside the store's code, rather than lost or raised in an exit handler.
+        _raised.set()
+        raise KeyboardInterrupt
+
+
+def _redeliver() -> None:
+    """SIGINT to this process again, while a ``watched`` block is still there to take it."""
+    with _redelivery_lock:
+        if _watching.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _in_store_call(frame: Any) -> bool:

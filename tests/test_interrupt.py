@@ -61,3 +61,18 @@ def test_an_interrupt_inside_store_code_is_delivered_once_it_has_returned():
         assert namespace["write"]() == "committed"
         with pytest.raises(KeyboardInterrupt):
             time.sleep(5)  # delivered again, here
+
+
+def test_an_interrupt_deferred_as_the_block_ends_is_raised_there_and_never_again():
+    """The store write was the block's last step: its deferred Ctrl-C had been delivered again
+    after the block ended, raising in whatever ran next (a sweep's exit handler, mid-write,
+    with a traceback). It is raised as the block ends, and nothing is delivered after."""
+    namespace = {"__name__": "sqlalchemy.engine.stand_in", "os": os, "signal": signal}
+    namespace["time"] = time
+    exec(STORE_WRITE, namespace)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt.watched():
+            assert namespace["write"]() == "committed"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    time.sleep(0.3)  # no redelivery lands here
+    assert interrupt.requested()

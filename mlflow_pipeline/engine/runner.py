@@ -35,7 +35,7 @@ from mlflow_pipeline.engine.services import run_context
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext, run_stage
 from mlflow_pipeline.errors import DriftError
-from mlflow_pipeline.interrupt import checkpoint, watched
+from mlflow_pipeline.interrupt import checkpoint, interrupted_by, watched
 from mlflow_pipeline.redaction import (
     redact_logs,
     redact_overrides,
@@ -171,8 +171,10 @@ def _run_pipeline(
             on_failure(exc, pipeline_run_id, experiment_id)
         record_error(pipeline_run_id, exc)
         end_runs_down_to(pipeline_run_id, exc)
-        if isinstance(exc, KeyboardInterrupt):
+        if interrupted_by(exc):
             end_own_runs(client, experiment_id)
+            if not isinstance(exc, KeyboardInterrupt):  # a Ctrl-C another error replaced
+                raise KeyboardInterrupt from exc
         raise
     end_active_run()
     if stamp is not None and _rerun_is_noop(stages, cfg, ctx):

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.config import PROJECT_ROOT, require_extra
 from mlflow_pipeline.errors import StoreError
+from mlflow_pipeline.interrupt import interrupted_by
 from mlflow_pipeline.redaction import redact_url
 from mlflow_pipeline.store.artifacts import remove_partial_frames
 from mlflow_pipeline.tags import Env, MLflow, Runs
@@ -329,7 +330,7 @@ def end_active_run(failure: BaseException | None = None) -> None:
     """End the active run: FINISHED, KILLED after an interrupt, FAILED after any other error."""
     if failure is None:
         mlflow.end_run()
-    elif isinstance(failure, KeyboardInterrupt):
+    elif interrupted_by(failure):
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))

@@ -290,6 +290,41 @@ def test_ctrl_c_as_a_stage_run_becomes_active_ends_every_run_killed(
     assert pipeline.info.status == "KILLED"
 
 
+def test_a_ctrl_c_another_error_replaced_still_ends_the_runs_killed(
+    make_config, tracking_store, monkeypatch
+):
+    """SIGINT deferred in a store call, then an error in its place (OmegaConf's finally had
+    replaced a KeyboardInterrupt with an AttributeError): a sweep job took it for a failure and
+    the sweep went on to register. It is a Ctrl-C: KeyboardInterrupt, every run KILLED."""
+    import os
+    import signal
+    import time
+
+    store_call = {"__name__": "sqlalchemy.engine.stand_in", "os": os, "signal": signal}
+    exec("def write():\n    os.kill(os.getpid(), signal.SIGINT)\n", store_call)
+    real_start_run = mlflow.start_run
+
+    def replaced(*args, **kwargs):
+        run = real_start_run(*args, **kwargs)
+        if kwargs.get("run_name") == "split":
+            store_call["write"]()  # deferred: inside the store's code
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", replaced)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run_pipeline(make_config(*FAST, RECOMPUTE))
+    assert isinstance(raised.value.__cause__, AttributeError)
+    time.sleep(0.2)  # the deferred SIGINT is not delivered after the run
+    client = tracking_store.client()
+    experiment = client.get_experiment_by_name("breast_cancer")
+    statuses = {
+        r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])
+    }
+    assert statuses.pop("split") == "KILLED"
+    assert set(statuses.values()) == {"FINISHED", "KILLED"}, statuses  # the pipeline run KILLED
+
+
 def test_slice_without_upstream_runs_is_a_stage_error(make_config):
     with pytest.raises(
         StageError,
