@@ -44,7 +44,13 @@ def _stage_runs(store: Store, pipeline: Run) -> dict[str, Run]:
 
 
 def _cache_keys(stages: dict[str, Run]) -> dict[str, str]:
-    return {name: run.data.tags["pipeline.cache.key"] for name, run in stages.items()}
+    """Each run's cache key as the run left its contexts: the clean run's register made v1
+    champion (its key_after holds champion v1); a rerun after a kill in register starts with
+    v1 champion already, so its key holds v1 and it has no key_after."""
+    return {
+        name: run.data.tags.get("pipeline.cache.key_after", run.data.tags["pipeline.cache.key"])
+        for name, run in stages.items()
+    }
 
 
 def _pick(by_stage: dict, names: list[str]) -> dict:
