@@ -553,16 +553,17 @@ def record_failed_job(
         client = retry_transient(MlflowClient)
         parent = sweep_run_id or sweep_run_of(None, sweep_dir)
         experiment_id = retry_transient(lambda: client.get_run(parent).info.experiment_id)
+        said = " ".join(redact_overrides(overrides))
         tags = {
             Runs.KIND: "pipeline",
             Sweep.ROLE: "job",
             MLflow.PARENT: parent,
-            Runs.OVERRIDES: " ".join(redact_overrides(overrides)),
+            Runs.OVERRIDES: said,
             Runs.ERROR: redact_url(str(error))[:5000],
         }
-        run = retry_transient(
-            lambda: client.create_run(experiment_id, run_name="pipeline", tags=tags)
-        )
+        # Named by what it was to run: its config never loaded, so it has no model-data name.
+        name = f"failed job ({said[:200]}{'...' if len(said) > 200 else ''})"
+        run = retry_transient(lambda: client.create_run(experiment_id, run_name=name, tags=tags))
         retry_transient(client.set_terminated, run.info.run_id, "FAILED")
     except Exception as exc:
         log.warning("sweep: the failed job could not be recorded in the store: %s", exc)

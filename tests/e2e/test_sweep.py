@@ -255,6 +255,8 @@ def test_a_job_failing_before_its_pipeline_run_is_recorded_and_fails_the_sweep(
     }
     failed = jobs["model=logistic_regression steps=[bogus]"]
     assert "unknown step(s) ['bogus']" in failed.data.tags["pipeline.error"]
+    # Named by what it was to run (it had been "pipeline", like no other run).
+    assert failed.info.run_name.startswith("failed job (model=logistic_regression steps=[bogus]")
     summary = _summary(store, sweep.info.run_id)
     rows = {row["overrides"].replace(store_override, ""): row["status"] for row in summary}
     assert rows == {key: run.info.status for key, run in jobs.items()}
