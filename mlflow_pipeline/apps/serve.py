@@ -296,9 +296,12 @@ class _Server:
         if self.child is None:
             return
         if self.child.poll() is None:
-            self._stop(signal.SIGTERM)
+            if self.signal is None:
+                self._stop(signal.SIGTERM)
+            # else: already asked to stop. A SIGTERM now reached the server on top of the
+            # forwarded Ctrl-C, and stopped it as the second signal (CI, once).
             try:
-                self.child.wait(timeout=STOP_GRACE_S)
+                self.child.wait(timeout=self._grace_left())
             except subprocess.TimeoutExpired:
                 self._kill_group(signal.SIGKILL)
                 self.child.wait()
@@ -308,6 +311,12 @@ class _Server:
                 self._kill_group(signal.SIGKILL)
                 break
             time.sleep(0.1)
+
+    def _grace_left(self) -> float:
+        """Seconds the server may still take to stop: STOP_GRACE_S from the signal, if any."""
+        if self.signalled_at is None:
+            return STOP_GRACE_S
+        return max(0.0, STOP_GRACE_S - (time.monotonic() - self.signalled_at))
 
     def _kill_group(self, sig: int) -> None:
         if self.child is None:
