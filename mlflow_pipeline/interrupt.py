@@ -36,6 +36,11 @@ _raised = threading.Event()
 _redeliveries: list[threading.Timer] = []
 _redelivery_lock = threading.Lock()
 _watching = threading.Event()
+# Set by a redelivery just before it sends SIGINT: the handler knows the signal for one, and
+# drops it when the Ctrl-C was raised meanwhile (a checkpoint got there first). It had raised a
+# second KeyboardInterrupt in the runner's clean-up, which left the pipeline run to MLflow's
+# exit handler, and that ended it FINISHED (CI, once).
+_redelivered = threading.Event()
 # Modules in which an interrupt is delivered again later rather than raised: a store call.
 STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow.store", "alembic", "psycopg2")
 REDELIVER_S = 0.05
@@ -82,11 +87,16 @@ def watched() -> Iterator[None]:
         return
     _requested.clear()
     _raised.clear()
+    _redelivered.clear()
     _active.depth = 1
     _watching.set()
     previous_hook = sys.unraisablehook
 
     def on_sigint(signum: int, frame: Any) -> None:
+        if _redelivered.is_set():
+            _redelivered.clear()
+            if _raised.is_set():
+                return  # the Ctrl-C it stood for has been raised already
         _requested.set()
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)  # someone else's handler: theirs to act on
@@ -129,7 +139,8 @@ def watched() -> Iterator[None]:
 def _redeliver() -> None:
     """SIGINT to this process again, while a ``watched`` block is still there to take it."""
     with _redelivery_lock:
-        if _watching.is_set():
+        if _watching.is_set() and not _raised.is_set():
+            _redelivered.set()
             os.kill(os.getpid(), signal.SIGINT)
 
 

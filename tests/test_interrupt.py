@@ -76,3 +76,25 @@ def test_an_interrupt_deferred_as_the_block_ends_is_raised_there_and_never_again
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     time.sleep(0.3)  # no redelivery lands here
     assert interrupt.requested()
+
+
+def test_a_deferred_interrupt_a_checkpoint_raised_first_is_not_raised_again_in_the_clean_up():
+    """A checkpoint raised the Ctrl-C before its redelivery came: the redelivery had raised a
+    second KeyboardInterrupt in the runner's clean-up, before the pipeline run was ended, and
+    MLflow's exit handler then ended that run FINISHED (CI, once)."""
+    namespace = {"__name__": "sqlalchemy.engine.stand_in", "os": os, "signal": signal}
+    namespace["time"] = time
+    exec(STORE_WRITE.replace("0.3", "0.0"), namespace)
+    cleaned_up = False
+    with interrupt.watched():
+        try:
+            assert namespace["write"]() == "committed"
+            interrupt.checkpoint()  # before the redelivery, 50 ms later
+        except KeyboardInterrupt:
+            try:
+                time.sleep(10 * interrupt.REDELIVER_S)  # the clean-up: nothing lands here
+            except KeyboardInterrupt:
+                pytest.fail("the Ctrl-C was raised again in the clean-up")
+            cleaned_up = True
+    assert cleaned_up
+    assert interrupt.requested()
