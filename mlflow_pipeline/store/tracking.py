@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import functools
 import hashlib
@@ -15,7 +16,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -29,7 +30,7 @@ from omegaconf import DictConfig
 
 from mlflow_pipeline.config import PROJECT_ROOT, require_extra
 from mlflow_pipeline.errors import StoreError
-from mlflow_pipeline.interrupt import interrupted_by
+from mlflow_pipeline.interrupt import interrupted_by, requested
 from mlflow_pipeline.redaction import redact_url
 from mlflow_pipeline.store.artifacts import remove_partial_frames
 from mlflow_pipeline.tags import Env, MLflow, Runs
@@ -165,6 +166,7 @@ def activate(tracking: Tracking) -> Tracking:
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _end_interrupted_runs_at_exit()
     os.environ[Env.TRACKING_URI] = uri
     # A progress bar per artifact read floods the log of every stage that reads one.
     os.environ.setdefault(Env.ARTIFACTS_PROGRESS_BAR, "false")
@@ -334,6 +336,20 @@ def end_active_run(failure: BaseException | None = None) -> None:
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
     else:
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+
+
+@functools.cache
+def _end_interrupted_runs_at_exit() -> None:
+    """After a Ctrl-C, a run still active as the process exits ends KILLED: MLflow's own exit
+    handler, which runs after this one, would end it FINISHED. A second Ctrl-C in the runner's
+    clean-up, before it ended the pipeline run, had left that run to it."""
+
+    def end_interrupted_runs() -> None:
+        while requested() and mlflow.active_run() is not None:
+            with suppress(Exception):  # the store may be what is gone; the run is off the stack
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+
+    atexit.register(end_interrupted_runs)
 
 
 def end_runs_down_to(run_id: str, failure: BaseException) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -81,6 +83,29 @@ def test_code_version_of_this_checkout():
     assert len(version[Runs.GIT_COMMIT]) == 40
     assert version[MLflow.GIT_COMMIT] == version[Runs.GIT_COMMIT]
     assert version[Runs.GIT_DIRTY] in ("true", "false")
+
+
+LEFT_ACTIVE = """
+import sys
+import mlflow
+from mlflow_pipeline import interrupt
+from mlflow_pipeline.store import tracking
+tracking.activate(tracking.Tracking(uri=sys.argv[1], artifact_root=None))
+pipeline = mlflow.start_run(run_name="pipeline")
+mlflow.start_run(run_name="stage", nested=True)
+interrupt.remember()  # as the command does when Ctrl-C reaches it
+"""
+
+
+def test_runs_a_ctrl_c_left_active_end_killed_at_exit(tracking_store):
+    # A second Ctrl-C in the runner's clean-up had left the pipeline run active, and MLflow's
+    # exit handler ended it FINISHED (it ends the top run only, FINISHED whatever happened).
+    subprocess.run([sys.executable, "-c", LEFT_ACTIVE, tracking_store.uri], check=True, timeout=120)
+    runs = MlflowClient(tracking_store.uri).search_runs(["0"])
+    assert {r.info.run_name: r.info.status for r in runs} == {
+        "pipeline": "KILLED",
+        "stage": "KILLED",
+    }
 
 
 # ------------------------------------------------------------------ abandoned runs, retries
