@@ -12,7 +12,13 @@ import pandera.errors as pa_errors
 import pandera.pandas as pa
 
 from mlflow_pipeline.errors import DataValidationError
-from mlflow_pipeline.schemas import AGGREGATE_CHECKS, Gate, duplicate_rows, not_dates
+from mlflow_pipeline.schemas import (
+    AGGREGATE_CHECKS,
+    ColumnRole,
+    Gate,
+    duplicate_rows,
+    not_dates,
+)
 
 FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
 # Check statuses in a validation report.
@@ -153,7 +159,8 @@ def _fractions_in_integer_columns(
 ) -> pd.DataFrame | None:
     """Failure rows for the values that coercing a float column to an integer dtype would
     change or refuse: a scoring batch whose integer column came as floats was scored on other
-    values than it holds. None when there are none."""
+    values than it holds. And fractions in a float column of role integer. None when there
+    are none."""
     found = []
     for name, column in schema.columns.items():
         if name not in df.columns or not (column.coerce or schema.coerce):
@@ -163,11 +170,17 @@ def _fractions_in_integer_columns(
         except TypeError:
             continue
         dtype = getattr(dtype, "numpy_dtype", dtype)  # Int64 -> int64
-        if dtype.kind not in "iu" or not pd.api.types.is_float_dtype(df[name]):
+        if not pd.api.types.is_float_dtype(df[name]):
+            continue
+        if dtype.kind in "iu":
+            limits = np.iinfo(dtype)
+        elif dtype.kind == "f" and _integer_role(column):
+            # Whole numbers with missing values are kept as floats: the role holds them whole.
+            limits = np.finfo(dtype)
+        else:
             continue
         numbers = df[name].to_numpy(dtype="float64", na_value=np.nan)
         finite = np.isfinite(numbers)
-        limits = np.iinfo(dtype)
         with np.errstate(invalid="ignore"):
             beyond = finite & ((numbers < limits.min) | (numbers > limits.max))
             fraction = finite & ~beyond & (numbers != np.round(numbers))
@@ -189,6 +202,12 @@ def _fractions_in_integer_columns(
                     )
                 )
     return pd.concat(found, ignore_index=True) if found else None
+
+
+def _integer_role(column: pa.Column) -> bool:
+    """Whether the contract records ``column`` as whole numbers (role ``integer``)."""
+    role = ColumnRole.from_description(column.description)
+    return role is not None and role.role == "integer"
 
 
 def _validate(
