@@ -60,6 +60,14 @@ def interrupted_by(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt) or _requested.is_set()
 
 
+def acknowledge() -> None:
+    """A requested Ctrl-C is being acted on (the error it became was caught): a redelivery
+    still pending is dropped, and the ``watched`` block's end does not raise it again. Else a
+    redelivery could raise in the clean-up that marks the runs KILLED."""
+    if _requested.is_set():
+        _raised.set()
+
+
 def remember() -> None:
     """A KeyboardInterrupt that reached the command: ``requested`` says so from now on (the
     exit handlers mark what it stopped KILLED, not FAILED)."""

@@ -78,23 +78,32 @@ def test_an_interrupt_deferred_as_the_block_ends_is_raised_there_and_never_again
     assert interrupt.requested()
 
 
-def test_a_deferred_interrupt_a_checkpoint_raised_first_is_not_raised_again_in_the_clean_up():
-    """A checkpoint raised the Ctrl-C before its redelivery came: the redelivery had raised a
-    second KeyboardInterrupt in the runner's clean-up, before the pipeline run was ended, and
-    MLflow's exit handler then ended that run FINISHED (CI, once)."""
+@pytest.mark.parametrize("taken_by", ["checkpoint", "an error it became"])
+def test_a_deferred_interrupt_taken_before_its_redelivery_is_not_raised_in_the_clean_up(
+    taken_by: str,
+):
+    """A checkpoint raised the Ctrl-C, or the runner caught the error it became, before its
+    redelivery came: the redelivery had raised a second KeyboardInterrupt in the runner's
+    clean-up, before the pipeline run was ended, and MLflow's exit handler then ended that run
+    FINISHED (CI, once)."""
     namespace = {"__name__": "sqlalchemy.engine.stand_in", "os": os, "signal": signal}
     namespace["time"] = time
     exec(STORE_WRITE.replace("0.3", "0.0"), namespace)
-    cleaned_up = False
+    cleaned_up = taken = False
     with interrupt.watched():
         try:
             assert namespace["write"]() == "committed"
-            interrupt.checkpoint()  # before the redelivery, 50 ms later
-        except KeyboardInterrupt:
+            if taken_by == "checkpoint":
+                interrupt.checkpoint()  # before the redelivery, 50 ms later
+            raise AttributeError("what a library's finally raised in its place")
+        except (KeyboardInterrupt, AttributeError) as exc:
+            taken = interrupt.interrupted_by(exc)
+            interrupt.acknowledge()  # as the runner does first
             try:
                 time.sleep(10 * interrupt.REDELIVER_S)  # the clean-up: nothing lands here
             except KeyboardInterrupt:
                 pytest.fail("the Ctrl-C was raised again in the clean-up")
             cleaned_up = True
-    assert cleaned_up
+    assert taken
+    assert cleaned_up  # and the block's end did not raise it either: it was taken
     assert interrupt.requested()

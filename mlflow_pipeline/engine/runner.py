@@ -35,7 +35,7 @@ from mlflow_pipeline.engine.services import run_context
 from mlflow_pipeline.engine.spec import Stage
 from mlflow_pipeline.engine.stage import Handoff, RunContext, run_stage
 from mlflow_pipeline.errors import DriftError
-from mlflow_pipeline.interrupt import checkpoint, interrupted_by, watched
+from mlflow_pipeline.interrupt import acknowledge, checkpoint, interrupted_by, watched
 from mlflow_pipeline.redaction import (
     redact_logs,
     redact_overrides,
@@ -167,6 +167,8 @@ def _run_pipeline(
         finally:
             _finish(cfg, ctx, result)
     except BaseException as exc:
+        if interrupted_by(exc):
+            acknowledge()  # no redelivery raises in the clean-up below
         if on_failure is not None:
             on_failure(exc, pipeline_run_id, experiment_id)
         record_error(pipeline_run_id, exc)

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from mlflow_pipeline import interrupt
 from mlflow_pipeline.engine.inputs import find_stage_run
 from mlflow_pipeline.engine.result import PipelineResult, describe
 from mlflow_pipeline.engine.runner import run_pipeline
@@ -312,6 +313,9 @@ def test_a_ctrl_c_another_error_replaced_still_ends_the_runs_killed(
         return run
 
     monkeypatch.setattr(mlflow, "start_run", replaced)
+    # No redelivery before the runner catches the error (on a slow machine one could land in
+    # plain Python on the way there, and be the KeyboardInterrupt itself).
+    monkeypatch.setattr(interrupt, "REDELIVER_S", 60)
     with pytest.raises(KeyboardInterrupt) as raised:
         run_pipeline(make_config(*FAST, RECOMPUTE))
     assert isinstance(raised.value.__cause__, AttributeError)
