@@ -61,6 +61,9 @@ CHROMIUM_FLAGS = [
 ]
 UI_READY_TIMEOUT_S = 90
 UI_TIMEOUT_MS = 30_000
+# Every expectation waits as long (playwright's default, 5 s, is short for a loaded CI machine
+# rendering the UI next to a model server and another test worker).
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 # ---- fixtures -----------------------------------------------------------------------------
@@ -130,7 +133,7 @@ class MlflowUi:
             try:
                 if requests.get(f"{self.url}/health", timeout=2).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted but slow to answer
                 pass
             time.sleep(0.5)
         pytest.fail(f"mlflow ui had no /health within {UI_READY_TIMEOUT_S} s\n{self.logs()}")
@@ -253,6 +256,7 @@ def screenshot(page: Page, path: Path) -> None:
 def page_of_runs(browser: Browser, ui_url: str, experiment_id: str) -> Page:
     """The runs table of an experiment, loaded."""
     page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(UI_TIMEOUT_MS)
     page.goto(f"{ui_url}/#/experiments/{experiment_id}/runs", wait_until="commit")
     expect(page.get_by_role("columnheader", name="Run Name").first).to_be_visible(
         timeout=UI_TIMEOUT_MS
@@ -384,6 +388,7 @@ def test_champion_moved_in_the_ui_is_what_score_serve_and_the_next_run_use(
     # A human looks at the registry and moves champion to version 2 anyway.
     ui.wait_ready()
     page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(UI_TIMEOUT_MS)
     page.goto(f"{ui.url}/#/models/{CHAMPION_MODEL}", wait_until="commit")
     expect(aliases_cell(page, "1")).to_contain_text("champion")
     expect(aliases_cell(page, "2")).to_contain_text("challenger")

@@ -247,20 +247,23 @@ EXPECTED_OUTCOME = {
     "webhook-refused": "Connection refused",
     "webhook-timeout": "timed out",
 }
+# The hooks that are meant to time out get 0.5 s; the others a time a loaded machine never
+# exceeds (forking a shell from a large test process can take longer than 0.5 s).
+TIMEOUT_S = {"command-timeout": 0.5, "webhook-timeout": 0.5}
 
 
 @pytest.mark.parametrize("hook", FAILING_HOOKS)
 def test_a_failing_hook_logs_a_warning_and_never_raises(hook, caplog):
     make_url, settings = FAILING_HOOKS[hook]
     with make_url() as url, caplog.at_level(logging.WARNING, "mlflow_pipeline"):
-        config = AlertsConfig(webhook=url or None, timeout_s=0.5, **settings)
+        config = AlertsConfig(webhook=url or None, timeout_s=TIMEOUT_S.get(hook, 30), **settings)
         start = time.monotonic()
         [result] = send(config, Alert(kind="failure", stage="train", error="boom"))
         elapsed = time.monotonic() - start
     assert result.startswith("failed ")
     assert EXPECTED_OUTCOME[hook] in result
     assert EXPECTED_OUTCOME[hook] in caplog.text
-    assert elapsed < 5
+    assert elapsed < 20  # a timed-out hook is not waited for (the command is killed)
 
 
 def test_a_webhook_answering_500_is_a_failed_hook(caplog):

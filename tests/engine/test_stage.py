@@ -282,7 +282,10 @@ def test_peak_memory_is_sampled():
 def test_a_long_stage_logs_a_heartbeat(caplog):
     with caplog.at_level(logging.INFO, "mlflow_pipeline"):
         with PeakMemory(interval_s=0.01, stage="train", heartbeat_s=0.05) as memory:
-            time.sleep(0.3)
+            deadline = time.monotonic() + 30
+            while sum("still running" in r.getMessage() for r in caplog.records) < 2:
+                assert time.monotonic() < deadline, "fewer than 2 heartbeats in 30 s"
+                time.sleep(0.05)
     beats = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
     assert len(beats) >= 2, beats
     assert beats[0].startswith("stage train: still running (0 s, ")

@@ -152,9 +152,18 @@ def test_hurried_imports_finish_their_module_at_normal_priority_and_stop(tmp_pat
     while not hasattr(sys.modules.get("waits_for_hurry"), "HURRIED"):
         assert time.monotonic() < deadline, "the background thread never started its import"
         time.sleep(0.01)
-    # hurry() waits for the module being imported: let it finish half a second later.
-    threading.Timer(0.5, sys.modules["waits_for_hurry"].HURRIED.set).start()
-    imports.hurry()
+    # hurry() puts the import back at normal priority, then waits for the module being
+    # imported: it finishes once hurry() has done the first.
+    hurrying = threading.Thread(target=imports.hurry)
+    hurrying.start()
+    deadline = time.monotonic() + 30
+    while os.getpriority(os.PRIO_PROCESS, imports.thread.native_id) != 0:
+        assert time.monotonic() < deadline, "hurry() never raised the import's priority"
+        time.sleep(0.01)
+    assert hurrying.is_alive()  # waiting for the import
+    sys.modules["waits_for_hurry"].HURRIED.set()
+    hurrying.join(30)
+    assert not hurrying.is_alive()
     assert not imports.thread.is_alive()
     assert sys.modules["waits_for_hurry"].PRIORITY == 0  # back to normal when hurried
     assert "never_imported" not in sys.modules  # stopped after its current module
