@@ -30,7 +30,7 @@ import textwrap
 import time
 import tokenize
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from io import StringIO
 from pathlib import Path
@@ -690,7 +690,12 @@ def decide(
             f"({unfinished.info.status}); running it again"
         )
         return CacheDecision(stage.name, "miss", manifest, [reason])
-    previous = previous_manifest(client, experiment_id, stage.name)
+    if stage.context is not None:
+        # Data that comes back after the champion moved: said as "champion v1 -> v2" against
+        # the run on the same data, not as the data changing since the newest run.
+        previous = closest_manifest(client, experiment_id, stage.name, manifest)
+    else:
+        previous = previous_manifest(client, experiment_id, stage.name)
     if previous is None:
         attempt = last_attempt(client, experiment_id, stage.name)
         if attempt is not None:  # it never completed: say so, and what differs from it
@@ -761,6 +766,33 @@ def _newest(client: MlflowClient, experiment_id: str, query: str) -> Run | None:
 def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> Manifest | None:
     """The manifest of the newest FINISHED computed (not hit) run of ``stage``, with its
     contexts as the run left them (a register run that made v1 champion: champion v1)."""
+    return next(_computed_manifests(client, experiment_id, stage), None)
+
+
+# How many of a stage's newest computed runs ``closest_manifest`` compares.
+CLOSEST_LOOKBACK = 5
+
+
+def closest_manifest(
+    client: MlflowClient, experiment_id: str, stage: str, current: Manifest
+) -> Manifest | None:
+    """Of the manifests of the stage's CLOSEST_LOOKBACK newest computed runs, the one that
+    differs from ``current`` in the fewest entries (the newest of those)."""
+    manifests = _computed_manifests(client, experiment_id, stage)
+    return min(manifests, key=lambda m: _distance(m, current), default=None)
+
+
+def _distance(a: Manifest, b: Manifest) -> int:
+    """How many entries of two manifests differ (config keys, files, inputs, code, ...)."""
+    if a.format != b.format:
+        return sys.maxsize
+    parts = ("config", "files", "inputs", "code", "schemas", "packages")
+    return sum(len(_changed(getattr(a, part), getattr(b, part))) for part in parts)
+
+
+def _computed_manifests(client: MlflowClient, experiment_id: str, stage: str) -> Iterator[Manifest]:
+    """The manifests of the CLOSEST_LOOKBACK newest FINISHED computed runs of ``stage``, newest
+    first, each with its contexts as the run left them; runs without one are skipped."""
     from mlflow_pipeline.store import artifacts
 
     runs = client.search_runs(
@@ -768,15 +800,14 @@ def previous_manifest(client: MlflowClient, experiment_id: str, stage: str) -> M
         f"tags.`{Runs.STAGE}` = '{stage}' and tags.`{Cache.STATUS}` != 'hit' "
         "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
-        max_results=5,
+        max_results=CLOSEST_LOOKBACK,
     )
     for run in runs:
         name = MANIFEST_AFTER if Cache.KEY_AFTER in run.data.tags else MANIFEST
         try:
-            return Manifest.from_json(artifacts.load_text(run.info.run_id, name))
+            yield Manifest.from_json(artifacts.load_text(run.info.run_id, name))
         except Exception:  # an older run without a manifest: try the one before
             continue
-    return None
 
 
 def last_attempt(
