@@ -159,8 +159,8 @@ def _fractions_in_integer_columns(
 ) -> pd.DataFrame | None:
     """Failure rows for the values that coercing a float column to an integer dtype would
     change or refuse: a scoring batch whose integer column came as floats was scored on other
-    values than it holds. And fractions in a float column of role integer. None when there
-    are none."""
+    values than it holds. And fractions in a float column declared of role integer. None when
+    there are none."""
     found = []
     for name, column in schema.columns.items():
         if name not in df.columns or not (column.coerce or schema.coerce):
@@ -174,8 +174,9 @@ def _fractions_in_integer_columns(
             continue
         if dtype.kind in "iu":
             limits = np.iinfo(dtype)
-        elif dtype.kind == "f" and _integer_role(column):
-            # Whole numbers with missing values are kept as floats: the role holds them whole.
+        elif dtype.kind == "f" and _declared_integer(column):
+            # Declared whole numbers with missing values are kept as floats: the role holds them
+            # whole. An inferred role does not: the float column takes fractions as it says.
             limits = np.finfo(dtype)
         else:
             continue
@@ -204,10 +205,11 @@ def _fractions_in_integer_columns(
     return pd.concat(found, ignore_index=True) if found else None
 
 
-def _integer_role(column: pa.Column) -> bool:
-    """Whether the contract records ``column`` as whole numbers (role ``integer``)."""
+def _declared_integer(column: pa.Column) -> bool:
+    """Whether the contract records ``column`` as whole numbers by a declared (not inferred)
+    role ``integer`` (``data.columns.<name>.role``)."""
     role = ColumnRole.from_description(column.description)
-    return role is not None and role.role == "integer"
+    return role is not None and role.role == "integer" and not role.inferred
 
 
 def _validate(

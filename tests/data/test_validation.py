@@ -348,20 +348,29 @@ def test_a_fraction_in_a_column_coerced_to_integers_is_refused_not_truncated():
     assert str(missing.frame["n"].dtype) == "Int64"
 
 
-def test_whole_numbers_with_missing_values_stay_whole_though_kept_as_floats():
-    """Role integer on a column with missing values is a float64 in the contract: a fraction
-    there had passed every gate. A column declared numeric takes fractions."""
+def test_whole_numbers_declared_with_missing_values_stay_whole_though_kept_as_floats():
+    """Role integer set on a column with missing values is a float64 in the contract: a
+    fraction there had passed every gate. An inferred role holds nothing: the column's float64
+    takes fractions as it says (a schema file may declare float64, and the role still be
+    inferred from whole values)."""
     from mlflow_pipeline.schemas import infer_contract
 
     train = pd.DataFrame(
-        {"children": [0.0, 2.0, np.nan, 1.0], "income": [1.0, 2.0, np.nan, 3.0], "y": [0, 1, 0, 1]}
+        {
+            "children": [0.0, 2.0, np.nan, 1.0],
+            "rooms": [3.0, 2.0, np.nan, 1.0],
+            "y": [0, 1, 0, 1],
+        }
     )
-    contract = infer_contract(train, "y", "classification", columns={"income": {"role": "numeric"}})
+    contract = infer_contract(
+        train, "y", "classification", columns={"children": {"role": "integer"}}
+    )
     assert str(contract.columns["children"].dtype) == "float64"
+    assert "inferred" in contract.columns["rooms"].description  # role integer, inferred
     assert (
         check(train, contract, stage="validate", dataset="raw").frame["children"].isna().sum() == 1
     )
-    batch = train.assign(children=[0.0, 2.5, np.nan, 1.0], income=[1.5, 2.0, np.nan, 3.25])
+    batch = train.assign(children=[0.0, 2.5, np.nan, 1.0], rooms=[1.5, 2.0, np.nan, 3.25])
     with pytest.raises(DataValidationError) as info:
         check(batch, contract, stage="score", dataset="batch")
     table = info.value.failure_cases
