@@ -27,20 +27,32 @@ from contextlib import contextmanager
 from typing import Any
 
 _requested = threading.Event()
-# Set once the KeyboardInterrupt of a requested Ctrl-C has been raised (by the handler or by
-# ``checkpoint``); a ``watched`` block that ends without it raises it on the way out.
-_raised = threading.Event()
+
+
+class _Count:
+    """The SIGINTs of a ``watched`` block, as plain numbers rather than Events: the handler
+    runs between any two bytecodes of the main thread, and setting an Event there while the
+    main thread held that Event's lock (setting it too) would deadlock the process."""
+
+    received = 0  # real SIGINTs taken in the block (not redeliveries)
+    # How many of them a KeyboardInterrupt has stood for (raised, or an error it became
+    # caught: ``acknowledge``); a block that ends with fewer raises it on the way out.
+    raised = 0
+    # The number of the SIGINT a redelivery is sending again (0: none). The handler drops it
+    # when its Ctrl-C was raised meanwhile (a checkpoint got there first): it had raised a
+    # second KeyboardInterrupt in the runner's clean-up, which left the pipeline run to
+    # MLflow's exit handler, and that ended it FINISHED (CI, once). A second real Ctrl-C is a
+    # new number: it is delivered.
+    redelivered = 0
+
+
+_count = _Count()
 # Redeliveries not yet made, and the lock that orders them with the end of the block: a
 # redelivery landing after the block restored the default handler raised KeyboardInterrupt
 # in whatever ran next (an exit handler's store write, with a traceback; CI, once).
 _redeliveries: list[threading.Timer] = []
 _redelivery_lock = threading.Lock()
 _watching = threading.Event()
-# Set by a redelivery just before it sends SIGINT: the handler knows the signal for one, and
-# drops it when the Ctrl-C was raised meanwhile (a checkpoint got there first). It had raised a
-# second KeyboardInterrupt in the runner's clean-up, which left the pipeline run to MLflow's
-# exit handler, and that ended it FINISHED (CI, once).
-_redelivered = threading.Event()
 # Modules in which an interrupt is delivered again later rather than raised: a store call.
 STORE_MODULES = ("sqlalchemy", "sqlite3", "mlflow.store", "alembic", "psycopg2")
 REDELIVER_S = 0.05
@@ -65,7 +77,7 @@ def acknowledge() -> None:
     still pending is dropped, and the ``watched`` block's end does not raise it again. Else a
     redelivery could raise in the clean-up that marks the runs KILLED."""
     if _requested.is_set():
-        _raised.set()
+        _count.raised = _count.received
 
 
 def remember() -> None:
@@ -77,7 +89,7 @@ def remember() -> None:
 def checkpoint() -> None:
     """Raises KeyboardInterrupt if Ctrl-C came while ``watched`` was active."""
     if _requested.is_set():
-        _raised.set()
+        _count.raised = _count.received
         raise KeyboardInterrupt
 
 
@@ -94,27 +106,28 @@ def watched() -> Iterator[None]:
         yield
         return
     _requested.clear()
-    _raised.clear()
-    _redelivered.clear()
+    _count.received = _count.raised = _count.redelivered = 0
     _active.depth = 1
     _watching.set()
     previous_hook = sys.unraisablehook
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if _redelivered.is_set():
-            _redelivered.clear()
-            if _raised.is_set():
-                return  # the Ctrl-C it stood for has been raised already
+        number, _count.redelivered = _count.redelivered, 0
+        if number and _count.raised >= number:
+            return  # the Ctrl-C it stood for has been raised already
+        if not number:  # a real one
+            _count.received += 1
+            number = _count.received
         _requested.set()
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)  # someone else's handler: theirs to act on
         elif _in_store_call(frame):
-            timer = threading.Timer(REDELIVER_S, _redeliver)
+            timer = threading.Timer(REDELIVER_S, _redeliver, args=(number,))
             timer.daemon = True
             _redeliveries.append(timer)
             timer.start()
         else:
-            _raised.set()
+            _count.raised = _count.received
             raise KeyboardInterrupt
 
     def unraisable(info: Any) -> None:
@@ -137,18 +150,19 @@ def watched() -> Iterator[None]:
             _active.depth = 0
             signal.signal(signal.SIGINT, previous)
             sys.unraisablehook = previous_hook
-    if _requested.is_set() and not _raised.is_set():
+    if _count.received > _count.raised:
         # The block ended before a Ctrl-C it deferred (in a store call) was raised: raised
         # here, outside the store's code, rather than lost or raised in an exit handler.
-        _raised.set()
+        _count.raised = _count.received
         raise KeyboardInterrupt
 
 
-def _redeliver() -> None:
-    """SIGINT to this process again, while a ``watched`` block is still there to take it."""
+def _redeliver(number: int) -> None:
+    """SIGINT ``number`` to this process again, while a ``watched`` block is still there to
+    take it and no KeyboardInterrupt has stood for it yet."""
     with _redelivery_lock:
-        if _watching.is_set() and not _raised.is_set():
-            _redelivered.set()
+        if _watching.is_set() and _count.raised < number:
+            _count.redelivered = number
             os.kill(os.getpid(), signal.SIGINT)
 
 

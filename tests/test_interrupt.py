@@ -114,3 +114,19 @@ def test_a_deferred_interrupt_taken_before_its_redelivery_is_not_raised_in_the_c
     assert taken
     assert cleaned_up  # and the block's end did not raise it either: it was taken
     assert interrupt.requested()
+
+
+def test_a_second_ctrl_c_in_the_clean_up_is_delivered():
+    """Redeliveries of a Ctrl-C already raised are dropped; a second Ctrl-C (the user's, as the
+    clean-up hangs on the store) is a new one: delivered once the store call returns."""
+    namespace = {"__name__": "sqlalchemy.engine.stand_in", "os": os, "signal": signal}
+    namespace["time"] = time
+    exec(STORE_WRITE.replace("0.3", "0.0"), namespace)
+    with interrupt.watched():
+        try:
+            namespace["write"]()
+            interrupt.checkpoint()
+        except KeyboardInterrupt:
+            namespace["write"]()  # the second Ctrl-C, inside a store call of the clean-up
+            with pytest.raises(KeyboardInterrupt):
+                time.sleep(30)
