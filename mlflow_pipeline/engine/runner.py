@@ -167,13 +167,14 @@ def _run_pipeline(
         finally:
             _finish(cfg, ctx, result)
     except BaseException as exc:
-        if interrupted_by(exc):
+        interrupted = interrupted_by(exc)
+        if interrupted:
             acknowledge()  # no redelivery raises in the clean-up below
         if on_failure is not None:
             on_failure(exc, pipeline_run_id, experiment_id)
         record_error(pipeline_run_id, exc)
         end_runs_down_to(pipeline_run_id, exc)
-        if interrupted_by(exc):
+        if interrupted:
             end_own_runs(client, experiment_id)
             if not isinstance(exc, KeyboardInterrupt):  # a Ctrl-C another error replaced
                 raise KeyboardInterrupt from exc
