@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -179,9 +180,13 @@ class SweepRun(Callback):
                 log.warning("sweep: the shared stages failed: %s", exc)
         if warming is not None:
             warming.hurry()  # nothing else runs now: the rest of the imports at full priority
-            warming.join()  # the launcher's own Parallel then reuses the warm workers
-            # The register run after the jobs runs here: import its modules meanwhile.
-            self.imports = import_in_background(modules)
+            # Waited for until every worker has taken its warm-up task, not until the warm-up
+            # is done: Hydra's sweeper composes every job's config meanwhile (~0.16 s a job,
+            # in this process), and the launcher's Parallel (the same loky executor) queues
+            # the jobs behind the warm-up. The register run after the jobs runs here: its
+            # modules are imported once the warm-up is done.
+            warming.wait_started()
+            self.imports = import_in_background(modules, after=warming.thread)
 
     def _open_sweep_run(self, config: DictConfig, experiment_id: str) -> str:
         """Create the sweep run (or adopt ``parent_run_id``) and tag it; returns its id."""
@@ -293,6 +298,8 @@ def warm_modules(cfg: DictConfig) -> list[str]:
 
 # In the workers' meeting directory: the shared stages are done, import at full priority.
 HURRY_FILE = ".hurry"
+# ... and ``<pid>.started``: that worker has taken its warm-up task (``<pid>``: it is done).
+STARTED = ".started"
 
 
 @dataclass
@@ -302,6 +309,7 @@ class WarmWorkers:
 
     thread: threading.Thread
     meeting: Path
+    workers: int
     pids: list[int] = field(default_factory=list)
 
     def hurry(self) -> None:
@@ -310,6 +318,20 @@ class WarmWorkers:
             Path(self.meeting, HURRY_FILE).touch()
         except OSError:  # the warming ended already (the directory is gone)
             pass
+
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Wait until every worker has taken its warm-up task, or the warm-up has ended. The
+        launcher's jobs, submitted after this, then queue behind the warm-up: a job taken
+        first would keep its worker from the warm-up task that the other workers wait for."""
+        deadline = time.monotonic() + timeout
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            try:
+                started = sum(name.endswith(STARTED) for name in os.listdir(self.meeting))
+            except OSError:  # the warm-up ended (the directory is gone)
+                return
+            if started >= self.workers:
+                return
+            time.sleep(0.02)
 
     def join(self) -> list[int]:
         self.thread.join()
@@ -343,8 +365,11 @@ def warm_joblib_workers(launcher: DictConfig, modules: list[str]) -> WarmWorkers
             pids = Parallel(**joblib_cfg)(
                 delayed(import_modules)(modules, meeting, workers) for _ in range(workers)
             )
+        except KeyboardInterrupt:  # a Ctrl-C the workers got: the sweep's process has its own
+            return
         except Exception as exc:  # the launcher starts its own workers then
-            log.info("sweep: warming the joblib workers failed: %s", exc)
+            if not _aborted(exc):
+                log.info("sweep: warming the joblib workers failed: %s", exc)
             return
         finally:
             shutil.rmtree(meeting, ignore_errors=True)
@@ -356,10 +381,23 @@ def warm_joblib_workers(launcher: DictConfig, modules: list[str]) -> WarmWorkers
         )
 
     warming = WarmWorkers(
-        threading.Thread(target=warm, name="warm-joblib-workers", daemon=True), Path(meeting)
+        threading.Thread(target=warm, name="warm-joblib-workers", daemon=True),
+        Path(meeting),
+        workers,
     )
     warming.thread.start()
     return warming
+
+
+def _aborted(error: BaseException) -> bool:
+    """Did the warm-up end because the launcher's Parallel, sharing its executor, aborted
+    (a Ctrl-C, a failed job)? That is not the warm-up's failure: the sweep reports it."""
+    from joblib.externals.loky.process_executor import ShutdownExecutorError
+
+    shut_down = isinstance(error, ShutdownExecutorError) or isinstance(
+        error.__cause__ or error.__context__, ShutdownExecutorError
+    )
+    return shut_down or interrupt.requested()
 
 
 def _joblib(launcher: DictConfig) -> bool:
@@ -381,6 +419,7 @@ def import_modules(modules: list[str], meeting: str, workers: int) -> int:
     shared stages meanwhile, on one CPU, and the workers importing beside it at normal
     priority slowed it from 2.9 to 6.1 s (docs/benchmarks.md, sweeps)."""
     hurry = Path(meeting, HURRY_FILE)
+    Path(meeting, f"{os.getpid()}{STARTED}").touch()
     with _lowered_priority() as restore:
         for name in modules:
             if hurry.exists():
@@ -388,9 +427,17 @@ def import_modules(modules: list[str], meeting: str, workers: int) -> int:
             _import_all([name])
     Path(meeting, str(os.getpid())).touch()
     deadline = time.monotonic() + WARM_MEETING_S
-    while len(os.listdir(meeting)) < workers and time.monotonic() < deadline:
+    while _arrived(meeting) < workers and time.monotonic() < deadline:
         time.sleep(0.05)
     return os.getpid()
+
+
+def _arrived(meeting: str) -> int:
+    """How many workers have done their imports (a file named by its pid each)."""
+    try:
+        return sum(name.isdigit() for name in os.listdir(meeting))
+    except OSError:  # the warm-up ended (the directory is gone)
+        return sys.maxsize
 
 
 def _import_all(modules: list[str], stop: threading.Event | None = None) -> int:
@@ -477,14 +524,19 @@ def _may_restore_priority() -> bool:
     return soft == resource.RLIM_INFINITY or soft >= 20
 
 
-def import_in_background(modules: list[str]) -> BackgroundImports:
+def import_in_background(
+    modules: list[str], after: threading.Thread | None = None
+) -> BackgroundImports:
     """Import ``modules`` in a daemon thread of this process. On Linux, where the priority can
     be restored (``_may_restore_priority``), the thread runs at ``nice`` 19 so that it takes
     the CPU the jobs leave idle. In a joblib sweep the CLI's process waits during the jobs and
     then runs the best job's register run, which imports the model code (~2.5 s cold).
-    Logs how many modules it imported in how long."""
+    ``after``: a thread to wait for first (the workers' warm-up), unless hurried. Logs how
+    many modules it imported in how long."""
 
     def run() -> None:
+        while after is not None and after.is_alive() and not imports.stop.is_set():
+            after.join(0.05)
         started = time.perf_counter()
         if _may_restore_priority():
             try:

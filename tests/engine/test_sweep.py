@@ -56,18 +56,49 @@ def test_warm_modules_are_the_stages_targets_and_the_jobs_imports():
     assert {"sklearn.ensemble", "sklearn.preprocessing", "sklearn.impute"} <= set(modules)
 
 
-def test_the_launchers_parallel_reuses_the_warmed_workers():
-    warming = warm_joblib_workers(OmegaConf.create(JOBLIB), ["json", "no_such_module"])
+def _imported(name: str) -> tuple[int, bool]:
+    return os.getpid(), name in sys.modules
+
+
+def test_the_launchers_parallel_reuses_the_warmed_workers(tmp_path, monkeypatch):
+    # The sweep waits until every worker has taken its warm-up task, not until the warm-up is
+    # done: the launcher's Parallel comes while the workers still import (here a module that
+    # takes two seconds), and its jobs queue behind the warm-up.
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(2.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    release_joblib_workers()  # new workers, which start with this sys.path
+    modules = ["json", "slow_to_import", "no_such_module"]
+    warming = warm_joblib_workers(OmegaConf.create(JOBLIB), modules)
     assert warming is not None
-    warmed = set(warming.join())
-    assert warmed
-    assert os.getpid() not in warmed
+    warming.wait_started()
+    assert warming.thread.is_alive()
     # What hydra_joblib_launcher._core.launch then does with the same launcher config.
     joblib_cfg = {k: v for k, v in JOBLIB.items() if k != "_target_"}
     joblib_cfg["backend"] = "loky"
     process_joblib_cfg(joblib_cfg)
-    ran = set(Parallel(**joblib_cfg)(delayed(os.getpid)() for _ in range(8)))
-    assert ran <= warmed  # the warm workers, not new ones
+    ran = Parallel(**joblib_cfg)(delayed(_imported)("slow_to_import") for _ in range(8))
+    warmed = set(warming.join())
+    assert warmed
+    assert os.getpid() not in warmed
+    assert {pid for pid, _ in ran} <= warmed  # the warm workers, not new ones
+    assert all(imported for _, imported in ran)  # after their warm-up
+
+
+def test_a_ctrl_c_in_the_warming_workers_ends_the_warm_up_without_a_traceback(
+    tmp_path, monkeypatch
+):
+    # The sweep no longer waits for the warm-up, so a Ctrl-C (which the workers get too) can
+    # land in it while the sweeper composes the jobs: the thread must not print a traceback.
+    (tmp_path / "interrupted_import.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    release_joblib_workers()  # new workers, which start with this sys.path
+    uncaught: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
+    warming = warm_joblib_workers(OmegaConf.create(JOBLIB), ["interrupted_import"])
+    assert warming is not None
+    assert warming.join() == []
+    assert uncaught == []
+    release_joblib_workers()
 
 
 def test_other_launchers_are_not_warmed():
@@ -107,6 +138,33 @@ def test_background_imports_load_the_modules_in_a_thread_of_lowest_priority(tmp_
     import_in_background(["no_such_module", "records_priority"]).thread.join(timeout=30)
     assert sys.modules["records_priority"].PRIORITY == 19
     assert os.getpriority(os.PRIO_PROCESS, 0) == niceness  # this thread's is unchanged
+
+
+def test_background_imports_wait_for_the_warm_up_unless_hurried(tmp_path, monkeypatch):
+    (tmp_path / "after_warm_up.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "after_warm_up", raising=False)
+    warm_up_done = threading.Event()
+    warm_up = threading.Thread(target=warm_up_done.wait, args=(30,))
+    warm_up.start()
+    imports = import_in_background(["after_warm_up"], after=warm_up)
+    imports.thread.join(0.3)
+    assert imports.thread.is_alive()
+    assert "after_warm_up" not in sys.modules  # the sweeper composes the jobs meanwhile
+    warm_up_done.set()
+    imports.thread.join(30)
+    assert "after_warm_up" in sys.modules
+    # The register run needs the modules before the warm-up is done: it does not wait for it.
+    monkeypatch.delitem(sys.modules, "after_warm_up")
+    warm_up_done.clear()
+    warm_up = threading.Thread(target=warm_up_done.wait, args=(30,))
+    warm_up.start()
+    imports = import_in_background(["after_warm_up"], after=warm_up)
+    imports.hurry()
+    assert not imports.thread.is_alive()
+    assert warm_up.is_alive()
+    assert "after_warm_up" not in sys.modules  # the register run imports it itself
+    warm_up_done.set()
 
 
 @LINUX_NICE
