@@ -10,19 +10,15 @@ launcher: in-process, joblib processes, Ray or SLURM workers), and a job looks i
 from __future__ import annotations
 
 import atexit
-import importlib
 import json
 import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +41,13 @@ from mlflow_pipeline.engine.inputs import find_stage_run
 from mlflow_pipeline.engine.pipeline import load_pipeline, selected_stages
 from mlflow_pipeline.engine.result import PipelineResult, describe
 from mlflow_pipeline.engine.runner import run_pipeline
+from mlflow_pipeline.engine.warm import (
+    HURRY_FILE,
+    STARTED,
+    import_all,
+    import_modules,
+    may_restore_priority,
+)
 from mlflow_pipeline.errors import PipelineError
 from mlflow_pipeline.redaction import (
     redact_file,
@@ -296,12 +299,6 @@ def warm_modules(cfg: DictConfig) -> list[str]:
     return list(modules)
 
 
-# In the workers' meeting directory: the shared stages are done, import at full priority.
-HURRY_FILE = ".hurry"
-# ... and ``<pid>.started``: that worker has taken its warm-up task (``<pid>``: it is done).
-STARTED = ".started"
-
-
 @dataclass
 class WarmWorkers:
     """The joblib workers being started in ``thread``, meeting in the directory ``meeting``;
@@ -404,54 +401,6 @@ def _joblib(launcher: DictConfig) -> bool:
     return str(launcher.get("_target_", "")).endswith("JoblibLauncher")
 
 
-# How long a warmed worker waits for the others to take their share (they start together).
-WARM_MEETING_S = 60.0
-
-
-def import_modules(modules: list[str], meeting: str, workers: int) -> int:
-    """Import ``modules`` (in a sweep worker), then wait until ``workers`` workers have done
-    so (a file each in the directory ``meeting``): a worker done first must not take another
-    worker's share. Returns this process's id. A module that does not import is left to the
-    job, which reports it.
-
-    Where the priority can be restored (``_may_restore_priority``), the imports run at
-    ``nice`` 19 until ``HURRY_FILE`` appears in ``meeting``: the sweep's process runs the
-    shared stages meanwhile, on one CPU, and the workers importing beside it at normal
-    priority slowed it from 2.9 to 6.1 s (docs/benchmarks.md, sweeps)."""
-    hurry = Path(meeting, HURRY_FILE)
-    Path(meeting, f"{os.getpid()}{STARTED}").touch()
-    with _lowered_priority() as restore:
-        for name in modules:
-            if hurry.exists():
-                restore()
-            _import_all([name])
-    Path(meeting, str(os.getpid())).touch()
-    deadline = time.monotonic() + WARM_MEETING_S
-    while _arrived(meeting) < workers and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return os.getpid()
-
-
-def _arrived(meeting: str) -> int:
-    """How many workers have done their imports (a file named by its pid each)."""
-    try:
-        return sum(name.isdigit() for name in os.listdir(meeting))
-    except OSError:  # the warm-up ended (the directory is gone)
-        return sys.maxsize
-
-
-def _import_all(modules: list[str], stop: threading.Event | None = None) -> int:
-    """Import ``modules`` in order until ``stop`` is set; returns how many were tried."""
-    for tried, name in enumerate(modules):
-        if stop is not None and stop.is_set():
-            return tried
-        try:
-            importlib.import_module(name)
-        except Exception:  # the importer of record imports it again and reports why
-            continue
-    return len(modules)
-
-
 # How long the register run waits for the background imports' last module before it goes on.
 HURRY_TIMEOUT_S = 120.0
 
@@ -478,57 +427,11 @@ class BackgroundImports:
         self.thread.join(HURRY_TIMEOUT_S)
 
 
-@contextmanager
-def _lowered_priority() -> Iterator[Callable[[], None]]:
-    """This thread at ``nice`` 19 inside the block, where the priority can be restored
-    (``_may_restore_priority``); yields a function that restores it early. Restored on the
-    way out in any case."""
-    native_id = threading.get_native_id()
-    before: int | None = None
-    if _may_restore_priority():
-        try:
-            before = os.getpriority(os.PRIO_PROCESS, native_id)
-            os.setpriority(os.PRIO_PROCESS, native_id, 19)
-        except OSError:  # a normal-priority thread then
-            before = None
-
-    def restore() -> None:
-        nonlocal before
-        if before is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, native_id, before)
-            except OSError:  # checked before lowering it
-                pass
-            before = None
-
-    try:
-        yield restore
-    finally:
-        restore()
-
-
-def _may_restore_priority() -> bool:
-    """Whether this process may raise a lowered priority back to 0 (root, or an RLIMIT_NICE
-    of 20 or more): only then is a thread lowered, else a busy machine could starve a thread
-    whose module lock the register run waits for. False where there are no such calls."""
-    if not (hasattr(os, "setpriority") and hasattr(os, "geteuid")):
-        return False
-    if os.geteuid() == 0:
-        return True
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    except (ImportError, AttributeError, ValueError, OSError):
-        return False
-    return soft == resource.RLIM_INFINITY or soft >= 20
-
-
 def import_in_background(
     modules: list[str], after: threading.Thread | None = None
 ) -> BackgroundImports:
     """Import ``modules`` in a daemon thread of this process. On Linux, where the priority can
-    be restored (``_may_restore_priority``), the thread runs at ``nice`` 19 so that it takes
+    be restored (``may_restore_priority``), the thread runs at ``nice`` 19 so that it takes
     the CPU the jobs leave idle. In a joblib sweep the CLI's process waits during the jobs and
     then runs the best job's register run, which imports the model code (~2.5 s cold).
     ``after``: a thread to wait for first (the workers' warm-up), unless hurried. Logs how
@@ -538,14 +441,14 @@ def import_in_background(
         while after is not None and after.is_alive() and not imports.stop.is_set():
             after.join(0.05)
         started = time.perf_counter()
-        if _may_restore_priority():
+        if may_restore_priority():
             try:
                 native_id = threading.get_native_id()
                 os.setpriority(os.PRIO_PROCESS, native_id, 19)
                 imports.native_id = native_id
             except OSError:  # a normal-priority thread then
                 pass
-        tried = _import_all(modules, imports.stop)
+        tried = import_all(modules, imports.stop)
         log.info(
             "sweep: %d of %d modules for the register run imported in the background in %.1f s",
             tried,

@@ -18,18 +18,17 @@ from omegaconf import OmegaConf
 
 from mlflow_pipeline.config import load_config
 from mlflow_pipeline.engine.sweep import (
-    HURRY_FILE,
     SWEEP_SUMMARY,
     WARM_MODULES,
     SweepRun,
     grid_jobs,
     import_in_background,
-    import_modules,
     release_joblib_workers,
     summarize_sweep,
     warm_joblib_workers,
     warm_modules,
 )
+from mlflow_pipeline.engine.warm import HURRY_FILE, import_modules
 from mlflow_pipeline.tags import MLflow, Runs, Sweep
 
 # conf/hydra/launcher/parallel.yaml as Hydra composes it (hydra_joblib_launcher's defaults).
