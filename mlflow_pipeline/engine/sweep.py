@@ -64,9 +64,11 @@ from mlflow_pipeline.store.tracking import (
     code_version,
     ensure_experiment,
     owner_tags,
+    reap_dead_runs,
     record_error,
     resolve_tracking,
     retry_transient,
+    wait_for_owning_children,
 )
 from mlflow_pipeline.tags import MLflow, Runs, Sweep
 
@@ -265,10 +267,23 @@ class SweepRun(Callback):
 
     def _close_abandoned(self) -> None:
         """At exit: mark a sweep run whose multirun stopped before on_multirun_end KILLED
-        (Ctrl-C) or FAILED."""
+        (Ctrl-C) or FAILED, and the runs of jobs whose worker process is gone the same. A
+        SIGINT to this process alone (not its group) aborts the joblib launcher, which kills
+        its workers: their runs would stay RUNNING until a later run reaped them."""
         if self.client and self.run_id:
             status = "KILLED" if interrupt.requested() else "FAILED"
             self.client.set_terminated(self.run_id, status)
+            try:
+                experiment_id = self.client.get_run(self.run_id).info.experiment_id
+                wait_for_owning_children(self.client, experiment_id, WORKERS_EXIT_S)
+                by = "the interrupted sweep" if status == "KILLED" else "the failed sweep"
+                reap_dead_runs(self.client, experiment_id, status=status, by=by)
+            except Exception as exc:  # best effort: a later run reaps them
+                log.warning("sweep: the runs of its stopped jobs stay RUNNING: %s", exc)
+
+
+# How long an abandoned sweep waits at exit for its jobs' worker processes to end.
+WORKERS_EXIT_S = 10.0
 
 
 # What every job of a reference-like pipeline imports besides its stages and `_target_`s: the

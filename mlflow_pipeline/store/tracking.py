@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 import psutil
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -428,30 +428,52 @@ def _alive(pid: str, started: str) -> bool:
         return False
 
 
-def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Mark FAILED every RUNNING run of ``experiment_id`` owned by a process of this host that
-    no longer exists (killed with SIGKILL, crashed, machine rebooted), and remove the frame it
-    was writing when it died (``artifacts.remove_partial_frames``). Returns their ids.
+def _running_here(client: MlflowClient, experiment_id: str) -> list[Run]:
+    """The RUNNING runs of ``experiment_id`` owned by a process of this host."""
+    return client.search_runs(
+        [experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`{Runs.HOST}` = '{socket.gethostname()}'",
+        max_results=1000,
+    )
+
+
+def wait_for_owning_children(client: MlflowClient, experiment_id: str, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for the child processes of this one that own RUNNING runs of
+    ``experiment_id`` (a joblib sweep's workers) to exit."""
+    children = {child.pid: child for child in psutil.Process().children(recursive=True)}
+    owners = {
+        children[int(pid)]
+        for run in _running_here(client, experiment_id)
+        if (pid := run.data.tags.get(Runs.PID, "")).isdigit() and int(pid) in children
+    }
+    psutil.wait_procs(list(owners), timeout=timeout_s)
+
+
+def reap_dead_runs(
+    client: MlflowClient,
+    experiment_id: str,
+    status: str = "FAILED",
+    by: str = "a later pipeline run",
+) -> list[str]:
+    """Mark ``status`` every RUNNING run of ``experiment_id`` owned by a process of this host
+    that no longer exists (killed with SIGKILL, crashed, machine rebooted), and remove the
+    frame it was writing when it died (``artifacts.remove_partial_frames``). Returns their
+    ids. ``by``: what marks them, for the message.
 
     Runs owned by live processes, by other hosts, or without owner tags are left alone.
     """
     host = socket.gethostname()
-    runs = client.search_runs(
-        [experiment_id],
-        f"attributes.status = 'RUNNING' and tags.`{Runs.HOST}` = '{host}'",
-        max_results=1000,
-    )
     reaped = []
-    for run in runs:
+    for run in _running_here(client, experiment_id):
         tags = run.data.tags
         if _alive(tags.get(Runs.PID, ""), tags.get(Runs.PID_STARTED, "")):
             continue
         message = (
             f"process {tags.get(Runs.PID)} on {host} ended while this run was RUNNING "
-            "(killed or crashed); marked FAILED by a later pipeline run"
+            f"(killed or crashed); marked {status} by {by}"
         )
         client.set_tag(run.info.run_id, Runs.ERROR, message)
-        client.set_terminated(run.info.run_id, "FAILED")
+        client.set_terminated(run.info.run_id, status)
         reaped.append(run.info.run_id)
         try:  # best effort: the reaping goes on whatever the artifact store says
             partial = remove_partial_frames(run.info.artifact_uri, tags.get(Runs.PID, ""))
@@ -465,7 +487,7 @@ def reap_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
                 ", ".join(p.name for p in partial),
             )
     if reaped:
-        log.info("marked %d abandoned run(s) FAILED: %s", len(reaped), ", ".join(reaped))
+        log.info("marked %d abandoned run(s) %s: %s", len(reaped), status, ", ".join(reaped))
     return reaped
 
 

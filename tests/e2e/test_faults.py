@@ -27,6 +27,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_pipeline.store.tracking import reap_dead_runs
+from mlflow_pipeline.tags import Sweep
 
 from .helpers import (
     CHAMPION_DATA,
@@ -545,23 +546,41 @@ def test_ctrl_c_prints_one_line_marks_runs_killed_and_exits_130(
     assert set(statuses.values()) <= {"FINISHED", "KILLED"}, statuses
 
 
-def test_ctrl_c_in_a_sweep_marks_the_sweep_run_killed_too(store: Store, csv: Path):
+@pytest.mark.parametrize(
+    ("launcher", "group"),
+    [
+        pytest.param([], True, id="sequential-terminal"),
+        # SIGINT to the sweep's process alone: the launcher's abort kills its workers, which
+        # cannot end their own runs (these had stayed RUNNING).
+        pytest.param(["hydra/launcher=parallel"], False, id="joblib-process-only"),
+    ],
+)
+def test_ctrl_c_in_a_sweep_marks_the_sweep_run_killed_too(
+    store: Store, csv: Path, launcher: list[str], group: bool
+):
     # The sweep run had ended FAILED while its interrupted job's runs were KILLED.
     command = [
         str(VENV_BIN / "mlflow-pipeline"), "-m", *CHAMPION_OVERRIDES, f"data.path={csv}",
         f"tracking.root={store.root}", "model.C=0.1,1.0",
-        "+cache.stages.train=recompute",
+        "+cache.stages.train=recompute", *launcher,
     ]  # fmt: skip
-    _, _, context = _ctrl_c(store, command, "[job 0]")
+    _, _, context = _ctrl_c(store, command, "[job 0]", group=group)
     [sweep] = store.runs_of_kind("sweep")
     assert sweep.info.status == "KILLED", context
-    assert [r.info.run_name for r in store.runs() if r.info.status == "RUNNING"] == []
+    assert [r.info.run_name for r in store.runs() if r.info.status == "RUNNING"] == [], context
+    jobs = [r for r in store.runs_of_kind("pipeline") if r.data.tags.get(Sweep.ROLE) == "job"]
+    statuses = {r.info.status for r in jobs}
+    assert "KILLED" in statuses, context
+    assert statuses <= {"KILLED", "FINISHED"}, context
 
 
-def _ctrl_c(store: Store, command: list[str], ready: str) -> tuple[str, str, str]:
+def _ctrl_c(
+    store: Store, command: list[str], ready: str, group: bool = True
+) -> tuple[str, str, str]:
     """Start ``command``; once a line holds ``ready``, a terminal's Ctrl-C (SIGINT to the
-    whole process group). Checks that it exited 130 with the one interrupted line; returns
-    its stdout, stderr and both tails for assertion messages."""
+    whole process group; to the process alone unless ``group``). Checks that it exited 130
+    with the one interrupted line; returns its stdout, stderr and both tails for assertion
+    messages."""
     env = {**store.env(), "PYTHONUNBUFFERED": "1"}
     out_path, err_path = store.root / "interrupted.out", store.root / "interrupted.err"
     with out_path.open("w") as out, err_path.open("w") as err:
@@ -570,7 +589,10 @@ def _ctrl_c(store: Store, command: list[str], ready: str) -> tuple[str, str, str
         )
     try:
         _wait_for_line((out_path, err_path), ready, process)
-        os.killpg(process.pid, signal.SIGINT)
+        if group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         process.wait(timeout=TIMEOUT_S)
     finally:
         if process.poll() is None:
